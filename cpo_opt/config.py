@@ -1,0 +1,154 @@
+"""Configuration pytrees: the model, the system (GPU + two-tier fabric) and the parallel plan.
+
+Every field is a numeric leaf in SI units (seconds, bytes, bytes/s, FLOP/s, joules), so that
+thousands of candidates run under one ``vmap`` and one compilation, and so that any field can be
+differentiated. Choices that are discrete in reality (recompute policy, ZeRO stage, dtype,
+booleans) are also numeric leaves holding small integer codes; the step-time formulas select
+with ``jnp.where`` and never branch on them in Python, so one compiled function serves every
+plan. Nothing here validates: input checks live in :mod:`cpo_opt.schema` and run on the host
+before anything is traced (JAX rebuilds these classes on tracers).
+
+File units (GB/s, TFLOP/s, us, pJ/bit) are converted at the edge by :mod:`cpo_opt.schema`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+Array = Any  # a float, numpy array or jax array
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+"""Numeric codes of the ``recompute`` plan field."""
+
+DTYPE_CODES = {"bf16": 0, "fp8": 1}
+"""Numeric codes of the ``dtype`` plan field (stored as ``Plan.fp8``)."""
+
+
+def _pytree(cls):
+    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+
+@_pytree
+class Model:
+    """A dense or Mixture-of-Experts decoder-only transformer.
+
+    Dense models have ``experts == 0``; models without multi-head latent attention have
+    ``mla == 0`` (the ``*_rank`` and ``*_head_dim`` MLA fields are then ignored).
+    Boolean fields hold 0.0 or 1.0.
+    """
+
+    layers: Array
+    hidden: Array
+    heads: Array
+    kv_heads: Array
+    head_dim: Array
+    ffn_hidden: Array
+    gated_ffn: Array
+    vocab: Array
+    seq_len: Array
+    tied_embeddings: Array
+    # Mixture of experts (experts == 0: dense)
+    experts: Array
+    top_k: Array
+    expert_ffn_hidden: Array
+    shared_experts: Array
+    dense_layers: Array
+    capacity_factor: Array
+    # Multi-head latent attention (mla == 0: standard MHA/GQA)
+    mla: Array
+    q_lora_rank: Array
+    kv_lora_rank: Array
+    qk_nope_head_dim: Array
+    qk_rope_head_dim: Array
+    v_head_dim: Array
+
+
+@_pytree
+class GPU:
+    """One GPU package: tensor-core peaks in FLOP/s, HBM in bytes and bytes/s."""
+
+    matmul_flops_bf16: Array
+    matmul_flops_fp8: Array
+    vector_flops: Array
+    hbm_bytes: Array
+    hbm_bandwidth: Array
+    power_w: Array
+
+
+@_pytree
+class Fabric:
+    """One network tier, seen from one GPU.
+
+    Attributes:
+      domain_size: GPUs joined by this tier at full bandwidth (scale-up: the NVLink/Passage
+        domain; scale-out: the whole cluster).
+      bandwidth: bytes/s per GPU per direction.
+      latency_s: one-hop latency of a message, seconds.
+      energy_j_per_bit: link + switch energy per bit moved, joules.
+      switch_radix: ports of one switch of this tier.
+      switch_bandwidth: bytes/s per direction that one switch can carry (all ports).
+      escape_bandwidth: most bytes/s per direction a GPU package can bring out for this tier
+        (shoreline-limited for copper SerDes, area-limited for 3D co-packaged optics).
+      max_domain_size: largest domain the physical medium allows (copper reach: one rack).
+    """
+
+    domain_size: Array
+    bandwidth: Array
+    latency_s: Array
+    energy_j_per_bit: Array
+    switch_radix: Array
+    switch_bandwidth: Array
+    escape_bandwidth: Array
+    max_domain_size: Array
+
+
+@_pytree
+class System:
+    """A cluster of identical GPUs on a two-tier fabric."""
+
+    gpu: GPU
+    scale_up: Fabric
+    scale_out: Fabric
+    gpus: Array
+
+
+@_pytree
+class Plan:
+    """A parallel training plan (Megatron-style).
+
+    ``dp`` is derived: ``gpus / (tp * cp * pp)``. MoE layers regroup the same GPUs as
+    ``etp * ep * edp == tp * cp * dp``. Codes: ``recompute`` 0 none / 1 selective / 2 full;
+    ``zero`` 0..3; ``fp8`` 0 bf16 / 1 fp8; ``flash_attention`` 1 flash / 0 materialized
+    (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1.
+    """
+
+    tp: Array
+    pp: Array
+    cp: Array
+    ep: Array
+    etp: Array
+    vpp: Array
+    micro_batch: Array
+    global_batch: Array
+    sequence_parallel: Array
+    recompute: Array
+    zero: Array
+    fp8: Array
+    overlap_tp: Array
+    overlap_ep: Array
+    overlap_p2p: Array
+    overlap_dp: Array
+    flash_attention: Array
+
+
+def replace(obj, **changes):
+    """``dataclasses.replace`` for the frozen pytrees above."""
+    return dataclasses.replace(obj, **changes)
+
+
+def field_names(cls) -> tuple[str, ...]:
+    """Names of the dataclass fields of ``cls`` in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls))

@@ -1,0 +1,418 @@
+"""Input files, presets, inline plans and inline tables -> the config dataclasses.
+
+Every bad input raises :class:`InputError`, whose ``str()`` is one line naming where (the file,
+``model preset 'x'``, ``--plan``, ``--set``, ``cases.toml: case[3] 'id'``), the dotted key
+(``scale_up.bandwidth_GB_s``, ``plan.tp``, ``model.moe.experts``) and the rule broken.
+
+A dict given as a reference is an inline document: ``{"model": {...}}`` or just the inner
+``[model]`` table (with optional ``moe``/``mla`` sub-tables); ``{"plan": {...}}`` or the inner
+plan table; a system dict always has the file's structure (``gpu``, ``scale_up``, ...).
+
+``values`` layouts (file units, defaults filled, optional keys without a default left out):
+
+* ``ModelSpec.values``: ``{"model": {...}, "model.moe": {...}, "model.mla": {...}}`` flat by
+  section (the keys of ``schema.SECTIONS``); ``model.moe``/``model.mla`` only when the model
+  has them. ``load_model`` accepts this dict back.
+* ``SystemSpec.values``: ``{"gpu": {...}, "scale_up": {...}, "scale_out": {...},
+  "cluster": {"gpus": n}}``; ``gpu`` is merged with its ``preset`` and holds no ``preset`` key.
+  ``load_system`` accepts this dict back.
+* ``PlanSpec.values``: the flat resolved plan ``{"tp", "pp", "dp", "cp", "ep", "etp", "edp",
+  "vpp", "micro_batch", "global_batch", "sequence_parallel", "recompute", "zero", "dtype",
+  "overlap_*"}`` with string enums, ``zero`` an int and derived ``dp``/``edp``. It is a valid
+  input of :func:`plan_from_values` (``dp``/``edp`` are then checked, not used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+from cpo_opt import plan_rules, schema
+from cpo_opt.config import GPU, Fabric, Model, Plan, System
+from cpo_opt.schema import Key
+from cpo_opt.sources import (InputError, check_top, list_presets, preset_path, read_document,
+                             resolve, table_of)
+from cpo_opt.tables import check_value, error, key_of, parse_text, resolve_table, to_si
+
+__all__ = [
+    "InputError", "ModelSpec", "SystemSpec", "PlanSpec", "Case", "Scenario",
+    "load_model", "load_system", "load_plan", "plan_from_values", "load_cases",
+    "load_scenario", "list_presets", "preset_path",
+]
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A checked model: the dataclass (SI), its name, where it came from, file-unit values."""
+
+    model: Model
+    name: str
+    origin: str
+    values: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemSpec:
+    """A checked system (GPU, two fabric tiers, cluster size)."""
+
+    system: System
+    name: str
+    gpu_name: str
+    origin: str
+    values: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSpec:
+    """A checked plan for one model on one system."""
+
+    plan: Plan
+    origin: str
+    values: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured case of a ``validate`` cases file."""
+
+    id: str
+    source: str
+    model: ModelSpec
+    system: SystemSpec
+    plan: PlanSpec
+    measured_step_time_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A named model + system (+ optional plan, batch and training tokens)."""
+
+    name: str
+    description: str
+    model: ModelSpec
+    system: SystemSpec
+    plan: PlanSpec | None
+    global_batch: int | None
+    tokens: float | None
+    origin: str
+
+
+# --------------------------------------------------------------------------- model
+_DENSE = dict(experts=0.0, top_k=0.0, expert_ffn_hidden=0.0, shared_experts=0.0,
+              capacity_factor=0.0)
+_NO_MLA = dict(mla=0.0, q_lora_rank=0.0, kv_lora_rank=0.0, qk_nope_head_dim=0.0,
+               qk_rope_head_dim=0.0, v_head_dim=0.0)
+
+
+def load_model(ref: Any, where: str | None = None) -> ModelSpec:
+    """Load a model from a file, a preset name or a dict (see the module docstring)."""
+    return _load_model(ref, where)
+
+
+def _load_model(ref, where=None, base=None, context=None) -> ModelSpec:
+    src = resolve(ref, "models", where, base, context)
+    doc = src.doc
+    if src.inline:
+        doc = _inline_model_document(doc)
+    check_top(doc, ("model",), src.where)
+    return model_from_table(doc["model"], src.where, src.name)
+
+
+def _inline_model_document(doc: dict) -> dict:
+    """A dict model as a document: wraps a bare [model] table; folds ``ModelSpec.values``."""
+    if "model" not in doc:
+        return {"model": doc}
+    subs = {name: f"model.{name}" for name in ("moe", "mla")}
+    if not any(flat in doc for flat in subs.values()) or not isinstance(doc["model"], dict):
+        return doc
+    table = dict(doc["model"])
+    for name, flat in subs.items():
+        if flat in doc:
+            table[name] = doc[flat]
+    return {"model": table, **{k: v for k, v in doc.items() if k not in subs.values()
+                               and k != "model"}}
+
+
+def model_from_table(table: Any, where: str, name: str) -> ModelSpec:
+    """A model from the ``[model]`` table (holding optional ``moe``/``mla`` sub-tables)."""
+    table = table_of({"model": table}, "model", where)
+    if "name" not in table:
+        table = {**table, "name": name}
+    values = {"model": resolve_table("model", table, where, extra=("moe", "mla"))}
+    for sub in ("moe", "mla"):
+        if sub in table:
+            values[f"model.{sub}"] = resolve_table(f"model.{sub}", table[sub], where)
+    _check_model(values, where)
+    return ModelSpec(_build_model(values), values["model"]["name"], where, values)
+
+
+def _check_model(values: dict, where: str) -> None:
+    """Rules between keys: kv_heads | heads, top_k <= experts, dense_layers <= layers, MLA."""
+    m, moe = values["model"], values.get("model.moe")
+    if m["heads"] % m["kv_heads"]:
+        raise error(where, "model.kv_heads", f"must divide model.heads = {m['heads']}",
+                    m["kv_heads"])
+    if "model.mla" in values and m["kv_heads"] != m["heads"]:
+        raise error(where, "model.kv_heads", f"must equal model.heads = {m['heads']} with "
+                    "[model.mla] (MLA has no GQA)", m["kv_heads"])
+    if moe is not None:
+        if moe["top_k"] > moe["experts"]:
+            raise error(where, "model.moe.top_k",
+                        f"must be <= model.moe.experts = {moe['experts']}", moe["top_k"])
+        if moe["dense_layers"] > m["layers"]:
+            raise error(where, "model.moe.dense_layers",
+                        f"must be <= model.layers = {m['layers']}", moe["dense_layers"])
+
+
+def _build_model(values: dict) -> Model:
+    fields = to_si(schema.MODEL_KEYS, values["model"])
+    if "model.moe" in values:
+        fields.update(to_si(schema.MOE_KEYS, values["model.moe"]))
+    else:
+        fields.update(_DENSE, dense_layers=fields["layers"])
+    fields.update(_NO_MLA)
+    if "model.mla" in values:
+        fields.update(to_si(schema.MLA_KEYS, values["model.mla"]), mla=1.0)
+    return Model(**fields)
+
+
+# --------------------------------------------------------------------------- system
+SYSTEM_TABLES = ("gpu", "scale_up", "scale_out", "cluster")
+
+
+def load_system(ref: Any, where: str | None = None,
+                overrides: dict[str, Any] | None = None) -> SystemSpec:
+    """Load a system; ``overrides`` (``--set``) replace file values before defaults are filled.
+
+    ``overrides`` maps ``"section.key"`` to a string (parsed with the key's type) or a value.
+    """
+    return _load_system(ref, where, overrides=overrides)
+
+
+def _load_system(ref, where=None, base=None, context=None, overrides=None) -> SystemSpec:
+    src = resolve(ref, "systems", where, base, context)
+    return system_from_doc(src.doc, src.where, src.name, overrides)
+
+
+def system_from_doc(doc: Any, where: str, name: str,
+                    overrides: dict[str, Any] | None = None) -> SystemSpec:
+    """A system from a document holding ``gpu``, ``scale_up``, ``scale_out``, ``cluster``."""
+    doc = table_of({"system": doc}, "system", where)
+    check_top(doc, SYSTEM_TABLES, where)
+    raw = {section: dict(table_of(doc, section, where)) for section in SYSTEM_TABLES}
+    raw["gpu"] = _gpu_with_preset(raw["gpu"], where)
+    _apply_overrides(raw, overrides or {})
+    values = {section: resolve_table(section, raw[section], where) for section in SYSTEM_TABLES}
+    return SystemSpec(_build_system(values), name, values["gpu"]["name"], where, values)
+
+
+def _gpu_with_preset(gpu: dict, where: str) -> dict:
+    """The ``[gpu]`` table with its ``preset`` (a GPU preset file) merged underneath."""
+    if "preset" not in gpu:
+        return gpu
+    name = gpu.pop("preset")
+    if not isinstance(name, str):
+        raise error(where, "gpu.preset", "must be a GPU preset name (a string)", name)
+    try:
+        path = preset_path("gpus", name)
+    except InputError:
+        raise error(where, "gpu.preset", "no such GPU preset; `cpo-opt presets` lists presets",
+                    name) from None
+    label = f"gpu preset '{name}'"
+    doc = read_document(path, label)
+    check_top(doc, ("gpu",), label)
+    base = table_of(doc, "gpu", label)
+    resolve_table("gpu", base, label)  # the preset must be valid on its own
+    return {"name": name, **base, **gpu}
+
+
+def _apply_overrides(raw: dict[str, dict], overrides: dict[str, Any]) -> None:
+    """Put ``--set SECTION.KEY=VALUE`` values into the raw system tables, checked."""
+    for dotted, value in overrides.items():
+        section, _, name = str(dotted).partition(".")
+        if section not in SYSTEM_TABLES or not name:
+            raise error("--set", str(dotted),
+                        "expected SECTION.KEY with SECTION one of " + ", ".join(SYSTEM_TABLES))
+        key = key_of(section, name, "--set")
+        if isinstance(value, str) and key.kind != "str":
+            raw[section][name] = parse_text(key, value, "--set", dotted)
+        else:
+            raw[section][name] = check_value(key, value, "--set", dotted)
+
+
+def _build_system(values: dict) -> System:
+    gpu = {"matmul_flops_fp8": 0.0, **to_si(schema.GPU_KEYS, values["gpu"])}
+    gpus = float(values["cluster"]["gpus"])
+    scale_up = to_si(schema.SCALE_UP_KEYS, values["scale_up"])
+    scale_out = to_si(schema.SCALE_OUT_KEYS, values["scale_out"])
+    return System(gpu=GPU(**gpu), scale_up=Fabric(**scale_up),
+                  scale_out=Fabric(domain_size=gpus, **scale_out), gpus=gpus)
+
+
+# --------------------------------------------------------------------------- plan
+DERIVED_KEYS = (
+    Key("dp", "dp", "int", "data parallel (derived; checked when given)", minimum=0, strict=True),
+    Key("edp", "edp", "int", "expert data parallel (derived; checked when given)", minimum=0,
+        strict=True),
+)
+
+
+def load_plan(ref: Any, model: ModelSpec, system: SystemSpec,
+              where: str | None = None) -> PlanSpec:
+    """Load a plan: a file, a preset name, inline ``"tp=8,pp=16"`` (where ``--plan``) or a dict."""
+    table, label = _plan_table(ref, where)
+    return plan_from_values(table, model, system, label)
+
+
+def _plan_table(ref, where=None, base=None, context=None) -> tuple[dict, str]:
+    """The raw plan table of a reference and the name used in messages."""
+    if isinstance(ref, str) and "=" in ref and not ref.strip().lower().endswith((".toml", ".json")):
+        label = where or context or "--plan"
+        return parse_inline_plan(ref, label), label
+    src = resolve(ref, "plans", where, base, context)
+    doc = {"plan": src.doc} if src.inline and "plan" not in src.doc else src.doc
+    check_top(doc, ("plan",), src.where)
+    return table_of(doc, "plan", src.where), src.where
+
+
+def parse_inline_plan(text: str, where: str = "--plan") -> dict:
+    """``"tp=8, pp=16,ep=64"`` -> ``{"tp": 8, "pp": 16, "ep": 64}`` (typed, checked values)."""
+    table: dict[str, Any] = {}
+    for piece in text.split(","):
+        if not piece.strip():
+            continue
+        name, sep, raw = piece.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise error(where, piece.strip(), "expected KEY=VALUE pairs separated by commas, "
+                        "like tp=8,pp=4")
+        key = key_of("plan", name, where, DERIVED_KEYS)
+        if name in table:
+            raise error(where, f"plan.{name}", "given twice")
+        table[name] = parse_text(key, raw, where, f"plan.{name}")
+    if not table:
+        raise error(where, "plan", "empty plan; expected KEY=VALUE pairs like tp=8,pp=4")
+    return table
+
+
+def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
+                     where: str) -> PlanSpec:
+    """Check a plan table against the schema, the model and the system; fill its defaults."""
+    plan = resolve_table("plan", values, where, extra=("dp", "edp"))
+    resolved = plan_rules.resolve_plan(plan, model.values, system.values, where)
+    for key in DERIVED_KEYS:
+        if key.name in values:
+            given = check_value(key, values[key.name], where, f"plan.{key.name}")
+            if given != resolved[key.name]:
+                raise error(where, f"plan.{key.name}",
+                            f"must equal the derived {key.name} = {resolved[key.name]}", given)
+    return PlanSpec(Plan(**to_si(schema.PLAN_KEYS, resolved)), where, resolved)
+
+
+# --------------------------------------------------------------------------- cases
+_CASE_KEYS = ("id", "source", "model", "system", "plan", "measured")
+_STEP_TIME = Key("step_time_s", "step_time_s", "float", "measured step time, s", required=True,
+                 minimum=0, strict=True)
+
+
+def load_cases(path: str | os.PathLike) -> list[Case]:
+    """Load a ``validate`` cases file: ``[[case]]`` tables, each self-contained."""
+    src = resolve(path, None)
+    check_top(src.doc, ("case",), src.where)
+    cases = src.doc["case"]
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise error(src.where, "case", "must be an array of tables ([[case]])")
+    if not cases:
+        raise error(src.where, "case", "no [[case]] tables")
+    out, seen = [], set()
+    for index, table in enumerate(cases):
+        case = _case(table, f"{src.where}: case[{index}]")
+        if case.id in seen:
+            raise error(f"{src.where}: case[{index}]", "id", "duplicate case id", case.id)
+        seen.add(case.id)
+        out.append(case)
+    return out
+
+
+def _case(table: dict, where: str) -> Case:
+    if isinstance(table.get("id"), str):
+        where = f"{where} '{table['id']}'"
+    for name in table:
+        if name not in _CASE_KEYS:
+            raise error(where, name, "unknown key; known keys: " + ", ".join(_CASE_KEYS))
+    for name in ("id", "model", "system", "plan", "measured"):
+        if name not in table:
+            raise error(where, name, "missing required key")
+    for name in ("id", "source"):
+        if name in table and not isinstance(table[name], str):
+            raise error(where, name, "must be a string", table[name])
+    model = model_from_table(table["model"], where, table["id"])
+    system = system_from_doc(table["system"], where, table["id"])
+    plan = plan_from_values(table_of(table, "plan", where), model, system, where)
+    measured = table_of(table, "measured", where)
+    for name in measured:
+        if name != "step_time_s":
+            raise error(where, f"measured.{name}", "unknown key; known keys: step_time_s")
+    if "step_time_s" not in measured:
+        raise error(where, "measured.step_time_s", "missing required key")
+    step = check_value(_STEP_TIME, measured["step_time_s"], where, "measured.step_time_s")
+    return Case(table["id"], table.get("source", ""), model, system, plan, step)
+
+
+# --------------------------------------------------------------------------- scenarios
+_SCENARIO_KEYS = ("model", "system", "plan", "global_batch", "tokens")
+_SCENARIO_BATCH = Key("global_batch", "global_batch", "int", "sequences per step", minimum=0,
+                      strict=True)
+_SCENARIO_TOKENS = Key("tokens", "tokens", "float", "training tokens", minimum=0, strict=True)
+
+
+def load_scenario(ref: Any) -> Scenario:
+    """Load a scenario: ``[scenario]`` with model, system, optional plan, global_batch, tokens.
+
+    ``model``/``system``/``plan`` are preset names, paths relative to the scenario file, or
+    inline tables; ``global_batch`` fills the plan's when the plan has none.
+    """
+    src = resolve(ref, "scenarios")
+    check_top(src.doc, ("scenario",), src.where)
+    table = table_of(src.doc, "scenario", src.where)
+    where = src.where
+    for name in table:
+        if name not in _SCENARIO_KEYS:
+            raise error(where, f"scenario.{name}",
+                        "unknown key; known keys: " + ", ".join(_SCENARIO_KEYS))
+    for name in ("model", "system"):
+        if name not in table:
+            raise error(where, f"scenario.{name}", "missing required key")
+    base = src.path.parent if src.path is not None else pathlib.Path.cwd()
+    model = _load_model(table["model"], *_nested(table["model"], where, "scenario.model", base))
+    system = _load_system(table["system"],
+                          *_nested(table["system"], where, "scenario.system", base))
+    batch = tokens = plan = None
+    if "global_batch" in table:
+        batch = check_value(_SCENARIO_BATCH, table["global_batch"], where, "scenario.global_batch")
+    if "tokens" in table:
+        tokens = check_value(_SCENARIO_TOKENS, table["tokens"], where, "scenario.tokens")
+    if "plan" in table:
+        plan = _scenario_plan(table["plan"], batch, model, system, where, base)
+    description = src.doc.get("about", {}).get("description", "")
+    return Scenario(src.name, description, model, system, plan, batch, tokens, where)
+
+
+def _nested(ref: Any, where: str, key: str, base: pathlib.Path) -> tuple:
+    """(where, base, context) for a reference inside a scenario file."""
+    label = f"{where}: {key}" if isinstance(ref, dict) else None
+    if not isinstance(ref, (str, dict)):
+        raise error(where, key, "must be a preset name, a path or a table", ref)
+    return label, base, f"{where}: {key}"
+
+
+def _scenario_plan(ref, batch, model, system, where, base) -> PlanSpec:
+    table, label = _plan_table(ref, *_nested(ref, where, "scenario.plan", base))
+    if batch is not None:
+        given = table.get("global_batch")
+        if given is not None and given != batch:
+            raise error(where, "scenario.global_batch",
+                        f"differs from the plan's global_batch = {given}", batch)
+        table = {**table, "global_batch": batch}
+    return plan_from_values(table, model, system, label)

@@ -1,0 +1,250 @@
+"""The file schema: every key of the input files, its type, unit, default and rule.
+
+This table is the single place where file units (GB/s, TFLOP/s, us, pJ/bit) meet the SI units
+used inside the model. :mod:`cpo_opt.inputs` reads files against it; the README's format
+section and ``sensitivity``'s field names derive from it.
+
+A key's ``scale`` multiplies the file value into SI: ``bandwidth_GB_s = 450`` becomes
+``Fabric.bandwidth = 450e9`` bytes/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+GB = 1e9
+TB = 1e12
+TFLOP = 1e12
+US = 1e-6
+PJ = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One key of an input table.
+
+    Attributes:
+      name: the key as written in the file.
+      attr: the attribute of the config dataclass it fills.
+      kind: "int", "float", "bool", "enum" or "str".
+      scale: factor from file unit to SI.
+      required: a missing required key is a bad input.
+      default: file-unit default, or a callable ``f(values) -> default`` of the other keys of
+        the same table (already defaulted in table order); None means no default.
+      minimum: smallest allowed value (file units); ``strict`` makes it exclusive.
+      choices: allowed values of an "enum" key, mapped to their numeric codes.
+      doc: one line for the README and ``--help``.
+    """
+
+    name: str
+    attr: str
+    kind: str
+    doc: str
+    scale: float = 1.0
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    strict: bool = False
+    choices: dict[str, int] | None = None
+
+    @property
+    def rule(self) -> str:
+        """The value rule in words, for error messages."""
+        if self.kind == "enum":
+            return "must be one of " + ", ".join(repr(c) for c in self.choices)
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        if self.minimum is None:
+            return f"must be {article} {self.kind}"
+        op = ">" if self.strict else ">="
+        return f"must be {article} {self.kind} {op} {self.minimum:g}"
+
+
+def _pos_int(name, doc, **kw):
+    return Key(name, kw.pop("attr", name), "int", doc, minimum=0, strict=True, **kw)
+
+
+def _pos_float(name, attr, doc, **kw):
+    return Key(name, attr, "float", doc, minimum=0, strict=True, **kw)
+
+
+def _nonneg(name, attr, doc, kind="float", **kw):
+    return Key(name, attr, kind, doc, minimum=0, **kw)
+
+
+# --------------------------------------------------------------------------- model
+MODEL_KEYS: tuple[Key, ...] = (
+    Key("name", "name", "str", "free text", default="model"),
+    _pos_int("layers", "transformer layers", required=True),
+    _pos_int("hidden", "model width", required=True),
+    _pos_int("heads", "query heads", required=True),
+    _pos_int("kv_heads", "key/value heads (GQA/MQA when fewer than heads)",
+             default=lambda v: v["heads"]),
+    _pos_int("head_dim", "dimension of one head", default=lambda v: v["hidden"] / v["heads"]),
+    _pos_int("ffn_hidden", "FFN inner size of a dense layer", required=True),
+    Key("gated_ffn", "gated_ffn", "bool", "SwiGLU-style 3 matrices (false: 2, GPT)", default=True),
+    _pos_int("vocab", "vocabulary size", required=True),
+    _pos_int("seq_len", "training sequence length, tokens", required=True),
+    Key("tied_embeddings", "tied_embeddings", "bool", "input and output embeddings shared",
+        default=False),
+)
+
+MOE_KEYS: tuple[Key, ...] = (
+    _pos_int("experts", "routed experts per MoE layer", required=True),
+    _pos_int("top_k", "routed experts per token", required=True),
+    _pos_int("expert_ffn_hidden", "FFN inner size of one expert", required=True),
+    _nonneg("shared_experts", "shared_experts", "always-active experts per MoE layer",
+            kind="int", default=0),
+    _nonneg("dense_layers", "dense_layers", "leading layers with a dense FFN", kind="int",
+            default=0),
+    _nonneg("capacity_factor", "capacity_factor",
+            "expert capacity factor; 0 = dropless with balanced routing", default=0.0),
+)
+
+MLA_KEYS: tuple[Key, ...] = (
+    _nonneg("q_lora_rank", "q_lora_rank", "query compression rank; 0 = none", kind="int",
+            default=0),
+    _pos_int("kv_lora_rank", "key/value compression rank", required=True),
+    _pos_int("qk_nope_head_dim", "per-head query/key dimension without RoPE", required=True),
+    _nonneg("qk_rope_head_dim", "qk_rope_head_dim", "per-head decoupled RoPE dimension",
+            kind="int", required=True),
+    _pos_int("v_head_dim", "per-head value dimension", required=True),
+)
+
+# --------------------------------------------------------------------------- system
+GPU_KEYS: tuple[Key, ...] = (
+    Key("name", "name", "str", "free text", default="gpu"),
+    _pos_float("matmul_tflops_bf16", "matmul_flops_bf16", "dense bf16 tensor-core peak, TFLOP/s",
+               scale=TFLOP, required=True),
+    _pos_float("matmul_tflops_fp8", "matmul_flops_fp8",
+               "dense fp8 tensor-core peak, TFLOP/s (needed by dtype = \"fp8\")", scale=TFLOP),
+    _pos_float("vector_tflops", "vector_flops", "non-tensor-core peak, TFLOP/s", scale=TFLOP,
+               default=lambda v: v["matmul_tflops_bf16"] / 15.0),
+    _pos_float("hbm_GB", "hbm_bytes", "HBM capacity, GB", scale=GB, required=True),
+    _pos_float("hbm_bandwidth_TB_s", "hbm_bandwidth", "HBM bandwidth, TB/s", scale=TB,
+               required=True),
+    _pos_float("power_W", "power_w", "GPU board power, W (energy-to-train reports)",
+               default=700.0),
+)
+
+
+def _fabric_keys(tier: str, latency_us: float, energy_pj: float, radix: int) -> tuple[Key, ...]:
+    keys = []
+    if tier == "scale_up":
+        keys.append(_pos_int("domain_size", "GPUs per scale-up domain", required=True))
+    keys += [
+        _pos_float("bandwidth_GB_s", "bandwidth", "per GPU, per direction, GB/s", scale=GB,
+                   required=True),
+        _nonneg("latency_us", "latency_s", "one-hop message latency, us", scale=US,
+                default=latency_us),
+        _nonneg("energy_pJ_per_bit", "energy_j_per_bit",
+                "link + switch energy per bit moved, pJ/bit", scale=PJ, default=energy_pj),
+        _pos_int("switch_radix", "ports per switch of this tier",
+                 default=(lambda v: v["domain_size"]) if tier == "scale_up" else radix),
+        _pos_float("switch_bandwidth_TB_s", "switch_bandwidth",
+                   "capacity of one switch, per direction, TB/s (default radix x bandwidth)",
+                   scale=TB, default=lambda v: v["switch_radix"] * v["bandwidth_GB_s"] / 1e3),
+        _pos_float("escape_bandwidth_GB_s", "escape_bandwidth",
+                   "most per-GPU bandwidth the package can bring out for this tier, GB/s "
+                   "(shoreline for copper, area for CPO; default = bandwidth)",
+                   scale=GB, default=lambda v: v["bandwidth_GB_s"]),
+        _pos_int("max_domain_size",
+                 "largest domain the medium reaches (copper: one rack); default unlimited",
+                 default=2**24),
+    ]
+    return tuple(keys)
+
+
+SCALE_UP_KEYS = _fabric_keys("scale_up", latency_us=1.0, energy_pj=5.0, radix=0)
+SCALE_OUT_KEYS = _fabric_keys("scale_out", latency_us=5.0, energy_pj=16.0, radix=64)
+CLUSTER_KEYS: tuple[Key, ...] = (_pos_int("gpus", "GPUs in the cluster", required=True),)
+
+# --------------------------------------------------------------------------- plan
+DEFAULT_BATCH_TOKENS = 2**22
+"""Default global batch, tokens (about 4M, typical of frontier pretraining): the smallest
+multiple of ``micro_batch * dp`` sequences holding at least this many tokens."""
+
+RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+ATTENTION = {"unfused": 0, "flash": 1, "auto": -1}
+AUTO_FLASH_MIN_BF16_TFLOPS = 400.0
+"""``attention = "auto"`` resolves to flash attention on Hopper-class and newer GPUs (an fp8
+tensor peak is given, or the bf16 peak exceeds this many TFLOP/s) and to materialized
+("unfused") attention on A100-class and older GPUs: the default stack of each generation
+(Megatron-LM 2020-22 with fused scale-mask-softmax and attention dropout on A100;
+Transformer Engine / cuDNN flash attention in Megatron-Core and NeMo from Hopper on)."""
+
+
+def resolve_attention(code: int, matmul_tflops_bf16: float, has_fp8: bool) -> int:
+    """Resolve the ``attention`` code: ``auto`` (-1) becomes flash (1) or unfused (0)."""
+    if code >= 0:
+        return code
+    return int(has_fp8 or matmul_tflops_bf16 > AUTO_FLASH_MIN_BF16_TFLOPS)
+DTYPE = {"bf16": 0, "fp8": 1}
+ZERO = {"0": 0, "1": 1, "2": 2, "3": 3}
+
+PLAN_KEYS: tuple[Key, ...] = (
+    _pos_int("tp", "tensor parallel", default=1),
+    _pos_int("pp", "pipeline parallel", default=1),
+    _pos_int("cp", "context parallel", default=1),
+    _pos_int("ep", "expert parallel", default=1),
+    _pos_int("etp", "tensor parallel inside an expert", default=1),
+    _pos_int("vpp", "virtual pipeline stages per rank (interleaving)", default=1),
+    _pos_int("micro_batch", "sequences per micro-batch", default=1),
+    _pos_int("global_batch", "sequences per optimizer step (default: >= 4M tokens)"),
+    Key("sequence_parallel", "sequence_parallel", "bool",
+        "sequence parallelism with TP (default: tp > 1)", default=lambda v: v["tp"] > 1),
+    Key("recompute", "recompute", "enum", "activation recomputation", default="selective",
+        choices=RECOMPUTE),
+    Key("zero", "zero", "enum", "0 none, 1 distributed optimizer, 2 + gradients, 3 FSDP",
+        default=1, choices=ZERO),
+    Key("dtype", "fp8", "enum", "GEMM precision", default="bf16", choices=DTYPE),
+    Key("overlap_tp", "overlap_tp", "bool", "TP communication overlapped with GEMMs",
+        default=False),
+    Key("overlap_ep", "overlap_ep", "bool", "EP all-to-all overlapped with expert compute",
+        default=False),
+    Key("overlap_p2p", "overlap_p2p", "bool",
+        "PP send/recv overlapped with compute (default: vpp > 1, as Megatron)",
+        default=lambda v: v["vpp"] > 1),
+    Key("overlap_dp", "overlap_dp", "bool",
+        "DP gradient reduce / parameter gather overlapped with backward / forward", default=True),
+    Key("attention", "flash_attention", "enum",
+        "attention kernel: flash, unfused (materialized softmax + dropout), or auto (by GPU "
+        "generation, see schema.resolve_attention)", default="auto", choices=ATTENTION),
+)
+
+SECTIONS: dict[str, tuple[Key, ...]] = {
+    "model": MODEL_KEYS,
+    "model.moe": MOE_KEYS,
+    "model.mla": MLA_KEYS,
+    "gpu": GPU_KEYS,
+    "scale_up": SCALE_UP_KEYS,
+    "scale_out": SCALE_OUT_KEYS,
+    "cluster": CLUSTER_KEYS,
+    "plan": PLAN_KEYS,
+}
+
+
+def system_fields() -> dict[str, tuple[str, str, float]]:
+    """Every numeric system field as ``"section.key" -> (section attr, attr, scale)``.
+
+    These are the continuous hardware fields of ``sensitivity`` and ``optimize --free``
+    (integer-valued ones such as ``domain_size`` are treated as continuous there).
+    """
+    out = {}
+    for section, attr in (("gpu", "gpu"), ("scale_up", "scale_up"), ("scale_out", "scale_out")):
+        for key in SECTIONS[section]:
+            if key.kind in ("int", "float"):
+                out[f"{section}.{key.name}"] = (attr, key.attr, key.scale)
+    out["cluster.gpus"] = ("", "gpus", 1.0)
+    return out
+
+
+def key_named(section: str, name: str) -> Key:
+    """The :class:`Key` of ``section`` called ``name`` (KeyError when absent)."""
+    for key in SECTIONS[section]:
+        if key.name == name:
+            return key
+    raise KeyError(f"{section}.{name}")
+
+
+DefaultFn = Callable[[dict], Any]

@@ -1,0 +1,220 @@
+"""One input table checked against :mod:`cpo_opt.schema`: types, minimums, defaults, text values.
+
+Values stay in file units here (GB/s, TFLOP/s, us); :func:`to_si` converts them at the end.
+Canonical value types: int keys -> ``int``, float keys -> ``float``, bool keys -> ``bool``,
+enum keys -> the choice string, except numeric enums (``zero``) -> ``int``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from cpo_opt.schema import SECTIONS, Key
+from cpo_opt.sources import InputError
+
+_MISSING = object()
+
+DEFAULT_LABELS = {"model.head_dim": "hidden / heads = {hidden} / {heads}"}
+"""How a computed default is described when it is not a whole number."""
+
+
+def show(value: Any) -> str:
+    """A short one-line rendering of a user value for ``(got ...)``."""
+    if isinstance(value, numbers.Number) and not isinstance(value, (bool, np.bool_)):
+        text = str(value)
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def error(where: str, key: str, rule: str, value: Any = _MISSING) -> InputError:
+    """The InputError ``<where>: <key>: <rule> (got <value>)``."""
+    message = f"{where}: {key}: {rule}"
+    if value is not _MISSING:
+        message += f" (got {show(value)})"
+    return InputError(message)
+
+
+def rule_of(key: Key) -> str:
+    """``Key.rule``, noting that ``zero`` also takes integers."""
+    rule = key.rule
+    if _numeric_enum(key):
+        rule += " (a string or an integer)"
+    return rule
+
+
+def _numeric_enum(key: Key) -> bool:
+    return key.kind == "enum" and all(c.isdigit() for c in key.choices)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _check_minimum(key: Key, value: float, where: str, dotted: str) -> None:
+    if key.minimum is None:
+        return
+    ok = value > key.minimum if key.strict else value >= key.minimum
+    if not ok:
+        raise error(where, dotted, rule_of(key), value)
+
+
+def _as_int(key: Key, value: Any, where: str, dotted: str) -> int:
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise error(where, dotted, rule_of(key), value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    if not (math.isfinite(number) and number.is_integer()):
+        raise error(where, dotted, rule_of(key), value)
+    return int(number)
+
+
+def _as_float(key: Key, value: Any, where: str, dotted: str) -> float:
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise error(where, dotted, rule_of(key), value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise error(where, dotted, "must be finite", value)
+    return number
+
+
+def _as_enum(key: Key, value: Any, where: str, dotted: str) -> str | int:
+    if _numeric_enum(key):
+        is_int = isinstance(value, numbers.Integral) and not _is_bool(value)
+        if (is_int or isinstance(value, str)) and str(value) in key.choices:
+            return int(value)
+    elif isinstance(value, str) and value in key.choices:
+        return value
+    raise error(where, dotted, rule_of(key), value)
+
+
+def check_value(key: Key, value: Any, where: str, dotted: str) -> Any:
+    """Check one file value against ``key``; return its canonical file-unit form."""
+    if key.kind == "int":
+        result = _as_int(key, value, where, dotted)
+    elif key.kind == "float":
+        result = _as_float(key, value, where, dotted)
+    elif key.kind == "bool":
+        if not _is_bool(value):
+            raise error(where, dotted, "must be true or false", value)
+        return bool(value)
+    elif key.kind == "enum":
+        return _as_enum(key, value, where, dotted)
+    elif key.kind == "str":
+        if not isinstance(value, str):
+            raise error(where, dotted, "must be a string", value)
+        return value
+    else:  # a schema bug, not a user error
+        raise TypeError(f"schema key {dotted} has unknown kind {key.kind!r}")
+    _check_minimum(key, result, where, dotted)
+    return result
+
+
+def parse_text(key: Key, text: str, where: str, dotted: str) -> Any:
+    """Parse a command-line value (``--plan tp=8``, ``--set k=v``) with ``key``'s type."""
+    raw = text.strip()
+    if not raw:
+        raise error(where, dotted, "empty value")
+    value: Any = raw
+    if key.kind == "int" or (key.kind == "enum" and _numeric_enum(key) and raw.isdigit()):
+        value = _number(raw, int)
+    elif key.kind == "float":
+        value = _number(raw, float)
+    elif key.kind == "bool":
+        words = {"true": True, "1": True, "false": False, "0": False}
+        if raw.lower() not in words:
+            raise error(where, dotted, "must be true, false, 1 or 0", raw)
+        value = words[raw.lower()]
+    return check_value(key, value, where, dotted)
+
+
+def _number(text: str, kind: type) -> Any:
+    """``text`` as an int (or an integral float) or a float; the text itself if neither."""
+    try:
+        return kind(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _unknown(where: str, dotted: str, name: str, known: list[str]) -> InputError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return error(where, dotted, f"unknown key; {hint}known keys: {', '.join(known)}")
+
+
+def _computed_default(key: Key, values: dict, where: str, dotted: str) -> Any:
+    value = key.default(values)
+    if key.kind == "int":
+        if not float(value).is_integer():
+            label = DEFAULT_LABELS.get(dotted, "the default").format(**values)
+            raise error(where, dotted,
+                        f"{label} is not a whole number; set {key.name} explicitly", value)
+        return int(value)
+    return check_value(key, value, where, dotted)
+
+
+def resolve_table(section: str, table: Any, where: str, extra: tuple[str, ...] = ()) -> dict:
+    """Check the table of ``section`` (a key of ``schema.SECTIONS``) and fill its defaults.
+
+    Args:
+      section: ``"model"``, ``"model.moe"``, ``"gpu"``, ``"plan"``, ...; also the key prefix
+        in messages.
+      table: the table as read.
+      where: the file (or ``--plan``, a case) named in messages.
+      extra: further keys allowed in the table and handled by the caller (``moe``, ``preset``).
+
+    Returns:
+      ``{key: value}`` in schema order, file units, defaults filled. Optional keys without a
+      default (``matmul_tflops_fp8``, ``global_batch``) are left out when absent.
+    """
+    keys = SECTIONS[section]
+    if not isinstance(table, dict):
+        raise error(where, section, "must be a table", table)
+    known = [k.name for k in keys] + list(extra)
+    for name in table:
+        if name not in known:
+            raise _unknown(where, f"{section}.{name}", name, known)
+    values: dict[str, Any] = {}
+    for key in keys:
+        dotted = f"{section}.{key.name}"
+        if key.name in table:
+            values[key.name] = check_value(key, table[key.name], where, dotted)
+        elif key.required:
+            raise error(where, dotted, "missing required key")
+        elif callable(key.default):
+            values[key.name] = _computed_default(key, values, where, dotted)
+        elif key.default is not None:
+            values[key.name] = check_value(key, key.default, where, dotted)
+    return values
+
+
+def key_of(section: str, name: str, where: str, extra: tuple[Key, ...] = ()) -> Key:
+    """The key ``name`` of ``section`` (or of ``extra``); an unknown name is a bad input."""
+    keys = SECTIONS[section] + tuple(extra)
+    for key in keys:
+        if key.name == name:
+            return key
+    raise _unknown(where, f"{section}.{name}", name, [k.name for k in keys])
+
+
+def to_si(keys: tuple[Key, ...], values: dict) -> dict[str, float]:
+    """``{attr: SI float}`` for the numeric, bool and enum keys present in ``values``."""
+    out = {}
+    for key in keys:
+        if key.name not in values or key.kind == "str":
+            continue
+        value = values[key.name]
+        if key.kind == "enum":
+            value = key.choices[str(value)]
+        out[key.attr] = float(value) * key.scale
+    return out
