@@ -1,0 +1,114 @@
+"""Time of GPU kernels: GEMMs, the flash-attention core and memory-bound kernels.
+
+GEMM (``m x k`` times ``k x n``, one kernel):
+
+    t_flop = 2 m n k / (eta peak f(m) f(n) f(k)),    f(d) = d / (d + GEMM_TILE_DIM)
+    t_mem  = (e (m k + k n) + o m n) / (HBM_EFF hbm_bandwidth)
+    t      = (t_flop^p + t_mem^p)^(1/p) + KERNEL_OVERHEAD_S
+
+with ``e`` input bytes per element (2 bf16, 1 fp8), ``o`` output bytes, ``p = ROOFLINE_P = 4``.
+Efficiency therefore falls smoothly for small GEMMs (fine-grained experts split by EP run at a
+fraction of peak and become weight-bandwidth bound), with no step tables (style rule 7).
+Backward runs two GEMMs per forward GEMM: the input gradient (``m x n`` by ``n x k``) and the
+weight gradient (``k x m`` by ``m x n``), which accumulates into fp32 main gradients
+(``o = 8``: read + write 4 bytes).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from cpo_opt import constants as C
+from cpo_opt.config import GPU, Plan
+
+
+def matmul_peak(gpu: GPU, plan: Plan):
+    """Achievable tensor throughput in FLOP/s for the plan's dtype (before shape effects)."""
+    bf16 = gpu.matmul_flops_bf16 * C.GEMM_EFF_BF16
+    fp8 = gpu.matmul_flops_fp8 * C.GEMM_EFF_FP8
+    return jnp.where(plan.fp8 > 0, fp8, bf16)
+
+
+def input_bytes(plan: Plan):
+    """Bytes per GEMM input element: 1 for fp8, 2 for bf16."""
+    return jnp.where(plan.fp8 > 0, 1.0, 2.0)
+
+
+def shape_factor(m, n, k):
+    """Tile/wave fill of a GEMM: ``prod d / (d + GEMM_TILE_DIM)`` over its three sizes."""
+    d0 = C.GEMM_TILE_DIM
+    return (m / (m + d0)) * (n / (n + d0)) * (k / (k + d0))
+
+
+def gemm_time(m, n, k, gpu: GPU, plan: Plan, out_bytes=2.0):
+    """Seconds for one ``(m x k) @ (k x n)`` GEMM on one GPU (smooth roofline).
+
+    Sizes are clamped to at least 1 so that absent blocks (a dense model's experts, MLA
+    projections of a non-MLA model), which callers weight by 0, stay finite with finite
+    gradients.
+    """
+    m, n, k = jnp.maximum(m, 1.0), jnp.maximum(n, 1.0), jnp.maximum(k, 1.0)
+    flops = 2.0 * m * n * k
+    t_flop = flops / (matmul_peak(gpu, plan) * shape_factor(m, n, k))
+    nbytes = input_bytes(plan) * (m * k + k * n) + out_bytes * m * n
+    t_mem = nbytes / (C.HBM_EFF * gpu.hbm_bandwidth)
+    return roofline(t_flop, t_mem) + C.KERNEL_OVERHEAD_S
+
+
+def roofline(t_flop, t_mem):
+    """Smooth roofline ``(t_flop^4 + t_mem^4)^(1/4)`` (``ROOFLINE_P = 4``), scaled for range."""
+    tmax = jnp.maximum(t_flop, t_mem)
+    a, b = (t_flop / tmax) ** 2, (t_mem / tmax) ** 2
+    return tmax * jnp.sqrt(jnp.sqrt(a * a + b * b))
+
+
+def gemm_fwd_bwd_time(m, n, k, gpu: GPU, plan: Plan):
+    """Forward and backward seconds of one linear layer applied to ``m`` tokens.
+
+    Returns ``(t_fwd, t_bwd)`` with ``t_bwd`` = input-gradient GEMM + weight-gradient GEMM.
+    """
+    fwd = gemm_time(m, n, k, gpu, plan)
+    dgrad = gemm_time(m, k, n, gpu, plan)
+    wgrad = gemm_time(k, n, m, gpu, plan, out_bytes=8.0)
+    return fwd, dgrad + wgrad
+
+
+def attention_core_time(flops_fwd, q_tokens, head_dim, gpu: GPU):
+    """Forward and backward seconds of the flash-attention core.
+
+    ``t_fwd = F / (ATTN_EFF_FWD peak_bf16 f(q_tokens) f(head_dim))`` and
+    ``t_bwd = ATTN_BWD_FLOP_RATIO F / (ATTN_EFF_BWD ...)``: the attention core runs in bf16
+    (fp8 attention is not assumed) and its efficiency falls for short query blocks and small
+    heads like a GEMM's.
+    """
+    d0 = C.GEMM_TILE_DIM
+    fill = (q_tokens / (q_tokens + d0)) * (head_dim / (head_dim + d0))
+    peak = gpu.matmul_flops_bf16 * fill
+    fwd = flops_fwd / (C.ATTN_EFF_FWD * peak) + C.KERNEL_OVERHEAD_S
+    bwd = C.ATTN_BWD_FLOP_RATIO * flops_fwd / (C.ATTN_EFF_BWD * peak) + C.KERNEL_OVERHEAD_S
+    return fwd, bwd
+
+
+def unfused_attention_time(b_heads, s_q, s_k, dqk, dv, dropout, gpu: GPU, plan: Plan):
+    """Forward and backward seconds of a materialized (non-flash) attention core.
+
+    Megatron-LM before flash attention (Narayanan et al. 2021, Korthikanti et al. 2022):
+    batched GEMMs ``Q K^T`` (``s_q x dqk`` by ``dqk x s_k``, the full masked square) and
+    ``P V`` for ``b_heads`` (micro-batch x local heads) matrices, a fused scale-mask-softmax
+    (read 2 + write 2 bytes per score) and attention dropout (read 2, write 2, mask 1).
+    Backward: two GEMMs per forward GEMM, dropout backward (read 2 + 1, write 2) and softmax
+    backward (read 4, write 2).
+    """
+    scores = b_heads * s_q * s_k
+    qk_f, qk_b = gemm_fwd_bwd_time(s_q, s_k, dqk, gpu, plan)
+    pv_f, pv_b = gemm_fwd_bwd_time(s_q, dv, s_k, gpu, plan)
+    fwd_bytes = scores * (4.0 + 5.0 * dropout)
+    bwd_bytes = scores * (6.0 + 5.0 * dropout)
+    fwd = b_heads * (qk_f + pv_f) + memory_time(fwd_bytes, gpu)
+    bwd = b_heads * (qk_b + pv_b) + memory_time(bwd_bytes, gpu)
+    return fwd, bwd
+
+
+def memory_time(nbytes, gpu: GPU):
+    """Seconds to stream ``nbytes`` through HBM (memory-bound kernels)."""
+    return nbytes / (C.HBM_EFF * gpu.hbm_bandwidth)

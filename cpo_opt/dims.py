@@ -1,0 +1,72 @@
+"""Derived sizes of one plan: parallel groups, tokens per GPU and layers per pipeline rank.
+
+Everything the cost modules share is computed once here, from the plan's degrees as numbers
+(they may be non-integer in the relaxed model). Notation used across the cost modules:
+
+* ``tokens``: tokens one TP rank's GEMMs process per micro-batch, ``b s / cp``.
+* ``tokens_sp``: tokens per GPU in the sequence-parallel region, ``b s / (cp tp_sp)`` with
+  ``tp_sp = tp`` under sequence parallelism, else 1. MoE layers always dispatch SP-split tokens
+  ``b s / (cp tp)`` (Megatron requires SP for MoE with TP).
+* ``microbatches``: ``global_batch / (micro_batch dp)``.
+* ``layers_rank``: layers on the most loaded pipeline rank, ``vpp ceil(L / (pp vpp))``
+  (Megatron places stages evenly; when ``L`` does not divide the largest stage paces).
+  Of these, ``moe_rank = min(layers_rank, L_moe)`` are MoE layers (worst case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from cpo_opt import smooth, transformer
+from cpo_opt.config import Model, Plan, System
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+    """Derived sizes (all numbers, see module docstring)."""
+
+    dp: object
+    edp: object
+    microbatches: object
+    tp_sp: object
+    tokens: object
+    tokens_sp: object
+    tokens_moe: object
+    layers_rank: object
+    moe_rank: object
+    dense_rank: object
+    is_moe: object
+    dqk: object
+    dv: object
+
+
+def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> Dims:
+    """Compute :class:`Dims` for one (model, system, plan)."""
+    dp = system.gpus / (plan.tp * plan.cp * plan.pp)
+    edp = plan.tp * plan.cp * dp / (plan.etp * plan.ep)
+    microbatches = plan.global_batch / (plan.micro_batch * dp)
+    sp = plan.sequence_parallel
+    tp_sp = 1.0 + sp * (plan.tp - 1.0)
+    tokens = plan.micro_batch * model.seq_len / plan.cp
+    per_stage = smooth.ceil(model.layers / (plan.pp * plan.vpp), temperature)
+    layers_rank = plan.vpp * per_stage
+    l_moe = transformer.moe_layers(model)
+    moe_rank = smooth.smin(layers_rank, jnp.maximum(l_moe, 1e-9), temperature)
+    moe_rank = jnp.where(l_moe > 0, moe_rank, 0.0)
+    return Dims(
+        dp=dp,
+        edp=edp,
+        microbatches=microbatches,
+        tp_sp=tp_sp,
+        tokens=tokens,
+        tokens_sp=tokens / tp_sp,
+        tokens_moe=tokens / plan.tp,
+        layers_rank=layers_rank,
+        moe_rank=moe_rank,
+        dense_rank=layers_rank - moe_rank,
+        is_moe=jnp.where(model.experts > 0, 1.0, 0.0),
+        dqk=transformer.qk_dim(model),
+        dv=transformer.v_dim(model),
+    )

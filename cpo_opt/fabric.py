@@ -1,0 +1,134 @@
+"""Placement of parallel groups on the two-tier fabric, and collective times.
+
+Layout (Megatron ``RankGenerator`` order): ranks are numbered TP innermost, then CP, then DP,
+then PP outermost; MoE layers regroup the same ranks as ETP innermost, then EP, then EDP, then
+PP. A group of ``g`` ranks whose consecutive members are ``stride`` ranks apart therefore has
+
+    m = clamp(D / stride, 1, g)
+
+members inside each scale-up domain of ``D`` GPUs (``D`` capped at the cluster size). The group
+runs hierarchically: the share among the ``m`` in-domain members moves at scale-up bandwidth,
+the share between the ``g / m`` domains at scale-out bandwidth. When ``m == g`` nothing leaves
+the domain; when ``m == 1`` everything does. This is the mechanism the copper-vs-Passage study
+rests on: a larger domain keeps larger EP/TP/CP groups off the scale-out network.
+
+Collective formulas (``V`` = full tensor bytes, ``n = g / m`` domains, ``B`` = achievable
+bandwidth per GPU per direction, ``a`` = one-hop latency):
+
+* reduce-scatter / all-gather (hierarchical ring, Thakur et al. 2005; NCCL):
+  ``V (m-1)/m / B_up + (V/m) (n-1)/n / B_out + (m-1) a_up + log2(n) a_out``
+* all-reduce: twice the reduce-scatter time.
+* all-to-all with ``V`` bytes leaving each GPU's buffer spread evenly over the ``g`` members:
+  ``max(V (m-1)/g / B_up, V (g-m)/g / B_out) + a_up + a_out [g > m]``; NVLink and NIC traffic
+  proceed concurrently.
+* point-to-point: ``V / B + a`` on the tier the hop uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from cpo_opt import constants as C
+from cpo_opt import smooth
+from cpo_opt.config import System
+
+
+def domain_gpus(system: System, temperature: float = 0.0):
+    """Effective scale-up domain: ``min(domain_size, gpus)``."""
+    return smooth.smin(system.scale_up.domain_size, system.gpus, temperature)
+
+
+def members_in_domain(group, stride, system: System, temperature: float = 0.0):
+    """Members of a ``group`` (``stride`` apart) that share one scale-up domain."""
+    d = domain_gpus(system, temperature)
+    return smooth.clamp(d / stride, 1.0, jnp.maximum(group, 1.0), temperature)
+
+
+def _bw_up(system: System):
+    return system.scale_up.bandwidth * C.LINK_EFF_SCALE_UP
+
+
+def _bw_out(system: System):
+    return system.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT
+
+
+def _log2(x):
+    return jnp.log2(jnp.maximum(x, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Comm:
+    """A communication: its time (seconds) and the bytes one GPU sends over each tier."""
+
+    time: object
+    up_bytes: object
+    out_bytes: object
+
+    def __add__(self, other: "Comm") -> "Comm":
+        return Comm(self.time + other.time, self.up_bytes + other.up_bytes,
+                    self.out_bytes + other.out_bytes)
+
+    def __mul__(self, k) -> "Comm":
+        return Comm(self.time * k, self.up_bytes * k, self.out_bytes * k)
+
+    __rmul__ = __mul__
+
+
+NO_COMM = Comm(0.0, 0.0, 0.0)
+
+
+def reduce_scatter(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
+    """Hierarchical ring reduce-scatter (or all-gather) of a ``nbytes`` tensor."""
+    m = members_in_domain(group, stride, system, temperature)
+    n = jnp.maximum(group, 1.0) / m
+    up = nbytes * (m - 1.0) / m
+    out = (nbytes / m) * (n - 1.0) / n
+    lat = (m - 1.0) * system.scale_up.latency_s + _log2(n) * system.scale_out.latency_s
+    return Comm(up / _bw_up(system) + out / _bw_out(system) + lat, up, out)
+
+
+def all_gather(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
+    """All-gather to a ``nbytes`` tensor: the same traffic as a reduce-scatter."""
+    return reduce_scatter(nbytes, group, stride, system, temperature)
+
+
+def all_reduce(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
+    """Ring all-reduce = reduce-scatter + all-gather."""
+    return 2.0 * reduce_scatter(nbytes, group, stride, system, temperature)
+
+
+def all_to_all_split(group, stride, system: System, temperature: float = 0.0):
+    """Fractions of an all-to-all buffer that go over scale-up and over scale-out.
+
+    Returns ``((m - 1) / g, (g - m) / g)``; the rest, ``1/g``, stays on the GPU.
+    """
+    g = jnp.maximum(group, 1.0)
+    m = members_in_domain(group, stride, system, temperature)
+    return (m - 1.0) / g, (g - m) / g
+
+
+def all_to_all(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
+    """All-to-all where each GPU sends ``nbytes`` spread evenly over the group."""
+    f_up, f_out = all_to_all_split(group, stride, system, temperature)
+    up, out = nbytes * f_up, nbytes * f_out
+    t_up = up / _bw_up(system)
+    t_out = out / _bw_out(system)
+    crosses = smooth.step(f_out, temperature)
+    lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
+    active = smooth.step(f_up + f_out, temperature)
+    return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
+
+
+def crosses_domain(group, stride, system: System, temperature: float = 0.0):
+    """1 when a ring/chain of ``group`` ranks ``stride`` apart leaves one domain, else 0."""
+    m = members_in_domain(group, stride, system, temperature)
+    return smooth.step((jnp.maximum(group, 1.0) - m) / jnp.maximum(group, 1.0), temperature)
+
+
+def p2p(nbytes, cross, system: System) -> Comm:
+    """One point-to-point transfer of ``nbytes``; ``cross`` in [0, 1] selects the tier."""
+    t_up = nbytes / _bw_up(system) + system.scale_up.latency_s
+    t_out = nbytes / _bw_out(system) + system.scale_out.latency_s
+    return Comm(t_up + cross * (t_out - t_up), nbytes * (1.0 - cross), nbytes * cross)

@@ -1,0 +1,249 @@
+"""The step-time model: one optimizer step of a transformer on a two-tier GPU fabric.
+
+``step_time(model, system, plan) -> StepTime`` is the one pure entry point. It is jit- and
+vmap-friendly (every input is a numeric pytree leaf) and differentiable in every leaf. With
+``temperature > 0`` the same formulas run with smooth surrogates (see :mod:`cpo_opt.smooth`);
+that is the relaxed model the optimizer descends.
+
+Step structure (Megatron-LM, 1F1B or interleaved 1F1B pipeline, Narayanan et al. 2021):
+
+    t_rank  = fwd + bwd (+ recompute) kernels of a rank for one micro-batch
+              + exposed TP, CP, EP communication + exposed PP send/recv + exposed ZeRO-3 traffic
+    t_pipe  = microbatches t_max + (pp - 1) / vpp t_avg
+    t_step  = t_pipe + exposed DP communication + optimizer update + other
+
+``t_max`` is the slowest rank (``layers_rank`` layers plus the output layer: the last stage),
+``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer). Steady 1F1B
+runs at the slowest rank's pace; the fill and drain of the pipeline (the bubble,
+``(pp - 1) / vpp`` micro-batch times; Narayanan et al. 2021 sec. 2.2) pass every rank once.
+
+Overlap assumptions (Megatron defaults, each switchable in the plan):
+
+* DP gradient reduction overlaps the backward of the last micro-batch (``overlap_dp``); the
+  ZeRO parameter all-gather overlaps the forward of the first micro-batch. Only what exceeds
+  that window is exposed. ZeRO-3 gathers and reduces every micro-batch, overlapped with that
+  micro-batch's forward/backward.
+* TP and EP communication is exposed unless ``overlap_tp``/``overlap_ep`` (then only the excess
+  over the layer's GEMMs / expert GEMMs is exposed).
+* CP ring exchange overlaps the attention core (Transformer Engine ring attention).
+* PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
+* The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
+
+``breakdown`` holds exposed times that add up to ``step_time_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from cpo_opt import compute, fabric, layer_costs, smooth, transformer
+from cpo_opt.config import Model, Plan, System
+from cpo_opt.dims import Dims, dims
+from cpo_opt.fabric import Comm
+from cpo_opt.memory import Memory, local_params, memory
+
+OPTIMIZER_BYTES_PER_PARAM = 30.0
+"""HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
+gradient (16), write master, m, v (12) and the bf16 weight (2)."""
+
+def _pytree(cls):
+    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
+
+@_pytree
+class Breakdown:
+    """Exposed seconds of each part of one step; they add up to the step time."""
+
+    compute: object
+    tp_comm: object
+    cp_comm: object
+    ep_comm: object
+    pp_comm: object
+    dp_comm: object
+    bubble: object
+    optimizer: object
+    other: object
+
+    def total(self):
+        return sum(getattr(self, f.name) for f in dataclasses.fields(self))
+
+@_pytree
+class ComputeDetail:
+    """Kernel seconds per step by kind (inside ``breakdown.compute``)."""
+
+    gemm: object
+    attention: object
+    memory_bound: object
+    recompute: object
+
+@_pytree
+class Traffic:
+    """Bytes one GPU sends per step over each tier (for energy and link utilisation)."""
+
+    scale_up_bytes: object
+    scale_out_bytes: object
+
+@_pytree
+class StepTime:
+    """Result of :func:`step_time`; SI units (seconds, bytes, FLOP)."""
+
+    step_time_s: object
+    breakdown: Breakdown
+    compute_detail: ComputeDetail
+    memory: Memory
+    traffic: Traffic
+    fits_memory: object
+    dp: object
+    edp: object
+    microbatches: object
+    tokens_per_step: object
+    flops_per_token: object
+    tokens_per_s: object
+    model_flops_per_gpu: object
+    mfu: object
+
+def _exposed(comm_time, window, overlap, temperature):
+    """Exposed part of a communication of ``comm_time`` that may hide behind ``window``."""
+    hidden = smooth.relu(comm_time - window, window + 1e-9, temperature)
+    return comm_time + overlap * (hidden - comm_time)
+
+def _dp_comms(model: Model, system: System, plan: Plan, d: Dims, t: float):
+    """``(gradient reduction, parameter gather)`` of one step for ZeRO 0-2, and the
+    per-micro-batch ``(gather, gather + reduce)`` of ZeRO-3."""
+    dense, experts = local_params(model, plan, d)
+    gd, sd = d.dp * plan.cp, plan.tp
+    ge, se = d.edp, plan.etp * plan.ep
+    rs = (fabric.reduce_scatter(4.0 * dense, gd, sd, system, t)
+          + fabric.reduce_scatter(4.0 * experts, ge, se, system, t))
+    ag = (fabric.all_gather(2.0 * dense, gd, sd, system, t)
+          + fabric.all_gather(2.0 * experts, ge, se, system, t))
+    z0 = jnp.where(plan.zero < 1, 1.0, 0.0)
+    z3 = jnp.where(plan.zero >= 3, 1.0, 0.0)
+    grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
+    param = (1.0 - z3) * (1.0 - z0) * ag
+    return grad, param, z3 * ag, z3 * (ag + rs)
+
+def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> StepTime:
+    """Time and memory of one training step; see the module docstring for the structure.
+
+    Args:
+      model, system, plan: config pytrees (SI units); leaves may be batched under ``vmap``.
+      temperature: 0 for the exact model; > 0 for the smooth relaxation (static).
+
+    Returns:
+      :class:`StepTime`.
+    """
+    t = temperature
+    d = dims(model, system, plan, t)
+    att = layer_costs.attention(model, system, plan, d)
+    dense_k = att + layer_costs.dense_ffn(model, system, plan, d)
+    moe = layer_costs.moe_ffn(model, system, plan, d)
+    moe_k = att + moe
+    head = layer_costs.output_layer(model, system, plan, d)
+    full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
+    passes = 2.0 + full  # forward, backward, and a recomputed forward
+
+    # --- exposed communication of one dense and one MoE layer (forward + backward)
+    tp_d = layer_costs.tp_dense_layer(model, system, plan, d, t)
+    tp_m = layer_costs.tp_moe_layer(model, system, plan, d, t)
+    tp_d_exp = passes * _exposed(tp_d.time, dense_k.gemm_fwd, plan.overlap_tp, t)
+    tp_m_exp = passes * _exposed(tp_m.time, moe_k.gemm_fwd, plan.overlap_tp, t)
+    cp_f = layer_costs.cp_layer(model, system, plan, d, t)  # hidden behind the attention core
+    cp_exp = ((1.0 + full) * _exposed(cp_f.time, att.attn_fwd, 1.0, t)
+              + _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t))
+    ep_f, ep_b = layer_costs.ep_moe_layer(model, system, plan, d, t)
+    ep_exp = ((1.0 + full) * _exposed(ep_f.time, moe.gemm_fwd, plan.overlap_ep, t)
+              + _exposed(ep_b.time, moe.gemm_bwd, plan.overlap_ep, t))
+
+    def per_mb(n_dense, n_moe, n_head):
+        """Kernels and exposed TP/CP/EP seconds of a rank holding these blocks."""
+        k = n_dense * dense_k + n_moe * moe_k + n_head * head
+        layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
+        kern = (k.fwd, k.bwd + full * layers_fwd, full * layers_fwd)
+        comm = (n_dense * tp_d_exp + n_moe * tp_m_exp, (n_dense + n_moe) * cp_exp,
+                n_moe * ep_exp)
+        return k, kern, comm
+
+    kernels, (k_fwd, k_bwd, recompute), (tp_exp, cp_exp_r, ep_exp_r) = per_mb(
+        d.dense_rank, d.moe_rank, 1.0)
+    l_moe = transformer.moe_layers(model)
+    _, (a_fwd, a_bwd, _), (a_tp, a_cp, a_ep) = per_mb(
+        (model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
+
+    # --- PP send/recv: 2 vpp transfers of b s h / (cp tp) per micro-batch on each rank
+    has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
+    cross = fabric.crosses_domain(plan.pp, plan.tp * plan.cp * d.dp, system, t)
+    act_bytes = 2.0 * plan.micro_batch * model.seq_len * model.hidden / (plan.cp * plan.tp)
+    p2p = has_pp * 2.0 * plan.vpp * fabric.p2p(act_bytes, cross, system)
+    p2p_exp = _exposed(p2p.time, k_fwd + k_bwd, plan.overlap_p2p, t)
+
+    # --- DP / ZeRO
+    grad, param, z3_fwd, z3_bwd = _dp_comms(model, system, plan, d, t)
+    z3_exp = (_exposed(z3_fwd.time, k_fwd, plan.overlap_dp, t)
+              + _exposed(z3_bwd.time, k_bwd, plan.overlap_dp, t))
+    dp_step = (_exposed(grad.time, k_bwd, plan.overlap_dp, t)
+               + _exposed(param.time, k_fwd, plan.overlap_dp, t))
+
+    # --- pipeline: steady state paced by the slowest rank, fill/drain by the average rank
+    t_max = k_fwd + k_bwd + tp_exp + cp_exp_r + ep_exp_r + p2p_exp + z3_exp
+    t_avg = a_fwd + a_bwd + a_tp + a_cp + a_ep + p2p_exp + z3_exp
+    n_mb = d.microbatches
+    bubble = (plan.pp - 1.0) / plan.vpp * t_avg
+
+    # --- optimizer and other
+    dense, experts = local_params(model, plan, d)
+    z1 = plan.zero >= 1
+    updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
+               + experts / jnp.where(z1, d.edp, 1.0))
+    optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system.gpu)
+    other = fabric.all_reduce(8.0, system.gpus, 1.0, system, t).time  # grad-norm / loss
+
+    breakdown = Breakdown(
+        compute=n_mb * (k_fwd + k_bwd),
+        tp_comm=n_mb * tp_exp,
+        cp_comm=n_mb * cp_exp_r,
+        ep_comm=n_mb * ep_exp_r,
+        pp_comm=n_mb * p2p_exp,
+        dp_comm=dp_step + n_mb * z3_exp,
+        bubble=bubble,
+        optimizer=optimizer,
+        other=other,
+    )
+    step = breakdown.total()
+
+    layers_rank = d.dense_rank + d.moe_rank
+    detail = ComputeDetail(
+        gemm=n_mb * (kernels.gemm_fwd + kernels.gemm_bwd),
+        attention=n_mb * layers_rank * (att.attn_fwd + att.attn_bwd),
+        memory_bound=n_mb * 3.0 * kernels.elem_fwd,
+        recompute=n_mb * recompute,
+    )
+    comm_mb = (passes * (d.dense_rank * tp_d + d.moe_rank * tp_m)
+               + layers_rank * (3.0 + full) * cp_f
+               + d.moe_rank * ((1.0 + full) * ep_f + ep_b) + p2p + z3_fwd + z3_bwd)
+    comm = n_mb * comm_mb + grad + param
+    mem = memory(model, system, plan, d, t)
+
+    tokens = plan.global_batch * model.seq_len
+    fpt = transformer.flops_per_token(model)
+    tps = tokens / step
+    flops_gpu = fpt * tps / system.gpus
+    peak = jnp.where(plan.fp8 > 0, system.gpu.matmul_flops_fp8, system.gpu.matmul_flops_bf16)
+    return StepTime(
+        step_time_s=step,
+        breakdown=breakdown,
+        compute_detail=detail,
+        memory=mem,
+        traffic=Traffic(comm.up_bytes, comm.out_bytes),
+        fits_memory=jnp.where(mem.total <= system.gpu.hbm_bytes, 1.0, 0.0),
+        dp=d.dp,
+        edp=d.edp,
+        microbatches=n_mb,
+        tokens_per_step=tokens,
+        flops_per_token=fpt,
+        tokens_per_s=tps,
+        model_flops_per_gpu=flops_gpu,
+        mfu=flops_gpu / peak,
+    )
