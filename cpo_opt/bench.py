@@ -1,0 +1,91 @@
+"""Steady-state rate of the exact model on many distinct valid plans (``cpo-opt bench``).
+
+Plans are drawn from the discrete plan space (:mod:`cpo_opt.lattice`) of the model on the
+system; when the space has fewer plans than requested, copies with larger (still valid)
+global batches make every evaluated plan distinct. The timed function is
+``jit(vmap(step_time))`` returning the full :class:`~cpo_opt.step.StepTime` (every field,
+the same function ``evaluate`` runs), with model and system fixed; batches are on the device
+before timing starts and every result is blocked on. Compilation is timed separately.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cpo_opt import lattice, schema
+from cpo_opt.inputs import ModelSpec, SystemSpec
+from cpo_opt.step import step_time
+
+
+def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:
+    """A global batch of at least ``schema.DEFAULT_BATCH_TOKENS`` tokens that every
+    power-of-two ``micro_batch * dp`` up to the cluster size divides."""
+    gpus = int(system.values["cluster"]["gpus"])
+    unit = gpus * lattice.MAX_MICRO_BATCH
+    seq = int(model.values["model"]["seq_len"])
+    return unit * max(1, -(-schema.DEFAULT_BATCH_TOKENS // (seq * unit)))
+
+
+def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
+                 global_batch: int | None = None) -> dict[str, np.ndarray]:
+    """``n`` distinct valid plans as lattice columns."""
+    gb = global_batch or default_global_batch(model, system)
+    cols = lattice.enumerate_plans(model.values, system.values, gb)
+    size = len(cols["tp"])
+    rng = np.random.default_rng(seed)
+    reps = -(-n // size)
+    idx = np.concatenate([rng.permutation(size) for _ in range(reps)])[:n]
+    out = {k: v[idx] for k, v in cols.items()}
+    out["global_batch"] = out["global_batch"] * (1 + np.arange(n) // size)
+    return out
+
+
+def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int = 1 << 18,
+          dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+    """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object."""
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dt = jnp.float64 if dtype == "float64" else jnp.float32
+    batch = min(batch, n)
+    n = (n // batch) * batch
+    cols = sample_plans(model, system, n, seed)
+    fp8, flash = 0, schema.resolve_attention(-1, system.values["gpu"]["matmul_tflops_bf16"],
+                                             "matmul_tflops_fp8" in system.values["gpu"])
+    m = jax.tree.map(lambda x: jnp.asarray(x, dt), model.model)
+    s = jax.tree.map(lambda x: jnp.asarray(x, dt), system.system)
+    f = jax.jit(jax.vmap(lambda p: step_time(m, s, p)))
+    batches = []
+    for i in range(0, n, batch):
+        part = {k: v[i:i + batch] for k, v in cols.items()}
+        plan = lattice.to_plan(part, fp8, flash, dtype=np.float32 if dt == jnp.float32
+                               else np.float64)
+        batches.append(jax.device_put(plan))
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(batches[0]))
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    checksum = 0.0
+    for p in batches:
+        r = jax.block_until_ready(f(p))
+        checksum += float(jnp.sum(r.fits_memory))
+    wall = time.perf_counter() - t0
+    return {
+        "evaluations_per_s": n / wall,
+        "n": n,
+        "compile_s": compile_s,
+        "device": jax.devices()[0].platform,
+        "devices": jax.device_count(),
+        "batch": batch,
+        "dtype": dtype,
+        "wall_s": wall,
+        "lattice_size": int(len(lattice.enumerate_plans(
+            model.values, system.values, int(cols["global_batch"][0]))["tp"])),
+        "fraction_fitting_memory": checksum / n,
+        "model": model.name,
+        "system": system.name,
+    }

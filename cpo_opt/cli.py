@@ -1,0 +1,244 @@
+"""The ``cpo-opt`` command line (contract: SPEC.md section 2).
+
+Exit status: 0 done, 2 bad input (one line on stderr naming the file, key and rule), 1 internal
+failure (one line; set ``CPO_OPT_DEBUG=1`` for the traceback). With ``--json`` standard output is
+exactly one JSON object; progress and warnings go to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from cpo_opt.inputs import InputError
+
+TOKEN_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+class UsageError(Exception):
+    """A bad command-line flag (exit 2, one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def parse_count(text: str, flag: str) -> float:
+    """``"15e12"``, ``"15T"``, ``"450B"`` -> float > 0; else :class:`UsageError`."""
+    t = text.strip()
+    scale = 1.0
+    if t and t[-1].upper() in TOKEN_SUFFIXES:
+        scale, t = TOKEN_SUFFIXES[t[-1].upper()], t[:-1]
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise UsageError(f"{flag}: must be a positive number such as 15e12 or 15T "
+                         f"(got {text!r})") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise UsageError(f"{flag}: must be a positive number (got {text!r})")
+    return value
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``--set section.key=value`` items -> ``{"section.key": "value"}``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--set: expected section.key=value (got {item!r})")
+        k, v = item.split("=", 1)
+        if not k.strip() or not v.strip():
+            raise UsageError(f"--set: expected section.key=value (got {item!r})")
+        out[k.strip()] = v.strip()
+    return out
+
+
+# --------------------------------------------------------------------------- output helpers
+def emit(obj: dict[str, Any], as_json: bool, text: Callable[[dict], str]) -> None:
+    """Print ``obj`` as one JSON object, or as the readable text ``text(obj)``."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, indent=1, default=_json_default) + "\n")
+    else:
+        sys.stdout.write(text(obj).rstrip() + "\n")
+
+
+def _json_default(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_presets(args) -> None:
+    from cpo_opt.inputs import list_presets
+    from cpo_opt import text
+    found = list_presets()
+    emit({k: [{"name": n, "description": d} for n, d in v] for k, v in found.items()},
+         args.json, text.presets_table)
+
+
+def _load_msp(args):
+    from cpo_opt.inputs import load_model, load_system
+    model = load_model(args.model)
+    system = load_system(args.system, overrides=parse_sets(args.set))
+    return model, system
+
+
+def cmd_evaluate(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.evaluate import evaluate
+    from cpo_opt.inputs import load_plan
+    model, system = _load_msp(args)
+    plan = load_plan(args.plan, model, system)
+    tokens = parse_count(args.tokens, "--tokens") if args.tokens else None
+    emit(evaluate(model, system, plan, tokens), args.json, text.evaluate_table)
+
+
+def cmd_validate(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.validate import validate_file
+    emit(validate_file(args.cases), args.json, text.validate_table)
+
+
+def cmd_bench(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.bench import bench
+    from cpo_opt.inputs import load_model, load_system
+    if args.n < 1 or args.batch < 1:
+        raise UsageError("--n and --batch must be >= 1")
+    model = load_model(args.model)
+    system = load_system(args.system, overrides=parse_sets(args.set))
+    emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
+         args.json, text.bench_table)
+
+
+def cmd_optimize(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.optimize_cli import run_optimize
+    model, system = _load_msp(args)
+    emit(run_optimize(model, system, args), args.json, text.optimize_table)
+
+
+def cmd_sensitivity(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.inputs import load_plan
+    from cpo_opt.sensitivity import sensitivity
+    model, system = _load_msp(args)
+    plan = load_plan(args.plan, model, system)
+    tokens = parse_count(args.tokens, "--tokens") if args.tokens else None
+    emit(sensitivity(model, system, plan, tokens), args.json, text.sensitivity_table)
+
+
+def cmd_reproduce(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.study.reproduce import reproduce
+    emit(reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress),
+         args.json, text.reproduce_table)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cpo-opt", description=(
+        "Step time, best parallel plan and hardware co-design for LLM / MoE training on a "
+        "two-tier GPU fabric (scale-up domain + scale-out network)."))
+    from cpo_opt import __version__
+    p.add_argument("--version", action="version", version=f"cpo-opt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def msp(sp, plan=False):
+        sp.add_argument("--model", required=True, help="model file (.toml/.json) or preset")
+        sp.add_argument("--system", required=True, help="system file or preset")
+        if plan:
+            sp.add_argument("--plan", required=True,
+                            help="plan file, preset, or inline 'tp=8,pp=16,ep=64'")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
+                             "(repeatable)")
+
+    add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios")
+
+    sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
+    msp(sp, plan=True)
+    sp.add_argument("--tokens", help="training tokens (e.g. 15e12 or 15T): adds time to train")
+
+    sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
+    msp(sp)
+    sp.add_argument("--global-batch", type=int, help="sequences per step (default: >= 4M tokens)")
+    sp.add_argument("--exhaustive", action="store_true",
+                    help="enumerate every valid plan and score all (ground truth)")
+    sp.add_argument("--free", nargs="+", metavar="KEY", default=[],
+                    help="continuous system fields to optimize too, e.g. "
+                         "scale_up.bandwidth_GB_s scale_up.domain_size")
+    sp.add_argument("--tokens", help="training tokens: reports time to train")
+    sp.add_argument("--power-budget-kW", type=float, dest="power_budget_kw",
+                    help="cap on provisioned interconnect power of the cluster, kW (with --free)")
+    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
+    sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("sensitivity", cmd_sensitivity,
+             "gradients and elasticities of step time w.r.t. every continuous system field")
+    msp(sp, plan=True)
+    sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
+
+    sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
+    sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")
+
+    sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")
+    sp.add_argument("--quick", action="store_true", help="the reduced run (about two minutes)")
+    sp.add_argument("--out", default="out/reproduce", help="output folder (default out/reproduce)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sp = add("bench", cmd_bench, "steady-state rate of the exact model on random valid plans")
+    sp.add_argument("--model", default="megatron-1t", help="model (default megatron-1t)")
+    sp.add_argument("--system", default="dgx-a100-selene", help="system (default dgx-a100-selene)")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    sp.add_argument("--n", type=int, default=4_000_000, help="plans to evaluate (default 4M)")
+    sp.add_argument("--batch", type=int, default=1 << 18, help="plans per vmapped call")
+    sp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cpo-opt`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "fn", None):
+            parser.print_help(sys.stderr)
+            return 2
+        import jax
+        if getattr(args, "command", "") != "bench":
+            jax.config.update("jax_enable_x64", True)
+        args.fn(args)
+        return 0
+    except (InputError, UsageError) as e:
+        print(str(e).splitlines()[0] if str(e) else "bad input", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cpo-opt: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # internal failure: one line unless debugging
+        if os.environ.get("CPO_OPT_DEBUG"):
+            raise
+        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+        print(f"cpo-opt: internal error: {msg} (set CPO_OPT_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""One evaluation of the exact model, and its result in the units of the JSON contract.
+
+``evaluate(model_spec, system_spec, plan_spec, tokens)`` runs the jitted
+:func:`cpo_opt.step.step_time` and converts its SI pytree into the SPEC's ``evaluate --json``
+object (seconds, GB, TFLOP/s, days). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from cpo_opt import transformer
+from cpo_opt.inputs import ModelSpec, PlanSpec, SystemSpec
+from cpo_opt.step import StepTime, step_time
+
+SECONDS_PER_DAY = 86400.0
+BITS_PER_BYTE = 8.0
+
+
+@functools.partial(jax.jit, static_argnames="temperature")
+def step_time_jit(model, system, plan, temperature: float = 0.0) -> StepTime:
+    """:func:`cpo_opt.step.step_time` under ``jax.jit`` (one compilation per dtype/shape)."""
+    return step_time(model, system, plan, temperature)
+
+
+def _f(x) -> float:
+    return float(np.asarray(x))
+
+
+def params_of(model: ModelSpec) -> dict[str, float]:
+    """Total and active parameter counts."""
+    total, active = transformer.param_counts(model.model)
+    return {"total": _f(total), "active": _f(active)}
+
+
+def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpec,
+                tokens: float | None = None) -> dict[str, Any]:
+    """The ``evaluate --json`` object for one :class:`StepTime` (host floats)."""
+    s = system.system
+    b = r.breakdown
+    gpus = _f(s.gpus)
+    up, out = _f(r.traffic.scale_up_bytes), _f(r.traffic.scale_out_bytes)
+    e_up = up * BITS_PER_BYTE * _f(s.scale_up.energy_j_per_bit) * gpus
+    e_out = out * BITS_PER_BYTE * _f(s.scale_out.energy_j_per_bit) * gpus
+    step = _f(r.step_time_s)
+    resolved = dict(plan.values)
+    resolved["microbatches"] = int(round(_f(r.microbatches)))
+    out_d: dict[str, Any] = {
+        "step_time_s": step,
+        "breakdown_s": {k: _f(getattr(b, k)) for k in (
+            "compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
+            "optimizer", "other")},
+        "compute_detail_s": {k: _f(getattr(r.compute_detail, k)) for k in (
+            "gemm", "attention", "memory_bound", "recompute")},
+        "tokens_per_s": _f(r.tokens_per_s),
+        "tokens_per_s_per_gpu": _f(r.tokens_per_s) / gpus,
+        "flops_per_token": _f(r.flops_per_token),
+        "model_tflops_per_gpu": _f(r.model_flops_per_gpu) / 1e12,
+        "mfu": _f(r.mfu),
+        "memory_GB_per_gpu": _f(r.memory.total) / 1e9,
+        "memory_breakdown_GB": {k: _f(getattr(r.memory, k)) / 1e9 for k in (
+            "weights", "gradients", "optimizer", "activations", "reserved")},
+        "hbm_GB": _f(s.gpu.hbm_bytes) / 1e9,
+        "fits_memory": bool(_f(r.fits_memory) > 0.5),
+        "params": params_of(model),
+        "plan": resolved,
+        "traffic_GB_per_gpu_per_step": {"scale_up": up / 1e9, "scale_out": out / 1e9},
+        "interconnect_energy_J_per_step": {"scale_up": e_up, "scale_out": e_out},
+        "model": model.name,
+        "system": system.name,
+        "gpus": int(round(gpus)),
+    }
+    if tokens is not None:
+        out_d["tokens"] = float(tokens)
+        out_d["time_to_train_days"] = float(tokens) / _f(r.tokens_per_s) / SECONDS_PER_DAY
+    return out_d
+
+
+def evaluate(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
+             tokens: float | None = None) -> dict[str, Any]:
+    """Evaluate one plan exactly; returns the ``evaluate --json`` object."""
+    r = step_time_jit(model.model, system.system, plan.plan)
+    return result_dict(r, model, system, plan, tokens)

@@ -1,0 +1,119 @@
+"""The discrete plan space: every valid plan of a model on a system, as numpy columns.
+
+The search space (the same for ``optimize --exhaustive``, the rounding of the gradient search
+and ``bench``) is every combination of
+
+* ``tp``, ``cp``, ``ep``, ``etp``: powers of two (``tp <= 128``, ``cp <= 64``, ``etp <= 8``);
+* ``pp``: any divisor of ``gpus / (tp cp)`` (stages may be uneven, as in Megatron);
+* ``vpp``: 1..8 (1 when ``pp == 1``);
+* ``micro_batch``: powers of two up to 16 dividing ``global_batch / dp``;
+* ``recompute``: none, selective, full; ``zero``: 0..3;
+
+that satisfies every plan rule of SPEC.md (the same rules :mod:`cpo_opt.plan_rules` applies to
+files; a test checks the two agree). ``sequence_parallel`` is on when ``tp > 1``; the dtype,
+attention kernel and overlap switches are fixed by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cpo_opt import schema
+from cpo_opt.config import Plan
+
+COLUMNS = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "recompute", "zero")
+MAX_TP, MAX_CP, MAX_ETP, MAX_VPP, MAX_MICRO_BATCH = 128, 64, 8, 8, 16
+
+
+def powers_of_two(limit: int) -> np.ndarray:
+    """``1, 2, 4, ...`` up to ``limit``."""
+    return 2 ** np.arange(int(np.log2(max(limit, 1))) + 1)
+
+
+def divisors(n: int) -> np.ndarray:
+    """All positive divisors of ``n``, ascending."""
+    d = np.arange(1, int(np.sqrt(n)) + 1)
+    d = d[n % d == 0]
+    return np.unique(np.concatenate([d, n // d]))
+
+
+def _cross(table: dict[str, np.ndarray], name: str, values: np.ndarray) -> dict:
+    """Cartesian product of the rows of ``table`` with ``values`` as a new column."""
+    n, k = len(next(iter(table.values()))) if table else 1, len(values)
+    out = {c: np.repeat(v, k) for c, v in table.items()}
+    out[name] = np.tile(values, n)
+    return out
+
+
+def _keep(table: dict[str, np.ndarray], mask: np.ndarray) -> dict:
+    return {c: v[mask] for c, v in table.items()}
+
+
+def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
+                    recompute=(0, 1, 2), zero=(0, 1, 2, 3)) -> dict[str, np.ndarray]:
+    """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch``).
+
+    Args:
+      model_values, system_values: ``ModelSpec.values`` and ``SystemSpec.values``.
+      global_batch: sequences per step (fixed for the whole space).
+      recompute, zero: the codes to include.
+    """
+    m, moe = model_values["model"], model_values.get("model.moe")
+    gpus = int(system_values["cluster"]["gpus"])
+    seq, layers = int(m["seq_len"]), int(m["layers"])
+    t: dict[str, np.ndarray] = {}
+    tp = powers_of_two(min(MAX_TP, gpus))
+    tp = tp[(m["heads"] % tp == 0) & (m["kv_heads"] % tp == 0)]
+    if moe is None or moe["dense_layers"] > 0:
+        tp = tp[m["ffn_hidden"] % tp == 0]
+    t = _cross(t, "tp", tp)
+    t = _cross(t, "cp", powers_of_two(min(MAX_CP, gpus)))
+    t = _keep(t, (seq % t["cp"] == 0) & (gpus % (t["tp"] * t["cp"]) == 0))
+    t = _keep(t, ((seq // t["cp"]) % t["tp"] == 0))
+    t = _cross(t, "pp", divisors(gpus)[divisors(gpus) <= layers])
+    t = _keep(t, gpus % (t["tp"] * t["cp"] * t["pp"]) == 0)
+    t = _cross(t, "vpp", np.arange(1, MAX_VPP + 1))
+    t = _keep(t, ((t["vpp"] == 1) | (t["pp"] > 1)) & (t["pp"] * t["vpp"] <= layers))
+    dp = gpus // (t["tp"] * t["cp"] * t["pp"])
+    t["dp"] = dp
+    if moe is None:
+        t["ep"] = np.ones_like(dp)
+        t["etp"] = np.ones_like(dp)
+    else:
+        ep = powers_of_two(moe["experts"])
+        t = _cross(t, "ep", ep[moe["experts"] % ep == 0])
+        etp = powers_of_two(MAX_ETP)
+        t = _cross(t, "etp", etp[moe["expert_ffn_hidden"] % etp == 0])
+        t = _keep(t, (t["tp"] * t["cp"] * t["dp"]) % (t["etp"] * t["ep"]) == 0)
+    t = _cross(t, "micro_batch", powers_of_two(MAX_MICRO_BATCH))
+    t = _keep(t, global_batch % (t["micro_batch"] * t["dp"]) == 0)
+    t = _cross(t, "recompute", np.asarray(recompute))
+    t = _cross(t, "zero", np.asarray(zero))
+    t["global_batch"] = np.full_like(t["tp"], global_batch)
+    return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}
+
+
+def to_plan(columns: dict[str, np.ndarray], fp8: int, flash: int, dtype=np.float64,
+            overlap_tp: int = 0, overlap_ep: int = 0, overlap_dp: int = 1) -> Plan:
+    """Batched :class:`Plan` (arrays as leaves) from lattice columns; Megatron default switches
+    (SP when ``tp > 1``, p2p overlap when ``vpp > 1``)."""
+    c = {k: np.asarray(v, dtype=dtype) for k, v in columns.items()}
+    ones = np.ones_like(c["tp"])
+    return Plan(
+        tp=c["tp"], pp=c["pp"], cp=c["cp"], ep=c["ep"], etp=c["etp"], vpp=c["vpp"],
+        micro_batch=c["micro_batch"], global_batch=c["global_batch"],
+        sequence_parallel=(c["tp"] > 1).astype(dtype), recompute=c["recompute"],
+        zero=c["zero"], fp8=ones * fp8, overlap_tp=ones * overlap_tp,
+        overlap_ep=ones * overlap_ep, overlap_p2p=(c["vpp"] > 1).astype(dtype),
+        overlap_dp=ones * overlap_dp, flash_attention=ones * flash)
+
+
+def plan_values(columns: dict[str, np.ndarray], i: int, dtype: str, attention: str) -> dict:
+    """Row ``i`` of the lattice as a plan table (file units) for :func:`plan_from_values`."""
+    row = {k: int(v[i]) for k, v in columns.items() if k in COLUMNS or k == "global_batch"}
+    inv_rc = {v: k for k, v in schema.RECOMPUTE.items()}
+    row["recompute"] = inv_rc[row["recompute"]]
+    row["sequence_parallel"] = row["tp"] > 1
+    row["dtype"] = dtype
+    row["attention"] = attention
+    return row
