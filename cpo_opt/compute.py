@@ -89,26 +89,6 @@ def attention_core_time(flops_fwd, q_tokens, head_dim, gpu: GPU):
     return fwd, bwd
 
 
-def unfused_attention_time(b_heads, s_q, s_k, dqk, dv, dropout, gpu: GPU, plan: Plan):
-    """Forward and backward seconds of a materialized (non-flash) attention core.
-
-    Megatron-LM before flash attention (Narayanan et al. 2021, Korthikanti et al. 2022):
-    batched GEMMs ``Q K^T`` (``s_q x dqk`` by ``dqk x s_k``, the full masked square) and
-    ``P V`` for ``b_heads`` (micro-batch x local heads) matrices, a fused scale-mask-softmax
-    (read 2 + write 2 bytes per score) and attention dropout (read 2, write 2, mask 1).
-    Backward: two GEMMs per forward GEMM, dropout backward (read 2 + 1, write 2) and softmax
-    backward (read 4, write 2).
-    """
-    scores = b_heads * s_q * s_k
-    qk_f, qk_b = gemm_fwd_bwd_time(s_q, s_k, dqk, gpu, plan)
-    pv_f, pv_b = gemm_fwd_bwd_time(s_q, dv, s_k, gpu, plan)
-    fwd_bytes = scores * (4.0 + 5.0 * dropout)
-    bwd_bytes = scores * (6.0 + 5.0 * dropout)
-    fwd = b_heads * (qk_f + pv_f) + memory_time(fwd_bytes, gpu)
-    bwd = b_heads * (qk_b + pv_b) + memory_time(bwd_bytes, gpu)
-    return fwd, bwd
-
-
 def memory_time(nbytes, gpu: GPU):
     """Seconds to stream ``nbytes`` through HBM (memory-bound kernels)."""
     return nbytes / (C.HBM_EFF * gpu.hbm_bandwidth)

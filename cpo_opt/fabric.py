@@ -27,6 +27,7 @@ bandwidth per GPU per direction, ``a`` = one-hop latency):
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax.numpy as jnp
 
@@ -79,14 +80,52 @@ class Comm:
 NO_COMM = Comm(0.0, 0.0, 0.0)
 
 
-def reduce_scatter(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
-    """Hierarchical ring reduce-scatter (or all-gather) of a ``nbytes`` tensor."""
-    m = members_in_domain(group, stride, system, temperature)
-    n = jnp.maximum(group, 1.0) / m
+class Group(NamedTuple):
+    """A parallel group placed on the fabric: ``size`` ranks, ``in_domain`` of them per
+    scale-up domain (:func:`members_in_domain`)."""
+
+    size: object
+    in_domain: object
+
+
+def place(sizes, strides, system: System, temperature: float = 0.0) -> list[Group]:
+    """Place several groups at once (one vectorized clamp keeps the traced graph small)."""
+    g = jnp.stack(jnp.broadcast_arrays(*[jnp.maximum(x, 1.0) for x in sizes]))
+    st = jnp.stack(jnp.broadcast_arrays(*strides))
+    m = members_in_domain(g, st, system, temperature)
+    return [Group(g[i], m[i]) for i in range(len(sizes))]
+
+
+def reduce_scatter_on(nbytes, grp: Group, system: System) -> Comm:
+    """Hierarchical ring reduce-scatter (or all-gather) of ``nbytes`` over a placed group."""
+    m, n = grp.in_domain, grp.size / grp.in_domain
     up = nbytes * (m - 1.0) / m
     out = (nbytes / m) * (n - 1.0) / n
     lat = (m - 1.0) * system.scale_up.latency_s + _log2(n) * system.scale_out.latency_s
     return Comm(up / _bw_up(system) + out / _bw_out(system) + lat, up, out)
+
+
+def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) -> Comm:
+    """All-to-all where each GPU sends ``nbytes`` spread evenly over a placed group."""
+    f_up = (grp.in_domain - 1.0) / grp.size
+    f_out = (grp.size - grp.in_domain) / grp.size
+    up, out = nbytes * f_up, nbytes * f_out
+    t_up = up / _bw_up(system)
+    t_out = out / _bw_out(system)
+    crosses = smooth.step(f_out, temperature)
+    lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
+    active = smooth.step(f_up + f_out, temperature)
+    return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
+
+
+def crosses(grp: Group, temperature: float = 0.0):
+    """1 when a ring/chain over the placed group leaves one domain, else 0."""
+    return smooth.step((grp.size - grp.in_domain) / grp.size, temperature)
+
+
+def reduce_scatter(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
+    """Hierarchical ring reduce-scatter (or all-gather) of a ``nbytes`` tensor."""
+    return reduce_scatter_on(nbytes, place([group], [stride], system, temperature)[0], system)
 
 
 def all_gather(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
@@ -111,20 +150,13 @@ def all_to_all_split(group, stride, system: System, temperature: float = 0.0):
 
 def all_to_all(nbytes, group, stride, system: System, temperature: float = 0.0) -> Comm:
     """All-to-all where each GPU sends ``nbytes`` spread evenly over the group."""
-    f_up, f_out = all_to_all_split(group, stride, system, temperature)
-    up, out = nbytes * f_up, nbytes * f_out
-    t_up = up / _bw_up(system)
-    t_out = out / _bw_out(system)
-    crosses = smooth.step(f_out, temperature)
-    lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
-    active = smooth.step(f_up + f_out, temperature)
-    return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
+    grp = place([group], [stride], system, temperature)[0]
+    return all_to_all_on(nbytes, grp, system, temperature)
 
 
 def crosses_domain(group, stride, system: System, temperature: float = 0.0):
     """1 when a ring/chain of ``group`` ranks ``stride`` apart leaves one domain, else 0."""
-    m = members_in_domain(group, stride, system, temperature)
-    return smooth.step((jnp.maximum(group, 1.0) - m) / jnp.maximum(group, 1.0), temperature)
+    return crosses(place([group], [stride], system, temperature)[0], temperature)
 
 
 def p2p(nbytes, cross, system: System) -> Comm:

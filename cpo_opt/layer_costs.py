@@ -42,6 +42,7 @@ one more forward), ``B = 2`` bytes per bf16 element:
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax.numpy as jnp
 
@@ -89,55 +90,110 @@ class Kernels:
     __rmul__ = __mul__
 
 
-def _linear(m, n, k, system: System, plan: Plan, count=1.0) -> Kernels:
-    """``count`` GEMMs ``(m x k) @ (k x n)`` with their backward, as :class:`Kernels`."""
-    fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
-    return Kernels(gemm_fwd=count * fwd, gemm_bwd=count * bwd)
+class _GemmTable:
+    """GEMMs of all blocks, evaluated in one vectorized :func:`compute.gemm_fwd_bwd_time` call.
+
+    Stacking the shapes along a leading axis keeps the traced graph small (one roofline
+    expression instead of one per GEMM), which is what keeps compilation of the model and of
+    its gradient fast.
+    """
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+        self.owner: list[str] = []
+
+    def add(self, block: str, m, n, k, count=1.0) -> None:
+        self.rows.append((m, n, k, count))
+        self.owner.append(block)
+
+    def evaluate(self, system: System, plan: Plan) -> dict[str, Kernels]:
+        cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
+                for i in range(4)]
+        m, n, k, count = cols
+        fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
+        fwd, bwd = fwd * count, bwd * count
+        out: dict[str, Kernels] = {}
+        for i, block in enumerate(self.owner):
+            out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd[i], gemm_bwd=bwd[i])
+        return out
 
 
-def attention(model: Model, system: System, plan: Plan, d: Dims) -> Kernels:
-    """Projections, flash-attention core and memory-bound kernels of one attention block."""
+class Blocks(NamedTuple):
+    """Kernels of one micro-batch of each block kind on one GPU."""
+
+    attention: Kernels
+    dense_ffn: Kernels
+    moe_ffn: Kernels
+    output: Kernels
+
+
+def blocks(model: Model, system: System, plan: Plan, d: Dims) -> Blocks:
+    """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
+    the output layer (shapes in the module docstring)."""
     h, a, tp, t = model.hidden, model.heads, plan.tp, d.tokens
-    std = (_linear(t, (a + 2.0 * model.kv_heads) * model.head_dim / tp, h, system, plan)
-           + _linear(t, h, a * model.head_dim / tp, system, plan))
-    q_up_in = jnp.where(model.q_lora_rank > 0, model.q_lora_rank, h)
-    mla = (_linear(t, jnp.maximum(model.q_lora_rank, 1.0), h, system, plan,
-                   count=jnp.where(model.q_lora_rank > 0, 1.0, 0.0))
-           + _linear(t, a * d.dqk / tp, q_up_in, system, plan)
-           + _linear(t, model.kv_lora_rank + model.qk_rope_head_dim, h, system, plan)
-           + _linear(t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
-                     jnp.maximum(model.kv_lora_rank, 1.0), system, plan)
-           + _linear(t, h, a * d.dv / tp, system, plan))
-    proj = jax_select(model.mla > 0, mla, std)
+    g = _GemmTable()
+    std, mla = jnp.where(model.mla > 0, 0.0, 1.0), jnp.where(model.mla > 0, 1.0, 0.0)
+    # attention projections: standard/GQA and MLA (one of them weighted 0)
+    g.add("attention", t, (a + 2.0 * model.kv_heads) * model.head_dim / tp, h, std)
+    g.add("attention", t, h, a * model.head_dim / tp, std)
+    q_lora = jnp.where(model.q_lora_rank > 0, 1.0, 0.0)
+    g.add("attention", t, model.q_lora_rank, h, mla * q_lora)
+    g.add("attention", t, a * d.dqk / tp, jnp.where(q_lora > 0, model.q_lora_rank, h), mla)
+    g.add("attention", t, model.kv_lora_rank + model.qk_rope_head_dim, h, mla)
+    g.add("attention", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
+          model.kv_lora_rank, mla)
+    g.add("attention", t, h, a * d.dv / tp, mla)
+    # materialized attention core: batched Q K^T and P V over (micro-batch x local heads)
+    unfused = 1.0 - plan.flash_attention
+    b_heads = plan.micro_batch * a / tp
+    s_q = model.seq_len / plan.cp
+    g.add("core", s_q, model.seq_len, d.dqk, unfused * b_heads)
+    g.add("core", s_q, d.dv, model.seq_len, unfused * b_heads)
+    # dense FFN, MoE FFN, output layer
+    n_up = transformer.ffn_matrices(model) - 1.0
+    g.add("dense_ffn", t, n_up * model.ffn_hidden / tp, h)
+    g.add("dense_ffn", t, h, model.ffn_hidden / tp)
+    moe = d.is_moe
+    m_e = expert_tokens(model, plan, d)
+    local = model.experts / plan.ep
+    shared = model.shared_experts * model.expert_ffn_hidden
+    g.add("moe_ffn", d.tokens_moe, model.experts, h, moe)
+    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, moe * local)
+    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, moe * local)
+    has_shared = jnp.where(model.shared_experts > 0, moe, 0.0)
+    g.add("moe_ffn", t, n_up * shared / tp, h, has_shared)
+    g.add("moe_ffn", t, h, shared / tp, has_shared)
+    g.add("output", t, model.vocab / tp, h)
+    k = g.evaluate(system, plan)
+
+    # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
     core_flops = plan.micro_batch * model.seq_len * transformer.attention_core_flops_per_token(
         model) / (plan.cp * tp)
-    flash_f, flash_b = compute.attention_core_time(
-        core_flops, model.seq_len / plan.cp, d.dqk, system.gpu)
-    mat_f, mat_b = compute.unfused_attention_time(
-        plan.micro_batch * a / tp, model.seq_len / plan.cp, model.seq_len, d.dqk, d.dv,
-        UNFUSED_DROPOUT, system.gpu, plan)
+    flash_f, flash_b = compute.attention_core_time(core_flops, s_q, d.dqk, system.gpu)
+    scores = b_heads * s_q * model.seq_len
+    mat_f = k["core"].gemm_fwd + compute.memory_time(
+        scores * (4.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
+    mat_b = k["core"].gemm_bwd + compute.memory_time(
+        scores * (6.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
     selective = jnp.where(plan.recompute == 1, 1.0, 0.0)  # recompute the materialized core
     flash = plan.flash_attention
-    core_fwd = flash * flash_f + (1.0 - flash) * mat_f
-    core_bwd = flash * flash_b + (1.0 - flash) * (mat_b + selective * mat_f)
-    elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
-            + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
-    return proj + Kernels(attn_fwd=core_fwd, attn_bwd=core_bwd,
-                          elem_fwd=compute.memory_time(elem, system.gpu))
+    core_fwd = flash * flash_f + unfused * mat_f
+    core_bwd = flash * flash_b + unfused * (mat_b + selective * mat_f)
+    attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
+                 + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
+    attention = k["attention"] + Kernels(attn_fwd=core_fwd, attn_bwd=core_bwd,
+                                         elem_fwd=compute.memory_time(attn_elem, system.gpu))
 
-
-def _ffn(tokens, width, split, model: Model, system: System, plan: Plan) -> Kernels:
-    """A (gated) FFN of inner ``width`` split ``split`` ways, on ``tokens`` tokens."""
-    n_up = (transformer.ffn_matrices(model) - 1.0) * width / split
-    k = (_linear(tokens, n_up, model.hidden, system, plan)
-         + _linear(tokens, model.hidden, width / split, system, plan))
-    act_bytes = BF16 * (2.0 + model.gated_ffn) * width / split * tokens
-    return k + Kernels(elem_fwd=compute.memory_time(act_bytes, system.gpu))
-
-
-def dense_ffn(model: Model, system: System, plan: Plan, d: Dims) -> Kernels:
-    """The dense FFN of one layer."""
-    return _ffn(d.tokens, model.ffn_hidden, plan.tp, model, system, plan)
+    act = BF16 * (2.0 + model.gated_ffn)
+    dense = k["dense_ffn"] + Kernels(elem_fwd=compute.memory_time(
+        act * model.ffn_hidden / tp * t, system.gpu))
+    act_tokens = m_e * local
+    moe_elem = (act * model.expert_ffn_hidden / plan.etp * act_tokens
+                + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
+    moe_ffn = k["moe_ffn"] + Kernels(elem_fwd=moe * compute.memory_time(moe_elem, system.gpu))
+    output = k["output"] + Kernels(elem_fwd=compute.memory_time(
+        6.0 * t * model.vocab / tp, system.gpu))
+    return Blocks(attention, dense, moe_ffn, output)
 
 
 def capacity(model: Model):
@@ -151,69 +207,59 @@ def expert_tokens(model: Model, plan: Plan, d: Dims):
     return plan.ep * plan.etp * d.tokens_moe * model.top_k * capacity(model) / e
 
 
-def moe_ffn(model: Model, system: System, plan: Plan, d: Dims) -> Kernels:
-    """Router, routed experts (grouped GEMM), shared experts and token permutation."""
-    h = model.hidden
-    router = _linear(d.tokens_moe, jnp.maximum(model.experts, 1.0), h, system, plan)
-    m_e = expert_tokens(model, plan, d)
-    local = jnp.maximum(model.experts, 1.0) / plan.ep
-    n_up = (transformer.ffn_matrices(model) - 1.0) * model.expert_ffn_hidden / plan.etp
-    routed = (_linear(m_e, n_up, h, system, plan, count=local)
-              + _linear(m_e, h, model.expert_ffn_hidden / plan.etp, system, plan, count=local))
-    act_tokens = m_e * local
-    act_bytes = BF16 * (2.0 + model.gated_ffn) * model.expert_ffn_hidden / plan.etp * act_tokens
-    perm_bytes = 2.0 * 2.0 * BF16 * h * act_tokens
-    shared = _ffn(d.tokens, jnp.maximum(model.shared_experts, 1e-9) * model.expert_ffn_hidden,
-                  plan.tp, model, system, plan) * jnp.where(model.shared_experts > 0, 1.0, 0.0)
-    return router + routed + shared + Kernels(
-        elem_fwd=compute.memory_time(act_bytes + perm_bytes, system.gpu))
-
-
-def output_layer(model: Model, system: System, plan: Plan, d: Dims) -> Kernels:
-    """Logits GEMM and fused cross-entropy (fp32 logits read/written once each way)."""
-    k = _linear(d.tokens, model.vocab / plan.tp, model.hidden, system, plan)
-    ce_bytes = 6.0 * d.tokens * model.vocab / plan.tp
-    return k + Kernels(elem_fwd=compute.memory_time(ce_bytes, system.gpu))
-
-
-def jax_select(cond, a: Kernels, b: Kernels) -> Kernels:
-    """Field-wise ``where(cond, a, b)`` of two :class:`Kernels`."""
-    return Kernels(*(jnp.where(cond, getattr(a, f.name), getattr(b, f.name))
-                     for f in dataclasses.fields(Kernels)))
-
-
 # --------------------------------------------------------------------------- communication
-def tp_collective(model: Model, system: System, plan: Plan, d: Dims, t: float) -> Comm:
+class Placement(NamedTuple):
+    """Every parallel group of the plan placed on the fabric (Megatron rank order)."""
+
+    tp: fabric.Group        # tp ranks, stride 1
+    etp: fabric.Group       # expert-TP ranks, stride 1
+    dp: fabric.Group        # dense-gradient group dp * cp, stride tp
+    edp: fabric.Group       # expert-gradient group edp, stride etp * ep
+    world: fabric.Group     # all GPUs (loss / gradient-norm reductions)
+    cp: fabric.Group        # cp ranks, stride tp
+    pp: fabric.Group        # pipeline stages, stride tp * cp * dp
+    ep: fabric.Group        # ep ranks, stride etp
+
+
+def placement(system: System, plan: Plan, d: Dims, t: float) -> Placement:
+    """Place all groups with one vectorized call (:func:`fabric.place`)."""
+    sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, system.gpus, plan.cp, plan.pp, plan.ep)
+    strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
+               plan.tp * plan.cp * d.dp, plan.etp)
+    return Placement(*fabric.place(sizes, strides, system, t))
+
+
+def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:
     """One TP all-gather or reduce-scatter of a layer activation ``T h`` (bf16)."""
-    return fabric.reduce_scatter(d.tokens * model.hidden * BF16, plan.tp, 1.0, system, t)
+    return fabric.reduce_scatter_on(d.tokens * model.hidden * BF16, pl.tp, system)
 
 
-def tp_dense_layer(model: Model, system: System, plan: Plan, d: Dims, t: float) -> Comm:
+def tp_dense_layer(model: Model, system: System, d: Dims, pl: Placement) -> Comm:
     """Forward TP communication of a dense layer: 4 reduce-scatter-sized collectives."""
-    return 4.0 * tp_collective(model, system, plan, d, t)
+    return 4.0 * tp_collective(model, system, d, pl)
 
 
-def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, t: float) -> Comm:
+def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement) -> Comm:
     """Forward TP communication of an MoE layer: attention pair, shared-expert pair, and the
     expert-TP pair over ``etp`` on the dispatched tokens."""
     pairs = 1.0 + jnp.where(model.shared_experts > 0, 1.0, 0.0)
-    attn = 2.0 * pairs * tp_collective(model, system, plan, d, t)
+    attn = 2.0 * pairs * tp_collective(model, system, d, pl)
     etp_bytes = plan.etp * d.tokens_moe * model.top_k * capacity(model) * model.hidden * BF16
-    return attn + 2.0 * fabric.reduce_scatter(etp_bytes, plan.etp, 1.0, system, t)
+    return attn + 2.0 * fabric.reduce_scatter_on(etp_bytes, pl.etp, system)
 
 
-def cp_layer(model: Model, system: System, plan: Plan, d: Dims, t: float) -> Comm:
+def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
+             t: float) -> Comm:
     """Forward CP ring exchange of one layer: ``cp - 1`` K/V chunk transfers."""
     w_kv = jnp.where(model.mla > 0, model.heads * (d.dqk + d.dv),
                      2.0 * model.kv_heads * model.head_dim)
     chunk = d.tokens * w_kv * BF16 / plan.tp
-    cross = fabric.crosses_domain(plan.cp, plan.tp, system, t)
-    return (plan.cp - 1.0) * fabric.p2p(chunk, cross, system)
+    return (plan.cp - 1.0) * fabric.p2p(chunk, fabric.crosses(pl.cp, t), system)
 
 
-def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, t: float):
+def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement, t: float):
     """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine."""
     elems = d.tokens_moe * model.top_k * capacity(model) * model.hidden
-    dispatch = fabric.all_to_all(elems * compute.input_bytes(plan), plan.ep, plan.etp, system, t)
-    combine = fabric.all_to_all(elems * BF16, plan.ep, plan.etp, system, t)
+    dispatch = fabric.all_to_all_on(elems * compute.input_bytes(plan), pl.ep, system, t)
+    combine = fabric.all_to_all_on(elems * BF16, pl.ep, system, t)
     return dispatch + combine, 2.0 * combine

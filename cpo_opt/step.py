@@ -109,21 +109,20 @@ def _exposed(comm_time, window, overlap, temperature):
     hidden = smooth.relu(comm_time - window, window + 1e-9, temperature)
     return comm_time + overlap * (hidden - comm_time)
 
-def _dp_comms(model: Model, system: System, plan: Plan, d: Dims, t: float):
+def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts):
     """``(gradient reduction, parameter gather)`` of one step for ZeRO 0-2, and the
-    per-micro-batch ``(gather, gather + reduce)`` of ZeRO-3."""
-    dense, experts = local_params(model, plan, d)
-    gd, sd = d.dp * plan.cp, plan.tp
-    ge, se = d.edp, plan.etp * plan.ep
-    rs = (fabric.reduce_scatter(4.0 * dense, gd, sd, system, t)
-          + fabric.reduce_scatter(4.0 * experts, ge, se, system, t))
-    ag = (fabric.all_gather(2.0 * dense, gd, sd, system, t)
-          + fabric.all_gather(2.0 * experts, ge, se, system, t))
+    per-micro-batch ``(gather, gather + reduce)`` of ZeRO-3. Gradients are reduced in fp32
+    (4 bytes, Megatron's default with bf16), parameters gathered in bf16 (2 bytes)."""
+    rs = (fabric.reduce_scatter_on(4.0 * dense, pl.dp, system)
+          + fabric.reduce_scatter_on(4.0 * experts, pl.edp, system))
+    ag = (fabric.reduce_scatter_on(2.0 * dense, pl.dp, system)
+          + fabric.reduce_scatter_on(2.0 * experts, pl.edp, system))
     z0 = jnp.where(plan.zero < 1, 1.0, 0.0)
     z3 = jnp.where(plan.zero >= 3, 1.0, 0.0)
     grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
     param = (1.0 - z3) * (1.0 - z0) * ag
     return grad, param, z3 * ag, z3 * (ag + rs)
+
 
 def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> StepTime:
     """Time and memory of one training step; see the module docstring for the structure.
@@ -137,23 +136,22 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     """
     t = temperature
     d = dims(model, system, plan, t)
-    att = layer_costs.attention(model, system, plan, d)
-    dense_k = att + layer_costs.dense_ffn(model, system, plan, d)
-    moe = layer_costs.moe_ffn(model, system, plan, d)
+    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d)
+    dense_k = att + dense_ffn
     moe_k = att + moe
-    head = layer_costs.output_layer(model, system, plan, d)
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
     passes = 2.0 + full  # forward, backward, and a recomputed forward
 
     # --- exposed communication of one dense and one MoE layer (forward + backward)
-    tp_d = layer_costs.tp_dense_layer(model, system, plan, d, t)
-    tp_m = layer_costs.tp_moe_layer(model, system, plan, d, t)
+    pl = layer_costs.placement(system, plan, d, t)
+    tp_d = layer_costs.tp_dense_layer(model, system, d, pl)
+    tp_m = layer_costs.tp_moe_layer(model, system, plan, d, pl)
     tp_d_exp = passes * _exposed(tp_d.time, dense_k.gemm_fwd, plan.overlap_tp, t)
     tp_m_exp = passes * _exposed(tp_m.time, moe_k.gemm_fwd, plan.overlap_tp, t)
-    cp_f = layer_costs.cp_layer(model, system, plan, d, t)  # hidden behind the attention core
+    cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)  # behind the attention core
     cp_exp = ((1.0 + full) * _exposed(cp_f.time, att.attn_fwd, 1.0, t)
               + _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t))
-    ep_f, ep_b = layer_costs.ep_moe_layer(model, system, plan, d, t)
+    ep_f, ep_b = layer_costs.ep_moe_layer(model, system, plan, d, pl, t)
     ep_exp = ((1.0 + full) * _exposed(ep_f.time, moe.gemm_fwd, plan.overlap_ep, t)
               + _exposed(ep_b.time, moe.gemm_bwd, plan.overlap_ep, t))
 
@@ -174,13 +172,14 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     # --- PP send/recv: 2 vpp transfers of b s h / (cp tp) per micro-batch on each rank
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
-    cross = fabric.crosses_domain(plan.pp, plan.tp * plan.cp * d.dp, system, t)
+    cross = fabric.crosses(pl.pp, t)
     act_bytes = 2.0 * plan.micro_batch * model.seq_len * model.hidden / (plan.cp * plan.tp)
     p2p = has_pp * 2.0 * plan.vpp * fabric.p2p(act_bytes, cross, system)
     p2p_exp = _exposed(p2p.time, k_fwd + k_bwd, plan.overlap_p2p, t)
 
     # --- DP / ZeRO
-    grad, param, z3_fwd, z3_bwd = _dp_comms(model, system, plan, d, t)
+    dense, experts = local_params(model, plan, d)
+    grad, param, z3_fwd, z3_bwd = _dp_comms(system, plan, pl, dense, experts)
     z3_exp = (_exposed(z3_fwd.time, k_fwd, plan.overlap_dp, t)
               + _exposed(z3_bwd.time, k_bwd, plan.overlap_dp, t))
     dp_step = (_exposed(grad.time, k_bwd, plan.overlap_dp, t)
@@ -193,12 +192,11 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     bubble = (plan.pp - 1.0) / plan.vpp * t_avg
 
     # --- optimizer and other
-    dense, experts = local_params(model, plan, d)
     z1 = plan.zero >= 1
     updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
                + experts / jnp.where(z1, d.edp, 1.0))
     optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system.gpu)
-    other = fabric.all_reduce(8.0, system.gpus, 1.0, system, t).time  # grad-norm / loss
+    other = 2.0 * fabric.reduce_scatter_on(8.0, pl.world, system).time  # grad-norm / loss
 
     breakdown = Breakdown(
         compute=n_mb * (k_fwd + k_bwd),
