@@ -128,9 +128,10 @@ GPU_KEYS: tuple[Key, ...] = (
 )
 
 
-def _fabric_keys(tier: str, latency_us: float, energy_pj: float, radix: int) -> tuple[Key, ...]:
+def _fabric_keys(tier: str, latency_us: float, energy_pj: float) -> tuple[Key, ...]:
     keys = []
-    if tier == "scale_up":
+    up = tier == "scale_up"
+    if up:
         keys.append(_pos_int("domain_size", "GPUs per scale-up domain", required=True))
     keys += [
         _pos_float("bandwidth_GB_s", "bandwidth", "per GPU, per direction, GB/s", scale=GB,
@@ -139,24 +140,31 @@ def _fabric_keys(tier: str, latency_us: float, energy_pj: float, radix: int) -> 
                 default=latency_us),
         _nonneg("energy_pJ_per_bit", "energy_j_per_bit",
                 "link + switch energy per bit moved, pJ/bit", scale=PJ, default=energy_pj),
-        _pos_int("switch_radix", "ports per switch of this tier",
-                 default=(lambda v: v["domain_size"]) if tier == "scale_up" else radix),
+        _pos_int("max_domain_size",
+                 "largest domain the medium reaches (copper: one rack); default unlimited",
+                 default=UNLIMITED),
+        _pos_int("switch_radix",
+                 "ports per switch; a single switch tier needs domain_size <= switch_radix "
+                 "(default: max_domain_size)" if up else "ports per switch of this tier",
+                 default=(lambda v: v["max_domain_size"]) if up else 64),
         _pos_float("switch_bandwidth_TB_s", "switch_bandwidth",
-                   "capacity of one switch, per direction, TB/s (default radix x bandwidth)",
-                   scale=TB, default=lambda v: v["switch_radix"] * v["bandwidth_GB_s"] / 1e3),
+                   "capacity of one switch chip, per direction, TB/s (default: "
+                   + ("domain_size" if up else "switch_radix") + " x bandwidth)",
+                   scale=TB, default=(lambda v: v["domain_size" if up else "switch_radix"]
+                                      * v["bandwidth_GB_s"] / 1e3)),
         _pos_float("escape_bandwidth_GB_s", "escape_bandwidth",
                    "most per-GPU bandwidth the package can bring out for this tier, GB/s "
                    "(shoreline for copper, area for CPO; default = bandwidth)",
                    scale=GB, default=lambda v: v["bandwidth_GB_s"]),
-        _pos_int("max_domain_size",
-                 "largest domain the medium reaches (copper: one rack); default unlimited",
-                 default=2**24),
     ]
     return tuple(keys)
 
 
-SCALE_UP_KEYS = _fabric_keys("scale_up", latency_us=1.0, energy_pj=5.0, radix=0)
-SCALE_OUT_KEYS = _fabric_keys("scale_out", latency_us=5.0, energy_pj=16.0, radix=64)
+UNLIMITED = 2**24
+"""Default of ``max_domain_size``: no physical cap on the domain."""
+
+SCALE_UP_KEYS = _fabric_keys("scale_up", latency_us=1.0, energy_pj=5.0)
+SCALE_OUT_KEYS = _fabric_keys("scale_out", latency_us=5.0, energy_pj=16.0)
 CLUSTER_KEYS: tuple[Key, ...] = (_pos_int("gpus", "GPUs in the cluster", required=True),)
 
 # --------------------------------------------------------------------------- plan

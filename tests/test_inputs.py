@@ -236,7 +236,9 @@ def test_unit_conversion_and_system_defaults():
     assert sys_.scale_up.energy_j_per_bit == pytest.approx(5e-12)
     assert v["gpu"]["vector_tflops"] == pytest.approx(989.0 / 15.0)
     assert isinstance(v["gpu"]["vector_tflops"], float)
-    assert v["scale_up"]["switch_radix"] == 8 and sys_.scale_up.switch_radix == 8.0
+    # no radix or reach given: neither caps the domain (defaults to the unlimited reach)
+    assert v["scale_up"]["max_domain_size"] == 2**24
+    assert v["scale_up"]["switch_radix"] == 2**24 and sys_.scale_up.switch_radix == 2.0**24
     assert v["scale_up"]["switch_bandwidth_TB_s"] == pytest.approx(8 * 450 / 1e3)
     assert v["scale_up"]["escape_bandwidth_GB_s"] == 450.0
     assert v["scale_out"]["switch_radix"] == 64
@@ -259,7 +261,7 @@ def test_overrides_apply_before_defaults(tmp_path):
                                             "scale_up.domain_size": 72})
     assert s.system.scale_up.bandwidth == 900e9
     assert s.values["scale_up"]["escape_bandwidth_GB_s"] == 900.0  # default follows override
-    assert s.values["scale_up"]["switch_radix"] == 72
+    assert s.values["scale_up"]["switch_bandwidth_TB_s"] == pytest.approx(72 * 900 / 1e3)
     assert s.system.gpus == 4096.0 and s.system.scale_out.domain_size == 4096.0
     assert s.gpu_name == "X"
 
