@@ -211,6 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def enable_compile_cache() -> None:
+    """Keep compiled XLA executables between runs (``CPO_OPT_CACHE_DIR``; empty disables).
+
+    The default is ``$XDG_CACHE_HOME/cpo-opt/jax`` (``~/.cache/cpo-opt/jax``). Models and
+    systems are arguments of the compiled functions, not constants, so one cache entry serves
+    every model and system: only the first run on a machine pays the compilation.
+    """
+    import jax
+    path = os.environ.get("CPO_OPT_CACHE_DIR")
+    if path == "":
+        return
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "cpo-opt", "jax")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cpo-opt`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -223,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         import jax
         if getattr(args, "command", "") != "bench":
             jax.config.update("jax_enable_x64", True)
+        enable_compile_cache()
         args.fn(args)
         return 0
     except (InputError, UsageError) as e:

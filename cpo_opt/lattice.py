@@ -16,6 +16,7 @@ attention kernel and overlap switches are fixed by the caller.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from cpo_opt import schema
@@ -49,9 +50,42 @@ def _keep(table: dict[str, np.ndarray], mask: np.ndarray) -> dict:
     return {c: v[mask] for c, v in table.items()}
 
 
+def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: dict
+               ) -> np.ndarray:
+    """Which rows of plan columns satisfy every plan rule of SPEC.md (vectorized).
+
+    ``cols`` holds integer arrays for :data:`COLUMNS` and ``global_batch``; ``dp`` is derived.
+    The same rules as :mod:`cpo_opt.plan_rules` (a test checks they agree).
+    """
+    m, moe = model_values["model"], model_values.get("model.moe")
+    gpus = int(system_values["cluster"]["gpus"])
+    tp, cp, pp, vpp = cols["tp"], cols["cp"], cols["pp"], cols["vpp"]
+    ep, etp, mb, gb = cols["ep"], cols["etp"], cols["micro_batch"], cols["global_batch"]
+    grid = tp * cp * pp
+    ok = (tp >= 1) & (cp >= 1) & (pp >= 1) & (vpp >= 1) & (ep >= 1) & (etp >= 1) & (mb >= 1)
+    ok &= gpus % np.maximum(grid, 1) == 0
+    dp = gpus // np.maximum(grid, 1)
+    ok &= (m["heads"] % tp == 0) & (m["kv_heads"] % tp == 0)
+    if moe is None or moe["dense_layers"] > 0:
+        ok &= m["ffn_hidden"] % tp == 0
+    if moe is None:
+        ok &= (ep == 1) & (etp == 1)
+    else:
+        ok &= (moe["experts"] % ep == 0) & (moe["expert_ffn_hidden"] % etp == 0)
+        ok &= (tp * cp * dp) % (etp * ep) == 0
+    ok &= m["seq_len"] % cp == 0
+    ok &= ((m["seq_len"] // cp) % tp == 0) | (tp == 1)
+    ok &= ((vpp == 1) | (pp > 1)) & (pp * vpp <= m["layers"])
+    ok &= gb % np.maximum(mb * dp, 1) == 0
+    return ok
+
+
 def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
                     recompute=(0, 1, 2), zero=(0, 1, 2, 3)) -> dict[str, np.ndarray]:
     """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch``).
+
+    Built as a staged cartesian product that prunes early, then checked once more with
+    :func:`valid_mask` so that enumeration and rounding share one rule set.
 
     Args:
       model_values, system_values: ``ModelSpec.values`` and ``SystemSpec.values``.
@@ -63,48 +97,46 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
     seq, layers = int(m["seq_len"]), int(m["layers"])
     t: dict[str, np.ndarray] = {}
     tp = powers_of_two(min(MAX_TP, gpus))
-    tp = tp[(m["heads"] % tp == 0) & (m["kv_heads"] % tp == 0)]
-    if moe is None or moe["dense_layers"] > 0:
-        tp = tp[m["ffn_hidden"] % tp == 0]
-    t = _cross(t, "tp", tp)
+    t = _cross(t, "tp", tp[(m["heads"] % tp == 0) & (m["kv_heads"] % tp == 0)])
     t = _cross(t, "cp", powers_of_two(min(MAX_CP, gpus)))
     t = _keep(t, (seq % t["cp"] == 0) & (gpus % (t["tp"] * t["cp"]) == 0))
-    t = _keep(t, ((seq // t["cp"]) % t["tp"] == 0))
-    t = _cross(t, "pp", divisors(gpus)[divisors(gpus) <= layers])
+    pps = divisors(gpus)
+    t = _cross(t, "pp", pps[pps <= layers])
     t = _keep(t, gpus % (t["tp"] * t["cp"] * t["pp"]) == 0)
     t = _cross(t, "vpp", np.arange(1, MAX_VPP + 1))
     t = _keep(t, ((t["vpp"] == 1) | (t["pp"] > 1)) & (t["pp"] * t["vpp"] <= layers))
-    dp = gpus // (t["tp"] * t["cp"] * t["pp"])
-    t["dp"] = dp
     if moe is None:
-        t["ep"] = np.ones_like(dp)
-        t["etp"] = np.ones_like(dp)
+        t["ep"] = np.ones_like(t["tp"])
+        t["etp"] = np.ones_like(t["tp"])
     else:
         ep = powers_of_two(moe["experts"])
         t = _cross(t, "ep", ep[moe["experts"] % ep == 0])
-        etp = powers_of_two(MAX_ETP)
-        t = _cross(t, "etp", etp[moe["expert_ffn_hidden"] % etp == 0])
-        t = _keep(t, (t["tp"] * t["cp"] * t["dp"]) % (t["etp"] * t["ep"]) == 0)
+        t = _cross(t, "etp", powers_of_two(MAX_ETP))
+        dp = gpus // (t["tp"] * t["cp"] * t["pp"])
+        t = _keep(t, (t["tp"] * t["cp"] * dp) % (t["etp"] * t["ep"]) == 0)
     t = _cross(t, "micro_batch", powers_of_two(MAX_MICRO_BATCH))
-    t = _keep(t, global_batch % (t["micro_batch"] * t["dp"]) == 0)
+    t["global_batch"] = np.full_like(t["tp"], global_batch)
+    t = _keep(t, valid_mask(t, model_values, system_values))
     t = _cross(t, "recompute", np.asarray(recompute))
     t = _cross(t, "zero", np.asarray(zero))
-    t["global_batch"] = np.full_like(t["tp"], global_batch)
+    t["dp"] = gpus // (t["tp"] * t["cp"] * t["pp"])
     return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}
 
 
-def to_plan(columns: dict[str, np.ndarray], fp8: int, flash: int, dtype=np.float64,
-            overlap_tp: int = 0, overlap_ep: int = 0, overlap_dp: int = 1) -> Plan:
-    """Batched :class:`Plan` (arrays as leaves) from lattice columns; Megatron default switches
-    (SP when ``tp > 1``, p2p overlap when ``vpp > 1``)."""
-    c = {k: np.asarray(v, dtype=dtype) for k, v in columns.items()}
-    ones = np.ones_like(c["tp"])
+def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0,
+            overlap_ep: int = 0, overlap_dp: int = 1) -> Plan:
+    """Batched :class:`Plan` from lattice columns (numpy or traced arrays), with the Megatron
+    default switches (SP when ``tp > 1``, p2p overlap when ``vpp > 1``)."""
+    xp = np if all(isinstance(v, np.ndarray) for v in columns.values()) else jnp
+    dtype = dtype or (np.float64 if xp is np else None)
+    c = {k: xp.asarray(columns[k], dtype=dtype) for k in COLUMNS + ("global_batch",)}
+    ones = xp.ones_like(c["tp"])
     return Plan(
         tp=c["tp"], pp=c["pp"], cp=c["cp"], ep=c["ep"], etp=c["etp"], vpp=c["vpp"],
         micro_batch=c["micro_batch"], global_batch=c["global_batch"],
-        sequence_parallel=(c["tp"] > 1).astype(dtype), recompute=c["recompute"],
+        sequence_parallel=xp.where(c["tp"] > 1, 1.0, 0.0) * ones, recompute=c["recompute"],
         zero=c["zero"], fp8=ones * fp8, overlap_tp=ones * overlap_tp,
-        overlap_ep=ones * overlap_ep, overlap_p2p=(c["vpp"] > 1).astype(dtype),
+        overlap_ep=ones * overlap_ep, overlap_p2p=xp.where(c["vpp"] > 1, 1.0, 0.0) * ones,
         overlap_dp=ones * overlap_dp, flash_attention=ones * flash)
 
 

@@ -1,0 +1,203 @@
+"""Gradient search: multi-start Adam on the relaxed model, rounding, exact re-scoring.
+
+1. **Descent.** ``starts`` random points in the box of :func:`relaxed.bounds`, each holding
+   one (recompute, ZeRO) combination, run ``steps`` Adam steps on the relaxed objective
+   (:mod:`cpo_opt.search.relaxed`) while the temperature anneals geometrically from
+   ``t_start`` to ``t_end``. All starts run in one ``vmap`` inside one ``lax.scan``: one
+   compilation.
+2. **Rounding.** Every start's end point is rounded to the lattice: each power-of-two degree
+   to the two powers bracketing it, ``pp`` to the two divisors of the cluster bracketing it,
+   ``vpp`` to the two integers, integer hardware fields to floor/ceil (continuous ones kept),
+   each combination with every (recompute, ZeRO) pair; rows that break a plan rule are
+   dropped (:func:`cpo_opt.lattice.valid_mask`).
+3. **Exact re-scoring.** All rounded neighbours are scored by the exact model in one vmapped
+   batch; then a local polish re-scores the lattice neighbours of the incumbent (one step
+   along any one or two degrees, every recompute/ZeRO pair) until none improves.
+
+``evaluations`` counts relaxed objective-and-gradient evaluations plus exact evaluations;
+``search_wall_s`` includes compilation.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cpo_opt import lattice
+from cpo_opt.search import relaxed
+from cpo_opt.search import score as S
+from cpo_opt.search.space import INTEGER_FIELDS, SearchResult, SearchSpace
+
+COMBOS = tuple(itertools.product((0, 1, 2), (0, 1, 2, 3)))  # (recompute, zero)
+POW2 = ("tp", "cp", "ep", "etp", "micro_batch")
+
+
+@functools.partial(jax.jit, static_argnames="free")
+def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
+             power_budget_w, free: tuple[str, ...]):
+    """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``."""
+    opt = optax.adam(lr)
+
+    def run(z0, rc, zr):
+        def step(carry, t):
+            z, state = carry
+            (val, st), g = jax.value_and_grad(relaxed.objective, has_aux=True)(
+                z, rc, zr, t, model, system, global_batch, fp8, flash, power_budget_w, free)
+            g = jnp.where(jnp.isfinite(g), g, 0.0)
+            upd, state = opt.update(g, state)
+            z = jnp.clip(z + upd, lo, hi)
+            return (z, state), (val, st)
+
+        (z, _), trace = jax.lax.scan(step, (z0, opt.init(z0)), temps)
+        return z, trace
+
+    return jax.vmap(run)(z0, recompute, zero)
+
+
+def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 0.1,
+            t_start: float = 0.3, t_end: float = 0.005):
+    """Run the multi-start descent; returns ``(z_final, (recompute, zero) per start,
+    objective traces, relaxed step-time traces)``."""
+    lo, hi = relaxed.bounds(space)
+    rng = np.random.default_rng(seed)
+    z0 = lo + (hi - lo) * rng.random((starts, len(lo)))
+    combos = np.asarray([COMBOS[i % len(COMBOS)] for i in range(starts)], dtype=float)
+    budget = np.inf if space.power_budget_w is None else space.power_budget_w
+    z, (vals, st) = _descend(
+        jnp.asarray(z0), jnp.asarray(combos[:, 0]), jnp.asarray(combos[:, 1]),
+        jnp.asarray(lo), jnp.asarray(hi), jnp.geomspace(t_start, t_end, steps), lr,
+        space.model.model, space.system.system, float(space.global_batch), float(space.fp8),
+        float(space.flash), budget, space.free)
+    return np.asarray(z), combos, np.asarray(vals), np.asarray(st)
+
+
+def _bracket(values: np.ndarray, x: float) -> list[int]:
+    """The entries of sorted ``values`` just below and just above ``x``."""
+    below = values[values <= x * (1 + 1e-9)]
+    above = values[values >= x * (1 - 1e-9)]
+    out = ([int(below[-1])] if below.size else []) + ([int(above[0])] if above.size else [])
+    return sorted(set(out))
+
+
+def round_points(space: SearchSpace, z: np.ndarray) -> dict[str, np.ndarray]:
+    """All lattice rows bracketing each point of ``z`` (every recompute/ZeRO pair)."""
+    gpus = int(space.system.values["cluster"]["gpus"])
+    pp_values = lattice.divisors(gpus).astype(float)
+    n = len(relaxed.DEGREES)
+    rows = []
+    for zi in z:
+        axes = []
+        for i, name in enumerate(relaxed.DEGREES):
+            x = 2.0 ** zi[i]
+            if name in POW2:
+                axes.append(sorted({2 ** int(np.floor(zi[i] + 1e-9)), 2 ** int(np.ceil(zi[i] - 1e-9))}))
+            elif name == "pp":
+                axes.append(_bracket(pp_values, x))
+            else:  # vpp
+                axes.append(sorted({int(np.floor(x + 1e-9)), int(np.ceil(x - 1e-9))}))
+        for j, key in enumerate(space.free):
+            v = float(np.exp(zi[n + j]))
+            axes.append(sorted({np.floor(v), np.ceil(v)}) if key in INTEGER_FIELDS else [v])
+        for combo in itertools.product(*axes):
+            for rc, zero in COMBOS:
+                rows.append(combo[:n] + (rc, zero) + combo[n:])
+    return _columns(space, np.asarray(rows, dtype=float))
+
+
+def _columns(space: SearchSpace, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``(degrees..., recompute, zero, hw...)`` -> unique valid lattice columns."""
+    if rows.size == 0:
+        rows = np.zeros((0, len(relaxed.DEGREES) + 2 + len(space.free)))
+    rows = np.unique(rows, axis=0)
+    names = relaxed.DEGREES + ("recompute", "zero")
+    cols = {k: rows[:, i].astype(np.int64) for i, k in enumerate(names)}
+    for j, key in enumerate(space.free):
+        cols["hw:" + key] = rows[:, len(names) + j]
+    cols["global_batch"] = np.full(len(rows), space.global_batch, dtype=np.int64)
+    ok = lattice.valid_mask(cols, space.model.values, space.system.values)
+    return {k: v[ok] for k, v in cols.items()}
+
+
+def _steps(space: SearchSpace, name: str, v: int) -> tuple[int, ...]:
+    """The lattice values one step below and above ``v`` along degree ``name``; for ``pp``
+    and ``vpp`` also halving and doubling, so ``pp / 2, vpp * 2`` keeps the layers a chunk."""
+    if name in POW2:
+        return tuple(x for x in (v // 2, v * 2) if x >= 1)
+    if name == "pp":
+        gpus = int(space.system.values["cluster"]["gpus"])
+        pp_values = lattice.divisors(gpus)
+        j = int(np.searchsorted(pp_values, v))
+        near = {int(pp_values[k]) for k in (j - 1, j + 1) if 0 <= k < len(pp_values)}
+        near |= {x for x in (v // 2, v * 2) if x >= 1 and gpus % x == 0}
+        return tuple(sorted(near - {v}))
+    return tuple(sorted({x for x in (v - 1, v + 1, v // 2, v * 2) if 1 <= x != v}))
+
+
+def _neighbours(space: SearchSpace, cols: dict, i: int) -> dict[str, np.ndarray]:
+    """Lattice rows one step from row ``i`` along one or two degrees (coupled moves such as
+    ``pp / 2, vpp * 2`` keep stage balance), each with every recompute/ZeRO pair."""
+    base = [int(cols[k][i]) for k in relaxed.DEGREES]
+    hw = [float(cols["hw:" + k][i]) for k in space.free]
+    moves = {d: _steps(space, name, base[d]) for d, name in enumerate(relaxed.DEGREES)}
+    alts = [list(base)]
+    for d, vals in moves.items():
+        for v in vals:
+            alt = list(base)
+            alt[d] = v
+            alts.append(alt)
+    for d1, d2 in itertools.combinations(moves, 2):
+        for v1, v2 in itertools.product(moves[d1], moves[d2]):
+            alt = list(base)
+            alt[d1], alt[d2] = v1, v2
+            alts.append(alt)
+    rows = [alt + [rc, zero] + hw for alt in alts for rc, zero in COMBOS]
+    return _columns(space, np.asarray(rows, dtype=float))
+
+
+def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed: int = 0,
+                    lr: float = 0.1, polish_rounds: int = 20, top: int = 5) -> SearchResult:
+    """Multi-start relaxed descent, rounding and exact re-scoring (see module docstring)."""
+    t0 = time.perf_counter()
+    z, combos, vals, st = descend(space, starts, steps, seed, lr)
+    t_descent = time.perf_counter() - t0
+    cols = round_points(space, z)
+    scorer = S.make_exact_scorer(space)
+    scores = S.score(space, cols, scorer)
+    exact = len(cols["tp"])
+    best, _ = S.best_row(cols, scores)
+    rounds = 0
+    while best is not None and rounds < polish_rounds:
+        rounds += 1
+        nb = _neighbours(space, cols, best)
+        nb_scores = S.score(space, nb, scorer)
+        exact += len(nb["tp"])
+        j, _ = S.best_row(nb, nb_scores)
+        if j is None or nb_scores["step_time_s"][j] >= scores["step_time_s"][best] * (1 - 1e-12):
+            break
+        cols = {k: np.concatenate([cols[k], nb[k]]) for k in cols}
+        scores = {k: np.concatenate([scores[k], nb_scores[k]]) for k in scores}
+        best, _ = S.best_row(cols, scores)
+    best, best_k = S.best_row(cols, scores, top)
+    wall = time.perf_counter() - t0
+    relaxed_evals = int(starts * steps)
+    detail = {
+        "relaxed_evaluations": relaxed_evals,
+        "exact_evaluations": int(exact),
+        "starts": int(starts), "steps": int(steps), "polish_rounds": rounds,
+        "descent_wall_s": t_descent,
+        "relaxed_final_step_time_s": [float(v[-1]) for v in st],
+        "relaxed_final_objective": [float(v[-1]) for v in vals],
+        "top": S.describe(space, cols, scores, best_k) if best is not None else [],
+    }
+    if best is None:
+        return SearchResult({}, {}, float("inf"), relaxed_evals + exact, wall,
+                            "gradient+rounding", detail)
+    plan, hw = S.row_result(space, cols, best)
+    return SearchResult(plan, hw, float(scores["step_time_s"][best]), relaxed_evals + exact,
+                        wall, "gradient+rounding", detail)

@@ -1,0 +1,96 @@
+"""The relaxed objective: the exact model's formulas over continuous plan degrees and hardware.
+
+Variables ``z`` (one vector per search start):
+
+* ``log2`` of each parallel degree in :data:`DEGREES` (``tp, pp, cp, ep, etp, vpp,
+  micro_batch``); ``dp = gpus / (tp cp pp)`` and the micro-batch count follow continuously;
+* natural ``log`` of each free hardware field (file units).
+
+Box bounds (:func:`bounds`) are enforced by projection after every step (style rule 6); the
+coupled rules of SPEC.md become smooth penalties on their log-excess:
+
+    tp cp pp <= gpus,  ep etp pp <= gpus,  pp vpp <= layers,  micro_batch dp <= global_batch,
+    vpp > 1 only with pp > 1,  memory <= HBM,  every fabric limit (reach, radix, escape
+    bandwidth, power budget; :mod:`cpo_opt.fabric_cost`)
+
+The objective is ``log(step_time) + PENALTY * sum(max(excess, 0)^2)`` (a squared hinge: zero
+inside the feasible set, continuously differentiable at its edge), where ``step_time`` is
+:func:`cpo_opt.step.step_time` at ``temperature = T`` (the same formulas as the exact model
+with max/min/ceil/domain-fit smoothed, :mod:`cpo_opt.smooth`). Recompute and ZeRO stay discrete: each search start holds one
+combination. ``T`` is annealed during the search; at integer points and ``T -> 0`` the
+relaxed objective equals ``log`` of the exact step time (tested).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from cpo_opt import fabric_cost, lattice
+from cpo_opt.config import Model, Plan, System
+from cpo_opt.search.space import SearchSpace, log_bounds, with_fields
+from cpo_opt.step import step_time
+
+DEGREES = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch")
+PENALTY = 100.0
+"""Weight of a constraint's squared log-excess relative to ``log(step_time)``: exceeding HBM
+by 10% costs as much as a 2.7x slower step, so the optimum sits inside the feasible region."""
+
+
+def bounds(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of ``z`` (log2 degrees, then log hardware)."""
+    m, moe = space.model.values["model"], space.model.values.get("model.moe")
+    gpus = int(space.system.values["cluster"]["gpus"])
+    hi = {
+        "tp": min(m["heads"], m["kv_heads"], lattice.MAX_TP, gpus),
+        "pp": min(m["layers"], gpus),
+        "cp": min(lattice.MAX_CP, gpus, m["seq_len"]),
+        "ep": moe["experts"] if moe else 1,
+        "etp": lattice.MAX_ETP if moe else 1,
+        "vpp": lattice.MAX_VPP,
+        "micro_batch": lattice.MAX_MICRO_BATCH,
+    }
+    lo = np.zeros(len(DEGREES))
+    up = np.log2([float(hi[d]) for d in DEGREES])
+    lb = log_bounds(space)
+    return np.concatenate([lo, lb[:, 0]]), np.concatenate([up, lb[:, 1]])
+
+
+def plan_of(z, global_batch, recompute, zero, fp8, flash) -> Plan:
+    """The continuous :class:`Plan` at ``z`` (degrees ``2 ** z``)."""
+    d = {name: 2.0 ** z[i] for i, name in enumerate(DEGREES)}
+    one = jnp.ones_like(z[0])
+    return Plan(
+        tp=d["tp"], pp=d["pp"], cp=d["cp"], ep=d["ep"], etp=d["etp"], vpp=d["vpp"],
+        micro_batch=d["micro_batch"], global_batch=one * global_batch,
+        sequence_parallel=one, recompute=one * recompute, zero=one * zero,
+        fp8=one * fp8, overlap_tp=0.0 * one, overlap_ep=0.0 * one,
+        overlap_p2p=jnp.clip(d["vpp"] - 1.0, 0.0, 1.0), overlap_dp=one,
+        flash_attention=one * flash)
+
+
+def objective(z, recompute, zero, temperature, model: Model, system: System, global_batch,
+              fp8, flash, power_budget_w, free: tuple[str, ...]):
+    """Relaxed objective at ``z`` (see module docstring); also returns the step time.
+
+    Everything but ``free`` (the names of the free hardware fields) may be traced.
+    """
+    n = len(DEGREES)
+    plan = plan_of(z, global_batch, recompute, zero, fp8, flash)
+    system = with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
+    r = step_time(model, system, plan, temperature)
+    lg = {name: z[i] for i, name in enumerate(DEGREES)}
+    log2_gpus = jnp.log2(system.gpus)
+    dp_log = log2_gpus - lg["tp"] - lg["cp"] - lg["pp"]
+    excess = [
+        -dp_log,                                                     # tp cp pp <= gpus
+        lg["ep"] + lg["etp"] + lg["pp"] - log2_gpus,                 # ep etp <= gpus / pp
+        lg["pp"] + lg["vpp"] - jnp.log2(model.layers),               # pp vpp <= layers
+        lg["micro_batch"] + dp_log - jnp.log2(global_batch),         # >= 1 micro-batch
+        lg["vpp"] * (1.0 - jnp.clip(lg["pp"], 0.0, 1.0)),            # vpp > 1 needs pp > 1
+        jnp.log(r.memory.total / system.gpu.hbm_bytes),              # fits in HBM
+    ]
+    excess += [jnp.log1p(jnp.maximum(v, -0.999)) for v in
+               fabric_cost.violations(system, power_budget_w).values()]
+    penalty = sum(jnp.maximum(e, 0.0) ** 2 for e in excess)
+    return jnp.log(r.step_time_s) + PENALTY * penalty, r.step_time_s
