@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from cpo_opt import smooth, transformer
 from cpo_opt.config import Model, Plan, System
+from cpo_opt.switch import branch, weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,9 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> 
     per_stage = smooth.ceil(model.layers / (plan.pp * plan.vpp), temperature)
     layers_rank = plan.vpp * per_stage
     l_moe = transformer.moe_layers(model)
-    moe_rank = smooth.smin(layers_rank, jnp.maximum(l_moe, 1e-9), temperature)
-    moe_rank = jnp.where(l_moe > 0, moe_rank, 0.0)
+    moe_rank = branch(model.experts > 0,
+                      lambda: smooth.smin(layers_rank, jnp.maximum(l_moe, 1e-9), temperature),
+                      lambda: 0.0 * layers_rank)
     return Dims(
         dp=dp,
         edp=edp,
@@ -66,7 +68,7 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> 
         layers_rank=layers_rank,
         moe_rank=moe_rank,
         dense_rank=layers_rank - moe_rank,
-        is_moe=jnp.where(model.experts > 0, 1.0, 0.0),
+        is_moe=weight(model.experts > 0),
         dqk=transformer.qk_dim(model),
         dv=transformer.v_dim(model),
     )

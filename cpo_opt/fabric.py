@@ -15,8 +15,11 @@ rests on: a larger domain keeps larger EP/TP/CP groups off the scale-out network
 Collective formulas (``V`` = full tensor bytes, ``n = g / m`` domains, ``B`` = achievable
 bandwidth per GPU per direction, ``a`` = one-hop latency):
 
-* reduce-scatter / all-gather (hierarchical ring, Thakur et al. 2005; NCCL):
-  ``V (m-1)/m / B_up + (V/m) (n-1)/n / B_out + (m-1) a_up + log2(n) a_out``
+* reduce-scatter / all-gather (hierarchical ring for bandwidth, Thakur et al. 2005; NCCL):
+  ``V (m-1)/m / B_up + (V/m) (n-1)/n / B_out + log2(m) a_up + log2(n) a_out``. The latency
+  term is the log-depth one of tree/recursive-halving algorithms (NCCL switches to them for
+  small messages), the same on both tiers, so moving members into the domain never adds
+  latency.
 * all-reduce: twice the reduce-scatter time.
 * all-to-all with ``V`` bytes leaving each GPU's buffer spread evenly over the ``g`` members:
   ``max(V (m-1)/g / B_up, V (g-m)/g / B_out) + a_up + a_out [g > m]``; NVLink and NIC traffic
@@ -88,8 +91,13 @@ class Group(NamedTuple):
     in_domain: object
 
 
-def place(sizes, strides, system: System, temperature: float = 0.0) -> list[Group]:
-    """Place several groups at once (one vectorized clamp keeps the traced graph small)."""
+def place(sizes, strides, system: System, temperature: float = 0.0, stacked: bool = False
+          ) -> list[Group]:
+    """Place several groups; ``stacked`` does it in one vectorized clamp (a smaller graph
+    for gradients) instead of one expression per group (faster batched evaluation)."""
+    if not stacked:
+        return [Group(jnp.maximum(g, 1.0), members_in_domain(g, st, system, temperature))
+                for g, st in zip(sizes, strides)]
     g = jnp.stack(jnp.broadcast_arrays(*[jnp.maximum(x, 1.0) for x in sizes]))
     st = jnp.stack(jnp.broadcast_arrays(*strides))
     m = members_in_domain(g, st, system, temperature)
@@ -101,7 +109,7 @@ def reduce_scatter_on(nbytes, grp: Group, system: System) -> Comm:
     m, n = grp.in_domain, grp.size / grp.in_domain
     up = nbytes * (m - 1.0) / m
     out = (nbytes / m) * (n - 1.0) / n
-    lat = (m - 1.0) * system.scale_up.latency_s + _log2(n) * system.scale_out.latency_s
+    lat = _log2(m) * system.scale_up.latency_s + _log2(n) * system.scale_out.latency_s
     return Comm(up / _bw_up(system) + out / _bw_out(system) + lat, up, out)
 
 

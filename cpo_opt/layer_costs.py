@@ -50,6 +50,7 @@ from cpo_opt import compute, fabric, transformer
 from cpo_opt.config import Model, Plan, System
 from cpo_opt.dims import Dims
 from cpo_opt.fabric import Comm
+from cpo_opt.switch import known, mix, weight
 
 ELEM_SEQ_PASSES = 10.0
 """Activation-sized (``h`` bf16) HBM passes per token per layer in the sequence region:
@@ -91,30 +92,42 @@ class Kernels:
 
 
 class _GemmTable:
-    """GEMMs of all blocks, evaluated in one vectorized :func:`compute.gemm_fwd_bwd_time` call.
-
-    Stacking the shapes along a leading axis keeps the traced graph small (one roofline
-    expression instead of one per GEMM), which is what keeps compilation of the model and of
-    its gradient fast.
-    """
+    """The GEMMs of all blocks, timed by :func:`compute.gemm_fwd_bwd_time` row by row or
+    stacked along a leading axis (one roofline expression instead of one per GEMM, which
+    keeps compilation of the model's gradient fast)."""
 
     def __init__(self):
         self.rows: list[tuple] = []
         self.owner: list[str] = []
 
-    def add(self, block: str, m, n, k, count=1.0) -> None:
-        self.rows.append((m, n, k, count))
+    def add(self, block: str, m, n, k, count=1.0, when=1.0) -> None:
+        """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
+        and a row switched off by a known 0 is not built at all."""
+        if known(when) and float(when) == 0.0:
+            return
+        self.rows.append((m, n, k, count * when))
         self.owner.append(block)
 
-    def evaluate(self, system: System, plan: Plan) -> dict[str, Kernels]:
-        cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                for i in range(4)]
-        m, n, k, count = cols
-        fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
-        fwd, bwd = fwd * count, bwd * count
+    def evaluate(self, system: System, plan: Plan, stacked: bool) -> dict[str, Kernels]:
+        """Kernels per block; ``stacked`` evaluates all rows as one array (small graph, fast
+        to compile and differentiate) instead of one expression per row (fused into one
+        loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
+        if not self.rows:
+            return {}
+        if stacked:
+            cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
+                    for i in range(4)]
+            m, n, k, count = cols
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
+            times = [(fwd[i] * count[i], bwd[i] * count[i]) for i in range(len(self.rows))]
+        else:
+            times = []
+            for m, n, k, count in self.rows:
+                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
+                times.append((fwd * count, bwd * count))
         out: dict[str, Kernels] = {}
-        for i, block in enumerate(self.owner):
-            out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd[i], gemm_bwd=bwd[i])
+        for (fwd, bwd), block in zip(times, self.owner):
+            out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
         return out
 
 
@@ -127,28 +140,31 @@ class Blocks(NamedTuple):
     output: Kernels
 
 
-def blocks(model: Model, system: System, plan: Plan, d: Dims) -> Blocks:
+def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False) -> Blocks:
     """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
     the output layer (shapes in the module docstring)."""
     h, a, tp, t = model.hidden, model.heads, plan.tp, d.tokens
     g = _GemmTable()
-    std, mla = jnp.where(model.mla > 0, 0.0, 1.0), jnp.where(model.mla > 0, 1.0, 0.0)
-    # attention projections: standard/GQA and MLA (one of them weighted 0)
-    g.add("attention", t, (a + 2.0 * model.kv_heads) * model.head_dim / tp, h, std)
-    g.add("attention", t, h, a * model.head_dim / tp, std)
-    q_lora = jnp.where(model.q_lora_rank > 0, 1.0, 0.0)
-    g.add("attention", t, model.q_lora_rank, h, mla * q_lora)
-    g.add("attention", t, a * d.dqk / tp, jnp.where(q_lora > 0, model.q_lora_rank, h), mla)
-    g.add("attention", t, model.kv_lora_rank + model.qk_rope_head_dim, h, mla)
+    mla = weight(model.mla > 0)
+    std = 1.0 - mla
+    # attention projections: standard/GQA or MLA
+    g.add("attention", t, (a + 2.0 * model.kv_heads) * model.head_dim / tp, h, when=std)
+    g.add("attention", t, h, a * model.head_dim / tp, when=std)
+    q_lora = weight(model.q_lora_rank > 0)
+    g.add("attention", t, model.q_lora_rank, h, when=mla * q_lora)
+    g.add("attention", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
+          when=mla)
+    g.add("attention", t, model.kv_lora_rank + model.qk_rope_head_dim, h, when=mla)
     g.add("attention", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
-          model.kv_lora_rank, mla)
-    g.add("attention", t, h, a * d.dv / tp, mla)
+          model.kv_lora_rank, when=mla)
+    g.add("attention", t, h, a * d.dv / tp, when=mla)
     # materialized attention core: batched Q K^T and P V over (micro-batch x local heads)
-    unfused = 1.0 - plan.flash_attention
+    flash = plan.flash_attention
+    unfused = 1.0 - flash
     b_heads = plan.micro_batch * a / tp
     s_q = model.seq_len / plan.cp
-    g.add("core", s_q, model.seq_len, d.dqk, unfused * b_heads)
-    g.add("core", s_q, d.dv, model.seq_len, unfused * b_heads)
+    g.add("core", s_q, model.seq_len, d.dqk, b_heads, when=unfused)
+    g.add("core", s_q, d.dv, model.seq_len, b_heads, when=unfused)
     # dense FFN, MoE FFN, output layer
     n_up = transformer.ffn_matrices(model) - 1.0
     g.add("dense_ffn", t, n_up * model.ffn_hidden / tp, h)
@@ -157,40 +173,49 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims) -> Blocks:
     m_e = expert_tokens(model, plan, d)
     local = model.experts / plan.ep
     shared = model.shared_experts * model.expert_ffn_hidden
-    g.add("moe_ffn", d.tokens_moe, model.experts, h, moe)
-    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, moe * local)
-    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, moe * local)
-    has_shared = jnp.where(model.shared_experts > 0, moe, 0.0)
-    g.add("moe_ffn", t, n_up * shared / tp, h, has_shared)
-    g.add("moe_ffn", t, h, shared / tp, has_shared)
+    has_shared = moe * weight(model.shared_experts > 0)
+    g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe)
+    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe)
+    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe)
+    g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
+    g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
-    k = g.evaluate(system, plan)
+    k = g.evaluate(system, plan, stacked)
+    for block in ("attention", "core", "dense_ffn", "moe_ffn", "output"):
+        k.setdefault(block, Kernels())
 
     # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
-    core_flops = plan.micro_batch * model.seq_len * transformer.attention_core_flops_per_token(
-        model) / (plan.cp * tp)
-    flash_f, flash_b = compute.attention_core_time(core_flops, s_q, d.dqk, system.gpu)
-    scores = b_heads * s_q * model.seq_len
-    mat_f = k["core"].gemm_fwd + compute.memory_time(
-        scores * (4.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
-    mat_b = k["core"].gemm_bwd + compute.memory_time(
-        scores * (6.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
-    selective = jnp.where(plan.recompute == 1, 1.0, 0.0)  # recompute the materialized core
-    flash = plan.flash_attention
-    core_fwd = flash * flash_f + unfused * mat_f
-    core_bwd = flash * flash_b + unfused * (mat_b + selective * mat_f)
+    def flash_core():
+        flops = plan.micro_batch * model.seq_len * transformer.attention_core_flops_per_token(
+            model) / (plan.cp * tp)
+        f, b = compute.attention_core_time(flops, s_q, d.dqk, system.gpu)
+        return Kernels(attn_fwd=f, attn_bwd=b)
+
+    def materialized_core():
+        scores = b_heads * s_q * model.seq_len
+        f = k["core"].gemm_fwd + compute.memory_time(
+            scores * (4.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
+        b = k["core"].gemm_bwd + compute.memory_time(
+            scores * (6.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
+        selective = jnp.where(plan.recompute == 1, 1.0, 0.0)  # recompute the core forward
+        return Kernels(attn_fwd=f, attn_bwd=b + selective * f)
+
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
-    attention = k["attention"] + Kernels(attn_fwd=core_fwd, attn_bwd=core_bwd,
-                                         elem_fwd=compute.memory_time(attn_elem, system.gpu))
+    attention = (k["attention"] + mix(flash, flash_core, materialized_core)
+                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system.gpu)))
 
     act = BF16 * (2.0 + model.gated_ffn)
     dense = k["dense_ffn"] + Kernels(elem_fwd=compute.memory_time(
         act * model.ffn_hidden / tp * t, system.gpu))
-    act_tokens = m_e * local
-    moe_elem = (act * model.expert_ffn_hidden / plan.etp * act_tokens
-                + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
-    moe_ffn = k["moe_ffn"] + Kernels(elem_fwd=moe * compute.memory_time(moe_elem, system.gpu))
+
+    def moe_elementwise():
+        act_tokens = m_e * local
+        nbytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
+                  + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
+        return Kernels(elem_fwd=compute.memory_time(nbytes, system.gpu))
+
+    moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(
         6.0 * t * model.vocab / tp, system.gpu))
     return Blocks(attention, dense, moe_ffn, output)
@@ -221,12 +246,13 @@ class Placement(NamedTuple):
     ep: fabric.Group        # ep ranks, stride etp
 
 
-def placement(system: System, plan: Plan, d: Dims, t: float) -> Placement:
-    """Place all groups with one vectorized call (:func:`fabric.place`)."""
+def placement(system: System, plan: Plan, d: Dims, t: float, stacked: bool = False
+              ) -> Placement:
+    """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized clamp)."""
     sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, system.gpus, plan.cp, plan.pp, plan.ep)
     strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
                plan.tp * plan.cp * d.dp, plan.etp)
-    return Placement(*fabric.place(sizes, strides, system, t))
+    return Placement(*fabric.place(sizes, strides, system, t, stacked))
 
 
 def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:
@@ -242,7 +268,7 @@ def tp_dense_layer(model: Model, system: System, d: Dims, pl: Placement) -> Comm
 def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement) -> Comm:
     """Forward TP communication of an MoE layer: attention pair, shared-expert pair, and the
     expert-TP pair over ``etp`` on the dispatched tokens."""
-    pairs = 1.0 + jnp.where(model.shared_experts > 0, 1.0, 0.0)
+    pairs = 1.0 + weight(model.shared_experts > 0)
     attn = 2.0 * pairs * tp_collective(model, system, d, pl)
     etp_bytes = plan.etp * d.tokens_moe * model.top_k * capacity(model) * model.hidden * BF16
     return attn + 2.0 * fabric.reduce_scatter_on(etp_bytes, pl.etp, system)
@@ -251,8 +277,8 @@ def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placemen
 def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
              t: float) -> Comm:
     """Forward CP ring exchange of one layer: ``cp - 1`` K/V chunk transfers."""
-    w_kv = jnp.where(model.mla > 0, model.heads * (d.dqk + d.dv),
-                     2.0 * model.kv_heads * model.head_dim)
+    w_kv = mix(weight(model.mla > 0), lambda: model.heads * (d.dqk + d.dv),
+               lambda: 2.0 * model.kv_heads * model.head_dim)
     chunk = d.tokens * w_kv * BF16 / plan.tp
     return (plan.cp - 1.0) * fabric.p2p(chunk, fabric.crosses(pl.cp, t), system)
 

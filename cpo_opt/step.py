@@ -7,15 +7,21 @@ that is the relaxed model the optimizer descends.
 
 Step structure (Megatron-LM, 1F1B or interleaved 1F1B pipeline, Narayanan et al. 2021):
 
-    t_rank  = fwd + bwd (+ recompute) kernels of a rank for one micro-batch
-              + exposed TP, CP, EP communication + exposed PP send/recv + exposed ZeRO-3 traffic
-    t_pipe  = microbatches t_max + (pp - 1) / vpp t_avg
+    s_f, s_b = forward, backward (+ recomputed forward) kernels of a rank, one micro-batch,
+               each plus its layers' exposed TP, CP and EP communication
+    t_rank   = hide(hide(s_f, zero3_fwd) + hide(s_b, zero3_bwd), pp_send_recv)
+    t_pipe   = microbatches t_max + (pp - 1) / vpp t_avg
     t_step  = t_pipe + exposed DP communication + optimizer update + other
 
 ``t_max`` is the slowest rank (``layers_rank`` layers plus the output layer: the last stage),
 ``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer). Steady 1F1B
 runs at the slowest rank's pace; the fill and drain of the pipeline (the bubble,
 ``(pp - 1) / vpp`` micro-batch times; Narayanan et al. 2021 sec. 2.2) pass every rank once.
+
+with ``hide(w, c) = max(w, c)`` when the communication ``c`` overlaps the window ``w`` and
+``w + c`` when it does not. Every communication hides behind its own, disjoint part of the
+kernels, and outer levels hide behind inner ones, so the model is monotone: faster kernels
+or links never make a step slower (tested).
 
 Overlap assumptions (Megatron defaults, each switchable in the plan):
 
@@ -24,7 +30,8 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   that window is exposed. ZeRO-3 gathers and reduces every micro-batch, overlapped with that
   micro-batch's forward/backward.
 * TP and EP communication is exposed unless ``overlap_tp``/``overlap_ep`` (then only the excess
-  over the layer's GEMMs / expert GEMMs is exposed).
+  over the layer's GEMMs, attention GEMMs in MoE layers, / over the expert GEMMs is exposed);
+  backward communication hides behind backward GEMMs.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
@@ -42,8 +49,9 @@ import jax.numpy as jnp
 from cpo_opt import compute, fabric, layer_costs, smooth, transformer
 from cpo_opt.config import Model, Plan, System
 from cpo_opt.dims import Dims, dims
-from cpo_opt.fabric import Comm
+from cpo_opt.fabric import NO_COMM, Comm
 from cpo_opt.memory import Memory, local_params, memory
+from cpo_opt.switch import known
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
@@ -105,9 +113,16 @@ class StepTime:
     mfu: object
 
 def _exposed(comm_time, window, overlap, temperature):
-    """Exposed part of a communication of ``comm_time`` that may hide behind ``window``."""
+    """Exposed part of a communication of ``comm_time`` that may hide behind ``window``:
+    ``max(comm - window, 0)`` when overlapped (``overlap = 1``), all of it when not."""
     hidden = smooth.relu(comm_time - window, window + 1e-9, temperature)
     return comm_time + overlap * (hidden - comm_time)
+
+
+def _hide(window, comm_time, overlap, temperature):
+    """``window`` plus the exposed part of ``comm_time``: ``max(window, comm)`` when
+    overlapped, ``window + comm`` when not."""
+    return window + _exposed(comm_time, window, overlap, temperature)
 
 def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts):
     """``(gradient reduction, parameter gather)`` of one step for ZeRO 0-2, and the
@@ -124,72 +139,98 @@ def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, expe
     return grad, param, z3 * ag, z3 * (ag + rs)
 
 
-def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> StepTime:
+def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0,
+              stacked: bool = False) -> StepTime:
     """Time and memory of one training step; see the module docstring for the structure.
 
     Args:
       model, system, plan: config pytrees (SI units); leaves may be batched under ``vmap``.
-      temperature: 0 for the exact model; > 0 for the smooth relaxation (static).
+      temperature: the Python number 0 for the exact model; a positive (possibly traced)
+        number for the smooth relaxation.
+      stacked: lay the GEMMs and parallel groups out as stacked arrays: the same numbers
+        from a much smaller graph, which compiles and differentiates 2-3x faster; off, each
+        is its own expression, which XLA fuses into one loop for the fastest batched
+        evaluation. Gradient users (the relaxed search, ``sensitivity``) turn it on.
 
     Returns:
       :class:`StepTime`.
     """
     t = temperature
     d = dims(model, system, plan, t)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d)
+    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked)
     dense_k = att + dense_ffn
     moe_k = att + moe
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
-    passes = 2.0 + full  # forward, backward, and a recomputed forward
 
-    # --- exposed communication of one dense and one MoE layer (forward + backward)
-    pl = layer_costs.placement(system, plan, d, t)
+    # --- communication of one dense and one MoE layer, each hidden behind its own part of
+    # the layer's kernels (disjoint windows, so faster kernels never expose more in total)
+    pl = layer_costs.placement(system, plan, d, t, stacked)
     tp_d = layer_costs.tp_dense_layer(model, system, d, pl)
-    tp_m = layer_costs.tp_moe_layer(model, system, plan, d, pl)
-    tp_d_exp = passes * _exposed(tp_d.time, dense_k.gemm_fwd, plan.overlap_tp, t)
-    tp_m_exp = passes * _exposed(tp_m.time, moe_k.gemm_fwd, plan.overlap_tp, t)
-    cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)  # behind the attention core
-    cp_exp = ((1.0 + full) * _exposed(cp_f.time, att.attn_fwd, 1.0, t)
-              + _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t))
-    ep_f, ep_b = layer_costs.ep_moe_layer(model, system, plan, d, pl, t)
-    ep_exp = ((1.0 + full) * _exposed(ep_f.time, moe.gemm_fwd, plan.overlap_ep, t)
-              + _exposed(ep_b.time, moe.gemm_bwd, plan.overlap_ep, t))
+    dense_only = known(d.is_moe) and float(d.is_moe) == 0.0  # no MoE blocks to build
+    tp_m = NO_COMM if dense_only else layer_costs.tp_moe_layer(model, system, plan, d, pl)
+    cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)
+    ep_f, ep_b = ((NO_COMM, NO_COMM) if dense_only
+                  else layer_costs.ep_moe_layer(model, system, plan, d, pl, t))
+    ovl_tp, ovl_ep = plan.overlap_tp, plan.overlap_ep
+    # exposed seconds per layer: (forward, backward); TP behind the layer's GEMMs (MoE layers:
+    # the attention GEMMs), CP behind the attention core, EP behind the expert GEMMs
+    exp_dense = {
+        "tp": (_exposed(tp_d.time, dense_k.gemm_fwd, ovl_tp, t),
+               _exposed(tp_d.time, dense_k.gemm_bwd, ovl_tp, t)),
+        "cp": (_exposed(cp_f.time, att.attn_fwd, 1.0, t),
+               _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t)),
+    }
+    exp_moe = {
+        "tp": (_exposed(tp_m.time, att.gemm_fwd, ovl_tp, t),
+               _exposed(tp_m.time, att.gemm_bwd, ovl_tp, t)),
+        "cp": exp_dense["cp"],
+        "ep": (_exposed(ep_f.time, moe.gemm_fwd, ovl_ep, t),
+               _exposed(ep_b.time, moe.gemm_bwd, ovl_ep, t)),
+    }
 
-    def per_mb(n_dense, n_moe, n_head):
-        """Kernels and exposed TP/CP/EP seconds of a rank holding these blocks."""
-        k = n_dense * dense_k + n_moe * moe_k + n_head * head
-        layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
-        kern = (k.fwd, k.bwd + full * layers_fwd, full * layers_fwd)
-        comm = (n_dense * tp_d_exp + n_moe * tp_m_exp, (n_dense + n_moe) * cp_exp,
-                n_moe * ep_exp)
-        return k, kern, comm
-
-    kernels, (k_fwd, k_bwd, recompute), (tp_exp, cp_exp_r, ep_exp_r) = per_mb(
-        d.dense_rank, d.moe_rank, 1.0)
-    l_moe = transformer.moe_layers(model)
-    _, (a_fwd, a_bwd, _), (a_tp, a_cp, a_ep) = per_mb(
-        (model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
-
-    # --- PP send/recv: 2 vpp transfers of b s h / (cp tp) per micro-batch on each rank
+    # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
     cross = fabric.crosses(pl.pp, t)
     act_bytes = 2.0 * plan.micro_batch * model.seq_len * model.hidden / (plan.cp * plan.tp)
     p2p = has_pp * 2.0 * plan.vpp * fabric.p2p(act_bytes, cross, system)
-    p2p_exp = _exposed(p2p.time, k_fwd + k_bwd, plan.overlap_p2p, t)
-
-    # --- DP / ZeRO
     dense, experts = local_params(model, plan, d)
     grad, param, z3_fwd, z3_bwd = _dp_comms(system, plan, pl, dense, experts)
-    z3_exp = (_exposed(z3_fwd.time, k_fwd, plan.overlap_dp, t)
-              + _exposed(z3_bwd.time, k_bwd, plan.overlap_dp, t))
-    dp_step = (_exposed(grad.time, k_bwd, plan.overlap_dp, t)
-               + _exposed(param.time, k_fwd, plan.overlap_dp, t))
+
+    def rank(n_dense, n_moe, n_head):
+        """One micro-batch on a rank holding these blocks: kernels, then the layer-level
+        exposures, then ZeRO-3 traffic hidden behind the forward/backward, then PP send/recv
+        hidden behind the whole micro-batch (each level nests the one inside it)."""
+        k = n_dense * dense_k + n_moe * moe_k + n_head * head
+        layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
+        fwd, bwd = k.fwd, k.bwd + full * layers_fwd
+        out = {"fwd": fwd, "bwd": bwd, "kernels": k, "recompute": full * layers_fwd}
+        s_f, s_b = fwd, bwd
+        for kind in ("tp", "cp", "ep"):
+            e_f = n_dense * exp_dense.get(kind, (0.0, 0.0))[0] + n_moe * exp_moe[kind][0]
+            e_b = n_dense * exp_dense.get(kind, (0.0, 0.0))[1] + n_moe * exp_moe[kind][1]
+            out[kind] = (1.0 + full) * e_f + e_b
+            s_f, s_b = s_f + e_f, s_b + e_b + full * e_f
+        h_f = _hide(s_f, z3_fwd.time, plan.overlap_dp, t)
+        h_b = _hide(s_b, z3_bwd.time, plan.overlap_dp, t)
+        out["z3"] = (h_f - s_f) + (h_b - s_b)
+        out["wall_fwd"], out["wall_bwd"] = h_f, h_b
+        total = _hide(h_f + h_b, p2p.time, plan.overlap_p2p, t)
+        out["p2p"] = total - (h_f + h_b)
+        out["total"] = total
+        return out
+
+    slow = rank(d.dense_rank, d.moe_rank, 1.0)
+    l_moe = transformer.moe_layers(model)
+    avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
+    kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
+    # gradient reduction hides behind the last micro-batch's backward, the parameter gather
+    # behind the first one's forward (their wall times, inner exposures included)
+    dp_step = (_exposed(grad.time, slow["wall_bwd"], plan.overlap_dp, t)
+               + _exposed(param.time, slow["wall_fwd"], plan.overlap_dp, t))
 
     # --- pipeline: steady state paced by the slowest rank, fill/drain by the average rank
-    t_max = k_fwd + k_bwd + tp_exp + cp_exp_r + ep_exp_r + p2p_exp + z3_exp
-    t_avg = a_fwd + a_bwd + a_tp + a_cp + a_ep + p2p_exp + z3_exp
     n_mb = d.microbatches
-    bubble = (plan.pp - 1.0) / plan.vpp * t_avg
+    bubble = (plan.pp - 1.0) / plan.vpp * avg["total"]
 
     # --- optimizer and other
     z1 = plan.zero >= 1
@@ -200,11 +241,11 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     breakdown = Breakdown(
         compute=n_mb * (k_fwd + k_bwd),
-        tp_comm=n_mb * tp_exp,
-        cp_comm=n_mb * cp_exp_r,
-        ep_comm=n_mb * ep_exp_r,
-        pp_comm=n_mb * p2p_exp,
-        dp_comm=dp_step + n_mb * z3_exp,
+        tp_comm=n_mb * slow["tp"],
+        cp_comm=n_mb * slow["cp"],
+        ep_comm=n_mb * slow["ep"],
+        pp_comm=n_mb * slow["p2p"],
+        dp_comm=dp_step + n_mb * slow["z3"],
         bubble=bubble,
         optimizer=optimizer,
         other=other,
@@ -216,8 +257,9 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         gemm=n_mb * (kernels.gemm_fwd + kernels.gemm_bwd),
         attention=n_mb * layers_rank * (att.attn_fwd + att.attn_bwd),
         memory_bound=n_mb * 3.0 * kernels.elem_fwd,
-        recompute=n_mb * recompute,
+        recompute=n_mb * slow["recompute"],
     )
+    passes = 2.0 + full  # forward, backward, and a recomputed forward
     comm_mb = (passes * (d.dense_rank * tp_d + d.moe_rank * tp_m)
                + layers_rank * (3.0 + full) * cp_f
                + d.moe_rank * ((1.0 + full) * ep_f + ep_b) + p2p + z3_fwd + z3_bwd)

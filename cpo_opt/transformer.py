@@ -12,9 +12,8 @@ model here). Conventions:
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from cpo_opt.config import Model
+from cpo_opt.switch import branch
 
 
 def ffn_matrices(m: Model):
@@ -24,12 +23,18 @@ def ffn_matrices(m: Model):
 
 def qk_dim(m: Model):
     """Per-head query/key dimension."""
-    return jnp.where(m.mla > 0, m.qk_nope_head_dim + m.qk_rope_head_dim, m.head_dim)
+    return branch(m.mla > 0, lambda: m.qk_nope_head_dim + m.qk_rope_head_dim,
+                  lambda: m.head_dim)
 
 
 def v_dim(m: Model):
     """Per-head value dimension."""
-    return jnp.where(m.mla > 0, m.v_head_dim, m.head_dim)
+    return branch(m.mla > 0, lambda: m.v_head_dim, lambda: m.head_dim)
+
+
+def attention_norm_params(m: Model):
+    """Norm weights inside one attention block (MLA's two latent norms; none otherwise)."""
+    return branch(m.mla > 0, lambda: m.q_lora_rank + m.kv_lora_rank, lambda: 0.0)
 
 
 def attention_params(m: Model):
@@ -42,13 +47,19 @@ def attention_params(m: Model):
     ``r_kv heads (d_nope + d_v)``, output ``heads d_v h``, plus the two latent norms.
     """
     h, a = m.hidden, m.heads
-    std = h * (a + 2.0 * m.kv_heads) * m.head_dim + a * m.head_dim * h
-    dqk = m.qk_nope_head_dim + m.qk_rope_head_dim
-    q = jnp.where(m.q_lora_rank > 0, h * m.q_lora_rank + m.q_lora_rank * a * dqk, h * a * dqk)
-    kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * a * (
-        m.qk_nope_head_dim + m.v_head_dim)
-    mla = q + kv + a * m.v_head_dim * h + m.q_lora_rank + m.kv_lora_rank
-    return jnp.where(m.mla > 0, mla, std)
+
+    def std():
+        return h * (a + 2.0 * m.kv_heads) * m.head_dim + a * m.head_dim * h
+
+    def mla():
+        dqk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        q = branch(m.q_lora_rank > 0, lambda: h * m.q_lora_rank + m.q_lora_rank * a * dqk,
+                   lambda: h * a * dqk)
+        kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * a * (
+            m.qk_nope_head_dim + m.v_head_dim)
+        return q + kv + a * m.v_head_dim * h + m.q_lora_rank + m.kv_lora_rank
+
+    return branch(m.mla > 0, mla, std)
 
 
 def dense_ffn_params(m: Model):
@@ -68,7 +79,7 @@ def router_params(m: Model):
 
 def moe_layers(m: Model):
     """Number of layers with an MoE FFN (0 for a dense model)."""
-    return jnp.where(m.experts > 0, m.layers - m.dense_layers, 0.0)
+    return branch(m.experts > 0, lambda: m.layers - m.dense_layers, lambda: 0.0)
 
 
 def dense_layers(m: Model):
@@ -118,7 +129,8 @@ def forward_flops_per_token(m: Model):
     Counts every GEMM (projections, FFN/experts, router, output logits; the input embedding
     is a lookup) and the causal attention core. Backward is twice this.
     """
-    per_layer = 2.0 * attention_params(m) + attention_core_flops_per_token(m)
+    per_layer = 2.0 * (attention_params(m) - attention_norm_params(m))
+    per_layer = per_layer + attention_core_flops_per_token(m)
     matmul = m.layers * per_layer
     matmul = matmul + dense_layers(m) * 2.0 * dense_ffn_params(m)
     matmul = matmul + moe_layers(m) * 2.0 * moe_ffn_params(m, m.top_k)
