@@ -56,15 +56,13 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int =
     cols = sample_plans(model, system, n, seed)
     fp8, flash = 0, schema.resolve_attention(-1, system.values["gpu"]["matmul_tflops_bf16"],
                                              "matmul_tflops_fp8" in system.values["gpu"])
-    m = jax.tree.map(lambda x: jnp.asarray(x, dt), model.model)
-    s = jax.tree.map(lambda x: jnp.asarray(x, dt), system.system)
-    f = jax.jit(jax.vmap(lambda p: step_time(m, s, p)))
+    m, s = model.model, system.system
+    f = jax.jit(jax.vmap(lambda row: step_time(m, s, lattice.to_plan(row, fp8, flash))))
+    npdt = np.float32 if dt == jnp.float32 else np.float64
+    names = lattice.COLUMNS + ("global_batch",)
     batches = []
     for i in range(0, n, batch):
-        part = {k: v[i:i + batch] for k, v in cols.items()}
-        plan = lattice.to_plan(part, fp8, flash, dtype=np.float32 if dt == jnp.float32
-                               else np.float64)
-        batches.append(jax.device_put(plan))
+        batches.append(jax.device_put({k: cols[k][i:i + batch].astype(npdt) for k in names}))
     t0 = time.perf_counter()
     jax.block_until_ready(f(batches[0]))
     compile_s = time.perf_counter() - t0

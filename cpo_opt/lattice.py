@@ -80,6 +80,23 @@ def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: d
     return ok
 
 
+def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dict
+             ) -> np.ndarray:
+    """Rows inside the search space: :func:`valid_mask` plus the space's own bounds (powers
+    of two, the ``MAX_*`` caps, recompute and ZeRO codes), as :func:`enumerate_plans` builds
+    it, so any search returns a plan the exhaustive search also scores."""
+    def pow2(x, cap):
+        return (x >= 1) & (x <= cap) & ((x & (x - 1)) == 0)
+
+    moe = model_values.get("model.moe")
+    ok = valid_mask(cols, model_values, system_values)
+    ok &= pow2(cols["tp"], MAX_TP) & pow2(cols["cp"], MAX_CP) & pow2(cols["etp"], MAX_ETP)
+    ok &= pow2(cols["ep"], moe["experts"] if moe else 1)
+    ok &= pow2(cols["micro_batch"], MAX_MICRO_BATCH) & (cols["vpp"] <= MAX_VPP)
+    ok &= np.isin(cols["recompute"], (0, 1, 2)) & np.isin(cols["zero"], (0, 1, 2, 3))
+    return ok
+
+
 def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
                     recompute=(0, 1, 2), zero=(0, 1, 2, 3)) -> dict[str, np.ndarray]:
     """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch``).
@@ -126,11 +143,14 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
 def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0,
             overlap_ep: int = 0, overlap_dp: int = 1) -> Plan:
     """Batched :class:`Plan` from lattice columns (numpy or traced arrays), with the Megatron
-    default switches (SP when ``tp > 1``, p2p overlap when ``vpp > 1``)."""
+    default switches (SP when ``tp > 1``, p2p overlap when ``vpp > 1``).
+
+    Inside a traced function, Python-number ``fp8``/``flash``/overlap switches stay Python
+    numbers, so blocks they switch off are dropped at trace time."""
     xp = np if all(isinstance(v, np.ndarray) for v in columns.values()) else jnp
     dtype = dtype or (np.float64 if xp is np else None)
     c = {k: xp.asarray(columns[k], dtype=dtype) for k in COLUMNS + ("global_batch",)}
-    ones = xp.ones_like(c["tp"])
+    ones = xp.ones_like(c["tp"]) if xp is np else 1.0
     return Plan(
         tp=c["tp"], pp=c["pp"], cp=c["cp"], ep=c["ep"], etp=c["etp"], vpp=c["vpp"],
         micro_batch=c["micro_batch"], global_batch=c["global_batch"],

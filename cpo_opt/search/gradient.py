@@ -11,8 +11,9 @@
    each combination with every (recompute, ZeRO) pair; rows that break a plan rule are
    dropped (:func:`cpo_opt.lattice.valid_mask`).
 3. **Exact re-scoring.** All rounded neighbours are scored by the exact model in one vmapped
-   batch; then a local polish re-scores the lattice neighbours of the incumbent (one step
-   along any one or two degrees, every recompute/ZeRO pair) until none improves.
+   batch; then a beam polish re-scores the lattice neighbours (one step along any one or two
+   degrees, every recompute/ZeRO pair) of the ``beam`` best distinct plans, round after
+   round, until the beam holds only plans whose neighbourhoods were already scored.
 
 ``evaluations`` counts relaxed objective-and-gradient evaluations plus exact evaluations;
 ``search_wall_s`` includes compilation.
@@ -120,7 +121,7 @@ def _columns(space: SearchSpace, rows: np.ndarray) -> dict[str, np.ndarray]:
     for j, key in enumerate(space.free):
         cols["hw:" + key] = rows[:, len(names) + j]
     cols["global_batch"] = np.full(len(rows), space.global_batch, dtype=np.int64)
-    ok = lattice.valid_mask(cols, space.model.values, space.system.values)
+    ok = lattice.in_space(cols, space.model.values, space.system.values)
     return {k: v[ok] for k, v in cols.items()}
 
 
@@ -160,8 +161,29 @@ def _neighbours(space: SearchSpace, cols: dict, i: int) -> dict[str, np.ndarray]
     return _columns(space, np.asarray(rows, dtype=float))
 
 
+def _key(cols: dict, i: int) -> tuple:
+    return tuple(int(cols[k][i]) for k in relaxed.DEGREES + ("recompute", "zero"))
+
+
+def _beam(cols: dict, scores: dict, width: int) -> list[int]:
+    """Rows of the ``width`` fastest feasible distinct plans (ignoring recompute/ZeRO)."""
+    order = np.argsort(scores["step_time_s"], kind="stable")
+    seen, out = set(), []
+    for i in order:
+        if not np.isfinite(scores["step_time_s"][i]):
+            break
+        k = _key(cols, int(i))[: len(relaxed.DEGREES)]
+        if k not in seen:
+            seen.add(k)
+            out.append(int(i))
+        if len(out) == width:
+            break
+    return out
+
+
 def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed: int = 0,
-                    lr: float = 0.1, polish_rounds: int = 20, top: int = 5) -> SearchResult:
+                    lr: float = 0.1, polish_rounds: int = 20, beam: int = 8,
+                    top: int = 5) -> SearchResult:
     """Multi-start relaxed descent, rounding and exact re-scoring (see module docstring)."""
     t0 = time.perf_counter()
     z, combos, vals, st = descend(space, starts, steps, seed, lr)
@@ -170,26 +192,27 @@ def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed
     scorer = S.make_exact_scorer(space)
     scores = S.score(space, cols, scorer)
     exact = len(cols["tp"])
-    best, _ = S.best_row(cols, scores)
+    visited: set[tuple] = set()
     rounds = 0
-    while best is not None and rounds < polish_rounds:
+    while rounds < polish_rounds:
+        frontier = [i for i in _beam(cols, scores, beam) if _key(cols, i) not in visited]
+        if not frontier:
+            break
         rounds += 1
-        nb = _neighbours(space, cols, best)
+        parts = [_neighbours(space, cols, i) for i in frontier]
+        visited.update(_key(cols, i) for i in frontier)
+        nb = {k: np.concatenate([p[k] for p in parts]) for k in cols}
         nb_scores = S.score(space, nb, scorer)
         exact += len(nb["tp"])
-        j, _ = S.best_row(nb, nb_scores)
-        if j is None or nb_scores["step_time_s"][j] >= scores["step_time_s"][best] * (1 - 1e-12):
-            break
         cols = {k: np.concatenate([cols[k], nb[k]]) for k in cols}
         scores = {k: np.concatenate([scores[k], nb_scores[k]]) for k in scores}
-        best, _ = S.best_row(cols, scores)
     best, best_k = S.best_row(cols, scores, top)
     wall = time.perf_counter() - t0
     relaxed_evals = int(starts * steps)
     detail = {
         "relaxed_evaluations": relaxed_evals,
         "exact_evaluations": int(exact),
-        "starts": int(starts), "steps": int(steps), "polish_rounds": rounds,
+        "starts": int(starts), "steps": int(steps), "polish_rounds": rounds, "beam": beam,
         "descent_wall_s": t_descent,
         "relaxed_final_step_time_s": [float(v[-1]) for v in st],
         "relaxed_final_objective": [float(v[-1]) for v in vals],

@@ -78,7 +78,7 @@ def objective(z, recompute, zero, temperature, model: Model, system: System, glo
     n = len(DEGREES)
     plan = plan_of(z, global_batch, recompute, zero, fp8, flash)
     system = with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
-    r = step_time(model, system, plan, temperature)
+    r = step_time(model, system, plan, temperature, stacked=True)
     lg = {name: z[i] for i, name in enumerate(DEGREES)}
     log2_gpus = jnp.log2(system.gpus)
     dp_log = log2_gpus - lg["tp"] - lg["cp"] - lg["pp"]

@@ -17,36 +17,47 @@ import numpy as np
 
 from cpo_opt import fabric_cost, lattice
 from cpo_opt.search.batching import DEFAULT_BATCH, batched_map
+from cpo_opt.config import Model
 from cpo_opt.search.space import SearchSpace, with_fields
 from cpo_opt.step import step_time
 
 
-@functools.partial(jax.jit, static_argnames="free")
-def score_rows(model, system, rows: dict, fp8, flash, power_budget_w, free: tuple[str, ...]):
-    """Exact scores of a batch of rows: ``{"step_time_s", "raw_step_time_s", "feasible",
-    "fits_memory"}``. Model and system are arguments (not constants), so one compilation
-    serves every model and system with the same free fields (and hits the persistent cache).
-    """
-    def one(row):
-        plan = lattice.to_plan(row, fp8, flash)
-        s = with_fields(system, free, [row["hw:" + k] for k in free])
-        r = step_time(model, s, plan)
-        ok = r.fits_memory * fabric_cost.feasible(s, power_budget_w)
-        return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
-                "raw_step_time_s": r.step_time_s, "feasible": ok,
-                "fits_memory": r.fits_memory}
+_SCORERS: dict = {}
 
-    return jax.vmap(one)(rows)
+
+def scorer_for(model: Model, free: tuple[str, ...], fp8: float, flash: float) -> Callable:
+    """``jit(vmap(row -> scores))(system, rows, power_budget_w)`` for one model.
+
+    The model, dtype and attention kernel are compile-time constants (blocks the model does
+    not have are dropped from the graph: the fastest batched evaluation); the system is an
+    argument, so sweeps over hardware reuse one compilation. Cached per model.
+    """
+    key = (tuple(float(x) for x in jax.tree.leaves(model)), free, float(fp8), float(flash))
+    if key not in _SCORERS:
+        def rows_fn(system, rows, power_budget_w):
+            def one(row):
+                plan = lattice.to_plan(row, float(fp8), float(flash))
+                s = with_fields(system, free, [row["hw:" + k] for k in free])
+                r = step_time(model, s, plan)
+                ok = r.fits_memory * fabric_cost.feasible(s, power_budget_w)
+                return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
+                        "raw_step_time_s": r.step_time_s, "feasible": ok,
+                        "fits_memory": r.fits_memory}
+
+            return jax.vmap(one)(rows)
+
+        _SCORERS[key] = jax.jit(rows_fn)
+    return _SCORERS[key]
 
 
 def make_exact_scorer(space: SearchSpace) -> Callable[[dict], dict]:
-    """``rows -> scores`` for this space (:func:`score_rows` with the space bound)."""
+    """``rows -> scores`` for this space (see :func:`scorer_for`)."""
     budget = np.inf if space.power_budget_w is None else space.power_budget_w
-    model, system = space.model.model, space.system.system
+    fn = scorer_for(space.model.model, space.free, space.fp8, space.flash)
+    system = space.system.system
 
     def scorer(rows):
-        return score_rows(model, system, rows, float(space.fp8), float(space.flash), budget,
-                          space.free)
+        return fn(system, rows, budget)
 
     return scorer
 
