@@ -1,0 +1,70 @@
+"""The shipped calibration set: predicted vs measured step times (``cpo-opt validate``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cpo_opt.validate import validate_file
+
+CASE_KEYS = {"id", "predicted_step_time_s", "measured_step_time_s", "error"}
+
+
+@pytest.fixture(scope="module")
+def result():
+    return validate_file()
+
+
+def test_validate_covers_the_18_published_cases(result):
+    ids = [c["id"] for c in result["cases"]]
+    assert len(ids) == len(set(ids)) == 18
+    assert sum(i.startswith("korthikanti22-") for i in ids) == 8
+    assert sum(i.startswith("narayanan21-") for i in ids) == 10
+
+
+def test_errors_are_predicted_over_measured_minus_one(result):
+    errs = []
+    for c in result["cases"]:
+        assert CASE_KEYS <= set(c)
+        assert c["predicted_step_time_s"] > 0 and c["measured_step_time_s"] > 0
+        assert c["error"] == pytest.approx(
+            c["predicted_step_time_s"] / c["measured_step_time_s"] - 1.0, rel=1e-12, abs=1e-15)
+        errs.append(abs(c["error"]))
+    assert result["mean_abs_error"] == pytest.approx(np.mean(errs), rel=1e-12)
+    assert result["max_abs_error"] == pytest.approx(np.max(errs), rel=1e-12)
+
+
+def test_overall_error_within_5_percent_mean_10_percent_max(result):
+    assert result["mean_abs_error"] <= 0.05, result["mean_abs_error"]
+    assert result["max_abs_error"] <= 0.10, result["max_abs_error"]
+
+
+def test_korthikanti_cases_beat_calculons_published_validation(result):
+    """Calculon (Isaev et al. 2023) reports 3.65% mean / 8.87% max on these 8 cases."""
+    errs = [abs(c["error"]) for c in result["cases"] if c["id"].startswith("korthikanti22-")]
+    assert len(errs) == 8
+    assert np.mean(errs) < 0.0365, errs
+    assert np.max(errs) < 0.0887, errs
+
+
+def test_cli_validate_json_prints_one_object(result):
+    proc = subprocess.run([sys.executable, "-m", "cpo_opt.cli", "validate", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    obj = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert isinstance(obj, dict)
+    assert proc.stdout.strip().startswith("{") and proc.stdout.strip().endswith("}")
+    assert {"cases", "mean_abs_error", "max_abs_error"} <= set(obj)
+    assert len(obj["cases"]) == 18
+    for got, ref in zip(obj["cases"], result["cases"]):
+        assert CASE_KEYS <= set(got)
+        assert got["id"] == ref["id"]
+        assert got["measured_step_time_s"] == ref["measured_step_time_s"]
+        assert got["predicted_step_time_s"] == pytest.approx(ref["predicted_step_time_s"],
+                                                             rel=1e-6)
+    assert obj["mean_abs_error"] == pytest.approx(result["mean_abs_error"], rel=1e-5)
+    assert obj["max_abs_error"] == pytest.approx(result["max_abs_error"], rel=1e-5)

@@ -1,0 +1,240 @@
+"""Placement of parallel groups on scale-up domains: the mechanism the copper-vs-Passage study
+rests on. Unit checks of :mod:`cpo_opt.fabric` against hand formulas, then the full model's
+per-tier traffic for DeepSeek-V3 expert parallelism.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cpo_opt import constants as C
+from cpo_opt import fabric
+from cpo_opt.evaluate import step_time_jit
+from cpo_opt.inputs import load_model, load_plan, load_system
+
+V = 1e9  # bytes
+
+
+def _system(domain, gpus, base="dgx-h100"):
+    return load_system(base, overrides={"scale_up.domain_size": str(domain),
+                                        "cluster.gpus": str(gpus)}).system
+
+
+def _f(x):
+    return float(x)
+
+
+# --------------------------------------------------------------------------- members in a domain
+@pytest.mark.parametrize("group, stride, domain, expected", [
+    (8, 1, 8, 8), (64, 1, 8, 8), (64, 1, 72, 64), (8, 8, 8, 1), (16, 2, 8, 4),
+    (64, 4, 72, 18), (4, 16, 8, 1), (2, 8, 576, 2),
+])
+def test_members_in_domain(group, stride, domain, expected):
+    s = _system(domain, 4608)
+    assert _f(fabric.members_in_domain(group, stride, s)) == expected
+
+
+def test_domain_larger_than_cluster_is_capped_at_cluster():
+    s = _system(domain=72, gpus=16)
+    assert _f(fabric.domain_gpus(s)) == 16
+    assert _f(fabric.members_in_domain(16, 1, s)) == 16
+    assert _f(fabric.members_in_domain(16, 2, s)) == 8  # 16 / stride 2, not 72 / 2 = 36
+    assert _f(fabric.members_in_domain(8, 4, s)) == 4
+    up, out = fabric.all_to_all_split(8, 4, s)
+    assert (_f(up), _f(out)) == (3 / 8, 4 / 8)  # 4 of 8 members share the capped domain
+
+
+# --------------------------------------------------------------------------- all-to-all
+def test_ep8_inside_domain8_sends_nothing_out():
+    s = _system(8, 64)
+    c = fabric.all_to_all(V, 8, 1, s)
+    assert _f(c.out_bytes) == 0.0
+    assert _f(c.up_bytes) == pytest.approx(V * 7 / 8, rel=1e-15)  # own 1/8 stays on the GPU
+    # time: scale-up only, one scale-up latency, no scale-out latency
+    expected = V * 7 / 8 / (s.scale_up.bandwidth * C.LINK_EFF_SCALE_UP) + s.scale_up.latency_s
+    assert _f(c.time) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ep64_over_8_domains_sends_seven_eighths_out():
+    s = _system(8, 64)
+    up, out = fabric.all_to_all_split(64, 1, s)
+    assert _f(out) == pytest.approx(56 / 64, rel=1e-15)      # (g - m) / g of the buffer
+    assert _f(up) == pytest.approx(7 / 64, rel=1e-15)        # (m - 1) / g
+    c = fabric.all_to_all(V, 64, 1, s)
+    assert _f(c.out_bytes) == pytest.approx(V * 7 / 8, rel=1e-15)
+    assert _f(c.up_bytes) == pytest.approx(V * 7 / 64, rel=1e-15)
+    # of the bytes that leave the GPU, 56 of the 63 peers are outside the domain
+    assert _f(c.out_bytes / (c.up_bytes + c.out_bytes)) == pytest.approx(56 / 63, rel=1e-14)
+    t_out = V * 7 / 8 / (s.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT)
+    t_up = V * 7 / 64 / (s.scale_up.bandwidth * C.LINK_EFF_SCALE_UP)
+    expected = max(t_up, t_out) + s.scale_up.latency_s + s.scale_out.latency_s
+    assert _f(c.time) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ep64_fits_a_72_domain_and_nothing_crosses():
+    c = fabric.all_to_all(V, 64, 1, _system(72, 4608))
+    assert _f(c.out_bytes) == 0.0 and _f(c.up_bytes) == pytest.approx(V * 63 / 64, rel=1e-15)
+
+
+def test_strided_ep_group_has_every_peer_outside():
+    # EP 8 with stride 8 (etp = 8 inner): one member per domain of 8
+    s = _system(8, 64)
+    assert _f(fabric.members_in_domain(8, 8, s)) == 1
+    c = fabric.all_to_all(V, 8, 8, s)
+    assert _f(c.up_bytes) == 0.0
+    assert _f(c.out_bytes) == pytest.approx(V * 7 / 8, rel=1e-15)
+    # the same group with stride 1 stays inside
+    assert _f(fabric.all_to_all(V, 8, 1, s).out_bytes) == 0.0
+
+
+def test_all_to_all_of_one_member_is_free():
+    c = fabric.all_to_all(V, 1, 1, _system(8, 64))
+    assert (_f(c.time), _f(c.up_bytes), _f(c.out_bytes)) == (0.0, 0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- reduce-scatter
+def _rs_by_hand(nbytes, g, m, s):
+    n = g / m
+    up = nbytes * (m - 1) / m
+    out = nbytes / m * (n - 1) / n
+    t = (up / (s.scale_up.bandwidth * C.LINK_EFF_SCALE_UP)
+         + out / (s.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT)
+         + math.log2(m) * s.scale_up.latency_s + math.log2(n) * s.scale_out.latency_s)
+    return t, up, out
+
+
+def test_reduce_scatter_inside_one_domain_has_no_scale_out_bytes():
+    s = _system(8, 64)
+    c = fabric.reduce_scatter(V, 8, 1, s)
+    assert _f(c.out_bytes) == 0.0
+    assert _f(c.up_bytes) == pytest.approx(V * 7 / 8, rel=1e-15)
+
+
+def test_reduce_scatter_one_member_per_domain_is_all_scale_out():
+    s = _system(8, 64)
+    c = fabric.reduce_scatter(V, 8, 8, s)  # m = 1
+    assert _f(c.up_bytes) == 0.0
+    assert _f(c.out_bytes) == pytest.approx(V * 7 / 8, rel=1e-15)  # (g - 1) / g
+    t, _, _ = _rs_by_hand(V, 8, 1, s)
+    assert _f(c.time) == pytest.approx(t, rel=1e-12)
+
+
+@pytest.mark.parametrize("g, stride, domain, m", [(64, 1, 8, 8), (64, 2, 8, 4), (128, 1, 32, 32),
+                                                   (16, 4, 32, 8)])
+def test_reduce_scatter_hierarchical_hand_formula(g, stride, domain, m):
+    s = _system(domain, 4096)
+    c = fabric.reduce_scatter(V, g, stride, s)
+    t, up, out = _rs_by_hand(V, g, m, s)
+    assert _f(c.up_bytes) == pytest.approx(up, rel=1e-14)    # V (m-1)/m
+    assert _f(c.out_bytes) == pytest.approx(out, rel=1e-14)  # V/m (n-1)/n
+    assert _f(c.time) == pytest.approx(t, rel=1e-12)
+    # all-reduce is two reduce-scatters
+    ar = fabric.all_reduce(V, g, stride, s)
+    assert _f(ar.out_bytes) == pytest.approx(2 * out, rel=1e-14)
+
+
+def test_larger_domain_moves_reduce_scatter_bytes_in():
+    outs = [_f(fabric.reduce_scatter(V, 64, 1, _system(d, 4608)).out_bytes)
+            for d in (1, 2, 8, 32, 64, 72)]
+    assert outs[0] == pytest.approx(V * 63 / 64, rel=1e-14)
+    assert all(a > b for a, b in zip(outs[:4], outs[1:5]))
+    assert outs[4] == outs[5] == 0.0
+
+
+# --------------------------------------------------------------------------- full model
+@pytest.fixture(scope="module")
+def deepseek():
+    return load_model("deepseek-v3")
+
+
+def _run(model, system_name, overrides, plan):
+    s = load_system(system_name, overrides=overrides)
+    p = load_plan(plan, model, s)
+    return s, p, step_time_jit(model.model, s.system, p.plan)
+
+
+ELEMS = 4096 * 8 * 7168  # tokens of one micro-batch (b s, tp = cp = 1) x top_k x hidden
+
+
+def _ep_bytes(s, p):
+    """(up, out) bytes of one MoE layer's EP all-to-alls, forward + backward, by the fabric
+    functions: dispatch (fp8 or bf16) and combine (bf16) forward, 2 x combine backward."""
+    dispatch = fabric.all_to_all(ELEMS * (1.0 if p.values["dtype"] == "fp8" else 2.0),
+                                 p.values["ep"], p.values["etp"], s.system)
+    combine = fabric.all_to_all(ELEMS * 2.0, p.values["ep"], p.values["etp"], s.system)
+    total = dispatch + 3.0 * combine
+    return _f(total.up_bytes), _f(total.out_bytes)
+
+
+PLAN_EP8 = "tp=1,pp=8,ep=8,micro_batch=1,global_batch=64,recompute=selective,zero=1"
+
+
+def test_deepseek_ep8_on_domain8_keeps_ep_traffic_on_scale_up(deepseek):
+    """64 GPUs: ep 8 x dp 8 per stage, 8 stages. Everything but PP stays in a DGX."""
+    s, p, r = _run(deepseek, "h800-cluster", {"cluster.gpus": "64"}, PLAN_EP8)
+    up, out = _ep_bytes(s, p)
+    assert out == 0.0
+    assert up == pytest.approx(7 / 8 * (2 * 2 + 2 * 2) * ELEMS, rel=1e-14)  # bf16 both ways
+    # the whole step's scale-out traffic is exactly the PP send/recv (nothing from EP or DP)
+    n_mb, act = 8, 2 * 1 * 4096 * 7168          # micro-batches, bf16 activation of b s h
+    assert _f(r.microbatches) == n_mb
+    assert _f(r.traffic.scale_out_bytes) == pytest.approx(n_mb * 2 * act, rel=1e-14)
+    # a domain of the whole cluster removes the PP crossing and changes no EP byte
+    s2, p2, r2 = _run(deepseek, "h800-cluster",
+                      {"cluster.gpus": "64", "scale_up.domain_size": "64"}, PLAN_EP8)
+    assert _ep_bytes(s2, p2) == (up, out)
+    assert _f(r2.traffic.scale_out_bytes) == 0.0
+    assert _f(r2.breakdown.ep_comm) == _f(r.breakdown.ep_comm)
+
+
+@pytest.fixture(scope="module")
+def ep64_by_domain(deepseek):
+    """The published DeepSeek-V3 plan (pp 16, dp 128, ep 64 over 8 nodes) on domains of 8, 72
+    and 576 H800s."""
+    return {d: _run(deepseek, "h800-cluster", {"scale_up.domain_size": str(d)},
+                    "deepseek-v3-2048") for d in (8, 72, 576)}
+
+
+def test_deepseek_ep64_on_domain8_crosses_scale_out(deepseek, ep64_by_domain):
+    s, p, r = ep64_by_domain[8]
+    up, out = _ep_bytes(s, p)
+    per_layer = (1 + 2 + 2 * 2) * ELEMS          # fp8 dispatch, bf16 combine, bwd 2 x combine
+    assert out == pytest.approx(per_layer * 56 / 64, rel=1e-14)
+    assert up == pytest.approx(per_layer * 7 / 64, rel=1e-14)
+    n_mb, moe_layers_rank = 120, 2 * 2            # vpp 2 x ceil(61 / 32) layers, all MoE
+    assert _f(r.microbatches) == n_mb
+    p2p = n_mb * 2 * 2 * (2 * 4096 * 7168)        # 2 vpp transfers per direction, bf16 b s h
+    ep_out = n_mb * moe_layers_rank * out
+    total_out = _f(r.traffic.scale_out_bytes)
+    assert total_out >= p2p + ep_out
+    assert ep_out > 0.9 * total_out              # EP dominates the scale-out traffic
+
+
+def test_deepseek_larger_domain_moves_ep_bytes_in(deepseek, ep64_by_domain):
+    outs, steps = {}, {}
+    for d, (s, p, r) in ep64_by_domain.items():
+        outs[d] = _f(r.traffic.scale_out_bytes)
+        steps[d] = _f(r.step_time_s)
+        if d > 8:
+            assert _ep_bytes(s, p)[1] == 0.0  # ep 64 fits a domain of 72 or 576
+    assert outs[72] < 0.1 * outs[8]
+    assert outs[576] <= outs[72]
+    # with 576, EP and DP (128) are inside; only PP (stride 128) still leaves the domain
+    assert outs[576] == pytest.approx(120 * 2 * 2 * (2 * 4096 * 7168), rel=1e-14)
+    assert steps[72] < steps[8] and steps[576] <= steps[72] * (1 + 1e-12)
+    ep = {d: _f(r.breakdown.ep_comm) for d, (_, _, r) in ep64_by_domain.items()}
+    assert ep[72] < ep[8]
+
+
+def test_deepseek_ep8_gains_little_from_a_larger_domain(deepseek):
+    """Contrast: with ep 8 the EP traffic is already inside an 8-GPU domain."""
+    plan = ("tp=1,pp=16,ep=8,vpp=2,micro_batch=1,global_batch=15360,recompute=selective,"
+            "zero=1,dtype=fp8")
+    runs = {d: _run(deepseek, "h800-cluster", {"scale_up.domain_size": str(d)}, plan)
+            for d in (8, 72)}
+    for d, (s, p, r) in runs.items():
+        assert _ep_bytes(s, p)[1] == 0.0
+    ep8, ep72 = (_f(runs[d][2].breakdown.ep_comm) for d in (8, 72))
+    assert ep72 == pytest.approx(ep8, rel=1e-12)
