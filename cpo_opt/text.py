@@ -115,8 +115,14 @@ def optimize_table(r: dict) -> str:
 def sensitivity_table(r: dict) -> str:
     rows = sorted(([k, r["values"][k], r["gradients"][k], r["elasticities"][k]]
                    for k in r["gradients"]), key=lambda x: -abs(x[3]))
-    out = f"step time {r['step_time_s']:.4g} s\n"
-    out += table(rows, ["field", "value", "d step / d field", "elasticity"])
+    out = f"step time {r['step_time_s']:.4g} s"
+    ttt = r.get("time_to_train")
+    if ttt:
+        out += f"   time to train {ttt['days']:.4g} days ({ttt['tokens']:.3g} tokens)"
+    out += "\n" + table(rows, ["field", "value", "d step / d field", "elasticity"])
+    if ttt:
+        out += "\n(time-to-train elasticities: " + ", ".join(
+            f"{k} {ttt['elasticities'][k]:+.3g}" for k in r.get("ranking", [])[:3]) + ")"
     return out
 
 
