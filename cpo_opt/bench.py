@@ -19,6 +19,7 @@ import numpy as np
 
 from cpo_opt import lattice, schema
 from cpo_opt.inputs import ModelSpec, SystemSpec
+from cpo_opt.search.batching import batch_sharding
 from cpo_opt.step import step_time
 
 
@@ -60,9 +61,14 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int =
     f = jax.jit(jax.vmap(lambda row: step_time(m, s, lattice.to_plan(row, fp8, flash))))
     npdt = np.float32 if dt == jnp.float32 else np.float64
     names = lattice.COLUMNS + ("global_batch",)
+    ndev = jax.device_count()
+    batch = max(ndev, batch // ndev * ndev)
+    n = (n // batch) * batch
+    sharding = batch_sharding()
     batches = []
     for i in range(0, n, batch):
-        batches.append(jax.device_put({k: cols[k][i:i + batch].astype(npdt) for k in names}))
+        batches.append({k: jax.device_put(cols[k][i:i + batch].astype(npdt), sharding)
+                        for k in names})
     t0 = time.perf_counter()
     jax.block_until_ready(f(batches[0]))
     compile_s = time.perf_counter() - t0

@@ -120,7 +120,7 @@ def _value_and_grads(x, model, system, plan, tokens):
     compiles an order of magnitude slower on CPU; two ``jax.value_and_grad`` compile twice.)
     """
     def outputs(x):
-        r = step_time(model, system_at(system, x), plan, 0.0)
+        r = step_time(model, system_at(system, x), plan, 0.0, stacked=True)
         return r.step_time_s, tokens / r.tokens_per_s / SECONDS_PER_DAY
 
     (step, days), pullback = jax.vjp(outputs, x)

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DEFAULT_BATCH = 1 << 17
+MIN_BATCH = 1 << 12
 
 
 def init_distributed() -> bool:
@@ -59,7 +60,9 @@ def batched_map(fn: Callable[[dict], Any], columns: dict[str, np.ndarray],
     """
     n = len(next(iter(columns.values())))
     ndev = jax.device_count()
-    batch = max(ndev, min(batch, -(-n // ndev) * ndev))
+    # pad to a power-of-two bucket (at least MIN_BATCH) so the many small scoring calls of a
+    # search reuse a handful of compilations instead of compiling one per size
+    batch = min(batch, max(MIN_BATCH, 1 << max(n - 1, 1).bit_length()))
     batch = -(-batch // ndev) * ndev
     sharding = batch_sharding()
     outs = []
