@@ -29,9 +29,11 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   ZeRO parameter all-gather overlaps the forward of the first micro-batch. Only what exceeds
   that window is exposed. ZeRO-3 gathers and reduces every micro-batch, overlapped with that
   micro-batch's forward/backward.
-* TP and EP communication is exposed unless ``overlap_tp``/``overlap_ep`` (then only the excess
-  over the layer's GEMMs, attention GEMMs in MoE layers, / over the expert GEMMs is exposed);
-  backward communication hides behind backward GEMMs.
+* TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
+  GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
+* EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
+  whole MoE layer (another micro-batch's forward or backward, as DualPipe and Megatron-Core's
+  A2A overlap schedule them), its TP/CP exposure included.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
@@ -173,7 +175,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
                   else layer_costs.ep_moe_layer(model, system, plan, d, pl, t))
     ovl_tp, ovl_ep = plan.overlap_tp, plan.overlap_ep
     # exposed seconds per layer: (forward, backward); TP behind the layer's GEMMs (MoE layers:
-    # the attention GEMMs), CP behind the attention core, EP behind the expert GEMMs
+    # the attention GEMMs), CP behind the attention core
     exp_dense = {
         "tp": (_exposed(tp_d.time, dense_k.gemm_fwd, ovl_tp, t),
                _exposed(tp_d.time, dense_k.gemm_bwd, ovl_tp, t)),
@@ -184,9 +186,13 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         "tp": (_exposed(tp_m.time, att.gemm_fwd, ovl_tp, t),
                _exposed(tp_m.time, att.gemm_bwd, ovl_tp, t)),
         "cp": exp_dense["cp"],
-        "ep": (_exposed(ep_f.time, moe.gemm_fwd, ovl_ep, t),
-               _exposed(ep_b.time, moe.gemm_bwd, ovl_ep, t)),
     }
+    # EP all-to-all with overlap_ep hides behind the whole MoE layer of another micro-batch
+    # (DualPipe; Megatron-Core's A2A overlap): the layer's wall time, TP/CP exposure included
+    wall_moe_f = moe_k.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
+    wall_moe_b = moe_k.bwd + exp_moe["tp"][1] + exp_moe["cp"][1]
+    exp_moe["ep"] = (_exposed(ep_f.time, wall_moe_f, ovl_ep, t),
+                     _exposed(ep_b.time, wall_moe_b, ovl_ep, t))
 
     # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)

@@ -68,3 +68,15 @@ def test_cli_validate_json_prints_one_object(result):
                                                              rel=1e-6)
     assert obj["mean_abs_error"] == pytest.approx(result["mean_abs_error"], rel=1e-5)
     assert obj["max_abs_error"] == pytest.approx(result["max_abs_error"], rel=1e-5)
+
+
+def test_out_of_sample_modern_cases_within_fifteen_percent():
+    """Newer GPUs and an MoE model (cpo_opt/data/modern.toml), never used to set a constant:
+    Llama 3 405B on 8k/16k H100 (Meta's Table 4) and DeepSeek-V3 on 2048 H800 (its report)."""
+    from pathlib import Path
+
+    from cpo_opt.validate import DEFAULT_CASES
+
+    out = validate_file(Path(DEFAULT_CASES).parent / "modern.toml")
+    assert out["n"] == 3
+    assert out["max_abs_error"] <= 0.15, [(c["id"], c["error"]) for c in out["cases"]]
