@@ -88,14 +88,19 @@ def _load_msp(args):
     return model, system
 
 
-def cmd_evaluate(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.evaluate import evaluate
+def _load_with_plan(args):
+    """``(model, system, plan, tokens)`` from ``--model --system --set --plan --tokens``."""
     from cpo_opt.inputs import load_plan
     model, system = _load_msp(args)
     plan = load_plan(args.plan, model, system)
     tokens = parse_count(args.tokens, "--tokens") if args.tokens else None
-    emit(evaluate(model, system, plan, tokens), args.json, text.evaluate_table)
+    return model, system, plan, tokens
+
+
+def cmd_evaluate(args) -> None:
+    from cpo_opt import text
+    from cpo_opt.evaluate import evaluate
+    emit(evaluate(*_load_with_plan(args)), args.json, text.evaluate_table)
 
 
 def cmd_validate(args) -> None:
@@ -107,11 +112,9 @@ def cmd_validate(args) -> None:
 def cmd_bench(args) -> None:
     from cpo_opt import text
     from cpo_opt.bench import bench
-    from cpo_opt.inputs import load_model, load_system
     if args.n < 1 or args.batch < 1:
         raise UsageError("--n and --batch must be >= 1")
-    model = load_model(args.model)
-    system = load_system(args.system, overrides=parse_sets(args.set))
+    model, system = _load_msp(args)
     emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
          args.json, text.bench_table)
 
@@ -125,12 +128,8 @@ def cmd_optimize(args) -> None:
 
 def cmd_sensitivity(args) -> None:
     from cpo_opt import text
-    from cpo_opt.inputs import load_plan
     from cpo_opt.sensitivity import sensitivity
-    model, system = _load_msp(args)
-    plan = load_plan(args.plan, model, system)
-    tokens = parse_count(args.tokens, "--tokens") if args.tokens else None
-    emit(sensitivity(model, system, plan, tokens), args.json, text.sensitivity_table)
+    emit(sensitivity(*_load_with_plan(args)), args.json, text.sensitivity_table)
 
 
 def cmd_reproduce(args) -> None:

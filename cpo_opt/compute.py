@@ -43,23 +43,26 @@ def shape_factor(m, n, k):
 def gemm_time(m, n, k, gpu: GPU, plan: Plan, out_bytes=2.0):
     """Seconds for one ``(m x k) @ (k x n)`` GEMM on one GPU (smooth roofline).
 
-    Sizes are clamped to at least 1 so that absent blocks (a dense model's experts, MLA
-    projections of a non-MLA model), which callers weight by 0, stay finite with finite
-    gradients.
+    ``t_flop = 2 m n k / (peak f(m) f(n) f(k))`` is evaluated in the equal, division-free form
+    ``2 (m + d0)(n + d0)(k + d0) / peak``; this function runs ~60 times per plan, and vector
+    divisions cost several multiplications. Sizes are clamped to at least 1 so that absent
+    blocks, which callers weight by 0, stay finite with finite gradients.
     """
+    d0 = C.GEMM_TILE_DIM
     m, n, k = jnp.maximum(m, 1.0), jnp.maximum(n, 1.0), jnp.maximum(k, 1.0)
-    flops = 2.0 * m * n * k
-    t_flop = flops / (matmul_peak(gpu, plan) * shape_factor(m, n, k))
+    t_flop = 2.0 * (m + d0) * (n + d0) * (k + d0) * (1.0 / matmul_peak(gpu, plan))
     nbytes = input_bytes(plan) * (m * k + k * n) + out_bytes * m * n
-    t_mem = nbytes / (C.HBM_EFF * gpu.hbm_bandwidth)
+    t_mem = nbytes * (1.0 / (C.HBM_EFF * gpu.hbm_bandwidth))
     return roofline(t_flop, t_mem) + C.KERNEL_OVERHEAD_S
 
 
 def roofline(t_flop, t_mem):
-    """Smooth roofline ``(t_flop^4 + t_mem^4)^(1/4)`` (``ROOFLINE_P = 4``), scaled for range."""
+    """Smooth roofline ``(t_flop^4 + t_mem^4)^(1/4)`` (``ROOFLINE_P = 4``), computed as
+    ``t_max (1 + r^4)^(1/4)`` with ``r = t_min / t_max`` (in range, one division)."""
     tmax = jnp.maximum(t_flop, t_mem)
-    a, b = (t_flop / tmax) ** 2, (t_mem / tmax) ** 2
-    return tmax * jnp.sqrt(jnp.sqrt(a * a + b * b))
+    r = jnp.minimum(t_flop, t_mem) / tmax
+    r2 = r * r
+    return tmax * jnp.sqrt(jnp.sqrt(1.0 + r2 * r2))
 
 
 def gemm_fwd_bwd_time(m, n, k, gpu: GPU, plan: Plan):
@@ -91,4 +94,4 @@ def attention_core_time(flops_fwd, q_tokens, head_dim, gpu: GPU):
 
 def memory_time(nbytes, gpu: GPU):
     """Seconds to stream ``nbytes`` through HBM (memory-bound kernels)."""
-    return nbytes / (C.HBM_EFF * gpu.hbm_bandwidth)
+    return nbytes * (1.0 / (C.HBM_EFF * gpu.hbm_bandwidth))

@@ -50,12 +50,15 @@ def members_in_domain(group, stride, system: System, temperature: float = 0.0):
     return smooth.clamp(d / stride, 1.0, jnp.maximum(group, 1.0), temperature)
 
 
-def _bw_up(system: System):
-    return system.scale_up.bandwidth * C.LINK_EFF_SCALE_UP
+def _s_per_byte_up(system: System):
+    """Seconds per byte on the scale-up tier (achievable bandwidth), as a reciprocal so the
+    many transfers of a plan multiply instead of dividing."""
+    return 1.0 / (system.scale_up.bandwidth * C.LINK_EFF_SCALE_UP)
 
 
-def _bw_out(system: System):
-    return system.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT
+def _s_per_byte_out(system: System):
+    """Seconds per byte on the scale-out tier (achievable bandwidth)."""
+    return 1.0 / (system.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT)
 
 
 def _log2(x):
@@ -110,7 +113,7 @@ def reduce_scatter_on(nbytes, grp: Group, system: System) -> Comm:
     up = nbytes * (m - 1.0) / m
     out = (nbytes / m) * (n - 1.0) / n
     lat = _log2(m) * system.scale_up.latency_s + _log2(n) * system.scale_out.latency_s
-    return Comm(up / _bw_up(system) + out / _bw_out(system) + lat, up, out)
+    return Comm(up * _s_per_byte_up(system) + out * _s_per_byte_out(system) + lat, up, out)
 
 
 def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) -> Comm:
@@ -118,8 +121,8 @@ def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) 
     f_up = (grp.in_domain - 1.0) / grp.size
     f_out = (grp.size - grp.in_domain) / grp.size
     up, out = nbytes * f_up, nbytes * f_out
-    t_up = up / _bw_up(system)
-    t_out = out / _bw_out(system)
+    t_up = up * _s_per_byte_up(system)
+    t_out = out * _s_per_byte_out(system)
     crosses = smooth.step(f_out, temperature)
     lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
     active = smooth.step(f_up + f_out, temperature)
@@ -169,6 +172,6 @@ def crosses_domain(group, stride, system: System, temperature: float = 0.0):
 
 def p2p(nbytes, cross, system: System) -> Comm:
     """One point-to-point transfer of ``nbytes``; ``cross`` in [0, 1] selects the tier."""
-    t_up = nbytes / _bw_up(system) + system.scale_up.latency_s
-    t_out = nbytes / _bw_out(system) + system.scale_out.latency_s
+    t_up = nbytes * _s_per_byte_up(system) + system.scale_up.latency_s
+    t_out = nbytes * _s_per_byte_out(system) + system.scale_out.latency_s
     return Comm(t_up + cross * (t_out - t_up), nbytes * (1.0 - cross), nbytes * cross)
