@@ -129,10 +129,22 @@ def sensitivity_table(r: dict) -> str:
 def reproduce_table(r: dict) -> str:
     rows = []
     for c in r["configs"]:
+        sp = c["speedup"]
         rows.append([c["name"], f"{c['params_total'] / 1e12:.2f}T",
-                     f"{c['copper']['time_to_train_days']:.1f}",
-                     f"{c['passage']['time_to_train_days']:.1f}", f"{c['speedup']:.2f}x"])
+                     _days(c["copper"]["time_to_train_days"]),
+                     _days(c["passage"]["time_to_train_days"]),
+                     "-" if sp is None else f"{sp:.2f}x"])
     out = table(rows, ["config", "params", "copper days", "passage days", "speedup"])
+    out += f"\n\nscale-up domain ratio {r['scale_up_ratio']:.1f}x"
+    for k in r.get("knees", []):
+        knee = "none in the grid" if k["knee"] is None else f"{k['knee']:g}"
+        out += f"\nknee {k['config']} {k['sweep']}: {knee}"
+    for line in r.get("codesign", {}).get("text", [])[:1]:
+        out += f"\n{line}"
     if r.get("out_dir"):
         out += f"\n\nfiles in {r['out_dir']}"
     return out
+
+
+def _days(x) -> str:
+    return "-" if x is None else f"{x:.2f}"

@@ -1,0 +1,19 @@
+"""The copper-vs-Passage study (Lightmatter, Hot Interconnects 2025), rebuilt.
+
+Public surface::
+
+    from cpo_opt.study import load_study, reproduce
+    study = load_study("quick")          # typed spec of study.toml (+ presets)
+    obj = reproduce(quick=True, out_dir="out/reproduce")
+
+Modules, one concept each: ``spec`` (study.toml -> :class:`Study`), ``optimum`` (best plan of
+one workload on one system), ``headline`` (configs x fabrics, speedups), ``explain`` (why,
+from the numbers), ``sweeps`` (time to train vs domain size / bandwidth, knees), ``codesign``
+(power-budgeted co-design, Pareto front), ``elasticity`` (sensitivities at the optima),
+``outputs`` (markdown, CSV, JSON), ``plots`` (PNG), ``reproduce`` (all of it).
+"""
+
+from cpo_opt.study.reproduce import reproduce
+from cpo_opt.study.spec import Mode, Study, load_study
+
+__all__ = ["Study", "Mode", "load_study", "reproduce"]

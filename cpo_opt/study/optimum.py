@@ -1,0 +1,125 @@
+"""The best plan of one workload on one system, as the study reports it.
+
+``best_plan`` runs :func:`cpo_opt.search.gradient_search` (multi-start relaxed descent,
+rounding, exact polish) and, when the discrete plan space holds at most ``exhaustive_max``
+plans, :func:`cpo_opt.search.exhaustive_search` (every valid plan scored by the exact model).
+The winner is the faster of the two (the exhaustive one when it ran: it is the true optimum);
+both step times and whether they agree within ``AGREE_TOL`` are kept. The winner is then
+evaluated once more by :func:`cpo_opt.evaluate.evaluate` with the training tokens, which gives
+the step time, breakdown, MFU, memory, traffic and time to train in the SPEC's units.
+
+With free hardware fields (co-design) the searched hardware values are written into the
+system (:func:`cpo_opt.optimize_cli.system_at`) before that evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cpo_opt import fabric_cost, lattice
+from cpo_opt.evaluate import evaluate
+from cpo_opt.inputs import ModelSpec, PlanSpec, SystemSpec, plan_from_values
+from cpo_opt.optimize_cli import system_at
+from cpo_opt.search import exhaustive_search, gradient_search, make_space
+from cpo_opt.search.space import SearchResult
+
+AGREE_TOL = 0.01
+"""Relative step-time difference under which gradient and exhaustive search agree."""
+
+
+_COUNTS: dict[tuple, int] = {}
+
+
+def plan_count(model: ModelSpec, system: SystemSpec, global_batch: int) -> int:
+    """Number of valid discrete plans (recompute and ZeRO choices included); it depends on
+    the system only through the cluster size (cached on that)."""
+    key = (repr(model.values), int(system.values["cluster"]["gpus"]), int(global_batch))
+    if key not in _COUNTS:
+        cols = lattice.enumerate_plans(model.values, system.values, global_batch)
+        _COUNTS[key] = int(len(cols["tp"]))
+    return _COUNTS[key]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x == x and abs(x) != float("inf") else None
+
+
+def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: str,
+              tokens: float, *, starts: int, steps: int, seed: int = 0,
+              exhaustive_max: int = 0, free: tuple[str, ...] = (),
+              bounds: dict[str, tuple[float, float]] | None = None,
+              power_budget_w: float | None = None, gradient: bool = True) -> dict[str, Any]:
+    """Search the best plan (and free hardware) and evaluate it.
+
+    Args:
+      model, system: loaded specs.
+      global_batch: sequences per step; dtype: ``"fp8"`` or ``"bf16"``; tokens: for days.
+      starts, steps, seed: gradient-search effort.
+      exhaustive_max: also run the exhaustive search when the space has at most this many
+        plans (0: never). Not used with free hardware fields.
+      free, bounds, power_budget_w: co-design (see :func:`cpo_opt.search.make_space`).
+      gradient: False skips the gradient search when the exhaustive one will run (sweeps).
+
+    Returns:
+      ``{"feasible", "plan", "step_time_s", "time_to_train_days", "breakdown_s", "mfu",
+      "memory_GB_per_gpu", "traffic_GB_per_gpu_per_step", "hardware",
+      "interconnect_power_kW", "search", "result"}``; ``result`` is the full ``evaluate``
+      object and ``plan`` the resolved plan table (a valid input of ``plan_from_values``).
+      ``search`` holds the method, both step times and their agreement. When no plan fits,
+      ``feasible`` is False and the numbers are None.
+    """
+    space = make_space(model, system, global_batch, dtype, tuple(free), bounds=bounds,
+                       power_budget_w=power_budget_w)
+    n = plan_count(model, system, global_batch) if exhaustive_max > 0 and not free else None
+    exhaustive = n is not None and n <= exhaustive_max
+    search: dict[str, Any] = {"method": None, "gradient_step_time_s": None,
+                              "exhaustive_step_time_s": None, "agree": None, "space_size": n}
+    grad = exh = None
+    if gradient or not exhaustive:
+        grad = gradient_search(space, starts=starts, steps=steps, seed=seed)
+        search.update({"method": grad.method, "gradient_step_time_s": _finite(grad.step_time_s),
+                       "gradient_evaluations": int(grad.evaluations),
+                       "gradient_wall_s": float(grad.search_wall_s)})
+    if exhaustive:
+        exh = exhaustive_search(space)
+        search.update({"method": "exhaustive", "exhaustive_step_time_s": _finite(exh.step_time_s),
+                       "exhaustive_wall_s": float(exh.search_wall_s)})
+    if grad is not None and exh is not None:
+        search.update({
+            "method": "exhaustive (gradient checked)",
+            "agree": bool(grad.step_time_s <= exh.step_time_s * (1 + AGREE_TOL)),
+            "gradient_gap": _finite(grad.step_time_s / exh.step_time_s - 1.0),
+        })
+    candidates = [r for r in (exh, grad) if r is not None]
+    best: SearchResult = min(candidates, key=lambda r: r.step_time_s)
+    out: dict[str, Any] = {"feasible": bool(best.plan_values), "search": search,
+                           "hardware": dict(best.hardware)}
+    if not best.plan_values:
+        out.update({k: None for k in ("plan", "step_time_s", "time_to_train_days",
+                                      "breakdown_s", "mfu", "memory_GB_per_gpu",
+                                      "traffic_GB_per_gpu_per_step", "interconnect_power_kW",
+                                      "result")})
+        return out
+    sys_at = system_at(system, best.hardware)
+    plan = plan_from_values(best.plan_values, model, sys_at, where="study search")
+    return {**out, **summarize(evaluate(model, sys_at, plan, tokens), plan, sys_at)}
+
+
+def summarize(result: dict[str, Any], plan: PlanSpec, system: SystemSpec) -> dict[str, Any]:
+    """The study's fields of one ``evaluate`` object (plan = the resolved plan table)."""
+    return {
+        "plan": dict(plan.values),
+        "microbatches": result["plan"].get("microbatches"),
+        "step_time_s": result["step_time_s"],
+        "time_to_train_days": result["time_to_train_days"],
+        "breakdown_s": result["breakdown_s"],
+        "mfu": result["mfu"],
+        "model_tflops_per_gpu": result["model_tflops_per_gpu"],
+        "tokens_per_s": result["tokens_per_s"],
+        "memory_GB_per_gpu": result["memory_GB_per_gpu"],
+        "fits_memory": result["fits_memory"],
+        "traffic_GB_per_gpu_per_step": result["traffic_GB_per_gpu_per_step"],
+        "interconnect_power_kW": float(fabric_cost.interconnect_power_w(system.system)) / 1e3,
+        "system": {k: dict(v) for k, v in system.values.items() if k != "gpu"},
+        "result": result,
+    }

@@ -1,0 +1,229 @@
+"""Files of a study run: ``results.md``, CSV tables and ``reproduce.json`` (plots: plots.py).
+
+Everything here formats numbers the run computed; nothing is computed or concluded here.
+``clean`` makes the result strictly valid JSON: numpy scalars become Python numbers and
+non-finite floats become ``None`` (``null``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+
+PARTS = ("compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
+         "optimizer", "other")
+FILES = ("results.md", "results.csv", "sweeps.csv", "pareto.csv", "sensitivity.csv",
+         "reproduce.json")
+PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "micro_batch", "recompute", "zero")
+
+
+def clean(x: Any) -> Any:
+    """``x`` with numpy scalars/arrays as Python values and NaN/inf as None."""
+    if isinstance(x, dict):
+        return {str(k): clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return clean(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+def plan_text(plan: dict[str, Any] | None) -> str:
+    if not plan:
+        return "-"
+    return " ".join(f"{k}={plan[k]}" for k in PLAN_KEYS if k in plan)
+
+
+def _f(x, fmt=".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def headline_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (config, fabric) of the headline."""
+    rows = []
+    for c in obj["configs"]:
+        for f in ("copper", "passage"):
+            r = c[f]
+            row = {"config": c["name"], "params_total": c["params_total"], "fabric": f,
+                   "dtype": c["dtype"], "global_batch": c["global_batch"],
+                   "seq_len": c["seq_len"]}
+            row.update({k: (r["plan"] or {}).get(k) for k in PLAN_KEYS})
+            row.update({"step_time_s": r["step_time_s"], "mfu": r["mfu"],
+                        "memory_GB_per_gpu": r["memory_GB_per_gpu"],
+                        "time_to_train_days": r["time_to_train_days"],
+                        "speedup": c["speedup"], "search_method": r["search"]["method"],
+                        "gradient_step_time_s": r["search"]["gradient_step_time_s"],
+                        "exhaustive_step_time_s": r["search"]["exhaustive_step_time_s"],
+                        "search_agree_1pct": r["search"]["agree"]})
+            if r["breakdown_s"]:
+                row.update({f"{k}_s": r["breakdown_s"][k] for k in PARTS})
+                row.update({f"{t}_GB_per_gpu_per_step": v for t, v in
+                            r["traffic_GB_per_gpu_per_step"].items()})
+            rows.append(row)
+    return rows
+
+
+def sweep_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for s in obj["sweeps"]:
+        row = {k: s[k] for k in ("config", "sweep", "field", "value", "fabric",
+                                 "time_to_train_days", "step_time_s", "mfu", "method")}
+        row.update({k: (s["plan"] or {}).get(k) for k in PLAN_KEYS})
+        if s["breakdown_s"]:
+            row.update({f"{k}_s": s["breakdown_s"][k] for k in PARTS})
+            row.update({f"{t}_GB_per_gpu_per_step": v for t, v in
+                        s["traffic_GB_per_gpu_per_step"].items()})
+        rows.append(row)
+    return rows
+
+
+def pareto_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    p = obj["pareto"]
+    rows = [{"kind": "codesign", "budget_fraction_of_copper": q["budget_fraction_of_copper"],
+             "budget_kW": q["budget_kW"], "power_kW": q["power_kW"],
+             "time_to_train_days": q["time_to_train_days"], "bandwidth_GB_s": q["bandwidth_GB_s"],
+             "domain_size": q["domain_size"], "on_front": q.get("on_front"),
+             "plan": plan_text(q["plan"])} for q in p["points"]]
+    rows += [{"kind": f"preset:{q['name']}", "power_kW": q["power_kW"],
+              "time_to_train_days": q["time_to_train_days"],
+              "bandwidth_GB_s": q["bandwidth_GB_s"], "domain_size": q["domain_size"]}
+             for q in p["presets"]]
+    return rows
+
+
+def sensitivity_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for e in obj["sensitivity"] for r in e["all"]]
+
+
+def markdown(obj: dict[str, Any]) -> str:
+    """``results.md``: headline, explanations, knees, co-design, sensitivity."""
+    a = obj["assumptions"]
+    L = [f"# Copper vs Passage: time to train frontier MoE models ({obj['mode']} run)", "",
+         f"Cluster {a['cluster_gpus']['value']} GPUs ({a['gpu']['value']}), "
+         f"{a['training_tokens']['value']:.3g} training tokens, "
+         f"{a['global_batch_tokens']['value']:,} tokens per step, dtype {a['dtype']['value']}. "
+         f"Scale-up domain ratio (Passage / copper) = {obj['scale_up_ratio']:.1f}. "
+         f"Wall time {obj['wall_s']:.0f} s.", "",
+         "## Headline", "",
+         "| config | params | fabric | plan | step s | MFU | days | speedup | search |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for c in obj["configs"]:
+        for f in ("copper", "passage"):
+            r = c[f]
+            s = r["search"]
+            chk = (f"{s['method']}; grad {_f(s['gradient_step_time_s'], '.4g')} s"
+                   + (f", exh {_f(s['exhaustive_step_time_s'], '.4g')} s, agree "
+                      f"{s['agree']}" if s["exhaustive_step_time_s"] is not None else ""))
+            L.append(f"| {c['name']} | {c['params_total'] / 1e12:.2f}T | {f} | "
+                     f"{plan_text(r['plan'])} | {_f(r['step_time_s'], '.4g')} | "
+                     f"{_f(r['mfu'] and 100 * r['mfu'], '.1f')}% | "
+                     f"{_f(r['time_to_train_days'], '.2f')} | "
+                     f"{_f(c['speedup'], '.2f') + 'x' if f == 'passage' else ''} | {chk} |")
+    L += ["", "Breakdown of the exposed step time (s):", "",
+          "| config | fabric | " + " | ".join(PARTS) + " | scale-out GB/GPU/step | "
+          "scale-up GB/GPU/step |", "|---|---|" + "---|" * (len(PARTS) + 2)]
+    for c in obj["configs"]:
+        for f in ("copper", "passage"):
+            r = c[f]
+            if r["breakdown_s"]:
+                t = r["traffic_GB_per_gpu_per_step"]
+                L.append(f"| {c['name']} | {f} | " + " | ".join(
+                    f"{r['breakdown_s'][k]:.3f}" for k in PARTS)
+                    + f" | {t['scale_out']:.1f} | {t['scale_up']:.1f} |")
+    variants = [(c["name"], d, v) for c in obj["configs"] for d, v in c.get("variants", {}).items()]
+    if variants:
+        L += ["", "Precision variant:", "", "| config | dtype | copper days | Passage days | "
+              "speedup |", "|---|---|---|---|---|"]
+        for name, d, v in variants:
+            L.append(f"| {name} | {d} | {_f(v['copper']['time_to_train_days'], '.2f')} | "
+                     f"{_f(v['passage']['time_to_train_days'], '.2f')} | "
+                     f"{_f(v['speedup'], '.2f')}x |")
+    L += ["", "## Why (generated from the numbers)", ""]
+    for c in obj["configs"]:
+        if "explanation" in c:
+            L += [f"### {c['name']}", ""] + [f"- {t}" for t in c["explanation"]["text"]] + [""]
+    L += ["## Sweeps and knees", "",
+          f"Other fields as the Passage preset; plan re-optimized at every point; knee = smallest "
+          f"value beyond which each doubling gains < "
+          f"{100 * a['knee_threshold']['value']:.0f}% time to train.", "",
+          "| config | sweep | values | days | knee | monotone (1%) |", "|---|---|---|---|---|---|"]
+    for k in obj["knees"]:
+        L.append(f"| {k['config']} | {k['sweep']} | {', '.join(f'{v:g}' for v in k['values'])} | "
+                 f"{', '.join(_f(d, '.2f') for d in k['days'])} | {_f(k['knee'], 'g')} | "
+                 f"{k['non_increasing_within_1pct']} |")
+    L += [""] + [f"- {k['why']}" for k in obj["knees"]]
+    cd = obj["codesign"]
+    L += ["", "## Beyond the paper: co-design under an interconnect power budget", ""]
+    L += [f"- {t}" for t in cd.get("text", [])]
+    L += [f"- {t}" for t in obj.get("sensitivity_summary", [])[:0]]
+    if "exhaustive_plan_check" in cd:
+        e = cd["exhaustive_plan_check"]
+        L.append(f"- Exhaustive plan search at that hardware point: {_f(e['step_time_s'], '.4g')} "
+                 f"s (agree within 1%: {e['agree']}).")
+    p = obj["pareto"]
+    L += ["", f"Pareto front of time to train vs interconnect power ({p['config']}; copper "
+          f"power {p['copper_power_kW']:.0f} kW):", "",
+          "| point | budget kW | power kW | days | GB/s | domain | on front |",
+          "|---|---|---|---|---|---|---|"]
+    for q in p["points"]:
+        L.append(f"| {q['budget_fraction_of_copper']:g}x copper | {q['budget_kW']:.0f} | "
+                 f"{_f(q['power_kW'], '.0f')} | {_f(q['time_to_train_days'], '.2f')} | "
+                 f"{_f(q['bandwidth_GB_s'], '.0f')} | {_f(q['domain_size'], '.0f')} | "
+                 f"{q.get('on_front')} |")
+    for q in p["presets"]:
+        L.append(f"| preset {q['name']} | - | {q['power_kW']:.0f} | "
+                 f"{q['time_to_train_days']:.2f} | {q['bandwidth_GB_s']:.0f} | "
+                 f"{q['domain_size']:.0f} | - |")
+    L += ["", "## Sensitivity: elasticities of time to train at each optimum", "",
+          "d log(days) / d log(field), plan fixed (top 5 by magnitude; cluster.gpus is listed "
+          "but the cluster is fixed, so the most important knob ranks the other fields).", "",
+          "| config | fabric | top fields (elasticity) | most important hardware knob |",
+          "|---|---|---|---|"]
+    for e in obj["sensitivity"]:
+        L.append(f"| {e['config']} | {e['fabric']} | " + ", ".join(
+            f"{r['field']} {r['elasticity']:+.3f}" for r in e["top"])
+                 + f" | {e['most_important']} {e['most_important_elasticity']:+.3f} |")
+    L += ["", "## Assumptions", "", "Every number with its source (also in reproduce.json).", ""]
+    for k, v in a.items():
+        val = v["value"]
+        if isinstance(val, dict) and "params_total" in val:
+            val = f"{val['params_total'] / 1e12:.3f}T total, {val['params_active'] / 1e9:.1f}B active"
+        L.append(f"- **{k}** = {val}{' ' + v['unit'] if v.get('unit') else ''}: {v['source']}"
+                 + (f" Why: {v['why']}" if v.get("why") else ""))
+    return "\n".join(L) + "\n"
+
+
+def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:
+    """Write results.md, the CSVs and reproduce.json; returns the file names."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", headline_rows(obj))
+    _write_csv(out / "sweeps.csv", sweep_rows(obj))
+    _write_csv(out / "pareto.csv", pareto_rows(obj))
+    _write_csv(out / "sensitivity.csv", sensitivity_rows(obj))
+    (out / "results.md").write_text(markdown(obj))
+    (out / "reproduce.json").write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    return list(FILES)

@@ -1,0 +1,131 @@
+"""``cpo-opt reproduce``: the whole copper-vs-Passage study in one call.
+
+``reproduce(quick, out_dir, progress, mode)`` loads the study (:mod:`cpo_opt.study.spec`),
+then runs, in order,
+
+1. the headline (:mod:`~cpo_opt.study.headline`): each config's optimum on each fabric,
+   time to train, speedup, and the explanation (:mod:`~cpo_opt.study.explain`);
+2. the sweeps and knees (:mod:`~cpo_opt.study.sweeps`);
+3. co-design under the copper power and the power Pareto front (:mod:`~cpo_opt.study.codesign`);
+4. elasticities of time to train at every optimum (:mod:`~cpo_opt.study.elasticity`);
+
+writes the files (:mod:`~cpo_opt.study.outputs`, :mod:`~cpo_opt.study.plots`) and returns the
+object of ``reproduce --json`` (strictly valid JSON: no NaN or infinity). Progress goes to
+standard error (one tqdm bar over the searches).
+
+Modes: ``"full"`` (default), ``"quick"`` (``quick=True``: gradient search only, two configs
+swept at four points each), ``"tiny"`` (the test suite's run). See ``[modes]`` in study.toml.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from cpo_opt.study import codesign as codesign_mod
+from cpo_opt.study import elasticity, outputs, plots, sweeps
+from cpo_opt.study.headline import config_entry, optimum
+from cpo_opt.study.spec import FABRICS, Study, load_study
+
+CODESIGN_CONFIG = "config4"
+"""The co-design and Pareto workload: the study's most communication-demanding config."""
+
+
+class _Progress:
+    """One tqdm bar over the run's searches (a no-op when disabled)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc="reproduce", unit="search", file=sys.stderr,
+                            leave=False)
+
+    def __call__(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(label, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _total(study: Study) -> int:
+    m = study.mode
+    head = len(m.headline_configs) * len(FABRICS) * (2 if m.dtype_variant else 1)
+    sw = len(m.sweep_configs) * (len(m.domain_sizes) + len(m.bandwidths_GB_s))
+    extra = 0 if CODESIGN_CONFIG in m.headline_configs else len(FABRICS)
+    return head + sw + extra + 1 + len(m.pareto_budget_fractions) + head // (
+        2 if m.dtype_variant else 1)
+
+
+def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
+              progress: bool = True, mode: str | None = None) -> dict[str, Any]:
+    """Run the study; write files into ``out_dir`` (None: write nothing); return the object.
+
+    Args:
+      quick: the reduced run (``mode="quick"``).
+      out_dir: output folder (created).
+      progress: a progress bar on standard error.
+      mode: ``"full"``, ``"quick"`` or ``"tiny"``; overrides ``quick``.
+    """
+    t0 = time.perf_counter()
+    study = load_study(mode or ("quick" if quick else "full"))
+    m = study.mode
+    tick = _Progress(_total(study), progress)
+    try:
+        configs, optima = [], {}
+        for c in m.headline_configs:
+            entry, optima[c] = config_entry(study, c, tick)
+            configs.append(entry)
+
+        sweep_rows, knees = [], []
+        for c in m.sweep_configs:
+            for kind, values in (("domain", m.domain_sizes), ("bandwidth", m.bandwidths_GB_s)):
+                rows = sweeps.run_sweep(study, c, kind, values, tick)
+                sweep_rows += rows
+                knees.append(sweeps.knee_report(rows, study.knee_threshold))
+
+        if CODESIGN_CONFIG not in optima:
+            optima[CODESIGN_CONFIG] = {}
+            for f in FABRICS:
+                optima[CODESIGN_CONFIG][f] = optimum(study, CODESIGN_CONFIG, f)
+                tick(f"{CODESIGN_CONFIG} {f}")
+        head4 = optima[CODESIGN_CONFIG]
+        cd = codesign_mod.codesign(study, CODESIGN_CONFIG, head4,
+                                   exhaustive_check=m.sweep_exhaustive_max_plans > 0)
+        tick("codesign")
+        front = codesign_mod.pareto(study, CODESIGN_CONFIG, head4, tick)
+
+        sens = []
+        for c in m.headline_configs:
+            for f in FABRICS:
+                if optima[c][f]["plan"] is not None:
+                    sens.append(elasticity.elasticities(study, c, f, optima[c][f],
+                                                        m.sensitivity_top))
+                tick(f"sensitivity {c} {f}")
+    finally:
+        tick.close()
+
+    obj: dict[str, Any] = {
+        "scale_up_ratio": study.scale_up_ratio,
+        "configs": configs,
+        "assumptions": study.assumptions,
+        "sweeps": sweep_rows,
+        "knees": knees,
+        "codesign": cd,
+        "pareto": front,
+        "sensitivity": sens,
+        "sensitivity_summary": elasticity.summary_text(sens),
+        "mode": m.name,
+        "quick": m.name != "full",
+        "out_dir": None if out_dir is None else str(out_dir),
+    }
+    obj["wall_s"] = time.perf_counter() - t0
+    obj = outputs.clean(obj)
+    if out_dir is not None:
+        obj["files"] = list(outputs.FILES) + plots.write_all(obj, out_dir)
+        outputs.write_all(obj, out_dir)
+    return obj
