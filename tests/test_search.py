@@ -22,6 +22,9 @@ SCENARIOS = {
     "megatron-1t-a100": ("megatron-1t", "dgx-a100-selene", None, 3072),
     "deepseek-v3-nvl72": ("deepseek-v3", "gb200-nvl72", {"cluster.gpus": "1152"}, 1152),
     "llama3-405b-h100": ("llama3-405b", "dgx-h100", {"cluster.gpus": "2048"}, 1024),
+    # the study case whose optimum (tp 2, pp 1) lies far from where the descent ends (pp 9,
+    # vpp 8, cp 2): found only by the two-degree line-search polish
+    "config2-passage": ("config2", "study-passage", None, 9216),
 }
 STARTS, STEPS = 24, 120  # one compilation of the descent for every test
 
