@@ -115,11 +115,14 @@ def round_points(space: SearchSpace, z: np.ndarray) -> dict[str, np.ndarray]:
     return _columns(space, np.asarray(rows, dtype=float))
 
 
-def _columns(space: SearchSpace, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows ``(degrees..., recompute, zero, hw...)`` -> unique valid lattice columns."""
+def _columns(space: SearchSpace, rows: np.ndarray, unique: bool = True
+             ) -> dict[str, np.ndarray]:
+    """Rows ``(degrees..., recompute, zero, hw...)`` -> valid lattice columns (deduplicated
+    when ``unique``; rows known to be distinct skip the sort)."""
     if rows.size == 0:
         rows = np.zeros((0, len(relaxed.DEGREES) + 2 + len(space.free)))
-    rows = np.unique(rows, axis=0)
+    if unique:
+        rows = np.unique(rows, axis=0)
     names = relaxed.DEGREES + ("recompute", "zero")
     cols = {k: rows[:, i].astype(np.int64) for i, k in enumerate(names)}
     for j, key in enumerate(space.free):
@@ -163,26 +166,28 @@ def _neighbours(space: SearchSpace, cols: dict, i: int, full: bool = True
     recompute/ZeRO pair. ``full``: the changed degrees take every value of their axis (a
     two-dimensional line search: coupled moves such as ``pp / 9, vpp / 8`` are one move);
     otherwise one step along each (``_steps``)."""
-    base = [int(cols[k][i]) for k in relaxed.DEGREES]
-    hw = [float(cols["hw:" + k][i]) for k in space.free]
+    base = np.asarray([int(cols[k][i]) for k in relaxed.DEGREES], dtype=float)
+    hw = np.asarray([float(cols["hw:" + k][i]) for k in space.free], dtype=float)
     if full:
         moves = {d: tuple(v for v in _axis(space, name) if v != base[d])
                  for d, name in enumerate(relaxed.DEGREES)}
     else:
-        moves = {d: _steps(space, name, base[d]) for d, name in enumerate(relaxed.DEGREES)}
-    alts = [list(base)]
+        moves = {d: _steps(space, name, int(base[d])) for d, name in enumerate(relaxed.DEGREES)}
+    parts = [base[None, :]]
     for d, vals in moves.items():
-        for v in vals:
-            alt = list(base)
-            alt[d] = v
-            alts.append(alt)
+        alt = np.repeat(base[None, :], len(vals), 0)
+        alt[:, d] = vals
+        parts.append(alt)
     for d1, d2 in itertools.combinations(moves, 2):
-        for v1, v2 in itertools.product(moves[d1], moves[d2]):
-            alt = list(base)
-            alt[d1], alt[d2] = v1, v2
-            alts.append(alt)
-    rows = [alt + [rc, zero] + hw for alt in alts for rc, zero in COMBOS]
-    return _columns(space, np.asarray(rows, dtype=float))
+        v1, v2 = np.meshgrid(np.asarray(moves[d1], float), np.asarray(moves[d2], float))
+        alt = np.repeat(base[None, :], v1.size, 0)
+        alt[:, d1], alt[:, d2] = v1.ravel(), v2.ravel()
+        parts.append(alt)
+    alts = np.concatenate(parts)
+    combos = np.asarray(COMBOS, dtype=float)
+    rows = np.concatenate([np.repeat(alts, len(combos), 0), np.tile(combos, (len(alts), 1)),
+                           np.broadcast_to(hw, (len(alts) * len(combos), len(hw)))], axis=1)
+    return _columns(space, rows, unique=False)  # distinct by construction
 
 
 def _key(cols: dict, i: int) -> tuple:
