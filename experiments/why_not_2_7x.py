@@ -1,0 +1,57 @@
+"""What it takes to reach the paper's 2.7x: Config4 under alternative fabric assumptions.
+
+Each variant changes some fields of the copper and/or Passage study presets and finds each
+fabric's best plan by exhaustive search (ground truth), then prints the step times and the
+speedup. The ratio of step times equals the ratio of times to train (same tokens).
+
+    python experiments/why_not_2_7x.py [--config config4]
+"""
+
+import argparse
+
+from cpo_opt.cli import enable_compile_cache
+from cpo_opt.inputs import load_model, load_system
+from cpo_opt.search import exhaustive_search, make_space
+from cpo_opt.study import load_study
+
+VARIANTS = [  # (name, copper overrides, Passage overrides)
+    ("study presets", {}, {}),
+    ("Passage 12.8 Tbps read per direction (1600 GB/s)", {},
+     {"scale_up.bandwidth_GB_s": "1600"}),
+    ("Passage 1024-GPU domain at 1600 GB/s", {},
+     {"scale_up.bandwidth_GB_s": "1600", "scale_up.domain_size": "1024"}),
+    ("scale-out 400 Gb/s for both", {"scale_out.bandwidth_GB_s": "50"},
+     {"scale_out.bandwidth_GB_s": "50"}),
+    ("scale-out 400 Gb/s, Passage 1024 at 1600 GB/s", {"scale_out.bandwidth_GB_s": "50"},
+     {"scale_out.bandwidth_GB_s": "50", "scale_up.bandwidth_GB_s": "1600",
+      "scale_up.domain_size": "1024"}),
+    ("copper EP groups leave the rack (domain 16)", {"scale_up.domain_size": "16"}, {}),
+    ("copper EP groups leave the rack (domain 8)", {"scale_up.domain_size": "8"}, {}),
+]
+
+
+def best(model, preset, overrides, global_batch, dtype):
+    space = make_space(model, load_system(preset, overrides=overrides or None), global_batch,
+                       dtype, ())
+    r = exhaustive_search(space)
+    p = r.plan_values
+    return r.step_time_s, f"tp{p['tp']} cp{p['cp']} pp{p['pp']} ep{p['ep']}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="config4")
+    args = ap.parse_args()
+    enable_compile_cache()
+    study = load_study("full")
+    model = load_model(args.config)
+    gb = study.batch_tokens // model.values["model"]["seq_len"]
+    for name, oc, op in VARIANTS:
+        c = best(model, "study-copper", oc, gb, study.dtype)
+        p = best(model, "study-passage", op, gb, study.dtype)
+        print(f"{name:48s} copper {c[0]:.3f} s ({c[1]:22s}) Passage {p[0]:.3f} s "
+              f"({p[1]:22s}) speedup {c[0] / p[0]:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
