@@ -78,12 +78,17 @@ def headline_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
                         "gradient_step_time_s": r["search"]["gradient_step_time_s"],
                         "exhaustive_step_time_s": r["search"]["exhaustive_step_time_s"],
                         "search_agree_1pct": r["search"]["agree"]})
-            if r["breakdown_s"]:
-                row.update({f"{k}_s": r["breakdown_s"][k] for k in PARTS})
-                row.update({f"{t}_GB_per_gpu_per_step": v for t, v in
-                            r["traffic_GB_per_gpu_per_step"].items()})
+            row.update(_breakdown_columns(r))
             rows.append(row)
     return rows
+
+
+def _breakdown_columns(r: dict[str, Any]) -> dict[str, Any]:
+    """CSV columns of one result's step-time breakdown and traffic (none when infeasible)."""
+    if not r["breakdown_s"]:
+        return {}
+    return {**{f"{k}_s": r["breakdown_s"][k] for k in PARTS},
+            **{f"{t}_GB_per_gpu_per_step": v for t, v in r["traffic_GB_per_gpu_per_step"].items()}}
 
 
 def sweep_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,10 +97,7 @@ def sweep_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
         row = {k: s[k] for k in ("config", "sweep", "field", "value", "fabric",
                                  "time_to_train_days", "step_time_s", "mfu", "method")}
         row.update({k: (s["plan"] or {}).get(k) for k in PLAN_KEYS})
-        if s["breakdown_s"]:
-            row.update({f"{k}_s": s["breakdown_s"][k] for k in PARTS})
-            row.update({f"{t}_GB_per_gpu_per_step": v for t, v in
-                        s["traffic_GB_per_gpu_per_step"].items()})
+        row.update(_breakdown_columns(s))
         rows.append(row)
     return rows
 
