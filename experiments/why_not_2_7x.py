@@ -1,8 +1,11 @@
 """What it takes to reach the paper's 2.7x: Config4 under alternative fabric assumptions.
 
 Each variant changes some fields of the copper and/or Passage study presets and finds each
-fabric's best plan by exhaustive search (ground truth), then prints the step times and the
-speedup. The ratio of step times equals the ratio of times to train (same tokens).
+fabric's best plan by exhaustive search (ground truth), then prints the times to train and
+the speedup. One variant runs copper on 64 of each rack's 72 GPUs (rack-aligned power-of-two
+groups, 8 spares per rack: 16,384 working GPUs); its batch is rounded down to a power of two
+of sequences (data parallelism must divide it), so its time to train uses its own tokens per
+step.
 
     python experiments/why_not_2_7x.py [--config config4]
 """
@@ -14,6 +17,7 @@ from cpo_opt.inputs import load_model, load_system
 from cpo_opt.search import exhaustive_search, make_space
 from cpo_opt.study import load_study
 
+SPARES = {"scale_up.domain_size": "64", "cluster.gpus": "16384"}
 VARIANTS = [  # (name, copper overrides, Passage overrides)
     ("study presets", {}, {}),
     ("Passage 12.8 Tbps read per direction (1600 GB/s)", {},
@@ -27,15 +31,22 @@ VARIANTS = [  # (name, copper overrides, Passage overrides)
       "scale_up.domain_size": "1024"}),
     ("copper EP groups leave the rack (domain 16)", {"scale_up.domain_size": "16"}, {}),
     ("copper EP groups leave the rack (domain 8)", {"scale_up.domain_size": "8"}, {}),
+    ("copper on 64 of 72 GPUs per rack (8 spares)", SPARES, {}),
 ]
 
 
-def best(model, preset, overrides, global_batch, dtype):
-    space = make_space(model, load_system(preset, overrides=overrides or None), global_batch,
-                       dtype, ())
+def best(model, preset, overrides, study):
+    """``(days to train, plan text)`` of the best plan on the preset with ``overrides``."""
+    seq = model.values["model"]["seq_len"]
+    gb = study.batch_tokens // seq
+    if overrides.get("cluster.gpus", str(study.gpus)) != str(study.gpus):
+        gb = 1 << (gb.bit_length() - 1)
+    space = make_space(model, load_system(preset, overrides=overrides or None), gb,
+                       study.dtype, ())
     r = exhaustive_search(space)
     p = r.plan_values
-    return r.step_time_s, f"tp{p['tp']} cp{p['cp']} pp{p['pp']} ep{p['ep']}"
+    days = study.tokens / (gb * seq / r.step_time_s) / 86400.0
+    return days, f"tp{p['tp']} cp{p['cp']} pp{p['pp']} ep{p['ep']}"
 
 
 def main():
@@ -45,12 +56,11 @@ def main():
     enable_compile_cache()
     study = load_study("full")
     model = load_model(args.config)
-    gb = study.batch_tokens // model.values["model"]["seq_len"]
     for name, oc, op in VARIANTS:
-        c = best(model, "study-copper", oc, gb, study.dtype)
-        p = best(model, "study-passage", op, gb, study.dtype)
-        print(f"{name:48s} copper {c[0]:.3f} s ({c[1]:22s}) Passage {p[0]:.3f} s "
-              f"({p[1]:22s}) speedup {c[0] / p[0]:.2f}x", flush=True)
+        c = best(model, "study-copper", oc, study)
+        p = best(model, "study-passage", op, study)
+        print(f"{name:48s} copper {c[0]:5.2f} days ({c[1]:20s}) Passage {p[0]:5.2f} days "
+              f"({p[1]:20s}) speedup {c[0] / p[0]:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
