@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
     msp(sp)
-    sp.add_argument("--global-batch", type=int, help="sequences per step (default: >= 4M tokens)")
+    sp.add_argument("--global-batch", type=int,
+                    help="sequences per step (default: the smallest multiple of the GPU count "
+                         "with >= 4M tokens)")
     sp.add_argument("--exhaustive", action="store_true",
                     help="enumerate every valid plan and score all (ground truth)")
     sp.add_argument("--free", nargs="+", metavar="KEY", default=[],

@@ -109,7 +109,7 @@ def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = 
     gpus = int(system.values["cluster"]["gpus"])
     seq = int(model.values["model"]["seq_len"])
     if global_batch is None:
-        unit = gpus * 16
+        unit = gpus  # the smallest multiple of the GPU count with >= 4M tokens
         global_batch = unit * max(1, -(-schema.DEFAULT_BATCH_TOKENS // (seq * unit)))
     if global_batch < 1:
         raise InputError(f"--global-batch: must be an int > 0 (got {global_batch})")
