@@ -70,32 +70,33 @@ def test_cli_validate_json_prints_one_object(result):
     assert obj["max_abs_error"] == pytest.approx(result["max_abs_error"], rel=1e-5)
 
 
-def test_out_of_sample_modern_cases_within_fifteen_percent():
-    """Newer GPUs and an MoE model (cpo_opt/data/modern.toml), never used to set a constant:
-    Llama 3 405B on 8k/16k H100 (Meta's Table 4) and DeepSeek-V3 on 2048 H800 (its report)."""
+@pytest.fixture(scope="module")
+def modern():
+    """The out-of-sample set shipped beside the default one (cpo_opt/data/modern.toml)."""
     from pathlib import Path
 
     from cpo_opt.validate import DEFAULT_CASES
 
-    out = validate_file(Path(DEFAULT_CASES).parent / "modern.toml")
-    assert out["n"] == 9
+    return validate_file(Path(DEFAULT_CASES).parent / "modern.toml")
+
+
+def test_out_of_sample_modern_cases_within_fifteen_percent(modern):
+    """Newer GPUs and an MoE model, never used to set a constant: Llama 3 405B on 8k/16k H100
+    (Meta's Table 4) and DeepSeek-V3 on 2048 H800 (its report)."""
+    assert modern["n"] == 9
     original = {"llama3-405b-8192", "llama3-405b-16384", "deepseek-v3-2048-h800"}
-    checked = [c for c in out["cases"] if c["id"] in original]
+    checked = [c for c in modern["cases"] if c["id"] in original]
     assert len(checked) == 3
     assert max(abs(c["error"]) for c in checked) <= 0.15, [(c["id"], c["error"]) for c in checked]
 
 
-def test_out_of_sample_megatron_core_moe_cases_run():
+def test_out_of_sample_megatron_core_moe_cases_run(modern):
     """The six Megatron-Core MoE rows (arXiv 2603.07685, Tables 11/17/20: DeepSeek-V3 and
     Qwen3-235B on GB200 and H100) load and evaluate. They are recorded out-of-sample data, not
-    held to an error bound here (see the validate output for their errors)."""
+    held to an error bound here (see the validate output and README for their errors)."""
     import math
-    from pathlib import Path
 
-    from cpo_opt.validate import DEFAULT_CASES
-
-    out = validate_file(Path(DEFAULT_CASES).parent / "modern.toml")
-    moe = [c for c in out["cases"] if c["id"].startswith("mcoremoe-")]
+    moe = [c for c in modern["cases"] if c["id"].startswith("mcoremoe-")]
     assert len(moe) == 6
     assert all(math.isfinite(c["predicted_step_time_s"]) and c["predicted_step_time_s"] > 0
                for c in moe)
