@@ -1,24 +1,42 @@
 """cpo-opt: step time, best plan and hardware co-design for LLM/MoE training on two-tier fabrics.
 
-Public surface::
+Public surface (SPEC section 3): one function per command, each returning a typed result whose
+``to_dict()`` is the command's ``--json`` object::
 
-    from cpo_opt import load_model, load_system, load_plan, step_time, evaluate
+    import cpo_opt
+    r = cpo_opt.evaluate("deepseek-v3", "gb200-nvl72", "tp=1,pp=8,ep=64,dtype=fp8")
+    best = cpo_opt.optimize("megatron-1t", "dgx-a100-selene", global_batch=3072)
+    cpo_opt.sensitivity(...), cpo_opt.validate(...), cpo_opt.reproduce(quick=True)
+
+The traced model underneath::
+
+    from cpo_opt import load_model, load_system, load_plan, step_time
     m, s = load_model("deepseek-v3"), load_system("gb200-nvl72")
     p = load_plan("tp=1,pp=16,ep=64", m, s)
     step_time(m.model, s.system, p.plan).step_time_s
+
+Layers (each imports only those before it): ``model`` (pytrees, constants, formulas) <-
+``inputs`` (schema, files, checks) <- ``search`` (lattice, exhaustive, gradient) <-
+``analysis`` (evaluate, optimize, sensitivity, validate, bench) <- ``study`` <- ``api`` <-
+``cli``. ``runtime`` (JAX settings for entry points) stands apart.
 """
 
 __version__ = "0.1.0"
 
-from cpo_opt.config import GPU, Fabric, Model, Plan, System
-from cpo_opt.evaluate import evaluate
-from cpo_opt.inputs import (InputError, load_cases, load_model, load_plan, load_scenario,
-                            load_system, plan_from_values)
-from cpo_opt.step import StepTime, step_time
-from cpo_opt.transformer import flops_per_token, param_counts
+from cpo_opt.api import (EvaluateResult, OptimizeResult, ReproduceResult, Result,
+                         SensitivityResult, ValidateResult, evaluate, load_inputs, optimize,
+                         reproduce, sensitivity, validate)
+from cpo_opt.inputs import (ArgumentError, InputError, load_cases, load_model, load_plan,
+                            load_scenario, load_system, plan_from_values)
+from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
+from cpo_opt.model.step import StepTime, step_time
+from cpo_opt.model.transformer import flops_per_token, param_counts
 
 __all__ = [
-    "__version__", "GPU", "Fabric", "Model", "Plan", "System", "StepTime", "step_time",
-    "evaluate", "InputError", "load_model", "load_system", "load_plan", "load_cases",
-    "load_scenario", "plan_from_values", "param_counts", "flops_per_token",
+    "__version__", "evaluate", "optimize", "sensitivity", "validate", "reproduce",
+    "load_inputs", "Result", "EvaluateResult", "OptimizeResult", "SensitivityResult",
+    "ValidateResult", "ReproduceResult", "GPU", "Fabric", "Model", "Plan", "System",
+    "StepTime", "step_time", "InputError", "ArgumentError", "load_model", "load_system",
+    "load_plan", "load_cases", "load_scenario", "plan_from_values", "param_counts",
+    "flops_per_token",
 ]

@@ -9,8 +9,8 @@ StepTime) on distinct valid plans, after compilation, results blocked on.
 import argparse
 import json
 
-from cpo_opt.bench import bench
-from cpo_opt.inputs import load_model, load_system
+from cpo_opt.analysis.bench import bench
+from cpo_opt.inputs.loaders import load_model, load_system
 
 SCENARIOS = [
     ("megatron-1t", "dgx-a100-selene"),

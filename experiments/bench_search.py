@@ -19,9 +19,9 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from cpo_opt import fabric_cost  # noqa: E402
-from cpo_opt.cli import enable_compile_cache  # noqa: E402
-from cpo_opt.inputs import load_model, load_system  # noqa: E402
+from cpo_opt.model import fabric_cost  # noqa: E402
+from cpo_opt.runtime import enable_compile_cache  # noqa: E402
+from cpo_opt.inputs.loaders import load_model, load_system  # noqa: E402
 from cpo_opt.search import exhaustive_search, gradient_search, make_space  # noqa: E402
 
 PLAN_SCENARIOS = [

@@ -11,7 +11,7 @@ the copper and Passage presets for comparison.
 import argparse
 import dataclasses
 
-from cpo_opt.study.runtime import setup
+from cpo_opt.runtime import setup
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from cpo_opt.study.runtime import setup
+from cpo_opt.runtime import setup
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print the reproduce JSON object")
     args = p.parse_args()
     setup()
-    from cpo_opt import text
+    from cpo_opt.cli import text
     from cpo_opt.study import reproduce
     obj = reproduce(out_dir=args.out, progress=not args.no_progress, mode=args.mode)
     if args.json:

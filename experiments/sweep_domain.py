@@ -10,7 +10,7 @@ than the study's 5%), with the reason read from the step breakdown at the knee.
 
 import argparse
 
-from cpo_opt.study.runtime import setup
+from cpo_opt.runtime import setup
 
 
 def run(kind: str, doc: str, default_values) -> None:

@@ -12,8 +12,8 @@ step.
 
 import argparse
 
-from cpo_opt.cli import enable_compile_cache
-from cpo_opt.inputs import load_model, load_system
+from cpo_opt.runtime import enable_compile_cache
+from cpo_opt.inputs.loaders import load_model, load_system
 from cpo_opt.search import exhaustive_search, make_space
 from cpo_opt.study import load_study
 

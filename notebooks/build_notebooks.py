@@ -14,7 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = pathlib.Path(__file__).parent
 
 SETUP = '''\
-from cpo_opt.study.runtime import setup
+from cpo_opt.runtime import setup
 setup()  # float64 and the persistent compile cache, as the cpo-opt CLI does
 
 from cpo_opt.study import load_study
@@ -49,7 +49,7 @@ PASSAGE_VS_COPPER = [
     new_markdown_cell("## Where the step time goes (exposed seconds per step)"),
     new_code_cell('''\
 from cpo_opt.study.explain import PARTS
-from cpo_opt.text import table
+from cpo_opt.cli.text import table
 
 rows = [[k, best["copper"]["breakdown_s"][k], best["passage"]["breakdown_s"][k]]
         for k in PARTS]
@@ -89,13 +89,13 @@ SENSITIVITY = [
         "# Which hardware knob matters: elasticities of time to train\n\n"
         "At config1's best plan on each fabric, `d log(days) / d log(field)` for every "
         "continuous system field, by automatic differentiation of the exact step-time model "
-        "(`cpo_opt.sensitivity`). An elasticity of -0.3 means 1% more of that field "
+        "(`cpo_opt.analysis.sensitivity`). An elasticity of -0.3 means 1% more of that field "
         "shortens training by about 0.3% (plan held fixed)."),
     new_code_cell(SETUP),
     new_code_cell(BEST),
     new_code_cell('''\
 from cpo_opt.study.elasticity import elasticities
-from cpo_opt.text import table
+from cpo_opt.cli.text import table
 
 sens = {f: elasticities(study, CONFIG, f, best[f], top=8) for f in best}
 fields = [r["field"] for r in sens["copper"]["all"]

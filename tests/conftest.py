@@ -9,7 +9,7 @@ jax.config.update("jax_enable_x64", True)
 @pytest.fixture(scope="session")
 def presets():
     """``presets(model, system, plan=None)`` -> (ModelSpec, SystemSpec, PlanSpec | None)."""
-    from cpo_opt.inputs import load_model, load_plan, load_system
+    from cpo_opt.inputs.loaders import load_model, load_plan, load_system
 
     def load(model, system, plan=None, **overrides):
         m = load_model(model)

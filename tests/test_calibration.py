@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cpo_opt.validate import validate_file
+from cpo_opt.analysis.validate import validate_file
 
 CASE_KEYS = {"id", "predicted_step_time_s", "measured_step_time_s", "error"}
 
@@ -52,7 +52,7 @@ def test_korthikanti_cases_beat_calculons_published_validation(result):
 
 
 def test_cli_validate_json_prints_one_object(result):
-    proc = subprocess.run([sys.executable, "-m", "cpo_opt.cli", "validate", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "cpo_opt", "validate", "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)  # the whole of stdout is one JSON document
@@ -75,7 +75,7 @@ def modern():
     """The out-of-sample set shipped beside the default one (cpo_opt/data/modern.toml)."""
     from pathlib import Path
 
-    from cpo_opt.validate import DEFAULT_CASES
+    from cpo_opt.analysis.validate import DEFAULT_CASES
 
     return validate_file(Path(DEFAULT_CASES).parent / "modern.toml")
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from cpo_opt import fabric
-from cpo_opt.config import replace
-from cpo_opt.evaluate import step_time_jit
-from cpo_opt.inputs import load_model, load_plan, load_system
-from cpo_opt.step import step_time
+from cpo_opt.model import fabric
+from cpo_opt.model.config import replace
+from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.inputs.loaders import load_model, load_plan, load_system
+from cpo_opt.model.step import step_time
 
 SCENARIOS = {
     # dense, the published Megatron 1T plan: tp 8, pp 64, full recompute, zero 0

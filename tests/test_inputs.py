@@ -1,4 +1,4 @@
-"""Tests of cpo_opt.inputs: every bad input is one InputError line; good inputs load exactly."""
+"""Tests of cpo_opt.inputs.loaders: every bad input is one InputError line; good inputs load exactly."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pathlib
 import jax
 import pytest
 
-from cpo_opt import inputs, schema, sources
-from cpo_opt.inputs import InputError
+from cpo_opt.inputs import loaders as inputs
+from cpo_opt.inputs import schema
+from cpo_opt.inputs import sources
+from cpo_opt.inputs.loaders import InputError
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CALIBRATION_PATHS = [pathlib.Path("/work/shared/calibration/megatron-a100.toml"),

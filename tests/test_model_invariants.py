@@ -14,11 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from cpo_opt import lattice, schema
-from cpo_opt.config import replace
-from cpo_opt.evaluate import step_time_jit
-from cpo_opt.inputs import load_model, load_plan, load_scenario, load_system
-from cpo_opt.step import step_time
+from cpo_opt.search import lattice
+from cpo_opt.inputs import schema
+from cpo_opt.model.config import replace
+from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.inputs.loaders import load_model, load_plan, load_scenario, load_system
+from cpo_opt.model.step import step_time
 
 N_PLANS = 2400
 TRACES = {"n": 0}

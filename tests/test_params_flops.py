@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cpo_opt import transformer
-from cpo_opt.config import replace
-from cpo_opt.inputs import load_model
+from cpo_opt.model import transformer
+from cpo_opt.model.config import replace
+from cpo_opt.inputs.loaders import load_model
 
 
 def _counts(name):

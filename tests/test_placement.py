@@ -1,5 +1,5 @@
 """Placement of parallel groups on scale-up domains: the mechanism the copper-vs-Passage study
-rests on. Unit checks of :mod:`cpo_opt.fabric` against hand formulas, then the full model's
+rests on. Unit checks of :mod:`cpo_opt.model.fabric` against hand formulas, then the full model's
 per-tier traffic for DeepSeek-V3 expert parallelism.
 """
 
@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from cpo_opt import constants as C
-from cpo_opt import fabric
-from cpo_opt.evaluate import step_time_jit
-from cpo_opt.inputs import load_model, load_plan, load_system
+from cpo_opt.model import constants as C
+from cpo_opt.model import fabric
+from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.inputs.loaders import load_model, load_plan, load_system
 
 V = 1e9  # bytes
 

@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cpo_opt import fabric_cost, lattice
-from cpo_opt.inputs import InputError, load_model, load_system, plan_from_values
+from cpo_opt.model import fabric_cost
+from cpo_opt.search import lattice
+from cpo_opt.inputs.loaders import InputError, load_model, load_system, plan_from_values
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
 from cpo_opt.search import relaxed
 from cpo_opt.search import score as S
-from cpo_opt.step import step_time
+from cpo_opt.model.step import step_time
 
 # the shipped scenarios, shrunk where needed so the exhaustive ground truth stays fast
 SCENARIOS = {
@@ -133,7 +134,7 @@ def test_bad_free_field_is_an_input_error():
 def test_optimize_cli_json(tmp_path):
     env = dict(os.environ, CPO_OPT_CACHE_DIR=str(tmp_path / "cache"))
     out = subprocess.run(
-        [sys.executable, "-m", "cpo_opt.cli", "optimize", "--model", "megatron-1t", "--system",
+        [sys.executable, "-m", "cpo_opt", "optimize", "--model", "megatron-1t", "--system",
          "dgx-a100-selene", "--global-batch", "3072", "--exhaustive", "--tokens", "450e9",
          "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -144,7 +145,7 @@ def test_optimize_cli_json(tmp_path):
     assert d["method"] == "exhaustive" and d["result"]["time_to_train_days"] > 0
     assert d["result"]["step_time_s"] == pytest.approx(d["step_time_s"], rel=1e-12)
     bad = subprocess.run(
-        [sys.executable, "-m", "cpo_opt.cli", "optimize", "--model", "megatron-1t", "--system",
+        [sys.executable, "-m", "cpo_opt", "optimize", "--model", "megatron-1t", "--system",
          "dgx-a100-selene", "--free", "scale_up.nope"], capture_output=True, text=True,
         env=env, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
@@ -154,8 +155,8 @@ def test_optimize_cli_json(tmp_path):
 SHARD_SCRIPT = r"""
 import json, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
-from cpo_opt.inputs import load_model, load_system
-from cpo_opt import lattice
+from cpo_opt.inputs.loaders import load_model, load_system
+from cpo_opt.search import lattice
 from cpo_opt.search import make_space, score as S
 space = make_space(load_model("megatron-1t"), load_system("dgx-a100-selene"), 3072)
 cols = lattice.enumerate_plans(space.model.values, space.system.values, 3072)

@@ -1,4 +1,4 @@
-"""Tests of cpo_opt.sensitivity: autodiff gradients of the exact model against finite
+"""Tests of cpo_opt.analysis.sensitivity: autodiff gradients of the exact model against finite
 differences of ``evaluate``, elasticities, signs, time to train and the ``sensitivity`` CLI.
 
 Float fields are perturbed through the public path (``load_system(..., overrides=...)`` then
@@ -19,11 +19,11 @@ import sys
 import numpy as np
 import pytest
 
-from cpo_opt import schema
-from cpo_opt.cli import main
-from cpo_opt.evaluate import SECONDS_PER_DAY, evaluate
-from cpo_opt.inputs import load_model, load_plan, load_system
-from cpo_opt.sensitivity import METHOD, sensitivity
+from cpo_opt.inputs import schema
+from cpo_opt.cli.main import main
+from cpo_opt.analysis.evaluate import SECONDS_PER_DAY, evaluate
+from cpo_opt.inputs.loaders import load_model, load_plan, load_system
+from cpo_opt.analysis.sensitivity import METHOD, sensitivity
 
 FIELDS = schema.system_fields()
 EPS = 1e-4          # relative step of the finite differences
@@ -220,7 +220,7 @@ def test_cli_text_table(capsys):
 
 
 def test_cli_bad_field_exits_2_with_one_line():
-    cmd = [sys.executable, "-m", "cpo_opt.cli", "sensitivity", "--model", "megatron-1t",
+    cmd = [sys.executable, "-m", "cpo_opt", "sensitivity", "--model", "megatron-1t",
            "--system", "dgx-a100-selene", "--plan", "megatron-1t-3072",
            "--set", "scale_up.bandwdth_GB_s=900", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

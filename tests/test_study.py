@@ -13,11 +13,11 @@ import math
 import jax
 import pytest
 
-from cpo_opt.inputs import InputError, load_model, plan_from_values
-from cpo_opt.optimize_cli import system_at
+from cpo_opt.inputs.loaders import InputError, load_model, plan_from_values
+from cpo_opt.inputs import system_with
 from cpo_opt.study import load_study, reproduce
 from cpo_opt.study.sweeps import gains_per_doubling, knee
-from cpo_opt.transformer import param_counts
+from cpo_opt.model.transformer import param_counts
 
 SPEC_FIELDS = ("plan", "time_to_train_days", "step_time_s", "breakdown_s", "mfu",
                "traffic_GB_per_gpu_per_step")
@@ -26,7 +26,7 @@ SPEC_FIELDS = ("plan", "time_to_train_days", "step_time_s", "breakdown_s", "mfu"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """``(object, out_dir)`` of one tiny study run (compile cache on, restored after)."""
-    from cpo_opt.cli import enable_compile_cache
+    from cpo_opt.runtime import enable_compile_cache
     keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
             "jax_persistent_cache_min_entry_size_bytes")
     saved = {k: getattr(jax.config, k) for k in keys}
@@ -129,12 +129,12 @@ def test_plans_are_valid_inputs(run, study):
         for f in ("copper", "passage"):
             plan_from_values(c[f]["plan"], model, study.fabrics[f], where="test")
     for row in obj["sweeps"]:
-        sys = system_at(study.fabrics["passage"], {row["field"]: row["value"]})
+        sys = system_with(study.fabrics["passage"], {row["field"]: row["value"]})
         plan_from_values(row["plan"], study.models[row["config"]], sys, where="test")
     cd = obj["codesign"]
     hw = {"scale_up.domain_size": cd["domain_size"], "scale_up.bandwidth_GB_s": cd["bandwidth_GB_s"]}
     plan_from_values(cd["plan"], study.models[cd["config"]],
-                     system_at(study.fabrics["passage"], hw), where="test")
+                     system_with(study.fabrics["passage"], hw), where="test")
 
 
 def test_larger_domain_takes_traffic_off_scale_out_at_a_fixed_plan(run):
@@ -222,6 +222,6 @@ def test_study_spec_checks_its_inputs():
 
 
 def test_reproduce_table_prints(run):
-    from cpo_opt import text
+    from cpo_opt.cli import text
     out = text.reproduce_table(run[0])
     assert "config4" in out and "x" in out

@@ -1,6 +1,6 @@
 """Exhaustive search: every valid discrete plan, scored by the exact model (ground truth).
 
-The plan space is :func:`cpo_opt.lattice.enumerate_plans` (every rule of SPEC.md). With free
+The plan space is :func:`cpo_opt.search.lattice.enumerate_plans` (every rule of SPEC.md). With free
 hardware fields the plans are crossed with a grid of ``grid`` log-spaced values per field
 within its bounds (integer fields rounded), so the result is the true optimum over that
 finite set. Everything is scored in vmapped, device-sharded batches with a progress bar.
@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from cpo_opt import lattice
-from cpo_opt.inputs import InputError
+from cpo_opt.search import lattice
+from cpo_opt.inputs.loaders import ArgumentError
 from cpo_opt.search import score as S
 from cpo_opt.search.space import INTEGER_FIELDS, SearchResult, SearchSpace
 
@@ -41,7 +41,7 @@ def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], n
     hw = hardware_grid(space, grid)
     n_plans, n_hw = len(cols["tp"]), len(hw)
     if n_plans * n_hw > MAX_ROWS:
-        raise InputError(f"--exhaustive: {n_plans} plans x {n_hw} hardware points is more than "
+        raise ArgumentError("exhaustive", f"{n_plans} plans x {n_hw} hardware points is more than "
                          f"{MAX_ROWS} rows; free fewer fields or use the gradient search")
     return cols, hw
 

@@ -9,7 +9,7 @@
    to the two powers bracketing it, ``pp`` to the two divisors of the cluster bracketing it,
    ``vpp`` to the two integers, integer hardware fields to floor/ceil (continuous ones kept),
    each combination with every (recompute, ZeRO) pair; rows that break a plan rule are
-   dropped (:func:`cpo_opt.lattice.valid_mask`).
+   dropped (:func:`cpo_opt.search.lattice.valid_mask`).
 3. **Exact re-scoring.** All rounded neighbours are scored by the exact model in one vmapped
    batch; then a beam polish re-scores, for each of the ``beam`` best distinct plans, every
    plan that differs from it in one or two degrees (each changed degree over its whole axis: a
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cpo_opt import lattice
+from cpo_opt.search import lattice
 from cpo_opt.search import relaxed
 from cpo_opt.search import score as S
 from cpo_opt.search.space import INTEGER_FIELDS, SearchResult, SearchSpace

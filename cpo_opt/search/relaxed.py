@@ -11,12 +11,12 @@ coupled rules of SPEC.md become smooth penalties on their log-excess:
 
     tp cp pp <= gpus,  ep etp pp <= gpus,  pp vpp <= layers,  micro_batch dp <= global_batch,
     vpp > 1 only with pp > 1,  memory <= HBM,  every fabric limit (reach, radix, escape
-    bandwidth, power budget; :mod:`cpo_opt.fabric_cost`)
+    bandwidth, power budget; :mod:`cpo_opt.model.fabric_cost`)
 
 The objective is ``log(step_time) + PENALTY * sum(max(excess, 0)^2)`` (a squared hinge: zero
 inside the feasible set, continuously differentiable at its edge), where ``step_time`` is
-:func:`cpo_opt.step.step_time` at ``temperature = T`` (the same formulas as the exact model
-with max/min/ceil/domain-fit smoothed, :mod:`cpo_opt.smooth`). Recompute and ZeRO stay discrete: each search start holds one
+:func:`cpo_opt.model.step.step_time` at ``temperature = T`` (the same formulas as the exact model
+with max/min/ceil/domain-fit smoothed, :mod:`cpo_opt.model.smooth`). Recompute and ZeRO stay discrete: each search start holds one
 combination. ``T`` is annealed during the search; at integer points and ``T -> 0`` the
 relaxed objective equals ``log`` of the exact step time (tested).
 """
@@ -26,10 +26,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt import fabric_cost, lattice
-from cpo_opt.config import Model, Plan, System
-from cpo_opt.search.space import SearchSpace, log_bounds, with_fields
-from cpo_opt.step import step_time
+from cpo_opt.inputs import schema
+from cpo_opt.model import fabric_cost
+from cpo_opt.search import lattice
+from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.search.space import SearchSpace, log_bounds
+from cpo_opt.model.step import step_time
 
 DEGREES = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch")
 PENALTY = 100.0
@@ -77,7 +79,7 @@ def objective(z, recompute, zero, temperature, model: Model, system: System, glo
     """
     n = len(DEGREES)
     plan = plan_of(z, global_batch, recompute, zero, fp8, flash)
-    system = with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
+    system = schema.with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
     r = step_time(model, system, plan, temperature, stacked=True)
     lg = {name: z[i] for i, name in enumerate(DEGREES)}
     log2_gpus = jnp.log2(system.gpus)

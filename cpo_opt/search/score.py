@@ -1,9 +1,9 @@
 """Exact, batched scoring of candidate plans (and hardware points) for the searches.
 
-A candidate is a row of lattice columns (:mod:`cpo_opt.lattice`) plus, for each free
+A candidate is a row of lattice columns (:mod:`cpo_opt.search.lattice`) plus, for each free
 hardware field ``k``, a column ``"hw:" + k`` in file units. The score is the exact model's
 step time; a candidate is feasible when it fits in HBM and respects every fabric limit
-(:mod:`cpo_opt.fabric_cost`, power budget included). Infeasible candidates score ``inf``.
+(:mod:`cpo_opt.model.fabric_cost`, power budget included). Infeasible candidates score ``inf``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt import fabric_cost, lattice
+from cpo_opt.inputs import schema
+from cpo_opt.model import fabric_cost
+from cpo_opt.search import lattice
 from cpo_opt.search.batching import DEFAULT_BATCH, batched_map
-from cpo_opt.config import Model
-from cpo_opt.search.space import SearchSpace, with_fields
-from cpo_opt.step import step_time
+from cpo_opt.model.config import Model
+from cpo_opt.search.space import SearchSpace
+from cpo_opt.model.step import step_time
 
 
 _SCORERS: dict = {}
@@ -37,7 +39,7 @@ def scorer_for(model: Model, free: tuple[str, ...], fp8: float, flash: float) ->
         def rows_fn(system, rows, power_budget_w):
             def one(row):
                 plan = lattice.to_plan(row, float(fp8), float(flash))
-                s = with_fields(system, free, [row["hw:" + k] for k in free])
+                s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
                 r = step_time(model, s, plan)
                 ok = r.fits_memory * fabric_cost.feasible(s, power_budget_w)
                 return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),

@@ -3,7 +3,7 @@
 A :class:`SearchSpace` fixes everything a plan search does not choose: the model, the system
 (with the free fields' starting values), the global batch, the dtype and attention kernel,
 and the bounds of each free hardware field (file units). Free fields are written into the
-:class:`~cpo_opt.config.System` pytree by :func:`with_fields`, so the same exact and relaxed
+:class:`~cpo_opt.model.config.System` pytree by :func:`cpo_opt.inputs.schema.with_fields`, so the same exact and relaxed
 model runs with hardware as data.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from cpo_opt import schema
-from cpo_opt.config import System, replace
-from cpo_opt.inputs import InputError, ModelSpec, SystemSpec
+from cpo_opt.inputs import schema
+from cpo_opt.model.config import System, replace
+from cpo_opt.inputs.loaders import ArgumentError, InputError, ModelSpec, SystemSpec
 
 DEFAULT_SPAN = 16.0
 """Default bounds of a free field: its given value divided and multiplied by this factor,
@@ -67,19 +67,6 @@ def field_value(system: SystemSpec, key: str) -> float:
     return float(system.values[section][name])
 
 
-def with_fields(system: System, keys: tuple[str, ...], values) -> System:
-    """``system`` with the fields ``keys`` set to ``values`` (file units; may be traced)."""
-    fields = schema.system_fields()
-    for key, v in zip(keys, values):
-        section, attr, scale = fields[key]
-        if section == "":
-            system = replace(system, **{attr: v * scale})
-            continue
-        part = replace(getattr(system, section), **{attr: v * scale})
-        system = replace(system, **{section: part})
-    return system
-
-
 def default_bounds(system: SystemSpec, key: str) -> tuple[float, float]:
     """Search bounds of a free field: ``[v / 16, v * 16]``, with the domain size capped by
     the cluster and integer fields at least 1."""
@@ -100,19 +87,18 @@ def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = 
     known = schema.system_fields()
     for key in free:
         if key not in known:
-            raise InputError(f"--free: {key}: not a continuous system field (known: "
+            raise ArgumentError("free", f"{key}: not a continuous system field (known: "
                              f"{', '.join(sorted(known))})")
         if key == "cluster.gpus":
-            raise InputError("--free: cluster.gpus: the cluster size is fixed in a search")
+            raise ArgumentError("free", "cluster.gpus: the cluster size is fixed in a search")
     if dtype == "fp8" and "matmul_tflops_fp8" not in system.values["gpu"]:
-        raise InputError(f"{system.origin}: gpu.matmul_tflops_fp8: needed by --dtype fp8")
+        raise InputError(f"{system.origin}: gpu.matmul_tflops_fp8: needed by dtype fp8")
     gpus = int(system.values["cluster"]["gpus"])
     seq = int(model.values["model"]["seq_len"])
     if global_batch is None:
-        unit = gpus  # the smallest multiple of the GPU count with >= 4M tokens
-        global_batch = unit * max(1, -(-schema.DEFAULT_BATCH_TOKENS // (seq * unit)))
+        global_batch = schema.default_global_batch(gpus, seq)
     if global_batch < 1:
-        raise InputError(f"--global-batch: must be an int > 0 (got {global_batch})")
+        raise ArgumentError("global_batch", f"must be an int > 0 (got {global_batch})")
     gpu = system.values["gpu"]
     flash = schema.resolve_attention(-1, gpu["matmul_tflops_bf16"], "matmul_tflops_fp8" in gpu)
     b = []
@@ -122,7 +108,7 @@ def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = 
             raise InputError(f"bounds: {key}: need 0 < low <= high (got {lo}, {hi})")
         b.append((float(lo), float(hi)))
     if power_budget_w is not None and not power_budget_w > 0:
-        raise InputError(f"--power-budget-kW: must be > 0 (got {power_budget_w / 1e3})")
+        raise ArgumentError("power_budget_kW", f"must be > 0 (got {power_budget_w / 1e3})")
     return SearchSpace(model, system, int(global_batch), dtype, flash, tuple(free), tuple(b),
                        power_budget_w)
 

@@ -1,6 +1,6 @@
 """Beyond the paper: what to build for a given interconnect power.
 
-Provisioned interconnect power of the cluster (:func:`cpo_opt.fabric_cost.interconnect_power_w`):
+Provisioned interconnect power of the cluster (:func:`cpo_opt.model.fabric_cost.interconnect_power_w`):
 
     P = gpus x 2 x 8 x (B_up e_up + B_out e_out)        [W; B in bytes/s per direction,
                                                           e in J/bit, both directions]
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from cpo_opt import fabric_cost
+from cpo_opt.model import fabric_cost
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import Study
 
@@ -71,11 +71,11 @@ def _search(study: Study, config: str, budget_w: float) -> dict[str, Any]:
     d_max = study.codesign_bounds["scale_up.domain_size"][1]
     if bw <= found * 1.001 and d_found >= d_max:
         return opt
-    from cpo_opt.optimize_cli import system_at
+    from cpo_opt.inputs import system_with
     best, fills = opt, []
     for d in dict.fromkeys((d_found, d_max)):
         hw = {"scale_up.domain_size": d, "scale_up.bandwidth_GB_s": max(bw, found)}
-        filled = best_plan(model, system_at(study.fabrics["passage"], hw), gb, study.dtype,
+        filled = best_plan(model, system_with(study.fabrics["passage"], hw), gb, study.dtype,
                            study.tokens, starts=mode.search_starts, steps=mode.search_steps,
                            exhaustive_max=mode.sweep_exhaustive_max_plans,
                            power_budget_w=budget_w)
@@ -132,8 +132,8 @@ def codesign(study: Study, config: str, headline: dict[str, dict[str, Any]],
     out["speedup_vs_copper"] = c["time_to_train_days"] / opt["time_to_train_days"]
     out["speedup_vs_passage_preset"] = p["time_to_train_days"] / opt["time_to_train_days"]
     if exhaustive_check:
-        from cpo_opt.optimize_cli import system_at
-        sys_at = system_at(study.fabrics["passage"], opt["hardware"])
+        from cpo_opt.inputs import system_with
+        sys_at = system_with(study.fabrics["passage"], opt["hardware"])
         chk = best_plan(study.models[config], sys_at, study.global_batch(config), study.dtype,
                         study.tokens, starts=1, steps=1, exhaustive_max=10 ** 9, gradient=False)
         out["exhaustive_plan_check"] = {

@@ -1,6 +1,6 @@
 """Which hardware knob moves time to train most, at each config's optimal plan.
 
-``elasticities(study, config, fabric, optimum)`` runs :func:`cpo_opt.sensitivity.sensitivity`
+``elasticities(study, config, fabric, optimum)`` runs :func:`cpo_opt.analysis.sensitivity.sensitivity`
 (reverse-mode autodiff of the exact model) at the optimum's plan and reads the elasticities of
 time to train,
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpo_opt.inputs import plan_from_values
-from cpo_opt.sensitivity import sensitivity
+from cpo_opt.inputs.loaders import plan_from_values
+from cpo_opt.analysis.sensitivity import sensitivity
 from cpo_opt.study.spec import Study
 
 NOT_KNOBS = ("cluster.gpus",)

@@ -8,7 +8,7 @@ For a config's two optima (copper, Passage) this module computes
 * where each parallel group sits on the fabric: with ranks laid out TP, CP, DP, PP (dense) and
   ETP, EP, EDP, PP (MoE) innermost first, a group of ``g`` ranks ``stride`` apart has
   ``m = clamp(D / stride, 1, g)`` members in each scale-up domain of ``D`` GPUs
-  (:func:`cpo_opt.fabric.members_in_domain`, the model's own rule), spans ``g / m`` domains and
+  (:func:`cpo_opt.model.fabric.members_in_domain`, the model's own rule), spans ``g / m`` domains and
   sends the share ``(g - m) / g`` of its all-to-all bytes over scale-out;
 * bytes per GPU per step on each tier (``evaluate``'s ``traffic_GB_per_gpu_per_step``).
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpo_opt import fabric
-from cpo_opt.inputs import SystemSpec
+from cpo_opt.model import fabric
+from cpo_opt.inputs.loaders import SystemSpec
+from cpo_opt.model.step import BREAKDOWN_PARTS
 
-PARTS = ("compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
-         "optimizer", "other")
+PARTS = BREAKDOWN_PARTS
 PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "edp", "micro_batch", "recompute",
              "zero")
 MENTION = 0.05

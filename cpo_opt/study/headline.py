@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from cpo_opt.evaluate import evaluate
-from cpo_opt.inputs import plan_from_values
+from cpo_opt.analysis.evaluate import evaluate
+from cpo_opt.inputs.loaders import plan_from_values
 from cpo_opt.study.explain import explain
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import FABRICS, Study

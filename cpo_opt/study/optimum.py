@@ -5,21 +5,22 @@ rounding, exact polish) and, when the discrete plan space holds at most ``exhaus
 plans, :func:`cpo_opt.search.exhaustive_search` (every valid plan scored by the exact model).
 The winner is the faster of the two (the exhaustive one when it ran: it is the true optimum);
 both step times and whether they agree within ``AGREE_TOL`` are kept. The winner is then
-evaluated once more by :func:`cpo_opt.evaluate.evaluate` with the training tokens, which gives
+evaluated once more by :func:`cpo_opt.analysis.evaluate.evaluate` with the training tokens, which gives
 the step time, breakdown, MFU, memory, traffic and time to train in the SPEC's units.
 
 With free hardware fields (co-design) the searched hardware values are written into the
-system (:func:`cpo_opt.optimize_cli.system_at`) before that evaluation.
+system (:func:`cpo_opt.inputs.system_with`) before that evaluation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cpo_opt import fabric_cost, lattice
-from cpo_opt.evaluate import evaluate
-from cpo_opt.inputs import ModelSpec, PlanSpec, SystemSpec, plan_from_values
-from cpo_opt.optimize_cli import system_at
+from cpo_opt.model import fabric_cost
+from cpo_opt.search import lattice
+from cpo_opt.analysis.evaluate import evaluate
+from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec, plan_from_values
+from cpo_opt.inputs import system_with
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
 from cpo_opt.search.space import SearchResult
 
@@ -100,7 +101,7 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
                                       "traffic_GB_per_gpu_per_step", "interconnect_power_kW",
                                       "result")})
         return out
-    sys_at = system_at(system, best.hardware)
+    sys_at = system_with(system, best.hardware)
     plan = plan_from_values(best.plan_values, model, sys_at, where="study search")
     return {**out, **summarize(evaluate(model, sys_at, plan, tokens), plan, sys_at)}
 

@@ -14,9 +14,9 @@ import pathlib
 from typing import Any
 
 import numpy as np
+from cpo_opt.model.step import BREAKDOWN_PARTS
 
-PARTS = ("compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
-         "optimizer", "other")
+PARTS = BREAKDOWN_PARTS
 FILES = ("results.md", "results.csv", "sweeps.csv", "pareto.csv", "sensitivity.csv",
          "reproduce.json")
 PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "micro_batch", "recompute", "zero")

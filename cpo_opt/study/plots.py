@@ -4,10 +4,10 @@ from the reproduce object; nothing is computed here beyond picking it out."""
 from __future__ import annotations
 
 import pathlib
+from cpo_opt.model.step import BREAKDOWN_PARTS
 from typing import Any
 
-PARTS = ("compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
-         "optimizer", "other")
+PARTS = BREAKDOWN_PARTS
 COLORS = {"copper": "#b87333", "passage": "#2a7ab9"}
 
 

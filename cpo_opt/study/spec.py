@@ -29,9 +29,9 @@ import re
 import tomllib
 from typing import Any
 
-from cpo_opt.inputs import InputError, ModelSpec, SystemSpec, load_model, load_system
-from cpo_opt.sources import preset_path
-from cpo_opt.transformer import param_counts
+from cpo_opt.inputs.loaders import InputError, ModelSpec, SystemSpec, load_model, load_system
+from cpo_opt.inputs.sources import preset_path
+from cpo_opt.model.transformer import param_counts
 
 STUDY_FILE = pathlib.Path(__file__).with_name("study.toml")
 MODES = ("full", "quick", "tiny")
@@ -97,7 +97,7 @@ class Study:
         return self.batch_tokens // int(self.models[config].values["model"]["seq_len"])
 
     def params_total(self, config: str) -> float:
-        """Total parameters of ``config`` (:func:`cpo_opt.transformer.param_counts`)."""
+        """Total parameters of ``config`` (:func:`cpo_opt.model.transformer.param_counts`)."""
         return float(param_counts(self.models[config].model)[0])
 
     def params_active(self, config: str) -> float:

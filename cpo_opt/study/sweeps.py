@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from cpo_opt.inputs import load_system
+from cpo_opt.inputs.loaders import load_system
 from cpo_opt.study.explain import PARTS, placement
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import Study

@@ -1,7 +1,7 @@
 """Rules that tie a plan to its model and system, and the plan defaults that depend on them.
 
-Inputs are resolved file-unit tables (:func:`cpo_opt.tables.resolve_table`); every broken rule
-raises :class:`~cpo_opt.sources.InputError` naming the plan key and the rule, for instance
+Inputs are resolved file-unit tables (:func:`cpo_opt.inputs.tables.resolve_table`); every broken rule
+raises :class:`~cpo_opt.inputs.sources.InputError` naming the plan key and the rule, for instance
 ``plan.tp: tp*cp*pp = 48 must divide cluster.gpus = 2048``.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from cpo_opt import schema
-from cpo_opt.tables import error
+from cpo_opt.inputs import schema
+from cpo_opt.inputs.tables import error
 
 
 def resolve_plan(plan: dict, model: dict, system: dict, where: str) -> dict:
@@ -26,7 +26,7 @@ def resolve_plan(plan: dict, model: dict, system: dict, where: str) -> dict:
     edp = _check_experts(plan, moe, dp, where)
     _check_sequence(plan, m, where)
     _check_pipeline(plan, m, where)
-    plan["global_batch"] = _global_batch(plan, m["seq_len"], dp, where)
+    plan["global_batch"] = _global_batch(plan, m["seq_len"], dp, system["cluster"]["gpus"], where)
     if plan["dtype"] == "fp8" and "matmul_tflops_fp8" not in system["gpu"]:
         raise error(where, "plan.dtype", "'fp8' needs gpu.matmul_tflops_fp8 in the system",
                     "fp8")
@@ -107,12 +107,11 @@ def _check_pipeline(plan: dict, m: dict, where: str) -> None:
                     f"{m['layers']}")
 
 
-def _global_batch(plan: dict, seq_len: int, dp: int, where: str) -> int:
-    """The given global batch, checked, or the default (>= DEFAULT_BATCH_TOKENS tokens)."""
+def _global_batch(plan: dict, seq_len: int, dp: int, gpus: int, where: str) -> int:
+    """The given global batch, checked, or the default (:func:`schema.default_global_batch`)."""
     unit = plan["micro_batch"] * dp
     if "global_batch" not in plan:
-        steps = math.ceil(schema.DEFAULT_BATCH_TOKENS / (seq_len * unit))
-        return max(1, steps) * unit
+        return schema.default_global_batch(gpus, seq_len, unit)
     if plan["global_batch"] % unit:
         raise error(where, "plan.global_batch", f"must be a multiple of micro_batch*dp = "
                     f"{plan['micro_batch']}*{dp} = {unit}", plan["global_batch"])

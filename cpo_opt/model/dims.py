@@ -19,9 +19,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from cpo_opt import smooth, transformer
-from cpo_opt.config import Model, Plan, System
-from cpo_opt.switch import branch, weight
+from cpo_opt.model import smooth
+from cpo_opt.model import transformer
+from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.switch import branch, weight
 
 
 @dataclasses.dataclass(frozen=True)

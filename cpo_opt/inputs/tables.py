@@ -1,4 +1,4 @@
-"""One input table checked against :mod:`cpo_opt.schema`: types, minimums, defaults, text values.
+"""One input table checked against :mod:`cpo_opt.inputs.schema`: types, minimums, defaults, text values.
 
 Values stay in file units here (GB/s, TFLOP/s, us); :func:`to_si` converts them at the end.
 Canonical value types: int keys -> ``int``, float keys -> ``float``, bool keys -> ``bool``,
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from cpo_opt.schema import SECTIONS, Key
-from cpo_opt.sources import InputError
+from cpo_opt.inputs.schema import SECTIONS, Key
+from cpo_opt.inputs.sources import InputError
 
 _MISSING = object()
 

@@ -24,7 +24,7 @@ ROOFLINE_P = 4
 """A GEMM's time is the p-norm of its compute time and its HBM time (a smooth roofline):
 ``(t_flop^p + t_mem^p)^(1/p)``; p=4 makes a kernel exactly at the ridge point 19% slower
 than either bound (GEMMs near the ridge overlap loads and math imperfectly). Fixed at 4 so the
-norm needs only square roots (:func:`cpo_opt.compute.roofline`)."""
+norm needs only square roots (:func:`cpo_opt.model.compute.roofline`)."""
 
 KERNEL_OVERHEAD_S = 4e-6
 """Fixed cost of one kernel launch/tail, seconds (CUDA launch ~2-5 us without graphs)."""

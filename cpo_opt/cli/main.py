@@ -13,7 +13,11 @@ import os
 import sys
 from typing import Any, Callable
 
-from cpo_opt.inputs import InputError
+from cpo_opt import runtime
+from cpo_opt.inputs import ArgumentError, InputError
+
+FLAGS = {"power_budget_kW": "--power-budget-kW"}
+"""Library argument -> flag where the flag is not ``--`` + the name with dashes."""
 
 TOKEN_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
@@ -74,69 +78,66 @@ def _json_default(x):
 
 # --------------------------------------------------------------------------- commands
 def cmd_presets(args) -> None:
-    from cpo_opt.inputs import list_presets
-    from cpo_opt import text
+    from cpo_opt.inputs.loaders import list_presets
+    from cpo_opt.cli import text
     found = list_presets()
     emit({k: [{"name": n, "description": d} for n, d in v] for k, v in found.items()},
          args.json, text.presets_table)
 
 
-def _load_msp(args):
-    from cpo_opt.inputs import load_model, load_system
-    model = load_model(args.model)
-    system = load_system(args.system, overrides=parse_sets(args.set))
-    return model, system
-
-
-def _load_with_plan(args):
-    """``(model, system, plan, tokens)`` from ``--model --system --set --plan --tokens``."""
-    from cpo_opt.inputs import load_plan
-    model, system = _load_msp(args)
-    plan = load_plan(args.plan, model, system)
-    tokens = parse_count(args.tokens, "--tokens") if args.tokens else None
-    return model, system, plan, tokens
+def _tokens(args) -> float | None:
+    return parse_count(args.tokens, "--tokens") if getattr(args, "tokens", None) else None
 
 
 def cmd_evaluate(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.evaluate import evaluate
-    emit(evaluate(*_load_with_plan(args)), args.json, text.evaluate_table)
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
+                     overrides=parse_sets(args.set))
+    emit(r.to_dict(), args.json, text.evaluate_table)
 
 
 def cmd_validate(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.validate import validate_file
-    emit(validate_file(args.cases), args.json, text.validate_table)
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    emit(api.validate(args.cases).to_dict(), args.json, text.validate_table)
 
 
 def cmd_bench(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.bench import bench
+    from cpo_opt import api
+    from cpo_opt.analysis.bench import bench
+    from cpo_opt.cli import text
     if args.n < 1 or args.batch < 1:
         raise UsageError("--n and --batch must be >= 1")
-    model, system = _load_msp(args)
+    model, system, _ = api.load_inputs(args.model, args.system, None, parse_sets(args.set))
     emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
          args.json, text.bench_table)
 
 
 def cmd_optimize(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.optimize_cli import run_optimize
-    model, system = _load_msp(args)
-    emit(run_optimize(model, system, args), args.json, text.optimize_table)
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
+                     free=tuple(args.free), power_budget_kW=args.power_budget_kw,
+                     dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
+                     tokens=_tokens(args), overrides=parse_sets(args.set),
+                     progress=sys.stderr.isatty() and not args.json)
+    emit(r.to_dict(), args.json, text.optimize_table)
 
 
 def cmd_sensitivity(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.sensitivity import sensitivity
-    emit(sensitivity(*_load_with_plan(args)), args.json, text.sensitivity_table)
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
+                        overrides=parse_sets(args.set))
+    emit(r.to_dict(), args.json, text.sensitivity_table)
 
 
 def cmd_reproduce(args) -> None:
-    from cpo_opt import text
-    from cpo_opt.study.reproduce import reproduce
-    emit(reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress),
-         args.json, text.reproduce_table)
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress)
+    emit(r.to_dict(), args.json, text.reproduce_table)
 
 
 # --------------------------------------------------------------------------- parser
@@ -212,25 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def enable_compile_cache() -> None:
-    """Keep compiled XLA executables between runs (``CPO_OPT_CACHE_DIR``; empty disables).
-
-    The default is ``$XDG_CACHE_HOME/cpo-opt/jax`` (``~/.cache/cpo-opt/jax``). Models and
-    systems are arguments of the compiled functions, not constants, so one cache entry serves
-    every model and system: only the first run on a machine pays the compilation.
-    """
-    import jax
-    path = os.environ.get("CPO_OPT_CACHE_DIR")
-    if path == "":
-        return
-    if path is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "cpo-opt", "jax")
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cpo-opt`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -241,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         import jax
-        if getattr(args, "command", "") != "bench":
-            jax.config.update("jax_enable_x64", True)
-        enable_compile_cache()
+        # entry point: float64 everywhere except a float32 bench (the library never flips it)
+        jax.config.update("jax_enable_x64", args.command != "bench" or args.dtype == "float64")
+        runtime.enable_compile_cache()
         args.fn(args)
         return 0
+    except ArgumentError as e:  # a library argument: name the flag the user typed
+        print(f"{FLAGS.get(e.argument, '--' + e.argument.replace('_', '-'))}: {e.rule}",
+              file=sys.stderr)
+        return 2
     except (InputError, UsageError) as e:
         print(str(e).splitlines()[0] if str(e) else "bad input", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """The file schema: every key of the input files, its type, unit, default and rule.
 
 This table is the single place where file units (GB/s, TFLOP/s, us, pJ/bit) meet the SI units
-used inside the model. :mod:`cpo_opt.inputs` reads files against it; the README's format
+used inside the model. :mod:`cpo_opt.inputs.loaders` reads files against it; the README's format
 section and ``sensitivity``'s field names derive from it.
 
 A key's ``scale`` multiplies the file value into SI: ``bandwidth_GB_s = 450`` becomes
@@ -11,7 +11,10 @@ A key's ``scale`` multiplies the file value into SI: ``bandwidth_GB_s = 450`` be
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
+
+from cpo_opt.model.config import DTYPE_CODES, RECOMPUTE_CODES
 
 GB = 1e9
 TB = 1e12
@@ -169,10 +172,23 @@ CLUSTER_KEYS: tuple[Key, ...] = (_pos_int("gpus", "GPUs in the cluster", require
 
 # --------------------------------------------------------------------------- plan
 DEFAULT_BATCH_TOKENS = 2**22
-"""Default global batch, tokens (about 4M, typical of frontier pretraining): the smallest
-multiple of ``micro_batch * dp`` sequences holding at least this many tokens."""
+"""Tokens in the default global batch (about 4M, typical of frontier pretraining); see
+:func:`default_global_batch`, the one rule every command uses."""
 
-RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+
+def default_global_batch(gpus: int, seq_len: int, unit: int = 1) -> int:
+    """The default global batch, sequences: the one rule of every command.
+
+    The smallest multiple of ``lcm(gpus, unit)`` sequences holding at least
+    :data:`DEFAULT_BATCH_TOKENS` tokens. ``optimize`` passes ``unit = 1`` (a multiple of the
+    GPU count), ``evaluate``/``sensitivity`` pass the plan's ``micro_batch * dp``, so a plan
+    whose ``micro_batch * dp`` divides the GPU count gets the same batch from every command
+    and an optimized plan re-evaluated without ``global_batch`` reproduces its step time.
+    """
+    step = math.lcm(int(gpus), int(unit))
+    return step * max(1, -(-DEFAULT_BATCH_TOKENS // (int(seq_len) * step)))
+
+RECOMPUTE = RECOMPUTE_CODES  # one table of codes: cpo_opt.model.config
 ATTENTION = {"unfused": 0, "flash": 1, "auto": -1}
 AUTO_FLASH_MIN_BF16_TFLOPS = 400.0
 """``attention = "auto"`` resolves to flash attention on Hopper-class and newer GPUs (an fp8
@@ -187,7 +203,7 @@ def resolve_attention(code: int, matmul_tflops_bf16: float, has_fp8: bool) -> in
     if code >= 0:
         return code
     return int(has_fp8 or matmul_tflops_bf16 > AUTO_FLASH_MIN_BF16_TFLOPS)
-DTYPE = {"bf16": 0, "fp8": 1}
+DTYPE = DTYPE_CODES
 ZERO = {"0": 0, "1": 1, "2": 2, "3": 3}
 
 PLAN_KEYS: tuple[Key, ...] = (
@@ -245,6 +261,30 @@ def system_fields() -> dict[str, tuple[str, str, float]]:
                 out[f"{section}.{key.name}"] = (attr, key.attr, key.scale)
     out["cluster.gpus"] = ("", "gpus", 1.0)
     return out
+
+
+def with_fields(system, keys, values):
+    """``system`` (a :class:`~cpo_opt.model.config.System` pytree) with the fields ``keys``
+    (``"section.key"`` of :func:`system_fields`) set to ``values`` in file units.
+
+    The one function that writes hardware values into a system: ``optimize --free`` (exact and
+    relaxed scoring) and ``sensitivity`` use it, and the values may be traced. Setting
+    ``cluster.gpus`` also sets ``scale_out.domain_size`` (the loader's rule: the scale-out
+    tier spans the cluster). For checked values on a loaded spec, see
+    :func:`cpo_opt.inputs.loaders.system_with`.
+    """
+    fields = system_fields()
+    changes: dict[str, dict[str, Any]] = {}
+    gpus = system.gpus
+    for key, v in zip(keys, values):
+        section, attr, scale = fields[key]
+        if section:
+            changes.setdefault(section, {})[attr] = v * scale
+        else:
+            gpus = v * scale
+            changes.setdefault("scale_out", {})["domain_size"] = gpus
+    parts = {s: dataclasses.replace(getattr(system, s), **c) for s, c in changes.items()}
+    return dataclasses.replace(system, gpus=gpus, **parts)
 
 
 def key_named(section: str, name: str) -> Key:

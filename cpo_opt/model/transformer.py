@@ -1,6 +1,6 @@
 """Shapes of the transformer: parameter counts and model FLOPs per token.
 
-All functions are pure arithmetic on :class:`~cpo_opt.config.Model` leaves and work on floats,
+All functions are pure arithmetic on :class:`~cpo_opt.model.config.Model` leaves and work on floats,
 numpy and JAX arrays alike. Biases and position embeddings are not counted (under 0.1% of any
 model here). Conventions:
 
@@ -12,8 +12,8 @@ model here). Conventions:
 
 from __future__ import annotations
 
-from cpo_opt.config import Model
-from cpo_opt.switch import branch
+from cpo_opt.model.config import Model
+from cpo_opt.model.switch import branch
 
 
 def ffn_matrices(m: Model):

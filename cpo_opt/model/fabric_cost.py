@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from cpo_opt.config import System
+from cpo_opt.model.config import System
 
 BITS = 8.0
 

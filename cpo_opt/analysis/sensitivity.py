@@ -1,11 +1,11 @@
 """Sensitivity of step time (and time to train) to every continuous system field.
 
 ``sensitivity(model, system, plan, tokens)`` differentiates the exact model that ``evaluate``
-runs (:func:`cpo_opt.step.step_time` at temperature 0) in reverse mode (``jax.vjp``, as
+runs (:func:`cpo_opt.model.step.step_time` at temperature 0) in reverse mode (``jax.vjp``, as
 ``jax.grad`` does): one reverse pass per output (step time; time to train) yields the
 derivatives with respect to all fields at once. The independent variables are the fields of
-:func:`cpo_opt.schema.system_fields` in FILE units (GB/s, TFLOP/s, us, pJ/bit, GPUs): a vector
-``x`` of those values is mapped to the SI :class:`~cpo_opt.config.System` by the schema's
+:func:`cpo_opt.inputs.schema.system_fields` in FILE units (GB/s, TFLOP/s, us, pJ/bit, GPUs): a vector
+``x`` of those values is mapped to the SI :class:`~cpo_opt.model.config.System` by the schema's
 scales, exactly as the loader does, so ``gradients`` read "seconds of step per GB/s" and so on.
 
 What a gradient means:
@@ -50,11 +50,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt import schema
-from cpo_opt.config import System
-from cpo_opt.evaluate import SECONDS_PER_DAY
-from cpo_opt.inputs import ModelSpec, PlanSpec, SystemSpec
-from cpo_opt.step import step_time
+from cpo_opt.inputs import schema
+from cpo_opt.model.config import System
+from cpo_opt.analysis.evaluate import SECONDS_PER_DAY
+from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
+from cpo_opt.model.step import step_time
 
 METHOD = "autodiff (jax.grad of the exact model)"
 
@@ -92,25 +92,6 @@ def field_values(system: SystemSpec) -> dict[str, float]:
     return out
 
 
-def system_at(base: System, x) -> System:
-    """``base`` with every field of :data:`FIELDS` set from ``x`` (file units, schema order).
-
-    ``cluster.gpus`` also sets ``scale_out.domain_size`` (the loader's rule: the scale-out
-    tier spans the cluster).
-    """
-    changes: dict[str, dict[str, Any]] = {}
-    gpus = base.gpus
-    for i, (section, attr, scale) in enumerate(FIELDS.values()):
-        value = x[i] * scale
-        if section:
-            changes.setdefault(section, {})[attr] = value
-        else:
-            gpus = value
-    changes.setdefault("scale_out", {})["domain_size"] = gpus
-    parts = {s: dataclasses.replace(getattr(base, s), **c) for s, c in changes.items()}
-    return dataclasses.replace(base, gpus=gpus, **parts)
-
-
 @jax.jit
 def _value_and_grads(x, model, system, plan, tokens):
     """``(step, days, d step/dx, d days/dx)``: one forward pass, two scalar reverse passes.
@@ -120,7 +101,7 @@ def _value_and_grads(x, model, system, plan, tokens):
     compiles an order of magnitude slower on CPU; two ``jax.value_and_grad`` compile twice.)
     """
     def outputs(x):
-        r = step_time(model, system_at(system, x), plan, 0.0, stacked=True)
+        r = step_time(model, schema.with_fields(system, NAMES, x), plan, 0.0, stacked=True)
         return r.step_time_s, tokens / r.tokens_per_s / SECONDS_PER_DAY
 
     (step, days), pullback = jax.vjp(outputs, x)
@@ -137,13 +118,13 @@ def sensitivity(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
     """Gradients and elasticities of step time w.r.t. every continuous system field.
 
     Args:
-      model, system, plan: loaded specs (``cpo_opt.inputs``).
+      model, system, plan: loaded specs (``cpo_opt.inputs.loaders``).
       tokens: training tokens; adds ``time_to_train`` (days and its sensitivities).
 
     Returns:
       ``{"step_time_s", "values", "gradients", "elasticities", "units", "ranking", "plan",
       "method", "dtype", "unset"}`` plus ``"time_to_train"`` when ``tokens`` is given; keys of
-      the per-field dicts are those of :func:`cpo_opt.schema.system_fields` (file units).
+      the per-field dicts are those of :func:`cpo_opt.inputs.schema.system_fields` (file units).
     """
     values = field_values(system)
     dtype = _float_dtype()

@@ -46,11 +46,13 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from cpo_opt import compute, fabric, transformer
-from cpo_opt.config import Model, Plan, System
-from cpo_opt.dims import Dims
-from cpo_opt.fabric import Comm
-from cpo_opt.switch import known, mix, weight
+from cpo_opt.model import compute
+from cpo_opt.model import fabric
+from cpo_opt.model import transformer
+from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.dims import Dims
+from cpo_opt.model.fabric import Comm
+from cpo_opt.model.switch import known, mix, weight
 
 ELEM_SEQ_PASSES = 10.0
 """Activation-sized (``h`` bf16) HBM passes per token per layer in the sequence region:

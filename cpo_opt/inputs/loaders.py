@@ -29,16 +29,17 @@ import os
 import pathlib
 from typing import Any
 
-from cpo_opt import plan_rules, schema
-from cpo_opt.config import GPU, Fabric, Model, Plan, System
-from cpo_opt.schema import Key
-from cpo_opt.sources import (InputError, check_top, list_presets, preset_path, read_document,
+from cpo_opt.inputs import plan_rules
+from cpo_opt.inputs import schema
+from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
+from cpo_opt.inputs.schema import Key
+from cpo_opt.inputs.sources import (ArgumentError, InputError, check_top, list_presets, preset_path, read_document,
                              resolve, table_of)
-from cpo_opt.tables import check_value, error, key_of, parse_text, resolve_table, to_si
+from cpo_opt.inputs.tables import check_value, error, key_of, parse_text, resolve_table, to_si
 
 __all__ = [
-    "InputError", "ModelSpec", "SystemSpec", "PlanSpec", "Case", "Scenario",
-    "load_model", "load_system", "load_plan", "plan_from_values", "load_cases",
+    "InputError", "ArgumentError", "ModelSpec", "SystemSpec", "PlanSpec", "Case", "Scenario",
+    "load_model", "load_system", "load_plan", "plan_from_values", "system_with", "load_cases",
     "load_scenario", "list_presets", "preset_path",
 ]
 
@@ -256,6 +257,18 @@ DERIVED_KEYS = (
     Key("edp", "edp", "int", "expert data parallel (derived; checked when given)", minimum=0,
         strict=True),
 )
+
+
+def system_with(system: SystemSpec, hardware: dict[str, float]) -> SystemSpec:
+    """``system`` with hardware values (``"section.key"`` -> file units) written in and checked
+    like a file: the loaded-spec counterpart of :func:`cpo_opt.inputs.schema.with_fields`."""
+    if not hardware:
+        return system
+    values = {k: dict(v) for k, v in system.values.items()}
+    for key, v in hardware.items():
+        section, name = key.split(".", 1)
+        values[section][name] = int(round(v)) if float(v).is_integer() else float(v)
+    return load_system(values, where=system.origin)
 
 
 def load_plan(ref: Any, model: ModelSpec, system: SystemSpec,

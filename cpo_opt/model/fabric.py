@@ -34,9 +34,9 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from cpo_opt import constants as C
-from cpo_opt import smooth
-from cpo_opt.config import System
+from cpo_opt.model import constants as C
+from cpo_opt.model import smooth
+from cpo_opt.model.config import System
 
 
 def domain_gpus(system: System, temperature: float = 0.0):

@@ -1,7 +1,7 @@
 """One evaluation of the exact model, and its result in the units of the JSON contract.
 
 ``evaluate(model_spec, system_spec, plan_spec, tokens)`` runs the jitted
-:func:`cpo_opt.step.step_time` and converts its SI pytree into the SPEC's ``evaluate --json``
+:func:`cpo_opt.model.step.step_time` and converts its SI pytree into the SPEC's ``evaluate --json``
 object (seconds, GB, TFLOP/s, days). Nothing here prints.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from cpo_opt import transformer
-from cpo_opt.inputs import ModelSpec, PlanSpec, SystemSpec
-from cpo_opt.step import StepTime, step_time
+from cpo_opt.model import transformer
+from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
+from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time
 
 SECONDS_PER_DAY = 86400.0
 BITS_PER_BYTE = 8.0
@@ -23,7 +23,7 @@ BITS_PER_BYTE = 8.0
 
 @functools.partial(jax.jit, static_argnames="temperature")
 def step_time_jit(model, system, plan, temperature: float = 0.0) -> StepTime:
-    """:func:`cpo_opt.step.step_time` under ``jax.jit`` (one compilation per dtype/shape)."""
+    """:func:`cpo_opt.model.step.step_time` under ``jax.jit`` (one compilation per dtype/shape)."""
     return step_time(model, system, plan, temperature)
 
 
@@ -51,9 +51,7 @@ def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpe
     resolved["microbatches"] = int(round(_f(r.microbatches)))
     out_d: dict[str, Any] = {
         "step_time_s": step,
-        "breakdown_s": {k: _f(getattr(b, k)) for k in (
-            "compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
-            "optimizer", "other")},
+        "breakdown_s": {k: _f(getattr(b, k)) for k in BREAKDOWN_PARTS},
         "compute_detail_s": {k: _f(getattr(r.compute_detail, k)) for k in (
             "gemm", "attention", "memory_bound", "recompute")},
         "tokens_per_s": _f(r.tokens_per_s),

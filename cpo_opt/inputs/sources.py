@@ -16,7 +16,7 @@ import re
 import tomllib
 from typing import Any
 
-PRESETS_DIR = pathlib.Path(__file__).parent / "presets"
+PRESETS_DIR = pathlib.Path(__file__).parent.parent / "presets"
 """Root of the shipped presets (tests point it elsewhere)."""
 
 KINDS: dict[str, str] = {
@@ -38,6 +38,15 @@ class InputError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class ArgumentError(InputError):
+    """A bad argument of a library function. ``str()`` is ``<argument>: <rule>``; the command
+    line shows the same rule under its flag (``global_batch`` -> ``--global-batch``)."""
+
+    def __init__(self, argument: str, rule: str):
+        self.argument, self.rule = argument, " ".join(str(rule).split())
+        super().__init__(f"{argument}: {self.rule}")
 
 
 @dataclasses.dataclass(frozen=True)

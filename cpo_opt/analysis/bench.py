@@ -1,9 +1,9 @@
 """Steady-state rate of the exact model on many distinct valid plans (``cpo-opt bench``).
 
-Plans are drawn from the discrete plan space (:mod:`cpo_opt.lattice`) of the model on the
+Plans are drawn from the discrete plan space (:mod:`cpo_opt.search.lattice`) of the model on the
 system; when the space has fewer plans than requested, copies with larger (still valid)
 global batches make every evaluated plan distinct. The timed function is
-``jit(vmap(step_time))`` returning the full :class:`~cpo_opt.step.StepTime` (every field,
+``jit(vmap(step_time))`` returning the full :class:`~cpo_opt.model.step.StepTime` (every field,
 the same function ``evaluate`` runs), with model and system fixed; batches are on the device
 before timing starts and every result is blocked on. Compilation is timed separately.
 """
@@ -17,19 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt import lattice, schema
-from cpo_opt.inputs import ModelSpec, SystemSpec
+from cpo_opt.search import lattice
+from cpo_opt.inputs import schema
+from cpo_opt.inputs.loaders import ModelSpec, SystemSpec
 from cpo_opt.search.batching import batch_sharding
-from cpo_opt.step import step_time
+from cpo_opt.model.step import step_time
 
 
 def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:
-    """A global batch of at least ``schema.DEFAULT_BATCH_TOKENS`` tokens that every
-    power-of-two ``micro_batch * dp`` up to the cluster size divides."""
+    """:func:`schema.default_global_batch` with ``unit = gpus * MAX_MICRO_BATCH``, so that every
+    power-of-two ``micro_batch * dp`` of the lattice divides it."""
     gpus = int(system.values["cluster"]["gpus"])
-    unit = gpus * lattice.MAX_MICRO_BATCH
-    seq = int(model.values["model"]["seq_len"])
-    return unit * max(1, -(-schema.DEFAULT_BATCH_TOKENS // (seq * unit)))
+    return schema.default_global_batch(gpus, int(model.values["model"]["seq_len"]),
+                                       gpus * lattice.MAX_MICRO_BATCH)
 
 
 def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
@@ -49,8 +49,9 @@ def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
 def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int = 1 << 18,
           dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
     """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object."""
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("bench: dtype='float64' needs float64 enabled by the caller "
+                         "(cpo_opt.runtime.setup(x64=True)); library code never sets it")
     dt = jnp.float64 if dtype == "float64" else jnp.float32
     batch = min(batch, n)
     n = (n // batch) * batch

@@ -9,7 +9,7 @@ and ``bench``) is every combination of
 * ``micro_batch``: powers of two up to 16 dividing ``global_batch / dp``;
 * ``recompute``: none, selective, full; ``zero``: 0..3;
 
-that satisfies every plan rule of SPEC.md (the same rules :mod:`cpo_opt.plan_rules` applies to
+that satisfies every plan rule of SPEC.md (the same rules :mod:`cpo_opt.inputs.plan_rules` applies to
 files; a test checks the two agree). ``sequence_parallel`` is on when ``tp > 1``; the dtype,
 attention kernel and overlap switches are fixed by the caller.
 """
@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt import schema
-from cpo_opt.config import Plan
+from cpo_opt.inputs import schema
+from cpo_opt.model.config import Plan
 
 COLUMNS = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "recompute", "zero")
 MAX_TP, MAX_CP, MAX_ETP, MAX_VPP, MAX_MICRO_BATCH = 128, 64, 8, 8, 16
@@ -55,7 +55,7 @@ def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: d
     """Which rows of plan columns satisfy every plan rule of SPEC.md (vectorized).
 
     ``cols`` holds integer arrays for :data:`COLUMNS` and ``global_batch``; ``dp`` is derived.
-    The same rules as :mod:`cpo_opt.plan_rules` (a test checks they agree).
+    The same rules as :mod:`cpo_opt.inputs.plan_rules` (a test checks they agree).
     """
     m, moe = model_values["model"], model_values.get("model.moe")
     gpus = int(system_values["cluster"]["gpus"])

@@ -5,10 +5,10 @@ thousands of candidates run under one ``vmap`` and one compilation, and so that 
 differentiated. Choices that are discrete in reality (recompute policy, ZeRO stage, dtype,
 booleans) are also numeric leaves holding small integer codes; the step-time formulas select
 with ``jnp.where`` and never branch on them in Python, so one compiled function serves every
-plan. Nothing here validates: input checks live in :mod:`cpo_opt.schema` and run on the host
+plan. Nothing here validates: input checks live in :mod:`cpo_opt.inputs.schema` and run on the host
 before anything is traced (JAX rebuilds these classes on tracers).
 
-File units (GB/s, TFLOP/s, us, pJ/bit) are converted at the edge by :mod:`cpo_opt.schema`.
+File units (GB/s, TFLOP/s, us, pJ/bit) are converted at the edge by :mod:`cpo_opt.inputs.schema`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ DTYPE_CODES = {"bf16": 0, "fp8": 1}
 """Numeric codes of the ``dtype`` plan field (stored as ``Plan.fp8``)."""
 
 
-def _pytree(cls):
+def pytree(cls):
+    """Register ``cls`` as a frozen dataclass pytree whose fields are all leaves."""
     return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
 
 
-@_pytree
+@pytree
 class Model:
     """A dense or Mixture-of-Experts decoder-only transformer.
 
@@ -66,7 +67,7 @@ class Model:
     v_head_dim: Array
 
 
-@_pytree
+@pytree
 class GPU:
     """One GPU package: tensor-core peaks in FLOP/s, HBM in bytes and bytes/s."""
 
@@ -78,7 +79,7 @@ class GPU:
     power_w: Array
 
 
-@_pytree
+@pytree
 class Fabric:
     """One network tier, seen from one GPU.
 
@@ -105,7 +106,7 @@ class Fabric:
     max_domain_size: Array
 
 
-@_pytree
+@pytree
 class System:
     """A cluster of identical GPUs on a two-tier fabric."""
 
@@ -115,7 +116,7 @@ class System:
     gpus: Array
 
 
-@_pytree
+@pytree
 class Plan:
     """A parallel training plan (Megatron-style).
 

@@ -2,7 +2,7 @@
 
 ``step_time(model, system, plan) -> StepTime`` is the one pure entry point. It is jit- and
 vmap-friendly (every input is a numeric pytree leaf) and differentiable in every leaf. With
-``temperature > 0`` the same formulas run with smooth surrogates (see :mod:`cpo_opt.smooth`);
+``temperature > 0`` the same formulas run with smooth surrogates (see :mod:`cpo_opt.model.smooth`);
 that is the relaxed model the optimizer descends.
 
 Step structure (Megatron-LM, 1F1B or interleaved 1F1B pipeline, Narayanan et al. 2021):
@@ -48,21 +48,23 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from cpo_opt import compute, fabric, layer_costs, smooth, transformer
-from cpo_opt.config import Model, Plan, System
-from cpo_opt.dims import Dims, dims
-from cpo_opt.fabric import NO_COMM, Comm
-from cpo_opt.memory import Memory, local_params, memory
-from cpo_opt.switch import known
+from cpo_opt.model import compute
+from cpo_opt.model import fabric
+from cpo_opt.model import layer_costs
+from cpo_opt.model import smooth
+from cpo_opt.model import transformer
+from cpo_opt.model.config import Model, Plan, System, pytree
+from cpo_opt.model.dims import Dims, dims
+from cpo_opt.model.fabric import NO_COMM, Comm
+from cpo_opt.model.memory import Memory, local_params, memory
+from cpo_opt.model.switch import known
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
 gradient (16), write master, m, v (12) and the bf16 weight (2)."""
 
-def _pytree(cls):
-    return jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(cls))
 
-@_pytree
+@pytree
 class Breakdown:
     """Exposed seconds of each part of one step; they add up to the step time."""
 
@@ -79,7 +81,11 @@ class Breakdown:
     def total(self):
         return sum(getattr(self, f.name) for f in dataclasses.fields(self))
 
-@_pytree
+
+BREAKDOWN_PARTS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Breakdown))
+"""The parts of :class:`Breakdown` in order: the one list every report, table and plot uses."""
+
+@pytree
 class ComputeDetail:
     """Kernel seconds per step by kind (inside ``breakdown.compute``)."""
 
@@ -88,14 +94,14 @@ class ComputeDetail:
     memory_bound: object
     recompute: object
 
-@_pytree
+@pytree
 class Traffic:
     """Bytes one GPU sends per step over each tier (for energy and link utilisation)."""
 
     scale_up_bytes: object
     scale_out_bytes: object
 
-@_pytree
+@pytree
 class StepTime:
     """Result of :func:`step_time`; SI units (seconds, bytes, FLOP)."""
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from cpo_opt import constants as C
-from cpo_opt.config import GPU, Plan
+from cpo_opt.model import constants as C
+from cpo_opt.model.config import GPU, Plan
 
 
 def matmul_peak(gpu: GPU, plan: Plan):

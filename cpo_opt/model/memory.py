@@ -34,10 +34,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from cpo_opt import constants as C
-from cpo_opt import layer_costs, smooth, transformer
-from cpo_opt.config import Model, Plan, System
-from cpo_opt.dims import Dims
+from cpo_opt.model import constants as C
+from cpo_opt.model import layer_costs
+from cpo_opt.model import smooth
+from cpo_opt.model import transformer
+from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.dims import Dims
 
 BF16 = 2.0
 

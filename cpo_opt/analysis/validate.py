@@ -3,7 +3,7 @@
 The default cases file is the shipped copy of the public calibration set
 (``cpo_opt/data/megatron-a100.toml``: Korthikanti et al. 2022 Table 5 and Narayanan et al. 2021
 Table 1 on A100). Every case runs through the same jitted exact model with the same constants
-(:mod:`cpo_opt.constants`); ``error = predicted / measured - 1``.
+(:mod:`cpo_opt.model.constants`); ``error = predicted / measured - 1``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from cpo_opt.evaluate import step_time_jit
-from cpo_opt.inputs import Case, load_cases
+from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.model.step import BREAKDOWN_PARTS
+from cpo_opt.inputs.loaders import Case, load_cases
 
-DEFAULT_CASES = pathlib.Path(__file__).parent / "data" / "megatron-a100.toml"
+DEFAULT_CASES = pathlib.Path(__file__).parent.parent / "data" / "megatron-a100.toml"
 
 
 def _group(case_id: str) -> str:
@@ -45,9 +46,7 @@ def validate_cases(cases: list[Case]) -> dict[str, Any]:
             "measured_step_time_s": c.measured_step_time_s,
             "error": err,
             "mfu": float(r.mfu),
-            "breakdown_s": {k: float(getattr(r.breakdown, k)) for k in (
-                "compute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble",
-                "optimizer", "other")},
+            "breakdown_s": {k: float(getattr(r.breakdown, k)) for k in BREAKDOWN_PARTS},
             "source": c.source,
         })
         groups.setdefault(_group(c.id), []).append(err)
