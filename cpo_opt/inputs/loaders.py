@@ -32,6 +32,7 @@ from typing import Any
 from cpo_opt.inputs import plan_rules
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
+from cpo_opt.model.constants import constants_for
 from cpo_opt.inputs.schema import Key
 from cpo_opt.inputs.sources import (ArgumentError, InputError, check_top, list_presets, preset_path, read_document,
                              resolve, table_of)
@@ -62,6 +63,8 @@ class SystemSpec:
     gpu_name: str
     origin: str
     values: dict
+    constants: dict | None = None
+    """The constants table the system was loaded with (None: the shipped constants)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,21 +186,26 @@ SYSTEM_TABLES = ("gpu", "scale_up", "scale_out", "cluster")
 
 
 def load_system(ref: Any, where: str | None = None,
-                overrides: dict[str, Any] | None = None) -> SystemSpec:
+                overrides: dict[str, Any] | None = None,
+                constants: dict[str, dict[str, float]] | None = None) -> SystemSpec:
     """Load a system; ``overrides`` (``--set``) replace file values before defaults are filled.
 
     ``overrides`` maps ``"section.key"`` to a string (parsed with the key's type) or a value.
+    ``constants`` is a constants table (``--constants``; see
+    :func:`cpo_opt.model.constants.constants_for`) replacing the shipped efficiency constants.
     """
-    return _load_system(ref, where, overrides=overrides)
+    return _load_system(ref, where, overrides=overrides, constants=constants)
 
 
-def _load_system(ref, where=None, base=None, context=None, overrides=None) -> SystemSpec:
+def _load_system(ref, where=None, base=None, context=None, overrides=None,
+                 constants=None) -> SystemSpec:
     src = resolve(ref, "systems", where, base, context)
-    return system_from_doc(src.doc, src.where, src.name, overrides)
+    return system_from_doc(src.doc, src.where, src.name, overrides, constants)
 
 
 def system_from_doc(doc: Any, where: str, name: str,
-                    overrides: dict[str, Any] | None = None) -> SystemSpec:
+                    overrides: dict[str, Any] | None = None,
+                    constants: dict[str, dict[str, float]] | None = None) -> SystemSpec:
     """A system from a document holding ``gpu``, ``scale_up``, ``scale_out``, ``cluster``."""
     doc = table_of({"system": doc}, "system", where)
     check_top(doc, SYSTEM_TABLES, where)
@@ -205,7 +213,8 @@ def system_from_doc(doc: Any, where: str, name: str,
     raw["gpu"] = _gpu_with_preset(raw["gpu"], where)
     _apply_overrides(raw, overrides or {})
     values = {section: resolve_table(section, raw[section], where) for section in SYSTEM_TABLES}
-    return SystemSpec(_build_system(values), name, values["gpu"]["name"], where, values)
+    return SystemSpec(_build_system(values, constants), name, values["gpu"]["name"], where,
+                      values, constants)
 
 
 def _gpu_with_preset(gpu: dict, where: str) -> dict:
@@ -242,13 +251,14 @@ def _apply_overrides(raw: dict[str, dict], overrides: dict[str, Any]) -> None:
             raw[section][name] = check_value(key, value, "--set", dotted)
 
 
-def _build_system(values: dict) -> System:
+def _build_system(values: dict, constants: dict | None = None) -> System:
     gpu = {"matmul_flops_fp8": 0.0, **to_si(schema.GPU_KEYS, values["gpu"])}
     gpus = float(values["cluster"]["gpus"])
     scale_up = to_si(schema.SCALE_UP_KEYS, values["scale_up"])
     scale_out = to_si(schema.SCALE_OUT_KEYS, values["scale_out"])
     return System(gpu=GPU(**gpu), scale_up=Fabric(**scale_up),
-                  scale_out=Fabric(domain_size=gpus, **scale_out), gpus=gpus)
+                  scale_out=Fabric(domain_size=gpus, **scale_out), gpus=gpus,
+                  constants=constants_for(values["gpu"]["name"], constants))
 
 
 # --------------------------------------------------------------------------- plan
@@ -268,7 +278,7 @@ def system_with(system: SystemSpec, hardware: dict[str, float]) -> SystemSpec:
     for key, v in hardware.items():
         section, name = key.split(".", 1)
         values[section][name] = int(round(v)) if float(v).is_integer() else float(v)
-    return load_system(values, where=system.origin)
+    return load_system(values, where=system.origin, constants=system.constants)
 
 
 def load_plan(ref: Any, model: ModelSpec, system: SystemSpec,

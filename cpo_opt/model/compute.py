@@ -19,13 +19,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from cpo_opt.model import constants as C
-from cpo_opt.model.config import GPU, Plan
+from cpo_opt.model.config import Plan, System
 
 
-def matmul_peak(gpu: GPU, plan: Plan):
+def matmul_peak(system: System, plan: Plan):
     """Achievable tensor throughput in FLOP/s for the plan's dtype (before shape effects)."""
-    bf16 = gpu.matmul_flops_bf16 * C.GEMM_EFF_BF16
-    fp8 = gpu.matmul_flops_fp8 * C.GEMM_EFF_FP8
+    gpu, k = system.gpu, system.constants
+    bf16 = gpu.matmul_flops_bf16 * k.gemm_eff_bf16
+    fp8 = gpu.matmul_flops_fp8 * k.gemm_eff_fp8
     return jnp.where(plan.fp8 > 0, fp8, bf16)
 
 
@@ -40,7 +41,7 @@ def shape_factor(m, n, k):
     return (m / (m + d0)) * (n / (n + d0)) * (k / (k + d0))
 
 
-def gemm_time(m, n, k, gpu: GPU, plan: Plan, out_bytes=2.0):
+def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0):
     """Seconds for one ``(m x k) @ (k x n)`` GEMM on one GPU (smooth roofline).
 
     ``t_flop = 2 m n k / (peak f(m) f(n) f(k))`` is evaluated in the equal, division-free form
@@ -50,10 +51,10 @@ def gemm_time(m, n, k, gpu: GPU, plan: Plan, out_bytes=2.0):
     """
     d0 = C.GEMM_TILE_DIM
     m, n, k = jnp.maximum(m, 1.0), jnp.maximum(n, 1.0), jnp.maximum(k, 1.0)
-    t_flop = 2.0 * (m + d0) * (n + d0) * (k + d0) * (1.0 / matmul_peak(gpu, plan))
+    t_flop = 2.0 * (m + d0) * (n + d0) * (k + d0) * (1.0 / matmul_peak(system, plan))
     nbytes = input_bytes(plan) * (m * k + k * n) + out_bytes * m * n
-    t_mem = nbytes * (1.0 / (C.HBM_EFF * gpu.hbm_bandwidth))
-    return roofline(t_flop, t_mem) + C.KERNEL_OVERHEAD_S
+    t_mem = nbytes * (1.0 / (system.constants.hbm_eff * system.gpu.hbm_bandwidth))
+    return roofline(t_flop, t_mem) + system.constants.kernel_overhead_s
 
 
 def roofline(t_flop, t_mem):
@@ -65,18 +66,18 @@ def roofline(t_flop, t_mem):
     return tmax * jnp.sqrt(jnp.sqrt(1.0 + r2 * r2))
 
 
-def gemm_fwd_bwd_time(m, n, k, gpu: GPU, plan: Plan):
+def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan):
     """Forward and backward seconds of one linear layer applied to ``m`` tokens.
 
     Returns ``(t_fwd, t_bwd)`` with ``t_bwd`` = input-gradient GEMM + weight-gradient GEMM.
     """
-    fwd = gemm_time(m, n, k, gpu, plan)
-    dgrad = gemm_time(m, k, n, gpu, plan)
-    wgrad = gemm_time(k, n, m, gpu, plan, out_bytes=8.0)
+    fwd = gemm_time(m, n, k, system, plan)
+    dgrad = gemm_time(m, k, n, system, plan)
+    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0)
     return fwd, dgrad + wgrad
 
 
-def attention_core_time(flops_fwd, q_tokens, head_dim, gpu: GPU):
+def attention_core_time(flops_fwd, q_tokens, head_dim, system: System):
     """Forward and backward seconds of the flash-attention core.
 
     ``t_fwd = F / (ATTN_EFF_FWD peak_bf16 f(q_tokens) f(head_dim))`` and
@@ -86,12 +87,13 @@ def attention_core_time(flops_fwd, q_tokens, head_dim, gpu: GPU):
     """
     d0 = C.GEMM_TILE_DIM
     fill = (q_tokens / (q_tokens + d0)) * (head_dim / (head_dim + d0))
-    peak = gpu.matmul_flops_bf16 * fill
-    fwd = flops_fwd / (C.ATTN_EFF_FWD * peak) + C.KERNEL_OVERHEAD_S
-    bwd = C.ATTN_BWD_FLOP_RATIO * flops_fwd / (C.ATTN_EFF_BWD * peak) + C.KERNEL_OVERHEAD_S
+    peak = system.gpu.matmul_flops_bf16 * fill
+    k = system.constants
+    fwd = flops_fwd / (k.attn_eff_fwd * peak) + k.kernel_overhead_s
+    bwd = C.ATTN_BWD_FLOP_RATIO * flops_fwd / (k.attn_eff_bwd * peak) + k.kernel_overhead_s
     return fwd, bwd
 
 
-def memory_time(nbytes, gpu: GPU):
+def memory_time(nbytes, system: System):
     """Seconds to stream ``nbytes`` through HBM (memory-bound kernels)."""
-    return nbytes * (1.0 / (C.HBM_EFF * gpu.hbm_bandwidth))
+    return nbytes * (1.0 / (system.constants.hbm_eff * system.gpu.hbm_bandwidth))

@@ -108,12 +108,17 @@ class Fabric:
 
 @pytree
 class System:
-    """A cluster of identical GPUs on a two-tier fabric."""
+    """A cluster of identical GPUs on a two-tier fabric.
+
+    ``constants`` is the :class:`~cpo_opt.model.constants.Constants` pytree of achievable
+    efficiencies and overheads for this GPU (per generation; ``calibrate`` fits them).
+    """
 
     gpu: GPU
     scale_up: Fabric
     scale_out: Fabric
     gpus: Array
+    constants: Any
 
 
 @pytree

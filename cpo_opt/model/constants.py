@@ -1,9 +1,22 @@
-"""Physical efficiency constants: one set, the same for every case, GPU and fabric.
+"""Physical efficiency constants: achievable fractions of peak and fixed overheads.
 
 Each is an achievable fraction of a datasheet peak or a fixed overhead, chosen from published
 micro-benchmarks and then checked (not tuned per case) against the calibration set
 (``cpo-opt validate``). Changing one changes every prediction.
+
+The calibratable ones travel through the traced model as the :class:`Constants` pytree, a
+field of :class:`~cpo_opt.model.config.System` (``system.constants``), so that
+``calibrate`` can differentiate the model with respect to them and a constants file can key
+them per GPU generation. The module-level names below are the shipped defaults
+(:data:`DEFAULTS`); ``GEMM_TILE_DIM``, ``ROOFLINE_P`` and ``ATTN_BWD_FLOP_RATIO`` describe the
+kernels' shape and stay fixed.
 """
+
+from __future__ import annotations
+
+import dataclasses
+
+from cpo_opt.model.config import Array, pytree
 
 # --- tensor-core GEMMs --------------------------------------------------------------------
 GEMM_EFF_BF16 = 0.75
@@ -60,3 +73,79 @@ rate in nccl-tests at large messages)."""
 # --- memory ----------------------------------------------------------------------------------
 RESERVED_BYTES = 3e9
 """HBM not available to the model: CUDA context, NCCL buffers, allocator fragmentation."""
+
+
+# --- the calibratable set ---------------------------------------------------------------------
+@pytree
+class Constants:
+    """The model's calibratable constants (SI units), one pytree so they can be traced."""
+
+    gemm_eff_bf16: Array
+    gemm_eff_fp8: Array
+    attn_eff_fwd: Array
+    attn_eff_bwd: Array
+    hbm_eff: Array
+    kernel_overhead_s: Array
+    link_eff_scale_up: Array
+    link_eff_scale_out: Array
+    reserved_bytes: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Info:
+    """What a constant is: its shipped value, unit (``"fraction"``: 0 < value <= 1, else a
+    positive quantity in that SI unit) and the module-level name documenting its source."""
+
+    default: float
+    unit: str
+    doc_name: str
+
+
+INFO: dict[str, Info] = {
+    "gemm_eff_bf16": Info(GEMM_EFF_BF16, "fraction", "GEMM_EFF_BF16"),
+    "gemm_eff_fp8": Info(GEMM_EFF_FP8, "fraction", "GEMM_EFF_FP8"),
+    "attn_eff_fwd": Info(ATTN_EFF_FWD, "fraction", "ATTN_EFF_FWD"),
+    "attn_eff_bwd": Info(ATTN_EFF_BWD, "fraction", "ATTN_EFF_BWD"),
+    "hbm_eff": Info(HBM_EFF, "fraction", "HBM_EFF"),
+    "kernel_overhead_s": Info(KERNEL_OVERHEAD_S, "s", "KERNEL_OVERHEAD_S"),
+    "link_eff_scale_up": Info(LINK_EFF_SCALE_UP, "fraction", "LINK_EFF_SCALE_UP"),
+    "link_eff_scale_out": Info(LINK_EFF_SCALE_OUT, "fraction", "LINK_EFF_SCALE_OUT"),
+    "reserved_bytes": Info(RESERVED_BYTES, "bytes", "RESERVED_BYTES"),
+}
+"""Every field of :class:`Constants` with its default and unit, in field order."""
+
+assert tuple(INFO) == tuple(f.name for f in dataclasses.fields(Constants))
+
+DEFAULTS = Constants(**{name: info.default for name, info in INFO.items()})
+"""The shipped constants, before any per-generation value."""
+
+GENERATIONS = ("ampere", "hopper", "blackwell", "rubin")
+"""GPU generations a constants table may key values by (besides GPU preset names)."""
+
+GENERATION_DEFAULTS: dict[str, dict[str, float]] = {}
+"""Shipped per-generation values that differ from :data:`DEFAULTS` (none yet)."""
+
+
+def generation_of(gpu_name: str) -> str | None:
+    """The generation of a GPU from its name (``"H100-SXM"`` -> ``"hopper"``), or None."""
+    n = str(gpu_name).lower()
+    for gen, marks in (("ampere", ("a100", "a800", "a30")),
+                       ("hopper", ("h100", "h800", "h200", "h20", "gh200")),
+                       ("blackwell", ("b200", "gb200", "b300", "gb300", "b100")),
+                       ("rubin", ("rubin", "r100", "vr200"))):
+        if any(m in n for m in marks):
+            return gen
+    return None
+
+
+def constants_for(gpu_name: str, table: dict[str, dict[str, float]] | None = None) -> Constants:
+    """The constants for a GPU: defaults, then the shipped per-generation values, then
+    ``table`` (a constants file: ``{"*": {...}, "hopper": {...}, "H100-SXM": {...}}``), each
+    later and more specific level overriding the earlier (global < generation < GPU name)."""
+    values = {name: info.default for name, info in INFO.items()}
+    gen = generation_of(gpu_name)
+    values.update(GENERATION_DEFAULTS.get(gen or "", {}))
+    if table:
+        for level in ("*", gen or "", str(gpu_name)):
+            values.update(table.get(level, {}))
+    return Constants(**values)

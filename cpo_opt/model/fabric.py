@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from cpo_opt.model import constants as C
 from cpo_opt.model import smooth
 from cpo_opt.model.config import System
 
@@ -53,12 +52,12 @@ def members_in_domain(group, stride, system: System, temperature: float = 0.0):
 def _s_per_byte_up(system: System):
     """Seconds per byte on the scale-up tier (achievable bandwidth), as a reciprocal so the
     many transfers of a plan multiply instead of dividing."""
-    return 1.0 / (system.scale_up.bandwidth * C.LINK_EFF_SCALE_UP)
+    return 1.0 / (system.scale_up.bandwidth * system.constants.link_eff_scale_up)
 
 
 def _s_per_byte_out(system: System):
     """Seconds per byte on the scale-out tier (achievable bandwidth)."""
-    return 1.0 / (system.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT)
+    return 1.0 / (system.scale_out.bandwidth * system.constants.link_eff_scale_out)
 
 
 def _log2(x):

@@ -120,12 +120,12 @@ class _GemmTable:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
                     for i in range(4)]
             m, n, k, count = cols
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
             times = [(fwd[i] * count[i], bwd[i] * count[i]) for i in range(len(self.rows))]
         else:
             times = []
             for m, n, k, count in self.rows:
-                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system.gpu, plan)
+                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
                 times.append((fwd * count, bwd * count))
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
@@ -190,36 +190,36 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     def flash_core():
         flops = plan.micro_batch * model.seq_len * transformer.attention_core_flops_per_token(
             model) / (plan.cp * tp)
-        f, b = compute.attention_core_time(flops, s_q, d.dqk, system.gpu)
+        f, b = compute.attention_core_time(flops, s_q, d.dqk, system)
         return Kernels(attn_fwd=f, attn_bwd=b)
 
     def materialized_core():
         scores = b_heads * s_q * model.seq_len
         f = k["core"].gemm_fwd + compute.memory_time(
-            scores * (4.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
+            scores * (4.0 + 5.0 * UNFUSED_DROPOUT), system)
         b = k["core"].gemm_bwd + compute.memory_time(
-            scores * (6.0 + 5.0 * UNFUSED_DROPOUT), system.gpu)
+            scores * (6.0 + 5.0 * UNFUSED_DROPOUT), system)
         selective = jnp.where(plan.recompute == 1, 1.0, 0.0)  # recompute the core forward
         return Kernels(attn_fwd=f, attn_bwd=b + selective * f)
 
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
     attention = (k["attention"] + mix(flash, flash_core, materialized_core)
-                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system.gpu)))
+                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system)))
 
     act = BF16 * (2.0 + model.gated_ffn)
     dense = k["dense_ffn"] + Kernels(elem_fwd=compute.memory_time(
-        act * model.ffn_hidden / tp * t, system.gpu))
+        act * model.ffn_hidden / tp * t, system))
 
     def moe_elementwise():
         act_tokens = m_e * local
         nbytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
                   + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
-        return Kernels(elem_fwd=compute.memory_time(nbytes, system.gpu))
+        return Kernels(elem_fwd=compute.memory_time(nbytes, system))
 
     moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(
-        6.0 * t * model.vocab / tp, system.gpu))
+        6.0 * t * model.vocab / tp, system))
     return Blocks(attention, dense, moe_ffn, output)
 
 

@@ -34,7 +34,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from cpo_opt.model import constants as C
 from cpo_opt.model import layer_costs
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
@@ -134,5 +133,5 @@ def memory(model: Model, system: System, plan: Plan, d: Dims,
     """HBM bytes per GPU on the most loaded rank."""
     w, g, o = model_state(model, plan, d)
     act = activations(model, plan, d, temperature)
-    reserved = C.RESERVED_BYTES + 0.0 * system.gpu.hbm_bytes
+    reserved = system.constants.reserved_bytes + 0.0 * system.gpu.hbm_bytes
     return Memory(w, g, o, act, reserved, w + g + o + act + reserved)

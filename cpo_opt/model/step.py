@@ -248,7 +248,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     z1 = plan.zero >= 1
     updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
                + experts / jnp.where(z1, d.edp, 1.0))
-    optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system.gpu)
+    optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
     other = 2.0 * fabric.reduce_scatter_on(8.0, pl.world, system).time  # grad-norm / loss
 
     breakdown = Breakdown(
