@@ -1,9 +1,20 @@
-"""Shared fixtures: float64 JAX for gradient checks, and loaders for presets."""
+"""Shared fixtures and the test session's JAX settings.
 
-import jax
+The test session is an entry point, so it configures JAX the way ``cpo-opt`` does
+(:func:`cpo_opt.runtime.setup`): float64 on (gradient checks and searches run in float64) and
+the persistent compilation cache on, in ``CPO_OPT_CACHE_DIR`` (default
+``~/.cache/cpo-opt/jax``; empty disables it), shared with the CLI, the notebooks and the
+subprocess tests. Warm, the suite skips most XLA compilation; a cold cache only costs time.
+
+Tests marked ``slow`` (large searches, the study run, notebooks, subprocesses) are left out of
+the fast loop ``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
+"""
+
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+from cpo_opt import runtime
+
+runtime.setup(x64=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import chex
 import numpy as np
 import pytest
 
 from cpo_opt.analysis.validate import validate_file
+from cpo_opt.cli.main import main
 
 CASE_KEYS = {"id", "predicted_step_time_s", "measured_step_time_s", "error"}
 
@@ -27,6 +27,8 @@ def test_validate_covers_the_18_published_cases(result):
 
 
 def test_errors_are_predicted_over_measured_minus_one(result):
+    chex.assert_tree_all_finite([[c["predicted_step_time_s"], c["error"]]
+                                 for c in result["cases"]])
     errs = []
     for c in result["cases"]:
         assert CASE_KEYS <= set(c)
@@ -51,13 +53,14 @@ def test_korthikanti_cases_beat_calculons_published_validation(result):
     assert np.max(errs) < 0.0887, errs
 
 
-def test_cli_validate_json_prints_one_object(result):
-    proc = subprocess.run([sys.executable, "-m", "cpo_opt", "validate", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    obj = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+def test_cli_validate_json_prints_one_object(result, capsys):
+    """The command in-process (``main(argv)``); tests/test_sensitivity.py runs it as a process."""
+    code = main(["validate", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    obj = json.loads(out.out)  # the whole of stdout is one JSON document
     assert isinstance(obj, dict)
-    assert proc.stdout.strip().startswith("{") and proc.stdout.strip().endswith("}")
+    assert out.out.strip().startswith("{") and out.out.strip().endswith("}")
     assert {"cases", "mean_abs_error", "max_abs_error"} <= set(obj)
     assert len(obj["cases"]) == 18
     for got, ref in zip(obj["cases"], result["cases"]):

@@ -17,9 +17,7 @@ from cpo_opt.inputs import sources
 from cpo_opt.inputs.loaders import InputError
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-_CALIBRATION_PATHS = [pathlib.Path("/work/shared/calibration/megatron-a100.toml"),
-                      _ROOT / "cpo_opt/data/megatron-a100.toml",
-                      _ROOT / "calibration/megatron-a100.toml"]
+_CALIBRATION_PATHS = [_ROOT / "cpo_opt/data/megatron-a100.toml"]  # the shipped copy
 CALIBRATION = next((p for p in _CALIBRATION_PATHS if p.exists()), None)
 
 MODEL = {"model": {"name": "tiny", "layers": 8, "hidden": 1024, "heads": 16, "ffn_hidden": 4096,

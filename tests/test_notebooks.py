@@ -12,6 +12,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="nbformat not installed (pip install -e .[test])")
 nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e .[test])")
 
+pytestmark = pytest.mark.slow  # each notebook runs searches in a fresh kernel
+
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 TIMEOUT_S = 600  # per cell; a cold compile cache makes the first searches slow
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
+import chex
 import numpy as np
 import pytest
 
@@ -136,6 +140,7 @@ def test_result_covers_every_field_with_consistent_elasticities(scenario, name):
     step = r["step_time_s"]
     for key in ("values", "gradients", "elasticities", "units"):
         assert list(r[key]) == list(FIELDS), key
+    chex.assert_tree_all_finite([r["gradients"], r["elasticities"], r["values"]])
     for f in FIELDS:
         assert np.isfinite(r["gradients"][f]), f
         assert r["elasticities"][f] == pytest.approx(
@@ -219,12 +224,31 @@ def test_cli_text_table(capsys):
     assert "scale_up.bandwidth_GB_s" in out and "days" in out
 
 
+def _console_script() -> str | None:
+    """The installed ``cpo-opt`` script: beside this interpreter, else on PATH."""
+    here = pathlib.Path(sys.executable).parent / "cpo-opt"
+    return str(here) if here.exists() else shutil.which("cpo-opt")
+
+
 def test_cli_bad_field_exits_2_with_one_line():
+    """The one test of the real processes: ``python -m cpo_opt`` and the ``cpo-opt`` console
+    script start, exit 2 on a bad field with one line on stderr, and print JSON on success.
+    (Every other CLI test calls ``main(argv)`` in-process.)"""
     cmd = [sys.executable, "-m", "cpo_opt", "sensitivity", "--model", "megatron-1t",
            "--system", "dgx-a100-selene", "--plan", "megatron-1t-3072",
            "--set", "scale_up.bandwdth_GB_s=900", "--json"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(pathlib.Path(__file__).resolve().parents[1])]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 2
     assert p.stdout == ""
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "scale_up.bandwdth_GB_s" in lines[0], p.stderr
+    script = _console_script()
+    if script is None:
+        pytest.skip("the cpo-opt console script is not installed (pip install -e .)")
+    ok = subprocess.run([script, "presets", "--json"], capture_output=True, text=True,
+                        timeout=120, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "megatron-1t" in json.dumps(json.loads(ok.stdout))

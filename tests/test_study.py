@@ -2,15 +2,15 @@
 
 One ``reproduce(mode="tiny")`` run (config1 and config4 headline, config4 swept at two
 points, one co-design budget) serves every test. It uses the persistent compilation cache
-(``CPO_OPT_CACHE_DIR``, default ``~/.cache/cpo-opt/jax``) like the CLI: warm it runs in about
-20 s; on a machine that has never compiled the searches the first run pays about a minute
-of XLA compilation per search function.
+(``CPO_OPT_CACHE_DIR``, default ``~/.cache/cpo-opt/jax``, turned on in conftest.py) like the
+CLI: warm it runs in about 20 s; on a machine that has never compiled the searches the first
+run pays about a minute of XLA compilation per search function. Every test that reads the
+run is marked ``slow``.
 """
 
 import json
 import math
 
-import jax
 import pytest
 
 from cpo_opt.inputs.loaders import InputError, load_model, plan_from_values
@@ -25,18 +25,9 @@ SPEC_FIELDS = ("plan", "time_to_train_days", "step_time_s", "breakdown_s", "mfu"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """``(object, out_dir)`` of one tiny study run (compile cache on, restored after)."""
-    from cpo_opt.runtime import enable_compile_cache
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    saved = {k: getattr(jax.config, k) for k in keys}
-    enable_compile_cache()
+    """``(object, out_dir)`` of one tiny study run (the compile cache is on: conftest.py)."""
     out = tmp_path_factory.mktemp("reproduce")
-    try:
-        yield reproduce(mode="tiny", out_dir=out, progress=False), out
-    finally:
-        for k, v in saved.items():
-            jax.config.update(k, v)
+    return reproduce(mode="tiny", out_dir=out, progress=False), out
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +39,7 @@ def _config(obj, name):
     return next(c for c in obj["configs"] if c["name"] == name)
 
 
+@pytest.mark.slow
 def test_json_has_the_spec_fields(run):
     obj, _ = run
     assert obj["scale_up_ratio"] == 8.0
@@ -67,6 +59,7 @@ def test_json_has_the_spec_fields(run):
         assert k in obj
 
 
+@pytest.mark.slow
 def test_speedup_is_the_ratio_of_the_model_outputs(run):
     obj, _ = run
     for c in obj["configs"]:
@@ -76,6 +69,7 @@ def test_speedup_is_the_ratio_of_the_model_outputs(run):
                                                                                    rel=1e-12)
 
 
+@pytest.mark.slow
 def test_params_total_matches_param_counts(run):
     obj, _ = run
     for c in obj["configs"]:
@@ -93,6 +87,7 @@ def test_config_sizes_hit_their_targets():
         assert moe["experts"] % 128 == 0 and m.values["model"]["heads"] % 8 == 0
 
 
+@pytest.mark.slow
 def test_every_assumption_has_a_source(run):
     obj, _ = run
     for k, v in obj["assumptions"].items():
@@ -104,6 +99,7 @@ def test_every_assumption_has_a_source(run):
         assert k in obj["assumptions"], k
 
 
+@pytest.mark.slow
 def test_files_are_written(run):
     obj, out = run
     for name in ("results.md", "results.csv", "sweeps.csv", "pareto.csv", "sensitivity.csv",
@@ -116,12 +112,14 @@ def test_files_are_written(run):
     assert json.loads((out / "reproduce.json").read_text())["configs"] == obj["configs"]
 
 
+@pytest.mark.slow
 def test_json_is_strict(run):
     obj, _ = run
     text = json.dumps(obj, allow_nan=False)
     assert json.loads(text)["scale_up_ratio"] == 8.0
 
 
+@pytest.mark.slow
 def test_plans_are_valid_inputs(run, study):
     obj, _ = run
     for c in obj["configs"]:
@@ -137,6 +135,7 @@ def test_plans_are_valid_inputs(run, study):
                      system_with(study.fabrics["passage"], hw), where="test")
 
 
+@pytest.mark.slow
 def test_larger_domain_takes_traffic_off_scale_out_at_a_fixed_plan(run):
     """Physics: copper's optimal plan run on the 8x larger Passage domain sends fewer bytes
     per GPU over scale-out (groups that spanned racks now fit), for config4.
@@ -151,6 +150,7 @@ def test_larger_domain_takes_traffic_off_scale_out_at_a_fixed_plan(run):
     assert same < c["copper"]["traffic_GB_per_gpu_per_step"]["scale_out"]
 
 
+@pytest.mark.slow
 def test_passage_optimum_beats_copper_plan_on_passage(run):
     """The search on Passage finds a plan at least as fast as copper's plan on Passage (it is
     one of the candidates), and config4 trains faster on Passage."""
@@ -160,6 +160,7 @@ def test_passage_optimum_beats_copper_plan_on_passage(run):
     assert _config(obj, "config4")["speedup"] > 1.0
 
 
+@pytest.mark.slow
 def test_domain_sweep_never_increases_time_to_train(run):
     obj, _ = run
     for k in obj["knees"]:
@@ -172,6 +173,7 @@ def test_domain_sweep_never_increases_time_to_train(run):
         assert k["non_increasing_within_1pct"]
 
 
+@pytest.mark.slow
 def test_codesign_respects_the_copper_power_budget(run):
     obj, _ = run
     cd = obj["codesign"]
@@ -184,6 +186,7 @@ def test_codesign_respects_the_copper_power_budget(run):
     assert cd["time_to_train_days"] <= c4["passage"]["time_to_train_days"] * 1.01
 
 
+@pytest.mark.slow
 def test_explanation_is_derived_from_numbers(run):
     obj, _ = run
     for c in obj["configs"]:
@@ -194,6 +197,7 @@ def test_explanation_is_derived_from_numbers(run):
         assert any(f"{so:.1f} GB (Passage)" in t for t in text)
 
 
+@pytest.mark.slow
 def test_sensitivity_ranks_knobs(run):
     obj, _ = run
     assert len(obj["sensitivity"]) == 4
@@ -221,6 +225,7 @@ def test_study_spec_checks_its_inputs():
     assert s.tokens == 15e12 and s.gpus == 18432
 
 
+@pytest.mark.slow
 def test_reproduce_table_prints(run):
     from cpo_opt.cli import text
     out = text.reproduce_table(run[0])
