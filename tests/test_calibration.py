@@ -54,7 +54,8 @@ def test_korthikanti_cases_beat_calculons_published_validation(result):
 
 
 def test_cli_validate_json_prints_one_object(result, capsys):
-    """The command in-process (``main(argv)``); tests/test_sensitivity.py runs it as a process."""
+    """The command in-process (``main(argv)``); the real processes (``python -m cpo_opt``, the
+    console script) are tested once, in tests/test_sensitivity.py."""
     code = main(["validate", "--json"])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -1,8 +1,8 @@
 """The searches: lattice rules, exhaustive ground truth, gradient search, co-design, sharding.
 
 Each scenario's exhaustive ground truth is computed once per module (``truths``) and shared by
-every test that compares against it. The Config2/Passage search, the co-design search and the
-multi-device subprocesses are marked ``slow``.
+every test that compares against it. The Config2/Passage, DeepSeek-V3 and Llama 3 gradient vs
+exhaustive cases, the co-design search and the multi-device subprocesses are marked ``slow``.
 """
 
 import json
@@ -189,7 +189,8 @@ def test_bad_free_field_is_an_input_error():
 
 
 def test_optimize_cli_json(capsys):
-    """The command in-process (``main(argv)``); tests/test_sensitivity.py runs it as a process."""
+    """The command in-process (``main(argv)``); the real processes (``python -m cpo_opt``, the
+    console script) are tested once, in tests/test_sensitivity.py."""
     code = main(["optimize", "--model", "megatron-1t", "--system", "dgx-a100-selene",
                  "--global-batch", "3072", "--exhaustive", "--tokens", "450e9", "--json"])
     out = capsys.readouterr()
