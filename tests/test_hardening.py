@@ -333,3 +333,102 @@ def test_ranges_cover_every_numeric_key():
             assert math.isfinite(high * key.scale)
             if key.default is not None and not callable(key.default):
                 assert low <= key.default <= high, (section, key.name)
+
+
+# --------------------------------------------------------------------------- plan-space size
+def test_divisors_refuses_huge_numbers():
+    from cpo_opt.search import lattice
+    assert list(lattice.divisors(12)) == [1, 2, 3, 4, 6, 12]
+    with pytest.raises(InputError, match="cluster.gpus"):
+        lattice.divisors(2**60)
+
+
+def test_cluster_of_2_pow_60_is_refused_before_allocating(capsys, files):
+    bad(capsys, "optimize", *base(files), "--set", f"cluster.gpus={2**60}", "--exhaustive",
+        contains=("--set", "cluster.gpus"))
+
+
+def test_plan_space_guard_names_size_and_flag(capsys, files, monkeypatch):
+    from cpo_opt.search import lattice
+    monkeypatch.setattr(lattice, "MAX_PLAN_ROWS", 50)
+    err = bad(capsys, "optimize", *base(files), "--exhaustive",
+              contains=("plan space", "candidate plans", "--set cluster.gpus"))
+    assert any(ch.isdigit() for ch in err)
+
+
+# --------------------------------------------------------------------------- output safety
+def _earlier_result(path):
+    path.mkdir()
+    (path / "results.md").write_text("old\n")
+    (path / "reproduce.json").write_text("{}\n")
+
+
+def test_out_file_is_refused_before_the_study_runs(capsys, tmp_path, monkeypatch):
+    import importlib
+    rep = importlib.import_module("cpo_opt.study.reproduce")  # the module, not the function
+
+    def never(*a, **k):
+        raise AssertionError("the study ran")
+    monkeypatch.setattr(rep, "load_study", never)
+    (tmp_path / "f").write_text("x")
+    bad(capsys, "reproduce", "--out", tmp_path / "f", "--no-progress", contains=("--out", "file"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    bad(capsys, "reproduce", "--out", tmp_path / "d", "--no-progress",
+        contains=("--out", "notes.txt"))
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    bad(capsys, "reproduce", "--out", tmp_path / "link", "--no-progress",
+        contains=("--out", "symbolic link"))
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_links_inside_out_are_refused(tmp_path, dangling):
+    from cpo_opt.inputs import ArgumentError
+    from cpo_opt.study import outputs
+    outside = tmp_path / "outside.md"
+    if not dangling:
+        outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.md").symlink_to(outside)
+    with pytest.raises(ArgumentError, match="results.md"):
+        outputs.check_target(out)
+    assert (outside.read_text() == "keep") if not dangling else not outside.exists()
+
+
+def test_staged_write_replaces_an_earlier_result_atomically(tmp_path):
+    from cpo_opt.study import outputs
+    out = tmp_path / "new" / "reproduce"
+    with outputs.staged(out) as stage:  # parent created, target created by rename
+        assert stage.parent == out.parent and not out.exists()
+        (stage / "results.md").write_text("first\n")
+    assert (out / "results.md").read_text() == "first\n"
+    assert outputs.check_target(out) is True
+    with pytest.raises(RuntimeError):  # a failed run leaves the earlier result untouched
+        with outputs.staged(out) as stage:
+            (stage / "results.md").write_text("broken\n")
+            raise RuntimeError("study failed")
+    assert (out / "results.md").read_text() == "first\n"
+    with outputs.staged(out) as stage:
+        (stage / "reproduce.json").write_text("{}\n")
+    assert sorted(p.name for p in out.iterdir()) == ["reproduce.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["reproduce"]  # no leftovers
+
+
+def test_study_json_is_strict(tmp_path):
+    from cpo_opt.study import outputs
+    assert outputs.clean({"a": float("nan"), "b": [np.float32(1.5)]}) == {"a": None, "b": [1.5]}
+
+
+# --------------------------------------------------------------------------- compile cache
+def test_compile_cache_directory_is_private(tmp_path):
+    from cpo_opt import runtime
+    path = tmp_path / "cache" / "jax"
+    assert runtime.private_directory(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    os.chmod(path, 0o777)
+    assert runtime.private_directory(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    assert not runtime.private_directory(str(link))
