@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "fn", None):
-            commands = [a for a in parser._subparsers._group_actions[0].choices]
+            commands = [name for action in parser._actions
+                        if isinstance(action, argparse._SubParsersAction)
+                        for name in action.choices]
             print(f"cpo-opt: a command is required: {', '.join(commands)} "
                   "(cpo-opt COMMAND --help for its flags)", file=sys.stderr)
             return 2

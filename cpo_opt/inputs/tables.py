@@ -59,23 +59,32 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def _check_minimum(key: Key, value: float, where: str, dotted: str) -> None:
+def _check_minimum(key: Key, value: float, where: str, dotted: str, given: Any) -> None:
     if key.minimum is not None:
         ok = value > key.minimum if key.strict else value >= key.minimum
         if not ok:
-            raise error(where, dotted, rule_of(key), value)
-    _check_range(key, value, where, dotted)
+            raise error(where, dotted, rule_of(key), given)
+    _check_range(key, value, where, dotted, given)
 
 
-def _check_range(key: Key, value: float, where: str, dotted: str) -> None:
+def number(x: float) -> str:
+    """A range end for messages: whole numbers in full (134217728), others as ``%g``."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def range_rule(key: Key, dotted: str) -> str:
+    low, high = range_of(key, dotted)
+    return f"must be between {number(low)} and {number(high)} (physical range, schema.RANGES)"
+
+
+def _check_range(key: Key, value: float, where: str, dotted: str, given: Any) -> None:
     """The documented physical range (:data:`cpo_opt.inputs.schema.RANGES`), then finiteness
     of the value converted to SI: a finite file value can still overflow after scaling."""
     low, high = range_of(key, dotted)
     if not low <= value <= high:
-        raise error(where, dotted, f"must be between {low:g} and {high:g} (physical range, "
-                    "schema.RANGES)", value)
+        raise error(where, dotted, range_rule(key, dotted), given)
     if not math.isfinite(float(value) * key.scale):
-        raise error(where, dotted, "is not finite after conversion to SI units", value)
+        raise error(where, dotted, "is not finite after conversion to SI units", given)
 
 
 def _as_int(key: Key, value: Any, where: str, dotted: str) -> int:
@@ -126,7 +135,7 @@ def check_value(key: Key, value: Any, where: str, dotted: str) -> Any:
         return value
     else:  # a schema bug, not a user error
         raise TypeError(f"schema key {dotted} has unknown kind {key.kind!r}")
-    _check_minimum(key, result, where, dotted)
+    _check_minimum(key, result, where, dotted, value)
     return result
 
 
@@ -138,9 +147,9 @@ def parse_text(key: Key, text: str, where: str, dotted: str) -> Any:
     value: Any = raw
     digits = raw.lstrip("+-")
     if digits.isdigit() and len(digits) > 300 and key.kind in ("int", "float"):
-        low, high = range_of(key, dotted)  # int() refuses > 4300 digits; say what is wanted
-        raise error(where, dotted, f"must be between {low:g} and {high:g}",
-                    f"an integer of {len(digits)} digits")
+        # int() refuses > 4300 digits; say what is wanted
+        raise error(where, dotted, f"{range_rule(key, dotted)} (got an integer of "
+                    f"{len(digits)} digits)")
     if key.kind == "int" or (key.kind == "enum" and _numeric_enum(key) and raw.isdigit()):
         value = _number(raw, int)
     elif key.kind == "float":
@@ -189,8 +198,8 @@ def _computed_default(key: Key, values: dict, where: str, dotted: str) -> Any:
                           if isinstance(v, numbers.Real) and not _is_bool(v))
         low, high = range_of(key, dotted)
         raise error(where, dotted, f"not given, and its default computed from the other keys "
-                    f"({given}) is outside [{low:g}, {high:g}]; set {key.name} explicitly or "
-                    "change those keys", value) from None
+                    f"({given}) is outside [{number(low)}, {number(high)}]; set {key.name} "
+                    "explicitly or change those keys", value) from None
 
 
 def resolve_table(section: str, table: Any, where: str, extra: tuple[str, ...] = ()) -> dict:
