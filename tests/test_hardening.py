@@ -617,3 +617,8 @@ def test_property_sensitivity_generated_files(capsys, tmp_path, doc):
     obj = check_answer(code, out, err, corrupt, (str(m), str(s)))
     if obj is not None:
         assert all(math.isfinite(v) for v in obj["gradients"].values())
+
+
+@pytest.mark.parametrize("flag,value", [("--n", "0"), ("--batch", str(2**40)), ("--seed", "-2")])
+def test_bench_flags_out_of_range(capsys, flag, value):
+    bad(capsys, "bench", flag, value, contains=(flag,))

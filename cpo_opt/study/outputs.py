@@ -248,7 +248,7 @@ def check_target(out_dir: str | pathlib.Path) -> bool:
     if not path.is_dir():
         raise ArgumentError("out", f"{path}: is a file, not a directory; give a directory")
     entries = list(path.iterdir())
-    foreign = [e.name for e in entries
+    foreign = [e.name + (" (a link)" if e.is_symlink() else "") for e in entries
                if not _is_result_name(e.name) or e.is_symlink() or not e.is_file()]
     if foreign:
         shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
