@@ -51,7 +51,13 @@ gpus = 64
 
 @pytest.fixture(autouse=True)
 def _no_compile_cache(monkeypatch):
+    """No persistent cache writes, and the global x64 flag restored: ``main(["bench", ...])``
+    turns float64 off (bench runs float32), which must not leak into other tests."""
+    import jax
     monkeypatch.setenv("CPO_OPT_CACHE_DIR", "")
+    x64 = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.fixture
