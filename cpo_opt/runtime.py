@@ -11,6 +11,7 @@ and the CLI share one cache.
 from __future__ import annotations
 
 import os
+import stat
 
 
 def enable_compile_cache() -> None:
@@ -27,9 +28,33 @@ def enable_compile_cache() -> None:
     if path is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(base, "cpo-opt", "jax")
+    if not private_directory(path):
+        return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def private_directory(path: str) -> bool:
+    """Create ``path`` with mode 0700 (or tighten it to 0700 when it is ours); True when it is
+    safe to load compiled executables from it.
+
+    XLA executables in the cache are loaded and run, so a cache directory that another user
+    can write is refused (the cache is then off for this run, with one line on stderr): not
+    owned by us, a symbolic link, or group/other-writable and not ours to fix.
+    """
+    import sys
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(f"{path} is not a directory owned by this user")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+        return True
+    except OSError as exc:
+        print(f"cpo-opt: compile cache off: {exc}", file=sys.stderr)
+        return False
 
 
 def setup(x64: bool = True) -> None:

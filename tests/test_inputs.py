@@ -412,10 +412,10 @@ def test_bad_directory(tmp_path):
 def test_bad_unreadable(tmp_path, monkeypatch):
     path = write(tmp_path, "m.toml", MODEL)
 
-    def deny(self):
+    def deny(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(pathlib.Path, "read_bytes", deny)
+    monkeypatch.setattr(pathlib.Path, "open", deny)  # read_document reads a capped prefix
     bad(lambda: inputs.load_model(path), "m.toml", "cannot read", "Permission denied")
 
 

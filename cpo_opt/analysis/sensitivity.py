@@ -44,6 +44,7 @@ in float32 and ``dtype`` in the result says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -53,7 +54,7 @@ import numpy as np
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import System
 from cpo_opt.analysis.evaluate import SECONDS_PER_DAY
-from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
+from cpo_opt.inputs.loaders import ArgumentError, ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.step import step_time
 
 METHOD = "autodiff (jax.grad of the exact model)"
@@ -109,6 +110,20 @@ def _value_and_grads(x, model, system, plan, tokens):
     return step, days, pullback((one, zero))[0], pullback((zero, one))[0]
 
 
+class NonFiniteGradient(FloatingPointError):
+    """The model gave a non-finite or zero value, or a non-finite gradient, at inputs that
+    passed the schema's range checks: an internal error (exit 1), never printed as NaN."""
+
+
+def _check_finite(what: str, value: float, grad: np.ndarray) -> None:
+    """Finite gradients guard: elasticities divide by ``value`` and NaN must not reach JSON."""
+    if not (math.isfinite(value) and value > 0):
+        raise NonFiniteGradient(f"{what} is {value} (expected finite and > 0)")
+    bad = [NAMES[i] for i in np.flatnonzero(~np.isfinite(grad))]
+    if bad:
+        raise NonFiniteGradient(f"gradient of {what} not finite w.r.t. {', '.join(bad)}")
+
+
 def _float_dtype():
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
@@ -126,12 +141,19 @@ def sensitivity(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
       "method", "dtype", "unset"}`` plus ``"time_to_train"`` when ``tokens`` is given; keys of
       the per-field dicts are those of :func:`cpo_opt.inputs.schema.system_fields` (file units).
     """
+    if tokens is not None:
+        low, high = schema.RANGES["scenario.tokens"]
+        if not low <= float(tokens) <= high:
+            raise ArgumentError("tokens", f"must be between {low:g} and {high:g} (got {tokens})")
     values = field_values(system)
     dtype = _float_dtype()
     x = jnp.asarray([values[n] for n in NAMES], dtype=dtype)
     tok = jnp.asarray(1.0 if tokens is None else float(tokens), dtype=dtype)
     step, days, grad, grad_days = _value_and_grads(x, model.model, system.system, plan.plan, tok)
     step, grad = float(step), np.asarray(grad, dtype=float)
+    _check_finite("step time", step, grad)
+    if tokens is not None:
+        _check_finite("time to train", float(days), np.asarray(grad_days, dtype=float))
 
     gradients = {n: float(grad[i]) for i, n in enumerate(NAMES)}
     elasticities = {n: gradients[n] * values[n] / step for n in NAMES}

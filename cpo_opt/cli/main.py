@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -44,7 +45,36 @@ def parse_count(text: str, flag: str) -> float:
                          f"(got {text!r})") from None
     if not value > 0 or value != value or value == float("inf"):
         raise UsageError(f"{flag}: must be a positive number (got {text!r})")
+    low, high = TOKENS_RANGE
+    if not low <= value <= high:
+        raise UsageError(f"{flag}: must be between {low:g} and {high:g} tokens (got {text!r})")
     return value
+
+
+TOKENS_RANGE = (1.0, 1e20)
+"""Accepted ``--tokens`` (the documented range of ``scenario.tokens`` in the schema): fewer
+than one token or more than 1e20 (10^7 times a frontier run) is a typo, and a time to train
+of 1e-300 tokens underflows to zero days."""
+
+SEED_RANGE = (0, 2**32 - 1)
+"""``--seed``: numpy's ``default_rng`` takes non-negative integers; 32 bits are plenty."""
+
+LIMITS = {"starts": (1, 4096), "steps": (1, 100_000), "n": (1, 10**10), "batch": (1, 2**22)}
+"""Ranges of the search/bench size flags: enough for any use, small enough that no flag
+value allocates unbounded memory (``--batch`` plans are held at once)."""
+
+
+def check_int_flags(args, names) -> None:
+    """``--seed``, ``--starts``, ``--steps``, ``--n``, ``--batch`` within their ranges."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        low, high = SEED_RANGE if name == "seed" else LIMITS[name]
+        if not low <= value <= high:
+            shown = value if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+            raise UsageError(f"--{name}: must be an integer between {low} and {high} "
+                             f"(got {shown})")
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -52,21 +82,55 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise UsageError(f"--set: expected section.key=value (got {item!r})")
+            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
         k, v = item.split("=", 1)
         if not k.strip() or not v.strip():
-            raise UsageError(f"--set: expected section.key=value (got {item!r})")
+            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
+        if k.strip() in out:
+            raise UsageError(f"--set: {k.strip()}: given twice")
         out[k.strip()] = v.strip()
     return out
+
+
+def _short(text: str) -> str:
+    text = repr(text)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # --------------------------------------------------------------------------- output helpers
 def emit(obj: dict[str, Any], as_json: bool, text: Callable[[dict], str]) -> None:
     """Print ``obj`` as one JSON object, or as the readable text ``text(obj)``."""
     if as_json:
-        sys.stdout.write(json.dumps(obj, indent=1, default=_json_default) + "\n")
+        sys.stdout.write(to_json(obj) + "\n")
     else:
+        check_finite(obj)
         sys.stdout.write(text(obj).rstrip() + "\n")
+
+
+class NonFiniteOutput(RuntimeError):
+    """A NaN or infinity reached a command's output: an internal error (exit 1), never
+    printed. Inputs are range-checked (``schema.RANGES``) so that this cannot happen."""
+
+
+def to_json(obj: Any) -> str:
+    """``obj`` as strict JSON (``allow_nan=False``); a non-finite number raises
+    :class:`NonFiniteOutput` naming where it is."""
+    check_finite(obj)
+    return json.dumps(obj, indent=1, default=_json_default, allow_nan=False)
+
+
+def check_finite(obj: Any, path: str = "") -> None:
+    """Raise :class:`NonFiniteOutput` at the first NaN/infinity inside ``obj``."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{path}[{i}]")
+    elif isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "shape", None) == ()
+                                    and obj.dtype.kind == "f"):
+        if not math.isfinite(float(obj)):
+            raise NonFiniteOutput(f"non-finite number {float(obj)} at {path or 'the top'}")
 
 
 def _json_default(x):
@@ -86,7 +150,8 @@ def cmd_presets(args) -> None:
 
 
 def _tokens(args) -> float | None:
-    return parse_count(args.tokens, "--tokens") if getattr(args, "tokens", None) else None
+    text = getattr(args, "tokens", None)
+    return None if text is None else parse_count(text, "--tokens")
 
 
 def cmd_evaluate(args) -> None:
@@ -107,8 +172,7 @@ def cmd_bench(args) -> None:
     from cpo_opt import api
     from cpo_opt.analysis.bench import bench
     from cpo_opt.cli import text
-    if args.n < 1 or args.batch < 1:
-        raise UsageError("--n and --batch must be >= 1")
+    check_int_flags(args, ("n", "batch", "seed"))
     model, system, _ = api.load_inputs(args.model, args.system, None, parse_sets(args.set))
     emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
          args.json, text.bench_table)
@@ -117,6 +181,10 @@ def cmd_bench(args) -> None:
 def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    check_int_flags(args, ("seed", "starts", "steps"))
+    if args.power_budget_kw is not None and not args.free:
+        raise UsageError("--power-budget-kW: needs --free: the budget caps the interconnect "
+                         "power of the hardware values the search chooses")
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
                      free=tuple(args.free), power_budget_kW=args.power_budget_kw,
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
@@ -220,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "fn", None):
-            parser.print_help(sys.stderr)
+            commands = [name for action in parser._actions
+                        if isinstance(action, argparse._SubParsersAction)
+                        for name in action.choices]
+            print(f"cpo-opt: a command is required: {', '.join(commands)} "
+                  "(cpo-opt COMMAND --help for its flags)", file=sys.stderr)
             return 2
         import jax
         # entry point: float64 everywhere except a float32 bench (the library never flips it)

@@ -24,6 +24,7 @@ plan table; a system dict always has the file's structure (``gpu``, ``scale_up``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -408,18 +409,47 @@ def load_scenario(ref: Any) -> Scenario:
         if name not in table:
             raise error(where, f"scenario.{name}", "missing required key")
     base = src.path.parent if src.path is not None else pathlib.Path.cwd()
-    model = _load_model(table["model"], *_nested(table["model"], where, "scenario.model", base))
-    system = _load_system(table["system"],
-                          *_nested(table["system"], where, "scenario.system", base))
+    with _referenced(where, "scenario.model", table["model"], src.path, base):
+        model = _load_model(table["model"],
+                            *_nested(table["model"], where, "scenario.model", base))
+    with _referenced(where, "scenario.system", table["system"], src.path, base):
+        system = _load_system(table["system"],
+                              *_nested(table["system"], where, "scenario.system", base))
     batch = tokens = plan = None
     if "global_batch" in table:
         batch = check_value(_SCENARIO_BATCH, table["global_batch"], where, "scenario.global_batch")
     if "tokens" in table:
         tokens = check_value(_SCENARIO_TOKENS, table["tokens"], where, "scenario.tokens")
     if "plan" in table:
-        plan = _scenario_plan(table["plan"], batch, model, system, where, base)
+        with _referenced(where, "scenario.plan", table["plan"], src.path, base):
+            plan = _scenario_plan(table["plan"], batch, model, system, where, base)
     description = src.doc.get("about", {}).get("description", "")
     return Scenario(src.name, description, model, system, plan, batch, tokens, where)
+
+
+@contextlib.contextmanager
+def _referenced(where: str, key: str, ref: Any, scenario: pathlib.Path | None,
+                base: pathlib.Path):
+    """Errors inside a file a scenario refers to name the scenario file and its key first
+    (``s.toml: scenario.model: ../m.toml: model.layers: ...``); a scenario cannot refer to
+    itself."""
+    head = f"{where}: {key}"
+    if isinstance(ref, str) and scenario is not None:
+        path = pathlib.Path(ref) if pathlib.Path(ref).is_absolute() else base / ref
+        try:
+            same = path.is_file() and path.resolve() == scenario.resolve()
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise error(where, key, "refers to the scenario file itself; expected a "
+                        f"{key.split('.')[1]} file or preset", ref)
+    try:
+        yield
+    except InputError as exc:
+        text = str(exc)
+        if text.startswith(head) or text.startswith(f"{where}: scenario."):
+            raise
+        raise InputError(f"{head}: {text}") from None
 
 
 def _nested(ref: Any, where: str, key: str, base: pathlib.Path) -> tuple:

@@ -287,6 +287,90 @@ def with_fields(system, keys, values):
     return dataclasses.replace(system, gpus=gpus, **parts)
 
 
+# --------------------------------------------------------------------------- physical ranges
+INT_CEILING = 2**40
+"""Largest integer any int key accepts unless :data:`RANGES` says otherwise (about 1.1e12):
+far beyond any machine, small enough that products of a few such values stay exact and finite
+in float64 and int64."""
+
+FLOAT_RANGE = (1e-12, 1e12)
+"""Range (file units) of a float key missing from :data:`RANGES`: a strictly positive key must
+lie inside it, a non-negative one below its upper end."""
+
+RANGES: dict[str, tuple[float, float]] = {
+    # model: 10-1000x beyond the largest published models (DeepSeek-V3: 61 layers, 7168 wide,
+    # 256 experts, 128K vocab; Llama 3: 128K context)
+    "model.layers": (1, 100_000),
+    "model.hidden": (1, 2**24),
+    "model.heads": (1, 2**20),
+    "model.kv_heads": (1, 2**20),
+    "model.head_dim": (1, 2**20),
+    "model.ffn_hidden": (1, 2**26),
+    "model.vocab": (1, 2**32),
+    "model.seq_len": (1, 2**30),
+    "model.moe.experts": (1, 2**20),
+    "model.moe.top_k": (1, 2**20),
+    "model.moe.expert_ffn_hidden": (1, 2**26),
+    "model.moe.shared_experts": (0, 2**20),
+    "model.moe.dense_layers": (0, 100_000),
+    "model.moe.capacity_factor": (0, 1_000),
+    "model.mla.q_lora_rank": (0, 2**24),
+    "model.mla.kv_lora_rank": (1, 2**24),
+    "model.mla.qk_nope_head_dim": (1, 2**20),
+    "model.mla.qk_rope_head_dim": (0, 2**20),
+    "model.mla.v_head_dim": (1, 2**20),
+    # one GPU: 1 GFLOP/s .. 1 EFLOP/s, 1 MB .. 1 PB of HBM at 1 GB/s .. 10 PB/s, 1 mW .. 10 MW
+    "gpu.matmul_tflops_bf16": (1e-3, 1e6),
+    "gpu.matmul_tflops_fp8": (1e-3, 1e6),
+    "gpu.vector_tflops": (1e-5, 1e6),
+    "gpu.hbm_GB": (1e-3, 1e6),
+    "gpu.hbm_bandwidth_TB_s": (1e-3, 1e4),
+    "gpu.power_W": (1e-3, 1e7),
+    # fabrics: 1 KB/s .. 1 PB/s per GPU, latency <= 1 s, energy <= 1 uJ/bit, sizes <= 2^27
+    "scale_up.domain_size": (1, 2**27),
+    "scale_up.bandwidth_GB_s": (1e-6, 1e6),
+    "scale_up.latency_us": (0, 1e6),
+    "scale_up.energy_pJ_per_bit": (0, 1e6),
+    "scale_up.max_domain_size": (1, 2**27),
+    "scale_up.switch_radix": (1, 2**27),
+    "scale_up.switch_bandwidth_TB_s": (1e-12, 1e12),
+    "scale_up.escape_bandwidth_GB_s": (1e-6, 1e6),
+    "scale_out.bandwidth_GB_s": (1e-6, 1e6),
+    "scale_out.latency_us": (0, 1e6),
+    "scale_out.energy_pJ_per_bit": (0, 1e6),
+    "scale_out.max_domain_size": (1, 2**27),
+    "scale_out.switch_radix": (1, 2**27),
+    "scale_out.switch_bandwidth_TB_s": (1e-12, 1e12),
+    "scale_out.escape_bandwidth_GB_s": (1e-6, 1e6),
+    "cluster.gpus": (1, 2**27),
+    # plan: parallel degrees cannot exceed the cluster; batches up to 2^40 sequences
+    "plan.tp": (1, 2**27), "plan.pp": (1, 2**27), "plan.cp": (1, 2**27), "plan.ep": (1, 2**27),
+    "plan.etp": (1, 2**27), "plan.vpp": (1, 100_000), "plan.dp": (1, 2**27),
+    "plan.edp": (1, 2**27), "plan.micro_batch": (1, 2**40), "plan.global_batch": (1, 2**40),
+    # validate cases and scenarios
+    "measured.step_time_s": (1e-6, 1e9),
+    "scenario.global_batch": (1, 2**40),
+    "scenario.tokens": (1.0, 1e20),
+}
+"""The documented physical range of every numeric key, ``"section.key" -> (low, high)`` in file
+units, inclusive. Values outside are bad inputs (exit 2) even when finite: converted to SI and
+multiplied through the model they would overflow to infinity or underflow to zero (a 1e300 GB
+HBM is ``inf`` bytes; a 1e-300 GB/s link makes every transfer take ``inf`` seconds). The
+ranges are generous (10-1000x beyond any machine or model built) so they never bind a real
+design. Keys not listed get ``[minimum, INT_CEILING]`` (ints) or :data:`FLOAT_RANGE` (floats).
+``tests/test_hardening.py`` checks that every value inside the ranges gives finite output."""
+
+
+def range_of(key: Key, dotted: str) -> tuple[float, float]:
+    """The accepted ``(low, high)`` of ``key`` written as ``dotted`` (file units)."""
+    if dotted in RANGES:
+        return RANGES[dotted]
+    if key.kind == "int":
+        return (0 if key.minimum is None else key.minimum, INT_CEILING)
+    low = FLOAT_RANGE[0] if key.strict else (0 if key.minimum is None else key.minimum)
+    return (low, FLOAT_RANGE[1])
+
+
 def key_named(section: str, name: str) -> Key:
     """The :class:`Key` of ``section`` called ``name`` (KeyError when absent)."""
     for key in SECTIONS[section]:

@@ -29,6 +29,10 @@ KINDS: dict[str, str] = {
 """Preset kinds (sub-directories of :data:`PRESETS_DIR`) and their singular names."""
 
 SUFFIXES = (".toml", ".json")
+MAX_INPUT_BYTES = 4 * 2**20
+"""Largest input file read (4 MiB; the largest shipped file is a few KB). Checked before
+parsing: at most this many bytes (plus one) are ever read, so a huge or endless file (a
+400 MB file, ``/dev/zero`` through a link) costs no memory before it is refused."""
 _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 _ABOUT_KEYS = ("description", "sources", "notes")
 
@@ -73,6 +77,14 @@ def _parse_toml(text: str, where: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: malformed TOML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
+        raise InputError(f"{where}: malformed TOML: {_too_long(exc)}") from None
+
+
+def _too_long(exc: ValueError) -> str:
+    text = str(exc)
+    return ("a number with too many digits" if "digits" in text or "limit" in text
+            else text.splitlines()[0] if text else "bad value")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
@@ -97,14 +109,20 @@ def _parse_json(text: str, where: str) -> Any:
         ) from None
     except _DuplicateKey as exc:
         raise InputError(f"{where}: {exc.args[0]}: duplicate key") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise InputError(f"{where}: malformed JSON: {_too_long(exc)}") from None
 
 
 def read_document(path: pathlib.Path, where: str) -> dict:
     """Read and parse one TOML or JSON file whose top level must be a table."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise InputError(f"{where}: cannot read file: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{where}: file larger than {MAX_INPUT_BYTES // 2**20} MiB, the input "
+                         "size limit (cpo_opt.inputs.sources.MAX_INPUT_BYTES)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -130,6 +148,21 @@ def _not_found(text: str, kind: str | None, context: str | None) -> InputError:
 
 def resolve(ref: Any, kind: str | None, where: str | None = None,
             base: pathlib.Path | None = None, context: str | None = None) -> Source:
+    """Resolve a reference to a parsed document (see :func:`_resolve`); a path the operating
+    system refuses (too long, a NUL byte) is a bad input too."""
+    try:
+        return _resolve(ref, kind, where, base, context)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        from cpo_opt.inputs.tables import show
+        head = context or where or KINDS.get(kind, "input")
+        reason = getattr(exc, "strerror", None) or str(exc).split(":")[0]
+        raise InputError(f"{head}: {show(os.fspath(ref))}: unusable path: {reason}") from None
+
+
+def _resolve(ref: Any, kind: str | None, where: str | None = None,
+             base: pathlib.Path | None = None, context: str | None = None) -> Source:
     """Resolve a reference to a parsed document.
 
     Args:
@@ -166,6 +199,10 @@ def resolve(ref: Any, kind: str | None, where: str | None = None,
             return Source(read_document(preset, label), label, text, preset, False)
     if path.is_file():
         raise InputError(f"{where or path}: input files must end in .toml or .json")
+    if path.exists():  # a directory, a device (/dev/zero), a pipe
+        kind_of = "a directory" if path.is_dir() else "not a regular file"
+        raise InputError(f"{where or path}: {kind_of}; expected a .toml or .json file"
+                         + (f" or a {KINDS[kind]} preset name" if kind else ""))
     raise _not_found(text, kind, context)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cpo_opt.inputs.schema import SECTIONS, Key
+from cpo_opt.inputs.schema import SECTIONS, Key, range_of
 from cpo_opt.inputs.sources import InputError
 
 _MISSING = object()
@@ -25,6 +25,9 @@ DEFAULT_LABELS = {"model.head_dim": "hidden / heads = {hidden} / {heads}"}
 
 def show(value: Any) -> str:
     """A short one-line rendering of a user value for ``(got ...)``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
+            and abs(int(value)).bit_length() > 200:  # str() of > 4300 digits raises
+        return f"an integer of about {int(abs(int(value)).bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, numbers.Number) and not isinstance(value, (bool, np.bool_)):
         text = str(value)
     else:
@@ -56,12 +59,32 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def _check_minimum(key: Key, value: float, where: str, dotted: str) -> None:
-    if key.minimum is None:
-        return
-    ok = value > key.minimum if key.strict else value >= key.minimum
-    if not ok:
-        raise error(where, dotted, rule_of(key), value)
+def _check_minimum(key: Key, value: float, where: str, dotted: str, given: Any) -> None:
+    if key.minimum is not None:
+        ok = value > key.minimum if key.strict else value >= key.minimum
+        if not ok:
+            raise error(where, dotted, rule_of(key), given)
+    _check_range(key, value, where, dotted, given)
+
+
+def number(x: float) -> str:
+    """A range end for messages: whole numbers in full (134217728), others as ``%g``."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def range_rule(key: Key, dotted: str) -> str:
+    low, high = range_of(key, dotted)
+    return f"must be between {number(low)} and {number(high)} (physical range, schema.RANGES)"
+
+
+def _check_range(key: Key, value: float, where: str, dotted: str, given: Any) -> None:
+    """The documented physical range (:data:`cpo_opt.inputs.schema.RANGES`), then finiteness
+    of the value converted to SI: a finite file value can still overflow after scaling."""
+    low, high = range_of(key, dotted)
+    if not low <= value <= high:
+        raise error(where, dotted, range_rule(key, dotted), given)
+    if not math.isfinite(float(value) * key.scale):
+        raise error(where, dotted, "is not finite after conversion to SI units", given)
 
 
 def _as_int(key: Key, value: Any, where: str, dotted: str) -> int:
@@ -112,7 +135,7 @@ def check_value(key: Key, value: Any, where: str, dotted: str) -> Any:
         return value
     else:  # a schema bug, not a user error
         raise TypeError(f"schema key {dotted} has unknown kind {key.kind!r}")
-    _check_minimum(key, result, where, dotted)
+    _check_minimum(key, result, where, dotted, value)
     return result
 
 
@@ -122,6 +145,11 @@ def parse_text(key: Key, text: str, where: str, dotted: str) -> Any:
     if not raw:
         raise error(where, dotted, "empty value")
     value: Any = raw
+    digits = raw.lstrip("+-")
+    if digits.isdigit() and len(digits) > 300 and key.kind in ("int", "float"):
+        # int() refuses > 4300 digits; say what is wanted
+        raise error(where, dotted, f"{range_rule(key, dotted)} (got an integer of "
+                    f"{len(digits)} digits)")
     if key.kind == "int" or (key.kind == "enum" and _numeric_enum(key) and raw.isdigit()):
         value = _number(raw, int)
     elif key.kind == "float":
@@ -153,14 +181,25 @@ def _unknown(where: str, dotted: str, name: str, known: list[str]) -> InputError
 
 
 def _computed_default(key: Key, values: dict, where: str, dotted: str) -> Any:
+    """A default computed from other keys; an error names those keys, not only ``dotted``
+    (which the user never wrote)."""
     value = key.default(values)
     if key.kind == "int":
         if not float(value).is_integer():
             label = DEFAULT_LABELS.get(dotted, "the default").format(**values)
             raise error(where, dotted,
                         f"{label} is not a whole number; set {key.name} explicitly", value)
-        return int(value)
-    return check_value(key, value, where, dotted)
+        value = int(value)
+    try:
+        return check_value(key, value, where, dotted)
+    except InputError:
+        section = dotted.rpartition(".")[0]
+        given = ", ".join(f"{section}.{k} = {show(v)}" for k, v in values.items()
+                          if isinstance(v, numbers.Real) and not _is_bool(v))
+        low, high = range_of(key, dotted)
+        raise error(where, dotted, f"not given, and its default computed from the other keys "
+                    f"({given}) is outside [{number(low)}, {number(high)}]; set {key.name} "
+                    "explicitly or change those keys", value) from None
 
 
 def resolve_table(section: str, table: Any, where: str, extra: tuple[str, ...] = ()) -> dict:

@@ -16,10 +16,12 @@ attention kernel and overlap switches are fixed by the caller.
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt.inputs import schema
+from cpo_opt.inputs import InputError, schema
 from cpo_opt.model.config import Plan
 
 COLUMNS = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "recompute", "zero")
@@ -31,9 +33,26 @@ def powers_of_two(limit: int) -> np.ndarray:
     return 2 ** np.arange(int(np.log2(max(limit, 1))) + 1)
 
 
+MAX_PLAN_ROWS = 2**24
+"""Most rows any stage of :func:`enumerate_plans` may hold (about 16.8M; ~1.5 GB of int64
+columns). The largest shipped model on 393,216 GPUs peaks at 6.0M rows; the guard runs
+before each stage allocates, so an oversized space is a clear error, not gigabytes."""
+
+MAX_DIVISOR_N = 2**40
+"""Largest number :func:`divisors` factors (trial division allocates ``sqrt(n)`` numbers:
+8 MB at this limit; ``cluster.gpus`` is capped far lower by ``schema.RANGES``)."""
+
+
+class PlanSpaceTooLarge(InputError):
+    """The plan space would exceed :data:`MAX_PLAN_ROWS` rows (exit 2, one line)."""
+
+
 def divisors(n: int) -> np.ndarray:
     """All positive divisors of ``n``, ascending."""
-    d = np.arange(1, int(np.sqrt(n)) + 1)
+    if not 1 <= n <= MAX_DIVISOR_N:
+        raise PlanSpaceTooLarge(f"cluster.gpus: {n} GPUs is outside [1, {MAX_DIVISOR_N}]; "
+                                "the plan space cannot be built (--set cluster.gpus=N)")
+    d = np.arange(1, math.isqrt(int(n)) + 1)
     d = d[n % d == 0]
     return np.unique(np.concatenate([d, n // d]))
 
@@ -41,6 +60,12 @@ def divisors(n: int) -> np.ndarray:
 def _cross(table: dict[str, np.ndarray], name: str, values: np.ndarray) -> dict:
     """Cartesian product of the rows of ``table`` with ``values`` as a new column."""
     n, k = len(next(iter(table.values()))) if table else 1, len(values)
+    if n * k > MAX_PLAN_ROWS:
+        raise PlanSpaceTooLarge(
+            f"plan space: {n * k:,} candidate plans at the {name!r} stage, more than the "
+            f"{MAX_PLAN_ROWS:,} the exhaustive search holds in memory; narrow it with a "
+            "smaller cluster (--set cluster.gpus=N) or drop --exhaustive (the gradient "
+            "search does not enumerate)")
     out = {c: np.repeat(v, k) for c, v in table.items()}
     out[name] = np.tile(values, n)
     return out

@@ -10,6 +10,7 @@ model runs with hardware as data.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import System, replace
 from cpo_opt.inputs.loaders import ArgumentError, InputError, ModelSpec, SystemSpec
+from cpo_opt.inputs.tables import show
 
 DEFAULT_SPAN = 16.0
 """Default bounds of a free field: its given value divided and multiplied by this factor,
@@ -85,30 +87,47 @@ def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = 
                power_budget_w: float | None = None) -> SearchSpace:
     """Check the free fields and build a :class:`SearchSpace` (InputError on bad keys)."""
     known = schema.system_fields()
-    for key in free:
+    for i, key in enumerate(free):
         if key not in known:
             raise ArgumentError("free", f"{key}: not a continuous system field (known: "
                              f"{', '.join(sorted(known))})")
         if key == "cluster.gpus":
             raise ArgumentError("free", "cluster.gpus: the cluster size is fixed in a search")
+        if key in free[:i]:
+            raise ArgumentError("free", f"{key}: given twice")
+        section, name = key.split(".", 1)
+        if name not in system.values.get(section, {}):
+            raise ArgumentError("free", f"{key}: not set in {system.origin}, so there is no "
+                                "value to search around; give it in the system file or with "
+                                f"--set {key}=VALUE")
     if dtype == "fp8" and "matmul_tflops_fp8" not in system.values["gpu"]:
         raise InputError(f"{system.origin}: gpu.matmul_tflops_fp8: needed by dtype fp8")
     gpus = int(system.values["cluster"]["gpus"])
     seq = int(model.values["model"]["seq_len"])
     if global_batch is None:
         global_batch = schema.default_global_batch(gpus, seq)
-    if global_batch < 1:
-        raise ArgumentError("global_batch", f"must be an int > 0 (got {global_batch})")
+    low, high = schema.RANGES["plan.global_batch"]
+    if not low <= global_batch <= high:
+        raise ArgumentError("global_batch", f"must be an int between {low:g} and {high:g} "
+                            f"sequences (got {show(global_batch)})")
     gpu = system.values["gpu"]
     flash = schema.resolve_attention(-1, gpu["matmul_tflops_bf16"], "matmul_tflops_fp8" in gpu)
     b = []
     for key in free:
-        lo, hi = (bounds or {}).get(key, default_bounds(system, key))
-        if not 0 < lo <= hi:
-            raise InputError(f"bounds: {key}: need 0 < low <= high (got {lo}, {hi})")
+        given = key in (bounds or {})
+        lo, hi = bounds[key] if given else default_bounds(system, key)
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            if given:
+                raise ArgumentError("bounds", f"{key}: need 0 < low <= high, finite (got "
+                                    f"{lo}, {hi})")
+            raise ArgumentError("free", f"{key}: its value in {system.origin} is "
+                                f"{field_value(system, key):g}, so the search range [value / "
+                                f"{DEFAULT_SPAN:g}, value x {DEFAULT_SPAN:g}] is empty; give "
+                                f"a value > 0 with --set {key}=VALUE")
         b.append((float(lo), float(hi)))
-    if power_budget_w is not None and not power_budget_w > 0:
-        raise ArgumentError("power_budget_kW", f"must be > 0 (got {power_budget_w / 1e3})")
+    if power_budget_w is not None and not (power_budget_w > 0 and math.isfinite(power_budget_w)):
+        raise ArgumentError("power_budget_kW", f"must be a positive finite number of kW "
+                            f"(got {power_budget_w / 1e3})")
     return SearchSpace(model, system, int(global_batch), dtype, flash, tuple(free), tuple(b),
                        power_budget_w)
 

@@ -7,13 +7,19 @@ non-finite floats become ``None`` (``null``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
+
+from cpo_opt.inputs import ArgumentError
 from cpo_opt.model.step import BREAKDOWN_PARTS
 
 PARTS = BREAKDOWN_PARTS
@@ -218,6 +224,71 @@ def markdown(obj: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+# --------------------------------------------------------------------------- safe writing
+def _is_result_name(name: str) -> bool:
+    return name in FILES or (name.endswith(".png") and "/" not in name)
+
+
+def check_target(out_dir: str | pathlib.Path) -> bool:
+    """Check the ``--out`` target before a run; return True when it holds an earlier result.
+
+    Accepted: a path that does not exist, an empty directory, or a directory holding only an
+    earlier result (the files this module and ``plots.py`` write, as plain files). Refused at
+    once (:class:`~cpo_opt.inputs.ArgumentError` ``out``, exit 2): a file, a symbolic link, or
+    a directory holding anything else (so ``--out ~`` can never replace a home directory).
+    """
+    path = pathlib.Path(out_dir)
+    if path.is_symlink():
+        raise ArgumentError("out", f"{path}: is a symbolic link; give a real directory")
+    if not path.exists():
+        parent = path.parent
+        if parent.exists() and not parent.is_dir():
+            raise ArgumentError("out", f"{path}: its parent {parent} is not a directory")
+        return False
+    if not path.is_dir():
+        raise ArgumentError("out", f"{path}: is a file, not a directory; give a directory")
+    entries = list(path.iterdir())
+    foreign = [e.name + (" (a link)" if e.is_symlink() else "") for e in entries
+               if not _is_result_name(e.name) or e.is_symlink() or not e.is_file()]
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ArgumentError("out", f"{path}: holds files that are not a reproduce result "
+                            f"({shown}); give a new or empty directory")
+    return bool(entries)
+
+
+@contextlib.contextmanager
+def staged(out_dir: str | pathlib.Path):
+    """Write a result into a fresh private directory beside ``out_dir``, then move it into place.
+
+    Yields the staging directory (``tempfile.mkdtemp``: new, mode 0700, so no link can be
+    planted in it and nothing is written through one). On success the target is replaced by
+    renames (``os.rename`` does not follow a link at the target; the earlier result is
+    renamed aside, then removed with ``shutil.rmtree``, which does not follow links either);
+    on failure the staging directory is removed and the target is untouched. The target is
+    re-checked with :func:`check_target` just before the move.
+    """
+    target = pathlib.Path(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
+        yield stage
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(stage, 0o777 & ~umask)
+        old = None
+        if check_target(target) or target.exists():
+            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.old-",
+                                                dir=target.parent))
+            os.rename(target, old / "result")
+        os.rename(stage, target)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:
     """Write results.md, the CSVs and reproduce.json; returns the file names."""
     out = pathlib.Path(out_dir)
@@ -228,4 +299,5 @@ def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:
     _write_csv(out / "sensitivity.csv", sensitivity_rows(obj))
     (out / "results.md").write_text(markdown(obj))
     (out / "reproduce.json").write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    # strict JSON: a NaN here raises ValueError (an internal error), never a silent "NaN"
     return list(FILES)

@@ -67,11 +67,15 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
 
     Args:
       quick: the reduced run (``mode="quick"``).
-      out_dir: output folder (created).
+      out_dir: output folder: written into a fresh directory beside it and renamed into
+        place (:func:`cpo_opt.study.outputs.staged`); an earlier result there is replaced
+        (said on standard error); a file, a link or a folder holding anything else is
+        refused before the run (:func:`cpo_opt.study.outputs.check_target`).
       progress: a progress bar on standard error.
       mode: ``"full"``, ``"quick"`` or ``"tiny"``; overrides ``quick``.
     """
     t0 = time.perf_counter()
+    replaces = out_dir is not None and outputs.check_target(out_dir)  # refuse a bad --out now
     study = load_study(mode or ("quick" if quick else "full"))
     m = study.mode
     tick = _Progress(_total(study), progress)
@@ -126,6 +130,9 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
     obj["wall_s"] = time.perf_counter() - t0
     obj = outputs.clean(obj)
     if out_dir is not None:
-        obj["files"] = list(outputs.FILES) + plots.write_all(obj, out_dir)
-        outputs.write_all(obj, out_dir)
+        with outputs.staged(out_dir) as stage:  # a fresh directory, renamed into place
+            obj["files"] = list(outputs.FILES) + plots.write_all(obj, stage)
+            outputs.write_all(obj, stage)
+        if replaces:
+            print(f"reproduce: replaced the earlier result in {out_dir}", file=sys.stderr)
     return obj
