@@ -78,6 +78,7 @@ class OptimizeResult(Result):
     """``optimize``: the winning plan, its step time, the search's accounting."""
 
     plan: dict | None = None
+    plan_arg: str | None = None
     step_time_s: float | None = None
     method: str = ""
     evaluations: int = 0
@@ -171,13 +172,25 @@ def optimize(model, system, global_batch: int | None = None, *, exhaustive: bool
         tokens=_tokens(tokens), progress=progress))
 
 
-def sensitivity(model, system, plan, tokens: float | None = None, *,
-                overrides: Mapping[str, Any] | None = None) -> SensitivityResult:
-    """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``)."""
+def sensitivity(model, system, plan=None, tokens: float | None = None, *,
+                overrides: Mapping[str, Any] | None = None,
+                progress: bool = False) -> SensitivityResult:
+    """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
+
+    Without ``plan`` the best plan is found first (``optimize``'s gradient search) and the
+    result says so under ``"plan_source"``."""
     m, s, p = load_inputs(model, system, plan, overrides)
+    source = {"optimized": False}
     if p is None:
-        raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
-    return SensitivityResult.from_dict(_sensitivity.sensitivity(m, s, p, _tokens(tokens)))
+        best = _optimize.optimize(m, s, progress=progress)
+        p = load_plan(best["plan_arg"], m, s, where="plan_arg")
+        source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
+                  "search_wall_s": best["search_wall_s"]}
+    elif isinstance(plan, str):
+        source["plan"] = plan
+    out = _sensitivity.sensitivity(m, s, p, _tokens(tokens))
+    out["plan_source"] = source
+    return SensitivityResult.from_dict(out)
 
 
 def validate(cases=None) -> ValidateResult:

@@ -45,3 +45,46 @@ def test_infeasible_names_the_power_needed():
         cpo_opt.optimize("deepseek-v3", "gb200-nvl72", power_budget_kW=e.value.needed * 0.99,
                          free=["scale_up.bandwidth_GB_s"])
     assert e2.value.limit == "power"
+
+
+# --------------------------------------------------------------------------- 2. round trip
+@pytest.fixture(scope="module")
+def best_gpt():
+    return cpo_opt.optimize("gpt3-175b", "dgx-a100-selene", exhaustive=True)
+
+
+def test_plan_arg_reproduces_step_time_exactly(best_gpt):
+    again = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", best_gpt.plan_arg)
+    assert again.step_time_s == best_gpt.step_time_s
+    assert best_gpt.plan_arg == best_gpt["plan_arg"]
+
+
+def test_printed_plan_line_is_accepted(best_gpt):
+    from cpo_opt.cli.text import plan_line
+    line = plan_line(best_gpt.plan)
+    assert "microbatches=" in line and " dp=" in line
+    again = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", line)
+    assert again.step_time_s == pytest.approx(best_gpt.step_time_s, rel=1e-12)
+
+
+def test_wrong_derived_value_in_plan_is_named(capsys):
+    rc, out, err = run_cli(capsys, "evaluate", "--model", "gpt3-175b", "--system",
+                           "dgx-a100-selene", "--plan", "tp=8 pp=16 dp=24 microbatches=7")
+    assert rc == 2 and "plan.microbatches" in err and "derived" in err
+
+
+def test_default_global_batch_agrees(best_gpt):
+    """evaluate without global_batch picks the batch optimize used (one rule)."""
+    arg = ",".join(p for p in best_gpt.plan_arg.split(",") if not p.startswith("global_batch"))
+    again = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", arg)
+    assert again.plan["global_batch"] == best_gpt["global_batch"]
+    assert again.step_time_s == best_gpt.step_time_s
+
+
+def test_sensitivity_without_plan_optimizes_first():
+    r = cpo_opt.sensitivity("gpt3-175b", "dgx-a100-selene")
+    assert r["plan_source"]["optimized"] is True
+    plan = r["plan_source"]["plan_arg"]
+    direct = cpo_opt.sensitivity("gpt3-175b", "dgx-a100-selene", plan)
+    assert direct.step_time_s == r.step_time_s
+    assert direct["plan_source"]["optimized"] is False

@@ -12,8 +12,8 @@ from cpo_opt.inputs import schema
 from cpo_opt.inputs.sources import InputError
 from cpo_opt.model import fabric_cost
 from cpo_opt.analysis.evaluate import evaluate
-from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_from_values,
-                                    system_with)
+from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_arg,
+                                    plan_from_values, system_with)
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
 from cpo_opt.search.space import SearchResult, SearchSpace
 
@@ -143,6 +143,7 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None) -
     out.update({
         "feasible": True,
         "plan": result["plan"],
+        "plan_arg": plan_arg(plan.values, space.model, system),
         "step_time_s": result["step_time_s"],
         "hardware": res.hardware,
         "interconnect_power_kW": power / 1e3,

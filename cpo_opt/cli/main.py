@@ -128,8 +128,12 @@ def cmd_optimize(args) -> None:
 def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    if args.plan is None and not args.json:
+        print("sensitivity: no --plan given: optimizing first (gradient search)",
+              file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
-                        overrides=parse_sets(args.set))
+                        overrides=parse_sets(args.set),
+                        progress=sys.stderr.isatty() and not args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
 
 
@@ -155,12 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    def msp(sp, plan=False):
+    def msp(sp, plan=False, plan_required=True):
         sp.add_argument("--model", required=True, help="model file (.toml/.json) or preset")
         sp.add_argument("--system", required=True, help="system file or preset")
         if plan:
-            sp.add_argument("--plan", required=True,
-                            help="plan file, preset, or inline 'tp=8,pp=16,ep=64'")
+            sp.add_argument("--plan", required=plan_required,
+                            help="plan file, preset, or inline 'tp=8,pp=16,ep=64' (commas or "
+                                 "spaces; the 'best plan' line of optimize is accepted)"
+                            + ("" if plan_required else "; default: optimize first"))
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
                              "(repeatable)")
@@ -191,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("sensitivity", cmd_sensitivity,
              "gradients and elasticities of step time w.r.t. every continuous system field")
-    msp(sp, plan=True)
+    msp(sp, plan=True, plan_required=False)
     sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")

@@ -37,8 +37,8 @@ def pct(x: float) -> str:
 
 
 def plan_line(plan: dict) -> str:
-    keys = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
-            "recompute", "zero", "dtype", "attention")
+    keys = ("tp", "pp", "dp", "cp", "ep", "etp", "edp", "vpp", "micro_batch", "microbatches",
+            "global_batch", "recompute", "zero", "dtype", "attention")
     return " ".join(f"{k}={plan[k]}" for k in keys if k in plan)
 
 
@@ -101,6 +101,7 @@ def optimize_table(r: dict) -> str:
     lines = [f"method {r['method']}: {r['evaluations']} evaluations in "
              f"{r['search_wall_s']:.2f} s",
              f"best plan  {plan_line(r['plan'])}",
+             f"--plan     {r['plan_arg']}",
              f"step time  {r['step_time_s']:.4g} s"]
     for k, v in r.get("hardware", {}).items():
         lines.append(f"  {k} = {v:.4g}")
@@ -115,7 +116,11 @@ def optimize_table(r: dict) -> str:
 def sensitivity_table(r: dict) -> str:
     rows = sorted(([k, r["values"][k], r["gradients"][k], r["elasticities"][k]]
                    for k in r["gradients"]), key=lambda x: -abs(x[3]))
-    out = f"step time {r['step_time_s']:.4g} s"
+    out = ""
+    src = r.get("plan_source", {})
+    if src.get("optimized"):
+        out += f"plan optimized first ({src['method']}): {src['plan_arg']}\n"
+    out += f"step time {r['step_time_s']:.4g} s"
     ttt = r.get("time_to_train")
     if ttt:
         out += f"   time to train {ttt['days']:.4g} days ({ttt['tokens']:.3g} tokens)"

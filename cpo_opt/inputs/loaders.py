@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 from typing import Any
 
 from cpo_opt.inputs import plan_rules
@@ -40,7 +41,7 @@ from cpo_opt.inputs.tables import check_value, error, key_of, parse_text, resolv
 
 __all__ = [
     "InputError", "ArgumentError", "ModelSpec", "SystemSpec", "PlanSpec", "Case", "Scenario",
-    "load_model", "load_system", "load_plan", "plan_from_values", "system_with", "load_cases",
+    "load_model", "load_system", "load_plan", "plan_from_values", "plan_arg", "system_with", "load_cases",
     "load_scenario", "list_presets", "preset_path",
 ]
 
@@ -266,6 +267,9 @@ DERIVED_KEYS = (
     Key("dp", "dp", "int", "data parallel (derived; checked when given)", minimum=0, strict=True),
     Key("edp", "edp", "int", "expert data parallel (derived; checked when given)", minimum=0,
         strict=True),
+    Key("microbatches", "microbatches", "int",
+        "micro-batches per step, global_batch / (micro_batch * dp) (derived; checked when given)",
+        minimum=0, strict=True),
 )
 
 
@@ -300,16 +304,16 @@ def _plan_table(ref, where=None, base=None, context=None) -> tuple[dict, str]:
 
 
 def parse_inline_plan(text: str, where: str = "--plan") -> dict:
-    """``"tp=8, pp=16,ep=64"`` -> ``{"tp": 8, "pp": 16, "ep": 64}`` (typed, checked values)."""
+    """``"tp=8, pp=16,ep=64"`` or ``"tp=8 pp=16 ep=64"`` (what the text tables print) ->
+    ``{"tp": 8, "pp": 16, "ep": 64}`` (typed, checked values). The derived ``dp``, ``edp`` and
+    ``microbatches`` may be given: they are checked against the plan, never used."""
     table: dict[str, Any] = {}
-    for piece in text.split(","):
-        if not piece.strip():
-            continue
+    for piece in re.sub(r"\s*=\s*", "=", text).replace(",", " ").split():
         name, sep, raw = piece.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise error(where, piece.strip(), "expected KEY=VALUE pairs separated by commas, "
-                        "like tp=8,pp=4")
+            raise error(where, piece.strip(), "expected KEY=VALUE pairs separated by commas "
+                        "or spaces, like tp=8,pp=4")
         key = key_of("plan", name, where, DERIVED_KEYS)
         if name in table:
             raise error(where, f"plan.{name}", "given twice")
@@ -322,15 +326,48 @@ def parse_inline_plan(text: str, where: str = "--plan") -> dict:
 def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
                      where: str) -> PlanSpec:
     """Check a plan table against the schema, the model and the system; fill its defaults."""
-    plan = resolve_table("plan", values, where, extra=("dp", "edp"))
+    values = dict(values)
+    plan = resolve_table("plan", {k: v for k, v in values.items() if k != "microbatches"},
+                         where, extra=("dp", "edp"))
     resolved = plan_rules.resolve_plan(plan, model.values, system.values, where)
+    derived = {**resolved, "microbatches": resolved["global_batch"]
+               // (resolved["micro_batch"] * resolved["dp"])}
     for key in DERIVED_KEYS:
         if key.name in values:
             given = check_value(key, values[key.name], where, f"plan.{key.name}")
-            if given != resolved[key.name]:
+            if given != derived[key.name]:
                 raise error(where, f"plan.{key.name}",
-                            f"must equal the derived {key.name} = {resolved[key.name]}", given)
+                            f"must equal the derived {key.name} = {derived[key.name]}", given)
     return PlanSpec(Plan(**to_si(schema.PLAN_KEYS, resolved)), where, resolved)
+
+
+PLAN_ARG_ALWAYS = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
+                   "recompute", "zero", "dtype")
+"""Keys :func:`plan_arg` always writes (the rest only where they differ from the default)."""
+
+
+def plan_arg(values: dict, model: ModelSpec, system: SystemSpec) -> str:
+    """The resolved plan ``values`` as an inline ``--plan`` string that resolves to exactly the
+    same plan (hence the same step time): ``"tp=1,pp=8,...,dtype=fp8"``.
+
+    Every input key is written unless dropping it resolves to the same plan (a default such
+    as ``overlap_dp=true``); the derived ``dp``/``edp``/``microbatches`` are left out."""
+    def text(v):
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    table = {k.name: values[k.name] for k in schema.PLAN_KEYS if k.name in values}
+    target = plan_from_values(table, model, system, "plan_arg").values
+    for key in [k.name for k in schema.PLAN_KEYS if k.name not in PLAN_ARG_ALWAYS]:
+        if key not in table:
+            continue
+        trial = {k: v for k, v in table.items() if k != key}
+        try:
+            same = plan_from_values(trial, model, system, "plan_arg").values == target
+        except InputError:
+            same = False
+        if same:
+            table = trial
+    return ",".join(f"{k}={text(v)}" for k, v in table.items())
 
 
 # --------------------------------------------------------------------------- cases
