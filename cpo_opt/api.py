@@ -21,6 +21,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from cpo_opt.analysis import compare as _compare
 from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
@@ -29,7 +30,8 @@ from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load
                             load_plan, load_system)
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "evaluate", "optimize", "sensitivity", "validate", "reproduce",
+           "ReproduceResult", "CompareResult", "evaluate", "optimize", "sensitivity", "validate",
+           "reproduce", "compare",
            "load_inputs"]
 
 
@@ -114,6 +116,20 @@ class ReproduceResult(Result):
     configs: list = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass(frozen=True)
+class CompareResult(Result):
+    """``compare``: each system's best plan (``baseline``/``candidate`` optimize objects), the
+    speedups (``speedup`` = T_baseline / T_candidate; ``speedup_same_plan`` with the baseline's
+    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences."""
+
+    speedup: float = 0.0
+    speedup_same_plan: float | None = None
+    why: list = dataclasses.field(default_factory=list)
+    baseline: dict = dataclasses.field(default_factory=dict)
+    candidate: dict = dataclasses.field(default_factory=dict)
+    breakdown_s: dict = dataclasses.field(default_factory=dict)
+
+
 def _spec(ref, cls, loader, name: str, overrides=None):
     if isinstance(ref, cls):
         if overrides:
@@ -191,6 +207,32 @@ def sensitivity(model, system, plan=None, tokens: float | None = None, *,
     out = _sensitivity.sensitivity(m, s, p, _tokens(tokens))
     out["plan_source"] = source
     return SensitivityResult.from_dict(out)
+
+
+def compare(model, system, against, tokens: float | None = None, *,
+            global_batch: int | None = None, exhaustive: bool = False, dtype: str = "bf16",
+            starts: int = 32, steps: int = 150, seed: int = 0,
+            overrides: Mapping[str, Any] | None = None,
+            against_overrides: Mapping[str, Any] | None = None,
+            progress: bool = False) -> CompareResult:
+    """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
+    plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
+
+    ``overrides`` apply to the baseline, ``against_overrides`` to the candidate (``--set`` and
+    ``--set-against``)::
+
+        r = cpo_opt.compare("deepseek-v3", "gb200-nvl72", "gb200-nvl72", tokens=14.8e12,
+                            against_overrides={"scale_up.domain_size": 576,
+                                               "scale_up.max_domain_size": 576,
+                                               "scale_up.bandwidth_GB_s": 2000})
+        r.speedup, r.speedup_same_plan, r.why
+    """
+    m, a, _ = load_inputs(model, system, None, overrides)
+    b = _spec(against, SystemSpec, load_system, "against", against_overrides)
+    labels = _compare.labels_of(a, b, overrides, against_overrides)
+    return CompareResult.from_dict(_compare.compare(
+        m, a, b, global_batch, tokens=_tokens(tokens), exhaustive=exhaustive, dtype=dtype,
+        starts=starts, steps=steps, seed=seed, labels=labels, progress=progress))
 
 
 def validate(cases=None) -> ValidateResult:

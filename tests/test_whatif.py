@@ -88,3 +88,49 @@ def test_sensitivity_without_plan_optimizes_first():
     direct = cpo_opt.sensitivity("gpt3-175b", "dgx-a100-selene", plan)
     assert direct.step_time_s == r.step_time_s
     assert direct["plan_source"]["optimized"] is False
+
+
+# --------------------------------------------------------------------------- 3. compare
+@pytest.fixture(scope="module")
+def cmp_gpt():
+    return cpo_opt.compare("gpt3-175b", "dgx-a100-selene", "dgx-a100-selene", tokens=300e9,
+                           exhaustive=True,
+                           against_overrides={"scale_out.bandwidth_GB_s": "100"})
+
+
+def test_compare_speedups_are_ratios_of_the_optima(cmp_gpt):
+    r = cmp_gpt.to_dict()
+    a, b = r["baseline"], r["candidate"]
+    assert a["method"] == b["method"] == "exhaustive"
+    days = a["result"]["time_to_train_days"] / b["result"]["time_to_train_days"]
+    assert r["speedup"] == pytest.approx(days, rel=1e-12)
+    same = r["baseline_plan_on_candidate"]
+    assert same["plan"]["tp"] == a["plan"]["tp"] and same["plan"]["pp"] == a["plan"]["pp"]
+    assert r["speedup_same_plan"] == pytest.approx(
+        a["step_time_s"] / same["step_time_s"], rel=1e-12)
+    assert r["speedup_same_plan"] * r["speedup_plan_reoptimized"] == pytest.approx(r["speedup"])
+    # the candidate's optimum is at least as good as the baseline plan run there
+    assert r["speedup_plan_reoptimized"] >= 1 - 1e-12
+    for k, v in r["breakdown_s"].items():
+        assert v["difference"] == pytest.approx(b["result"]["breakdown_s"][k]
+                                                - a["result"]["breakdown_s"][k])
+    assert f"{r['speedup']:.2f}x" in r["why"][0]
+    assert cmp_gpt.speedup == r["speedup"] and cmp_gpt.why == r["why"]
+
+
+def test_compare_cli_json_shape(capsys):
+    rc, out, err = run_cli(capsys, "compare", "--model", "gpt3-175b", "--system",
+                           "dgx-a100-selene", "--against", "dgx-h100", "--exhaustive", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    for k in ("baseline", "candidate", "speedup", "speedup_same_plan", "why"):
+        assert k in r
+    # 12 = tp*cp*pp of the A100 optimum does not divide 16384 H100s: said, not crashed
+    if r["speedup_same_plan"] is None:
+        assert "must divide" in r["baseline_plan_on_candidate_error"]
+
+
+def test_study_explanation_uses_the_shared_code():
+    from cpo_opt.analysis import explain as shared
+    from cpo_opt.study import explain as study
+    assert study.placement is shared.placement

@@ -137,6 +137,17 @@ def cmd_sensitivity(args) -> None:
     emit(r.to_dict(), args.json, text.sensitivity_table)
 
 
+def cmd_compare(args) -> None:
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.compare(args.model, args.system, args.against, _tokens(args),
+                    global_batch=args.global_batch, exhaustive=args.exhaustive,
+                    dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
+                    against_overrides=parse_sets(args.set_against),
+                    progress=sys.stderr.isatty() and not args.json)
+    emit(r.to_dict(), args.json, text.compare_table)
+
+
 def cmd_reproduce(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
@@ -199,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
              "gradients and elasticities of step time w.r.t. every continuous system field")
     msp(sp, plan=True, plan_required=False)
     sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
+
+    sp = add("compare", cmd_compare, "the best plan on a baseline system and on a candidate "
+             "(--against), the baseline's plan on the candidate, speedups and why")
+    msp(sp)
+    sp.add_argument("--against", required=True, help="candidate system file or preset")
+    sp.add_argument("--set-against", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a field of the candidate system (repeatable); --set "
+                         "overrides the baseline")
+    sp.add_argument("--tokens", help="training tokens: reports times to train")
+    sp.add_argument("--global-batch", type=int,
+                    help="sequences per step on both (default: each cluster's default batch)")
+    sp.add_argument("--exhaustive", action="store_true",
+                    help="enumerate every valid plan on both systems (ground truth)")
+    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    sp.add_argument("--seed", type=int, default=0)
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")

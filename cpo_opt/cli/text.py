@@ -153,3 +153,53 @@ def reproduce_table(r: dict) -> str:
 
 def _days(x) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def compare_table(r: dict) -> str:
+    """Both optima, the baseline's plan on the candidate, speedups, breakdowns side by side."""
+    la, lb = r["labels"]["baseline"], r["labels"]["candidate"]
+    a, b, same = r["baseline"], r["candidate"], r.get("baseline_plan_on_candidate")
+    lines = [f"model {r['model']}: baseline {la} ({a['result']['gpus']} GPUs) vs candidate "
+             f"{lb} ({b['result']['gpus']} GPUs)",
+             f"baseline best plan   {plan_line(a['plan'])}",
+             f"candidate best plan  {plan_line(b['plan'])}", ""]
+    rows = [["step time", _s(a["step_time_s"]),
+             _s(same["step_time_s"]) if same else "-", _s(b["step_time_s"]),
+             _s(b["step_time_s"] - a["step_time_s"], signed=True), ""]]
+    for k, v in r["breakdown_s"].items():
+        s = same["breakdown_s"][k] if same else None
+        rows.append([f"  {k}", _s(v["baseline"]), "-" if s is None else _s(s),
+                     _s(v["candidate"]), _s(v["difference"], signed=True),
+                     f"{100 * v['baseline_share']:.1f}% -> {100 * v['candidate_share']:.1f}%"])
+    ra, rb = a["result"], b["result"]
+    rows.append(["MFU", f"{100 * ra['mfu']:.1f}%",
+                 f"{100 * same['mfu']:.1f}%" if same else "-", f"{100 * rb['mfu']:.1f}%",
+                 "", ""])
+    if "time_to_train_days" in ra:
+        rows.append(["time to train", f"{ra['time_to_train_days']:.2f} d",
+                     f"{same['time_to_train_days']:.2f} d" if same else "-",
+                     f"{rb['time_to_train_days']:.2f} d",
+                     f"{rb['time_to_train_days'] - ra['time_to_train_days']:+.2f} d", ""])
+    lines.append(table(rows, ["", "baseline", "base plan on cand.", "candidate",
+                              "difference", "share of step"]))
+    sp, same_sp = r["speedup"], r.get("speedup_same_plan")
+    lines += ["", f"speedup {sp:.3f}x: the candidate trains in {1 / sp:.3f} of the baseline's "
+                  f"time (each on its own best plan)"]
+    if same_sp is not None:
+        lines.append(f"  baseline's plan unchanged on the candidate: {same_sp:.3f}x; "
+                     f"re-optimizing the plan: {r['speedup_plan_reoptimized']:.3f}x more")
+    elif r.get("baseline_plan_on_candidate_error"):
+        lines.append(f"  the baseline's plan is not valid on the candidate: "
+                     f"{r['baseline_plan_on_candidate_error']}")
+    lines += ["", "why:"] + [f"- {t}" for t in r["why"]]
+    return "\n".join(lines)
+
+
+def _s(x: float, signed: bool = False) -> str:
+    """Seconds with a unit and a fixed, readable precision (ms under 1 s)."""
+    if x is None:
+        return "-"
+    sign = "+" if signed and x >= 0 else ""
+    if abs(x) >= 1 or x == 0:
+        return f"{sign}{x:.3f} s"
+    return f"{sign}{1e3 * x:.1f} ms"
