@@ -134,3 +134,67 @@ def test_study_explanation_uses_the_shared_code():
     from cpo_opt.analysis import explain as shared
     from cpo_opt.study import explain as study
     assert study.placement is shared.placement
+
+
+# --------------------------------------------------------------------------- 4. inspect
+def test_presets_show_has_content_and_sources(capsys):
+    rc, out, err = run_cli(capsys, "presets", "show", "GB200-NVL72", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["kind"] == "system" and r["name"] == "gb200-nvl72"
+    assert r["content"]["scale_up"]["domain_size"] == 72 and r["sources"]
+    assert r["resolved"]["gpu"]["hbm_GB"] > 0  # defaults and the GPU preset filled in
+    rc, out, err = run_cli(capsys, "presets", "show", "gb200-nvl7")
+    assert rc == 2 and "did you mean 'gb200-nvl72'" in err
+
+
+def test_preset_names_case_insensitive_and_did_you_mean():
+    assert cpo_opt.load_system("GB200-NVL72").name == "gb200-nvl72"
+    with pytest.raises(cpo_opt.InputError, match="did you mean 'deepseek-v3'"):
+        cpo_opt.load_model("deepseek-v4")
+
+
+def test_overrides_are_echoed_and_odd_setups_warned(capsys):
+    rc, out, err = run_cli(capsys, "evaluate", "--model", "deepseek-v3", "--system",
+                           "gb200-nvl72", "--plan", "tp=1,pp=8,ep=64,dtype=fp8", "--set",
+                           "cluster.gpus=4096", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["overrides"] == {"cluster.gpus": "4096"}
+    assert r["system_effective"]["values"]["cluster"]["gpus"] == 4096
+    assert any("not a whole number" in w for w in r["warnings"])
+    assert "fp8" in r["mfu_basis"]
+    rc, out, err = run_cli(capsys, "evaluate", "--model", "deepseek-v3", "--system",
+                           "gb200-nvl72", "--plan", "tp=1,pp=8,ep=64,dtype=fp8", "--set",
+                           "cluster.gpus=4096")
+    assert "with overrides cluster.gpus=4096" in out and "warning: " in err
+    assert "share of step" in out
+
+
+def test_copper_reach_lifted_is_warned():
+    r = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", "tp=8,pp=8",
+                         overrides={"scale_up.domain_size": "64",
+                                    "scale_up.max_domain_size": "64",
+                                    "scale_up.switch_radix": "64"})
+    assert any("8-GPU reach of dgx-a100-selene" in w for w in r["warnings"])
+    plain = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", "tp=8,pp=8")
+    assert plain["warnings"] == [] and plain["overrides"] == {}
+
+
+def test_scenario_fills_model_system_batch_tokens():
+    r = cpo_opt.evaluate(scenario="deepseek-v3-h800-2048")
+    assert r["scenario"] == "deepseek-v3-h800-2048" and "time_to_train_days" in r
+    sc = cpo_opt.load_scenario("deepseek-v3-h800-2048")
+    assert r.plan["global_batch"] == sc.plan.values["global_batch"]
+    over = cpo_opt.evaluate(scenario="deepseek-v3-h800-2048",
+                            overrides={"scale_out.bandwidth_GB_s": "100"})
+    assert over["system_effective"]["values"]["scale_out"]["bandwidth_GB_s"] == 100
+    assert over.step_time_s < r.step_time_s
+
+
+def test_scenario_flag_on_the_command_line(capsys):
+    rc, out, err = run_cli(capsys, "evaluate", "--scenario", "deepseek-v3-h800-2048", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["scenario"] == "deepseek-v3-h800-2048"
+    rc, out, err = run_cli(capsys, "evaluate", "--plan", "tp=1")
+    assert rc == 2 and "--model" in err and "--scenario" in err

@@ -76,10 +76,35 @@ def _json_default(x):
         return str(x)
 
 
+def warn(obj: dict[str, Any], as_json: bool) -> None:
+    """Warnings of a result on standard error (text mode; in JSON they are in the object)."""
+    if not as_json:
+        for w in obj.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+
+
+def _need_inputs(args, plan: bool = False) -> None:
+    """--model/--system are required unless --scenario gives them."""
+    if args.scenario is None:
+        missing = [f for f in ("model", "system") if getattr(args, f) is None]
+        if missing:
+            raise UsageError(f"cpo-opt {args.command}: --{missing[0]} is required (or "
+                             "--scenario NAME|FILE)")
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_presets(args) -> None:
     from cpo_opt.inputs.loaders import list_presets
     from cpo_opt.cli import text
+    if args.action == "show":
+        if not args.name:
+            raise UsageError("cpo-opt presets show: NAME is required")
+        from cpo_opt import api
+        r = api.preset_show(args.name)
+        emit(r, args.json, text.preset_show)
+        return
+    if args.action is not None:
+        raise UsageError(f"cpo-opt presets: unknown action {args.action!r} (expected: show)")
     found = list_presets()
     emit({k: [{"name": n, "description": d} for n, d in v] for k, v in found.items()},
          args.json, text.presets_table)
@@ -92,8 +117,10 @@ def _tokens(args) -> float | None:
 def cmd_evaluate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
-                     overrides=parse_sets(args.set))
+                     overrides=parse_sets(args.set), scenario=args.scenario)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.evaluate_table)
 
 
@@ -117,34 +144,42 @@ def cmd_bench(args) -> None:
 def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
+                     scenario=args.scenario,
                      free=tuple(args.free), power_budget_kW=args.power_budget_kw,
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.optimize_table)
 
 
 def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
     if args.plan is None and not args.json:
         print("sensitivity: no --plan given: optimizing first (gradient search)",
               file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
-                        overrides=parse_sets(args.set),
+                        overrides=parse_sets(args.set), scenario=args.scenario,
                         progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
 
 
 def cmd_compare(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
     r = api.compare(args.model, args.system, args.against, _tokens(args),
+                    scenario=args.scenario,
                     global_batch=args.global_batch, exhaustive=args.exhaustive,
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
                     against_overrides=parse_sets(args.set_against),
                     progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
 
 
@@ -171,10 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def msp(sp, plan=False, plan_required=True):
-        sp.add_argument("--model", required=True, help="model file (.toml/.json) or preset")
-        sp.add_argument("--system", required=True, help="system file or preset")
+        sp.add_argument("--model", help="model file (.toml/.json) or preset")
+        sp.add_argument("--system", help="system file or preset")
+        sp.add_argument("--scenario", metavar="NAME|FILE",
+                        help="a scenario (preset or file): gives the model, system and, where "
+                             "it holds them, plan, global batch and tokens; explicit flags win")
         if plan:
-            sp.add_argument("--plan", required=plan_required,
+            sp.add_argument("--plan", required=False,
                             help="plan file, preset, or inline 'tp=8,pp=16,ep=64' (commas or "
                                  "spaces; the 'best plan' line of optimize is accepted)"
                             + ("" if plan_required else "; default: optimize first"))
@@ -182,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
                              "(repeatable)")
 
-    add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios")
+    sp = add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios; "
+             "'presets show NAME' prints one in full with its sources")
+    sp.add_argument("action", nargs="?", metavar="show", help="show one preset")
+    sp.add_argument("name", nargs="?", help="preset name (case-insensitive; KIND/NAME when "
+                                            "several kinds share it)")
 
     sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
     msp(sp, plan=True)

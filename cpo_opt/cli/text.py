@@ -42,35 +42,106 @@ def plan_line(plan: dict) -> str:
     return " ".join(f"{k}={plan[k]}" for k in keys if k in plan)
 
 
-def presets_table(d: dict) -> str:
+def presets_table(d: dict, width: int = 100) -> str:
+    """Each kind, then one line per preset: name, then its description cut to fit ``width``
+    (left-aligned; ``presets show NAME`` prints it whole)."""
     out = []
     for kind, items in d.items():
         out.append(f"{kind}:")
-        out.append(table([[f"  {i['name']}", i["description"]] for i in items])
-                   if items else "  (none)")
+        if not items:
+            out.append("  (none)")
+            continue
+        w = max(len(i["name"]) for i in items)
+        for i in items:
+            desc = i["description"]
+            room = max(20, width - w - 4)
+            if len(desc) > room:
+                desc = desc[:room - 3].rstrip() + "..."
+            out.append(f"  {i['name'].ljust(w)}  {desc}".rstrip())
+    out.append("\n`cpo-opt presets show NAME` prints one preset in full, with its sources.")
     return "\n".join(out)
 
 
+def system_line(r: dict) -> str:
+    """``system NAME`` with the overrides applied named as such, and the effective fabric."""
+    eff = r.get("system_effective")
+    if not eff:
+        return ""
+    v = eff["values"]
+    up, out = v["scale_up"], v["scale_out"]
+    over = r.get("overrides") or {}
+    head = f"system {eff['name']}" + (" with overrides " + ", ".join(
+        f"{k}={val}" for k, val in over.items()) if over else "")
+    if r.get("scenario"):
+        head = f"scenario {r['scenario']}: " + head
+    return (f"{head}\n  effective: {v['cluster']['gpus']} x {v['gpu']['name']}, scale-up "
+            f"{up['domain_size']}-GPU domains at {up['bandwidth_GB_s']:g} GB/s "
+            f"({up['energy_pJ_per_bit']:g} pJ/bit, radix {up['switch_radix']}, reach "
+            f"{up['max_domain_size']}), scale-out {out['bandwidth_GB_s']:g} GB/s")
+
+
+def preset_show(r: dict) -> str:
+    """One preset in full: its TOML content, resolved defaults and sources."""
+    import json
+    lines = [f"{r['kind']} preset {r['name']}  ({r['path']})"]
+    if r["description"]:
+        lines.append(r["description"])
+    lines.append("")
+    for section, t in r["content"].items():
+        if isinstance(t, dict):
+            lines.append(f"[{section}]")
+            rows = [[k, json.dumps(val) if not isinstance(val, dict) else json.dumps(val)]
+                    for k, val in t.items()]
+            lines += ["  " + ln for ln in table(rows).splitlines()]
+        else:
+            lines.append(f"{section} = {json.dumps(t)}")
+    res = r.get("resolved")
+    if res and r["kind"] in ("system", "model"):
+        lines += ["", "with defaults filled:"]
+        for section, t in res.items():
+            given = r["content"].get(section.split(".")[0], {})
+            if section.startswith("model."):
+                given = given.get(section.split(".")[1], {})
+            extra = {k: val for k, val in t.items() if k not in given}
+            if extra:
+                lines.append(f"  [{section}] " + ", ".join(f"{k}={val}"
+                                                           for k, val in extra.items()))
+    for label in ("sources", "notes"):
+        items = r[label] if isinstance(r[label], list) else [r[label]]
+        if items:
+            lines += ["", f"{label}:"] + [f"- {x}" for x in items]
+    return "\n".join(lines)
+
+
 def evaluate_table(r: dict) -> str:
-    lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)",
-             f"plan  {plan_line(r['plan'])}", ""]
-    rows = [["step time", f"{r['step_time_s']:.4g} s"]]
+    lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)"]
+    if r.get("system_effective"):
+        lines.append(system_line(r))
+    lines += [f"plan  {plan_line(r['plan'])}", ""]
+    step = r["step_time_s"]
+    rows = [["step time", _s(step), "100.0%"]]
     for k, v in r["breakdown_s"].items():
-        share = v / r["step_time_s"] if r["step_time_s"] else 0.0
-        rows.append([f"  {k}", f"{v:.4g} s", f"{100 * share:.1f}%"])
+        share = v / step if step else 0.0
+        rows.append([f"  {k}", _s(v), f"{100 * share:.1f}%"])
     rows += [
-        ["tokens/s per GPU", f"{r['tokens_per_s_per_gpu']:.4g}"],
-        ["model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.4g}"],
-        ["MFU", f"{100 * r['mfu']:.1f}%"],
-        ["memory per GPU", f"{r['memory_GB_per_gpu']:.1f} GB of {r['hbm_GB']:.0f}"],
-        ["fits memory", r["fits_memory"]],
+        ["tokens/s per GPU", f"{r['tokens_per_s_per_gpu']:,.0f}", ""],
+        ["model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.1f}", ""],
+        ["MFU", f"{100 * r['mfu']:.1f}%", f"of the {mfu_basis(r)}"],
+        ["memory per GPU", f"{r['memory_GB_per_gpu']:.1f} GB",
+         f"of {r['hbm_GB']:.0f} GB HBM"],
+        ["fits memory", r["fits_memory"], ""],
         ["params total / active", f"{r['params']['total'] / 1e9:.1f}B / "
-                                  f"{r['params']['active'] / 1e9:.1f}B"],
+                                  f"{r['params']['active'] / 1e9:.1f}B", ""],
     ]
     if "time_to_train_days" in r:
-        rows.append(["time to train", f"{r['time_to_train_days']:.2f} days "
-                                      f"({r['tokens']:.3g} tokens)"])
-    return "\n".join(lines) + table(rows)
+        rows.append(["time to train", f"{r['time_to_train_days']:.2f} days",
+                     f"{r['tokens']:.3g} tokens"])
+    return "\n".join(lines) + table(rows, ["", "value", "share of step"])
+
+
+def mfu_basis(r: dict) -> str:
+    """The peak MFU is measured against: the plan's GEMM dtype (bf16 or fp8 tensor cores)."""
+    return str(r.get("mfu_basis") or r.get("plan", {}).get("dtype", "bf16") + " peak")
 
 
 def validate_table(r: dict) -> str:
@@ -98,7 +169,8 @@ def bench_table(r: dict) -> str:
 
 
 def optimize_table(r: dict) -> str:
-    lines = [f"method {r['method']}: {r['evaluations']} evaluations in "
+    lines = ([system_line(r)] if r.get("system_effective") else []) + [
+             f"method {r['method']}: {r['evaluations']} evaluations in "
              f"{r['search_wall_s']:.2f} s",
              f"best plan  {plan_line(r['plan'])}",
              f"--plan     {r['plan_arg']}",
@@ -107,7 +179,8 @@ def optimize_table(r: dict) -> str:
         lines.append(f"  {k} = {v:.4g}")
     res = r.get("result", {})
     if res:
-        lines.append(f"MFU {100 * res['mfu']:.1f}%   memory {res['memory_GB_per_gpu']:.1f} GB"
+        lines.append(f"MFU {100 * res['mfu']:.1f}% (of the {mfu_basis(res)})   memory "
+                     f"{res['memory_GB_per_gpu']:.1f} GB of {res['hbm_GB']:.0f}"
                      + (f"   time to train {res['time_to_train_days']:.2f} days"
                         if "time_to_train_days" in res else ""))
     return "\n".join(lines)
@@ -116,7 +189,7 @@ def optimize_table(r: dict) -> str:
 def sensitivity_table(r: dict) -> str:
     rows = sorted(([k, r["values"][k], r["gradients"][k], r["elasticities"][k]]
                    for k in r["gradients"]), key=lambda x: -abs(x[3]))
-    out = ""
+    out = (system_line(r) + "\n") if r.get("system_effective") else ""
     src = r.get("plan_source", {})
     if src.get("optimized"):
         out += f"plan optimized first ({src['method']}): {src['plan_arg']}\n"

@@ -427,11 +427,12 @@ _SCENARIO_BATCH = Key("global_batch", "global_batch", "int", "sequences per step
 _SCENARIO_TOKENS = Key("tokens", "tokens", "float", "training tokens", minimum=0, strict=True)
 
 
-def load_scenario(ref: Any) -> Scenario:
+def load_scenario(ref: Any, overrides: dict[str, Any] | None = None) -> Scenario:
     """Load a scenario: ``[scenario]`` with model, system, optional plan, global_batch, tokens.
 
     ``model``/``system``/``plan`` are preset names, paths relative to the scenario file, or
-    inline tables; ``global_batch`` fills the plan's when the plan has none.
+    inline tables; ``global_batch`` fills the plan's when the plan has none. ``overrides``
+    (``--set``) apply to the scenario's system as they would to ``--system``.
     """
     src = resolve(ref, "scenarios")
     check_top(src.doc, ("scenario",), src.where)
@@ -447,7 +448,8 @@ def load_scenario(ref: Any) -> Scenario:
     base = src.path.parent if src.path is not None else pathlib.Path.cwd()
     model = _load_model(table["model"], *_nested(table["model"], where, "scenario.model", base))
     system = _load_system(table["system"],
-                          *_nested(table["system"], where, "scenario.system", base))
+                          *_nested(table["system"], where, "scenario.system", base),
+                          overrides=overrides)
     batch = tokens = plan = None
     if "global_batch" in table:
         batch = check_value(_SCENARIO_BATCH, table["global_batch"], where, "scenario.global_batch")
