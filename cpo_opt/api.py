@@ -243,15 +243,32 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
              dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
-             progress: bool = False, scenario=None) -> OptimizeResult:
-    """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``)."""
+             progress: bool = False, scenario=None,
+             domain_multiple: int | None = None) -> OptimizeResult:
+    """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
+
+    Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
+    binding limit and the key that lifts it when nothing is feasible."""
     x = _resolve(model, system, None, overrides, scenario)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return OptimizeResult.from_dict(x.echo(_optimize.optimize(
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        tokens=_tokens(tokens), progress=progress)))
+        tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple)))
+
+
+def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
+                overrides: Mapping[str, Any] | None = None, scenario=None,
+                tokens: float | None = None, **kwargs) -> Result:
+    """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
+    optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
+    x = _resolve(model, system, None, overrides, scenario)
+    global_batch = x.global_batch if global_batch is None else global_batch
+    tokens = x.tokens if tokens is None else tokens
+    return Result(data=x.echo(_optimize.power_sweep(
+        x.model, x.system, list(budgets_kW), global_batch=global_batch,
+        tokens=_tokens(tokens), **kwargs)))
 
 
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,

@@ -198,3 +198,73 @@ def test_scenario_flag_on_the_command_line(capsys):
     assert json.loads(out)["scenario"] == "deepseek-v3-h800-2048"
     rc, out, err = run_cli(capsys, "evaluate", "--plan", "tp=1")
     assert rc == 2 and "--model" in err and "--scenario" in err
+
+
+# --------------------------------------------------------------------------- 5. co-design cost
+def test_second_tier_costs_power_with_finite_gradients(presets):
+    import jax
+    from cpo_opt.inputs import schema
+    from cpo_opt.model import fabric_cost
+    _, s, _ = presets("gpt3-175b", "dgx-a100-selene")
+    base = float(fabric_cost.interconnect_power_w(s.system))
+    big = schema.with_fields(s.system, ("scale_up.domain_size",), [16.0])
+    up = 2 * 8 * float(s.system.scale_up.bandwidth * s.system.scale_up.energy_j_per_bit) \
+        * float(s.system.gpus)
+    assert float(fabric_cost.switch_stages(big)) == 3.0
+    assert float(fabric_cost.interconnect_power_w(big)) == pytest.approx(base + 2 * up)
+    assert float(fabric_cost.switch_chips_per_domain(big)) == pytest.approx(
+        3 * float(fabric_cost.switches_per_domain(big)))
+
+    def power(d):
+        return fabric_cost.interconnect_power_w(
+            schema.with_fields(s.system, ("scale_up.domain_size",), [d]))
+    for d in (4.0, 8.0, 8.04, 8.5, 64.0):
+        g = float(jax.grad(power)(d))
+        assert g == g and abs(g) < float("inf")
+    # inside the ramp the gradient matches a finite difference
+    h = 1e-4
+    assert float(jax.grad(power)(8.04)) == pytest.approx(
+        (float(power(8.04 + h)) - float(power(8.04 - h))) / (2 * h), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def codesign_gpt():
+    return cpo_opt.optimize("gpt3-175b", "dgx-a100-selene", exhaustive=True,
+                            free=["scale_up.domain_size"],
+                            overrides={"scale_up.max_domain_size": "256",
+                                       "scale_up.switch_radix": "256"})
+
+
+def test_codesign_stops_at_the_smallest_domain_that_earns_its_cost(codesign_gpt, presets):
+    from cpo_opt.analysis.optimize import domain_candidates
+    r = codesign_gpt
+    trim = r["domain_trim"]
+    d = r.hardware["scale_up.domain_size"]
+    assert d == trim["chosen_domain_size"] <= trim["searched_domain_size"]
+    assert r.step_time_s <= trim["step_time_searched_s"] * (1 + trim["tolerance"])
+    # every smaller whole-domain size with the same plan is slower by more than the tolerance
+    # (or the plan does not fit / is not valid there)
+    for smaller in domain_candidates(3072, 1, d - 1):
+        try:
+            e = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", r.plan_arg, overrides={
+                "scale_up.max_domain_size": "256", "scale_up.switch_radix": "256",
+                "scale_up.domain_size": str(smaller)})
+        except cpo_opt.InputError:
+            continue
+        if e.fits_memory:
+            assert e.step_time_s > trim["step_time_searched_s"] * (1 + trim["tolerance"])
+
+
+def test_power_reported_against_budget_and_swept(capsys):
+    rc, out, err = run_cli(capsys, "optimize", "--model", "gpt3-175b", "--system",
+                           "dgx-a100-selene", "--free", "scale_up.bandwidth_GB_s",
+                           "--exhaustive", "--power-budget-kW", "25", "150", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    low, high = r["sweep"]
+    assert low["feasible"] is False and "--power-budget-kW" in low["reason"]
+    assert high["feasible"] is True
+    fab = high["fabric"]
+    assert fab["power_budget_kW"] == 150
+    assert fab["interconnect_power_kW"] <= 150 * (1 + 1e-9)
+    assert fab["power_share_of_budget"] == pytest.approx(fab["interconnect_power_kW"] / 150)

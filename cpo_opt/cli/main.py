@@ -145,9 +145,21 @@ def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
+    budgets = args.power_budget_kw or [None]
+    if len(budgets) > 1:
+        r = api.power_sweep(args.model, args.system, budgets, args.global_batch,
+                            overrides=parse_sets(args.set), scenario=args.scenario,
+                            tokens=_tokens(args), exhaustive=args.exhaustive,
+                            free=tuple(args.free), dtype=args.dtype, starts=args.starts,
+                            steps=args.steps, seed=args.seed,
+                            domain_multiple=args.domain_multiple,
+                            progress=sys.stderr.isatty() and not args.json)
+        warn(r, args.json)
+        emit(r.to_dict(), args.json, text.sweep_table)
+        return
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
-                     scenario=args.scenario,
-                     free=tuple(args.free), power_budget_kW=args.power_budget_kw,
+                     scenario=args.scenario, domain_multiple=args.domain_multiple,
+                     free=tuple(args.free), power_budget_kW=budgets[0],
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json)
@@ -241,8 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continuous system fields to optimize too, e.g. "
                          "scale_up.bandwidth_GB_s scale_up.domain_size")
     sp.add_argument("--tokens", help="training tokens: reports time to train")
-    sp.add_argument("--power-budget-kW", type=float, dest="power_budget_kw",
-                    help="cap on provisioned interconnect power of the cluster, kW (with --free)")
+    sp.add_argument("--power-budget-kW", type=float, dest="power_budget_kw", nargs="+",
+                    metavar="KW",
+                    help="cap on provisioned interconnect power of the cluster, kW (with "
+                         "--free); several values sweep the budget")
+    sp.add_argument("--domain-multiple", type=int, metavar="N",
+                    help="with scale_up.domain_size free: settle on multiples of N GPUs (a "
+                         "rack) instead of divisors of the cluster")
     sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
-    """Left-aligned first column, right-aligned others, two spaces apart."""
+def table(rows: list[list[Any]], header: list[str] | None = None,
+          left_last: bool = False) -> str:
+    """Left-aligned first column, right-aligned others (the last one left-aligned too with
+    ``left_last``: text such as a plan), two spaces apart."""
     cells = [[_cell(c) for c in r] for r in ([header] if header else []) + rows]
     if not cells:
         return ""
@@ -14,6 +16,8 @@ def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
     lines = []
     for j, r in enumerate(cells):
         parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        if left_last and len(r) == len(widths) and len(r) > 1:
+            parts[-1] = r[-1].ljust(widths[-1])
         lines.append("  ".join(parts).rstrip())
         if header and j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -177,6 +181,20 @@ def optimize_table(r: dict) -> str:
              f"step time  {r['step_time_s']:.4g} s"]
     for k, v in r.get("hardware", {}).items():
         lines.append(f"  {k} = {v:.4g}")
+    trim = r.get("domain_trim")
+    if trim and trim["chosen_domain_size"] != trim["searched_domain_size"]:
+        lines.append(f"  domain {trim['searched_domain_size']:.0f} -> "
+                     f"{trim['chosen_domain_size']:.0f}: the smallest within "
+                     f"{100 * trim['tolerance']:g}% of the search's step time")
+    fab = r.get("fabric")
+    if fab:
+        used = f"interconnect power {fab['interconnect_power_kW']:,.1f} kW"
+        if fab.get("power_budget_kW"):
+            used += (f" of a {fab['power_budget_kW']:,.1f} kW budget "
+                     f"({100 * fab['power_share_of_budget']:.1f}%)")
+        if fab.get("reference_power_kW") is not None and r.get("free"):
+            used += f"; the given system draws {fab['reference_power_kW']:,.1f} kW"
+        lines.append(used)
     res = r.get("result", {})
     if res:
         lines.append(f"MFU {100 * res['mfu']:.1f}% (of the {mfu_basis(res)})   memory "
@@ -276,3 +294,23 @@ def _s(x: float, signed: bool = False) -> str:
     if abs(x) >= 1 or x == 0:
         return f"{sign}{x:.3f} s"
     return f"{sign}{1e3 * x:.1f} ms"
+
+
+def sweep_table(r: dict) -> str:
+    """One row per power budget: feasible, time, power used, domain, bandwidth, plan."""
+    rows = []
+    for x in r["sweep"]:
+        if not x["feasible"]:
+            rows.append([f"{x['power_budget_kW']:,.0f}", "no", "-", "-", "-", "-",
+                         x["reason"][:60]])
+            continue
+        hw = x.get("hardware", {})
+        rows.append([f"{x['power_budget_kW']:,.0f}", "yes", _s(x["step_time_s"]),
+                     f"{x['interconnect_power_kW']:,.0f}",
+                     f"{hw['scale_up.domain_size']:.0f}" if "scale_up.domain_size" in hw
+                     else "-",
+                     f"{hw['scale_up.bandwidth_GB_s']:,.0f}" if "scale_up.bandwidth_GB_s" in hw
+                     else "-", plan_line(x["plan"])])
+    head = ([system_line(r)] if r.get("system_effective") else [])
+    return "\n".join(head + [table(rows, ["budget kW", "feasible", "step", "power kW",
+                                           "domain", "up GB/s", "plan"], left_last=True)])
