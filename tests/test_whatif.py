@@ -268,3 +268,35 @@ def test_power_reported_against_budget_and_swept(capsys):
     assert fab["power_budget_kW"] == 150
     assert fab["interconnect_power_kW"] <= 150 * (1 + 1e-9)
     assert fab["power_share_of_budget"] == pytest.approx(fab["interconnect_power_kW"] / 150)
+
+
+# --------------------------------------------------------------------------- 6. presentation
+def test_sweep_plot_ticks_at_the_data(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cpo_opt.study import plots
+    fig, ax = plt.subplots()
+    ax.plot([72, 576, 800], [3, 2, 1.9])
+    ax.set_xscale("log")
+    plots._data_ticks(ax, [72, 576, 800])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["72", "576", "800"]
+    assert ax.xaxis.get_minor_ticks() == [] or not any(
+        t.label1.get_text() for t in ax.xaxis.get_minor_ticks())
+    plt.close(fig)
+    obj = {"knees": [{"config": "c1", "sweep": "domain", "knee": None}],
+           "sweeps": [{"sweep": "domain", "config": "c1", "value": v, "time_to_train_days": d}
+                      for v, d in ((72, 3.0), (576, 2.0), (800, 1.9))]}
+    plots.sweep(obj, "domain", tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert plots.LABELS["ep_comm"] != "ep_comm"
+
+
+def test_presets_table_is_narrow_and_left_aligned(capsys):
+    rc, out, err = run_cli(capsys, "presets")
+    assert rc == 0
+    lines = out.splitlines()
+    assert max(len(ln) for ln in lines) <= 100
+    names = [ln for ln in lines if ln.startswith("  gb200-nvl72")]
+    assert names and names[0].startswith("  gb200-nvl72  ")
