@@ -300,3 +300,41 @@ def test_presets_table_is_narrow_and_left_aligned(capsys):
     assert max(len(ln) for ln in lines) <= 100
     names = [ln for ln in lines if ln.startswith("  gb200-nvl72")]
     assert names and names[0].startswith("  gb200-nvl72  ")
+
+
+# --------------------------------------------------------------------------- 7. own runs
+def test_validation_case_may_name_presets_with_overrides(tmp_path):
+    cases = tmp_path / "runs.toml"
+    cases.write_text('''
+[[case]]
+id = "my-gpt3-run"
+source = "our cluster, 2026-11"
+model = "gpt3-175b"
+system = "DGX-A100-Selene"
+overrides = { cluster.gpus = 1536, "scale_out.bandwidth_GB_s" = 50.0 }
+plan = { tp = 8, pp = 16, micro_batch = 1, global_batch = 1536, recompute = "none" }
+measured = { step_time_s = 30.0 }
+
+[[case]]
+id = "inline"
+model = { layers = 4, hidden = 1024, heads = 16, ffn_hidden = 4096, vocab = 32000, seq_len = 2048 }
+system = { gpu = { preset = "H100-SXM" }, scale_up = { domain_size = 8, bandwidth_GB_s = 450.0 }, scale_out = { bandwidth_GB_s = 50.0 }, cluster = { gpus = 8 } }
+plan = { tp = 8, pp = 1, global_batch = 8 }
+measured = { step_time_s = 0.1 }
+''')
+    r = cpo_opt.validate(str(cases))
+    assert [c["id"] for c in r.cases] == ["my-gpt3-run", "inline"]
+    same = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene",
+                            "tp=8,pp=16,micro_batch=1,global_batch=1536,recompute=none",
+                            overrides={"cluster.gpus": "1536", "scale_out.bandwidth_GB_s": "50"})
+    assert r.cases[0]["predicted_step_time_s"] == pytest.approx(same.step_time_s, rel=1e-12)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cases.read_text().replace("cluster.gpus = 1536", "cluster.gpuz = 1536"))
+    with pytest.raises(cpo_opt.InputError) as e:
+        cpo_opt.validate(str(bad))
+    line = str(e.value)
+    assert "'my-gpt3-run'" in line and "overrides" in line and "gpuz" in line
+    worse = tmp_path / "worse.toml"
+    worse.write_text(cases.read_text().replace('"gpt3-175b"', '"gpt3-175"'))
+    with pytest.raises(cpo_opt.InputError, match="did you mean 'gpt3-175b'"):
+        cpo_opt.validate(str(worse))

@@ -371,7 +371,7 @@ def plan_arg(values: dict, model: ModelSpec, system: SystemSpec) -> str:
 
 
 # --------------------------------------------------------------------------- cases
-_CASE_KEYS = ("id", "source", "model", "system", "plan", "measured")
+_CASE_KEYS = ("id", "source", "model", "system", "overrides", "plan", "measured")
 _STEP_TIME = Key("step_time_s", "step_time_s", "float", "measured step time, s", required=True,
                  minimum=0, strict=True)
 
@@ -387,7 +387,8 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
         raise error(src.where, "case", "no [[case]] tables")
     out, seen = [], set()
     for index, table in enumerate(cases):
-        case = _case(table, f"{src.where}: case[{index}]")
+        case = _case(table, f"{src.where}: case[{index}]",
+                     src.path.parent if src.path is not None else None)
         if case.id in seen:
             raise error(f"{src.where}: case[{index}]", "id", "duplicate case id", case.id)
         seen.add(case.id)
@@ -395,7 +396,26 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
     return out
 
 
-def _case(table: dict, where: str) -> Case:
+def _flat_overrides(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    """A case's ``overrides`` table -> ``{"section.key": value}``; TOML writes
+    ``{ scale_up.domain_size = 8 }`` as nested tables and ``{ "scale_up.domain_size" = 8 }``
+    flat: both are accepted."""
+    if not isinstance(table, dict):
+        raise error(where, prefix.rstrip(".") or "overrides", "must be a table of "
+                    "SECTION.KEY = value (as --set)", table)
+    out = {}
+    for k, v in table.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_overrides(v, where, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _case(table: dict, where: str, base: pathlib.Path | None = None) -> Case:
+    """One ``[[case]]``: ``model``/``system`` are inline tables or preset names / paths
+    (relative to the cases file), ``overrides`` applies ``--set``-style values to the system."""
     if isinstance(table.get("id"), str):
         where = f"{where} '{table['id']}'"
     for name in table:
@@ -407,8 +427,22 @@ def _case(table: dict, where: str) -> Case:
     for name in ("id", "source"):
         if name in table and not isinstance(table[name], str):
             raise error(where, name, "must be a string", table[name])
-    model = model_from_table(table["model"], where, table["id"])
-    system = system_from_doc(table["system"], where, table["id"])
+    overrides = _flat_overrides(table["overrides"], where, "") if "overrides" in table else {}
+    base = base or pathlib.Path.cwd()
+    if isinstance(table["model"], str):
+        model = _load_model(table["model"], None, base, f"{where}: model")
+    else:
+        model = model_from_table(table["model"], where, table["id"])
+    try:
+        if isinstance(table["system"], str):
+            system = _load_system(table["system"], None, base, f"{where}: system",
+                                  overrides=overrides)
+        else:
+            system = system_from_doc(table["system"], where, table["id"], overrides)
+    except InputError as e:
+        if str(e).startswith("--set"):  # name the case, not the flag
+            raise InputError(f"{where}: overrides{str(e)[len('--set'):]}") from None
+        raise
     plan = plan_from_values(table_of(table, "plan", where), model, system, where)
     measured = table_of(table, "measured", where)
     for name in measured:
