@@ -362,7 +362,15 @@ def preset_show(name: str) -> dict[str, Any]:
 
 def validate(cases=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set)."""
-    return ValidateResult.from_dict(_validate.validate_file(cases))
+    from cpo_opt.analysis.validate import DEFAULT_CASES
+    from cpo_opt.inputs import load_cases
+    path = DEFAULT_CASES if cases is None else cases
+    loaded = load_cases(path)
+    out = _validate.validate_cases(loaded)
+    out["cases_file"] = str(path)
+    out["warnings"] = [f"{c.id}: {w}" for c in loaded
+                       for w in _evaluate.system_warnings(c.system)]
+    return ValidateResult.from_dict(out)
 
 
 def reproduce(quick: bool = False, out_dir: str | None = None,

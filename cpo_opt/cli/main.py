@@ -127,7 +127,9 @@ def cmd_evaluate(args) -> None:
 def cmd_validate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    emit(api.validate(args.cases).to_dict(), args.json, text.validate_table)
+    r = api.validate(args.cases)
+    warn(r, args.json)
+    emit(r.to_dict(), args.json, text.validate_table)
 
 
 def cmd_bench(args) -> None:
@@ -136,9 +138,14 @@ def cmd_bench(args) -> None:
     from cpo_opt.cli import text
     if args.n < 1 or args.batch < 1:
         raise UsageError("--n and --batch must be >= 1")
-    model, system, _ = api.load_inputs(args.model, args.system, None, parse_sets(args.set))
-    emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
-         args.json, text.bench_table)
+    from cpo_opt.analysis.evaluate import effective_system, system_warnings
+    sets = parse_sets(args.set)
+    model, system, _ = api.load_inputs(args.model, args.system, None, sets)
+    r = bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed)
+    r.update(system_effective=effective_system(system, sets), overrides=sets,
+             warnings=system_warnings(system))
+    warn(r, args.json)
+    emit(r, args.json, text.bench_table)
 
 
 def cmd_optimize(args) -> None:
