@@ -205,8 +205,10 @@ def optimize_table(r: dict) -> str:
 
 
 def sensitivity_table(r: dict) -> str:
-    rows = sorted(([k, r["values"][k], r["gradients"][k], r["elasticities"][k]]
-                   for k in r["gradients"]), key=lambda x: -abs(x[3]))
+    rows = sorted(([k, f"{r['values'][k]:g}", f"{r['gradients'][k]:+.3g}",
+                    f"{r['elasticities'][k]:+.3f}", r["elasticities"][k]]
+                   for k in r["gradients"]), key=lambda x: -abs(x[4]))
+    rows = [x[:4] for x in rows]
     out = (system_line(r) + "\n") if r.get("system_effective") else ""
     src = r.get("plan_source", {})
     if src.get("optimized"):
@@ -215,7 +217,9 @@ def sensitivity_table(r: dict) -> str:
     ttt = r.get("time_to_train")
     if ttt:
         out += f"   time to train {ttt['days']:.4g} days ({ttt['tokens']:.3g} tokens)"
-    out += "\n" + table(rows, ["field", "value", "d step / d field", "elasticity"])
+    out += "\n" + table(rows, ["field (its unit)", "value", "d step/d field, s per unit",
+                               "elasticity"])
+    out += "\n(elasticity: % change of the step time per +1% of the field)"
     if ttt:
         out += "\n(time-to-train elasticities: " + ", ".join(
             f"{k} {ttt['elasticities'][k]:+.3g}" for k in r.get("ranking", [])[:3]) + ")"
