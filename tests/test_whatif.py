@@ -338,3 +338,12 @@ measured = { step_time_s = 0.1 }
     worse.write_text(cases.read_text().replace('"gpt3-175b"', '"gpt3-175"'))
     with pytest.raises(cpo_opt.InputError, match="did you mean 'gpt3-175b'"):
         cpo_opt.validate(str(worse))
+
+
+def test_compare_names_the_infeasible_side(capsys):
+    rc, out, err = run_cli(capsys, "compare", "--model", "gpt3-175b", "--system",
+                           "dgx-a100-selene", "--against", "dgx-a100-selene", "--set-against",
+                           "scale_up.domain_size=16", "--exhaustive")
+    assert rc == 2
+    line, = err.strip().splitlines()
+    assert line.startswith("candidate dgx-a100-selene: infeasible: domain_size 16")

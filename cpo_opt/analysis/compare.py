@@ -17,7 +17,7 @@ from typing import Any
 
 from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.analysis.explain import explain_pair
-from cpo_opt.analysis.optimize import optimize
+from cpo_opt.analysis.optimize import InfeasibleError, optimize
 from cpo_opt.inputs.loaders import InputError, ModelSpec, SystemSpec, load_plan, system_with
 from cpo_opt.model.step import BREAKDOWN_PARTS
 
@@ -33,6 +33,14 @@ def labels_of(a: SystemSpec, b: SystemSpec, a_over: dict | None, b_over: dict | 
     return la, lb
 
 
+def _side(label: str, model, system, global_batch, kw) -> dict[str, Any]:
+    """``optimize`` on one side; an infeasible side says which it is."""
+    try:
+        return optimize(model, system, global_batch, **kw)
+    except InfeasibleError as e:
+        raise InfeasibleError(f"{label} {system.name}: {e}", e.limit, e.needed) from None
+
+
 def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
             global_batch: int | None = None, *, tokens: float | None = None,
             exhaustive: bool = False, dtype: str = "bf16", starts: int = 32, steps: int = 150,
@@ -41,8 +49,8 @@ def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
     """The ``compare --json`` object (see the module docstring)."""
     kw = dict(exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
               tokens=tokens, progress=progress)
-    a = optimize(model, baseline, global_batch, **kw)
-    b = optimize(model, candidate, global_batch, **kw)
+    a = _side("baseline", model, baseline, global_batch, kw)
+    b = _side("candidate", model, candidate, global_batch, kw)
     sys_a = system_with(baseline, a["hardware"])
     sys_b = system_with(candidate, b["hardware"])
     same, same_error = None, None
