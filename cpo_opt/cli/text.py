@@ -205,8 +205,8 @@ def optimize_table(r: dict) -> str:
 
 
 def sensitivity_table(r: dict) -> str:
-    rows = sorted(([k, f"{r['values'][k]:g}", f"{r['gradients'][k]:+.3g}",
-                    f"{r['elasticities'][k]:+.3f}", r["elasticities"][k]]
+    rows = sorted(([k, f"{r['values'][k]:g}", _signed(r["gradients"][k], "+.3g"),
+                    _signed(r["elasticities"][k], "+.3f"), r["elasticities"][k]]
                    for k in r["gradients"]), key=lambda x: -abs(x[4]))
     rows = [x[:4] for x in rows]
     out = (system_line(r) + "\n") if r.get("system_effective") else ""
@@ -224,6 +224,10 @@ def sensitivity_table(r: dict) -> str:
         out += "\n(time-to-train elasticities: " + ", ".join(
             f"{k} {ttt['elasticities'][k]:+.3g}" for k in r.get("ranking", [])[:3]) + ")"
     return out
+
+
+def _signed(x: float, fmt: str) -> str:
+    return "0" if x == 0 else format(x, fmt)
 
 
 def reproduce_table(r: dict) -> str:
