@@ -96,7 +96,7 @@ def preset_show(r: dict) -> str:
             lines.append(f"[{section}]")
             rows = [[k, json.dumps(val) if not isinstance(val, dict) else json.dumps(val)]
                     for k, val in t.items()]
-            lines += ["  " + ln for ln in table(rows).splitlines()]
+            lines += ["  " + ln for ln in table(rows, left_last=True).splitlines()]
         else:
             lines.append(f"{section} = {json.dumps(t)}")
     res = r.get("resolved")
