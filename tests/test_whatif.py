@@ -268,6 +268,9 @@ def test_power_reported_against_budget_and_swept(capsys):
     assert fab["power_budget_kW"] == 150
     assert fab["interconnect_power_kW"] <= 150 * (1 + 1e-9)
     assert fab["power_share_of_budget"] == pytest.approx(fab["interconnect_power_kW"] / 150)
+    from cpo_opt.cli import text
+    table = text.sweep_table(r)
+    assert "budget kW" in table and "infeasible" in table and "150" in table
 
 
 # --------------------------------------------------------------------------- 6. presentation

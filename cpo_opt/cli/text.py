@@ -305,3 +305,23 @@ def _s(x: float, signed: bool = False) -> str:
     if abs(x) >= 1:
         return f"{sign}{x:.3f} s"
     return f"{sign}{1e3 * x:.1f} ms"
+
+
+def sweep_table(r: dict) -> str:
+    """One row per power budget: feasible, time, power used, domain, bandwidth, plan."""
+    rows = []
+    for x in r["sweep"]:
+        if not x["feasible"]:
+            rows.append([f"{x['power_budget_kW']:,.0f}", "no", "-", "-", "-", "-",
+                         x["reason"]])
+            continue
+        hw = x.get("hardware", {})
+        rows.append([f"{x['power_budget_kW']:,.0f}", "yes", _s(x["step_time_s"]),
+                     f"{x['interconnect_power_kW']:,.0f}",
+                     f"{hw['scale_up.domain_size']:.0f}" if "scale_up.domain_size" in hw
+                     else "-",
+                     f"{hw['scale_up.bandwidth_GB_s']:,.0f}" if "scale_up.bandwidth_GB_s" in hw
+                     else "-", plan_line(x["plan"])])
+    head = ([system_line(r)] if r.get("system_effective") else [])
+    return "\n".join(head + [table(rows, ["budget kW", "feasible", "step", "power kW",
+                                           "domain", "up GB/s", "plan"], left_last=True)])
