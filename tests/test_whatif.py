@@ -350,3 +350,20 @@ def test_compare_names_the_infeasible_side(capsys):
     assert rc == 2
     line, = err.strip().splitlines()
     assert line.startswith("candidate dgx-a100-selene: infeasible: domain_size 16")
+
+
+def test_every_text_table_renders(capsys, cmp_gpt):
+    from cpo_opt.cli import text
+    rc, out, err = run_cli(capsys, "optimize", "--model", "gpt3-175b", "--system",
+                           "dgx-a100-selene", "--exhaustive")
+    assert rc == 0, err
+    assert "microbatches=" in out and "--plan     tp=" in out and "MFU" in out
+    plan = next(ln for ln in out.splitlines() if ln.startswith("--plan"))[len("--plan"):]
+    rc, out2, err = run_cli(capsys, "evaluate", "--model", "gpt3-175b", "--system",
+                            "dgx-a100-selene", "--plan", plan.strip())
+    assert rc == 0, err
+    c = text.compare_table(cmp_gpt.to_dict())
+    assert "speedup" in c and "why:" in c and "base plan on cand." in c
+    s = cpo_opt.sensitivity("gpt3-175b", "dgx-a100-selene", "gpt3-175b-1536")
+    assert "elasticity" in text.sensitivity_table(s.to_dict())
+    assert "sources:" in text.preset_show(cpo_opt.api.preset_show("deepseek-v3"))
