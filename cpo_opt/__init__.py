@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 from cpo_opt.api import (EvaluateResult, OptimizeResult, ReproduceResult, Result,
                          SensitivityResult, ValidateResult, evaluate, load_inputs, optimize,
                          reproduce, sensitivity, validate)
+from cpo_opt.api import CompareResult, compare
 from cpo_opt.inputs import (ArgumentError, InputError, load_cases, load_model, load_plan,
                             load_scenario, load_system, plan_from_values)
 from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
@@ -38,5 +39,5 @@ __all__ = [
     "ValidateResult", "ReproduceResult", "GPU", "Fabric", "Model", "Plan", "System",
     "StepTime", "step_time", "InputError", "ArgumentError", "load_model", "load_system",
     "load_plan", "load_cases", "load_scenario", "plan_from_values", "param_counts",
-    "flops_per_token",
+    "flops_per_token", "compare", "CompareResult",
 ]

@@ -21,15 +21,18 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from cpo_opt.analysis import compare as _compare
 from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
 from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_model,
-                            load_plan, load_system)
+                            load_plan, load_scenario, load_system)
+from cpo_opt.inputs.loaders import Scenario
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "evaluate", "optimize", "sensitivity", "validate", "reproduce",
+           "ReproduceResult", "CompareResult", "evaluate", "optimize", "sensitivity", "validate",
+           "reproduce", "compare",
            "load_inputs"]
 
 
@@ -78,6 +81,7 @@ class OptimizeResult(Result):
     """``optimize``: the winning plan, its step time, the search's accounting."""
 
     plan: dict | None = None
+    plan_arg: str | None = None
     step_time_s: float | None = None
     method: str = ""
     evaluations: int = 0
@@ -111,6 +115,20 @@ class ReproduceResult(Result):
 
     scale_up_ratio: float = 0.0
     configs: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareResult(Result):
+    """``compare``: each system's best plan (``baseline``/``candidate`` optimize objects), the
+    speedups (``speedup`` = T_baseline / T_candidate; ``speedup_same_plan`` with the baseline's
+    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences."""
+
+    speedup: float = 0.0
+    speedup_same_plan: float | None = None
+    why: list = dataclasses.field(default_factory=list)
+    baseline: dict = dataclasses.field(default_factory=dict)
+    candidate: dict = dataclasses.field(default_factory=dict)
+    breakdown_s: dict = dataclasses.field(default_factory=dict)
 
 
 def _spec(ref, cls, loader, name: str, overrides=None):
@@ -149,40 +167,210 @@ def _tokens(tokens) -> float | None:
     return t
 
 
-def evaluate(model, system, plan, tokens: float | None = None, *,
-             overrides: Mapping[str, Any] | None = None) -> EvaluateResult:
-    """One exact step-time evaluation (``cpo-opt evaluate``)."""
-    m, s, p = load_inputs(model, system, plan, overrides)
-    if p is None:
+@dataclasses.dataclass
+class _Inputs:
+    """What a command runs on: specs, scenario defaults, and the echo of the system."""
+
+    model: ModelSpec
+    system: SystemSpec
+    plan: PlanSpec | None
+    global_batch: int | None
+    tokens: float | None
+    scenario: str | None
+    overrides: dict
+    warnings: list
+
+    def echo(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Add the effective system, the overrides, the scenario and the warnings to ``out``."""
+        out["system_effective"] = _evaluate.effective_system(self.system, self.overrides)
+        out["overrides"] = dict(self.overrides)
+        out["warnings"] = list(self.warnings)
+        if self.scenario:
+            out["scenario"] = self.scenario
+        return out
+
+
+def _resolve(model, system, plan=None, overrides=None, scenario=None) -> _Inputs:
+    """Load the inputs of a command; a scenario fills what is not given explicitly."""
+    overrides = {str(k): v for k, v in (overrides or {}).items()}
+    sc = None
+    if scenario is not None:
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides)
+    if model is None and sc is not None:
+        model = sc.model
+    if system is None and sc is not None:
+        if isinstance(scenario, Scenario) and overrides:
+            raise ArgumentError("overrides", "apply overrides when loading the scenario "
+                                "(pass its name or path instead of a loaded Scenario)")
+        system, s_over = sc.system, None
+    else:
+        s_over = overrides
+    m = _spec(model, ModelSpec, load_model, "model")
+    s = _spec(system, SystemSpec, load_system, "system", s_over)
+    p = None
+    if plan is not None:
+        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
+    elif sc is not None and sc.plan is not None and sc.system is s:
+        p = sc.plan
+    base = None
+    if overrides:
+        if sc is not None and system is sc.system:
+            base = load_scenario(scenario).system
+        elif not isinstance(system, SystemSpec):
+            base = load_system(system)
+    warnings = _evaluate.system_warnings(s, base)
+    return _Inputs(m, s, p, sc.global_batch if sc else None, sc.tokens if sc else None,
+                   sc.name if sc else None, overrides if (overrides and (base is not None or
+                                                                       s_over)) else {},
+                   warnings)
+
+
+def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
+             overrides: Mapping[str, Any] | None = None, scenario=None) -> EvaluateResult:
+    """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
+    :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
+    are not given."""
+    x = _resolve(model, system, plan, overrides, scenario)
+    if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
-    return EvaluateResult.from_dict(_evaluate.evaluate(m, s, p, _tokens(tokens)))
+    tokens = x.tokens if tokens is None else tokens
+    return EvaluateResult.from_dict(x.echo(_evaluate.evaluate(x.model, x.system, x.plan,
+                                                              _tokens(tokens))))
 
 
-def optimize(model, system, global_batch: int | None = None, *, exhaustive: bool = False,
+def optimize(model=None, system=None, global_batch: int | None = None, *,
+             exhaustive: bool = False,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
              dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
-             progress: bool = False) -> OptimizeResult:
-    """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``)."""
-    m, s, _ = load_inputs(model, system, None, overrides)
-    return OptimizeResult.from_dict(_optimize.optimize(
-        m, s, global_batch, exhaustive=exhaustive, free=tuple(free),
+             progress: bool = False, scenario=None,
+             domain_multiple: int | None = None) -> OptimizeResult:
+    """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
+
+    Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
+    binding limit and the key that lifts it when nothing is feasible."""
+    x = _resolve(model, system, None, overrides, scenario)
+    global_batch = x.global_batch if global_batch is None else global_batch
+    tokens = x.tokens if tokens is None else tokens
+    return OptimizeResult.from_dict(x.echo(_optimize.optimize(
+        x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        tokens=_tokens(tokens), progress=progress))
+        tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple)))
 
 
-def sensitivity(model, system, plan, tokens: float | None = None, *,
-                overrides: Mapping[str, Any] | None = None) -> SensitivityResult:
-    """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``)."""
-    m, s, p = load_inputs(model, system, plan, overrides)
+def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
+                overrides: Mapping[str, Any] | None = None, scenario=None,
+                tokens: float | None = None, **kwargs) -> Result:
+    """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
+    optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
+    x = _resolve(model, system, None, overrides, scenario)
+    global_batch = x.global_batch if global_batch is None else global_batch
+    tokens = x.tokens if tokens is None else tokens
+    return Result(data=x.echo(_optimize.power_sweep(
+        x.model, x.system, list(budgets_kW), global_batch=global_batch,
+        tokens=_tokens(tokens), **kwargs)))
+
+
+def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
+                overrides: Mapping[str, Any] | None = None,
+                progress: bool = False, scenario=None) -> SensitivityResult:
+    """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
+
+    Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
+    gradient search) and the result says so under ``"plan_source"``."""
+    x = _resolve(model, system, plan, overrides, scenario)
+    m, s, p = x.model, x.system, x.plan
+    tokens = x.tokens if tokens is None else tokens
+    source = {"optimized": False}
     if p is None:
-        raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
-    return SensitivityResult.from_dict(_sensitivity.sensitivity(m, s, p, _tokens(tokens)))
+        best = _optimize.optimize(m, s, x.global_batch, progress=progress)
+        p = load_plan(best["plan_arg"], m, s, where="plan_arg")
+        source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
+                  "search_wall_s": best["search_wall_s"]}
+    elif isinstance(plan, str):
+        source["plan"] = plan
+    out = _sensitivity.sensitivity(m, s, p, _tokens(tokens))
+    out["plan_source"] = source
+    return SensitivityResult.from_dict(x.echo(out))
+
+
+def compare(model=None, system=None, against=None, tokens: float | None = None, *,
+            global_batch: int | None = None, exhaustive: bool = False, dtype: str = "bf16",
+            starts: int = 32, steps: int = 150, seed: int = 0,
+            overrides: Mapping[str, Any] | None = None,
+            against_overrides: Mapping[str, Any] | None = None,
+            progress: bool = False, scenario=None) -> CompareResult:
+    """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
+    plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
+
+    ``overrides`` apply to the baseline, ``against_overrides`` to the candidate (``--set`` and
+    ``--set-against``); ``scenario`` fills the model, the baseline system, batch and tokens::
+
+        r = cpo_opt.compare("deepseek-v3", "gb200-nvl72", "gb200-nvl72", tokens=14.8e12,
+                            against_overrides={"scale_up.domain_size": 576,
+                                               "scale_up.max_domain_size": 576,
+                                               "scale_up.bandwidth_GB_s": 2000})
+        r.speedup, r.speedup_same_plan, r.why
+    """
+    x = _resolve(model, system, None, overrides, scenario)
+    if against is None:
+        raise ArgumentError("against", "required (the candidate system)")
+    y = _resolve(x.model, against, None, against_overrides)
+    labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
+    global_batch = x.global_batch if global_batch is None else global_batch
+    tokens = x.tokens if tokens is None else tokens
+    out = _compare.compare(
+        x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),
+        exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
+        labels=labels, progress=progress)
+    x.echo(out["baseline"])
+    y.echo(out["candidate"])
+    out["warnings"] = ([f"baseline: {w}" for w in x.warnings]
+                       + [f"candidate: {w}" for w in y.warnings])
+    if x.scenario:
+        out["scenario"] = x.scenario
+    return CompareResult.from_dict(out)
+
+
+def preset_show(name: str) -> dict[str, Any]:
+    """The full content of one shipped preset with its sources (``cpo-opt presets show``):
+    ``{"kind", "name", "path", "description", "sources", "notes", "content", "resolved"}``;
+    ``resolved`` holds every value with defaults filled (models, systems, GPUs, scenarios)."""
+    from cpo_opt.inputs.sources import find_preset, read_document
+    kind, path = find_preset(name)
+    doc = read_document(path, f"{kind[:-1]} preset '{path.stem}'")
+    about = doc.get("about", {})
+    content = {k: v for k, v in doc.items() if k != "about"}
+    resolved = None
+    if kind == "models":
+        resolved = load_model(path.stem).values
+    elif kind == "systems":
+        resolved = load_system(path.stem).values
+    elif kind == "gpus":
+        from cpo_opt.inputs import schema
+        from cpo_opt.inputs.tables import resolve_table
+        resolved = {"gpu": resolve_table("gpu", {"name": path.stem, **doc["gpu"]}, str(path))}
+    elif kind == "scenarios":
+        sc = load_scenario(path.stem)
+        resolved = {"model": sc.model.name, "system": sc.system.name,
+                    "plan": None if sc.plan is None else sc.plan.values,
+                    "global_batch": sc.global_batch, "tokens": sc.tokens}
+    return {"kind": kind[:-1], "name": path.stem, "path": str(path),
+            "description": about.get("description", ""), "sources": about.get("sources", []),
+            "notes": about.get("notes", []), "content": content, "resolved": resolved}
 
 
 def validate(cases=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set)."""
-    return ValidateResult.from_dict(_validate.validate_file(cases))
+    from cpo_opt.analysis.validate import DEFAULT_CASES
+    from cpo_opt.inputs import load_cases
+    path = DEFAULT_CASES if cases is None else cases
+    loaded = load_cases(path)
+    out = _validate.validate_cases(loaded)
+    out["cases_file"] = str(path)
+    out["warnings"] = [f"{c.id}: {w}" for c in loaded
+                       for w in _evaluate.system_warnings(c.system)]
+    return ValidateResult.from_dict(out)
 
 
 def reproduce(quick: bool = False, out_dir: str | None = None,

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from cpo_opt.inputs import schema
 from cpo_opt.model import transformer
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time
@@ -37,6 +38,13 @@ def params_of(model: ModelSpec) -> dict[str, float]:
     return {"total": _f(total), "active": _f(active)}
 
 
+def _mfu_basis(system: SystemSpec, plan: PlanSpec) -> str:
+    """What ``mfu`` divides by: the dense peak of the plan's GEMM dtype (model.step)."""
+    dtype = plan.values.get("dtype", "bf16")
+    peak = system.values["gpu"].get(f"matmul_tflops_{dtype}")
+    return f"{dtype} dense peak {peak:g} TFLOP/s" if peak else f"{dtype} dense peak"
+
+
 def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpec,
                 tokens: float | None = None) -> dict[str, Any]:
     """The ``evaluate --json`` object for one :class:`StepTime` (host floats)."""
@@ -59,6 +67,7 @@ def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpe
         "flops_per_token": _f(r.flops_per_token),
         "model_tflops_per_gpu": _f(r.model_flops_per_gpu) / 1e12,
         "mfu": _f(r.mfu),
+        "mfu_basis": _mfu_basis(system, plan),
         "memory_GB_per_gpu": _f(r.memory.total) / 1e9,
         "memory_breakdown_GB": {k: _f(getattr(r.memory, k)) / 1e9 for k in (
             "weights", "gradients", "optimizer", "activations", "reserved")},
@@ -83,3 +92,54 @@ def evaluate(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
     """Evaluate one plan exactly; returns the ``evaluate --json`` object."""
     r = step_time_jit(model.model, system.system, plan.plan)
     return result_dict(r, model, system, plan, tokens)
+
+
+def system_warnings(system: SystemSpec, preset: SystemSpec | None = None) -> list[str]:
+    """Physically odd but valid setups of ``system`` (file units), one sentence each.
+
+    ``preset`` is the same system before ``--set`` overrides: a reach limit the preset had and
+    the overrides lifted (a copper rack made larger) is then named.
+    """
+    v = system.values
+    up, gpus = v["scale_up"], int(v["cluster"]["gpus"])
+    dom = int(up["domain_size"])
+    out = []
+    if dom > gpus:
+        out.append(f"scale_up.domain_size {dom} > cluster.gpus {gpus}: the domain is the "
+                   f"whole cluster ({gpus} GPUs); scale-out carries nothing")
+    elif gpus % dom:
+        out.append(f"cluster.gpus {gpus} is not a whole number of scale_up.domain_size {dom} "
+                   f"domains ({gpus / dom:.3g}): the last domain is partial; "
+                   f"{gpus // dom * dom} or {-(-gpus // dom) * dom} GPUs would fill them")
+    if dom > up["max_domain_size"]:
+        out.append(f"scale_up.domain_size {dom} > scale_up.max_domain_size "
+                   f"{up['max_domain_size']} (the medium's reach): not buildable as given; "
+                   "optimize rejects it")
+    if dom > up["switch_radix"]:
+        out.append(f"scale_up.domain_size {dom} > scale_up.switch_radix {up['switch_radix']}: "
+                   "one switch tier cannot join the domain")
+    for tier in ("scale_up", "scale_out"):
+        t = v[tier]
+        if t["bandwidth_GB_s"] > t["escape_bandwidth_GB_s"] * (1 + 1e-9):
+            out.append(f"{tier}.bandwidth_GB_s {t['bandwidth_GB_s']:g} > "
+                       f"{tier}.escape_bandwidth_GB_s {t['escape_bandwidth_GB_s']:g}: more "
+                       "than the package can bring out")
+    if preset is not None:
+        reach = preset.values["scale_up"]["max_domain_size"]
+        if reach < schema.UNLIMITED and reach < dom <= up["max_domain_size"]:
+            e = up["energy_pJ_per_bit"]
+            same_e = e == preset.values["scale_up"]["energy_pJ_per_bit"]
+            out.append(f"scale_up.domain_size {dom} exceeds the {reach}-GPU reach of "
+                       f"{preset.name}'s scale-up medium (copper: about one rack)"
+                       + (f"; scale_up.energy_pJ_per_bit is still the preset's {e:g}: set "
+                          "the optics' value (e.g. Passage) if the domain is optical"
+                          if same_e else ""))
+    return out
+
+
+def effective_system(system: SystemSpec, overrides: dict | None = None) -> dict[str, Any]:
+    """The effective system echoed by every command: name, overrides, all values (file units,
+    defaults filled, overrides applied)."""
+    return {"name": system.name, "origin": system.origin,
+            "overrides": {str(k): v for k, v in (overrides or {}).items()},
+            "values": {k: dict(t) for k, t in system.values.items()}}

@@ -2,18 +2,183 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
+import numpy as np
+
+from cpo_opt.inputs import schema
+from cpo_opt.inputs.sources import InputError
 from cpo_opt.model import fabric_cost
 from cpo_opt.analysis.evaluate import evaluate
-from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_from_values,
-                                    system_with)
+from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_arg,
+                                    plan_from_values, system_with)
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
 from cpo_opt.search.space import SearchResult, SearchSpace
 
 
-def report(space: SearchSpace, res: SearchResult, tokens: float | None = None) -> dict[str, Any]:
+class InfeasibleError(InputError):
+    """No plan or hardware point is feasible (exit 2): one line naming the binding limit and
+    the key (or flag) that lifts it. ``limit`` is the limit's name (``"reach"``, ``"power"``,
+    ...), ``needed`` the value that would lift it, where one number does."""
+
+    def __init__(self, message: str, limit: str, needed: float | None = None):
+        super().__init__(message)
+        self.limit, self.needed = limit, needed
+
+
+def _corners(space: SearchSpace):
+    """Systems at every corner of the free fields' box (the fixed system when none is free).
+
+    Each limit of :func:`cpo_opt.model.fabric_cost.violations` is a ratio monotone in every
+    field, so its smallest value over the box sits at a corner: if a limit is exceeded at all
+    corners, no hardware point of the search can satisfy it."""
+    base = space.system.system
+    if not space.free:
+        return [({}, base)]
+    out = []
+    for combo in itertools.product(*space.bounds):
+        out.append((dict(zip(space.free, combo)),
+                    schema.with_fields(base, space.free, [float(v) for v in combo])))
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def check_hardware_feasible(space: SearchSpace) -> None:
+    """Raise :class:`InfeasibleError` when some fabric limit is exceeded at every hardware
+    point the search may visit (before the search runs: the answer, not a crash)."""
+    corners = _corners(space)
+    worst: dict[str, tuple[float, dict, Any]] = {}
+    for hw, system in corners:
+        v = fabric_cost.violations(system, space.power_budget_w)
+        for name, x in v.items():
+            x = float(np.asarray(x))
+            if name not in worst or x < worst[name][0]:
+                worst[name] = (x, hw, system)
+    binding = {k: w for k, w in worst.items() if w[0] > 1e-9}
+    if not binding:
+        return
+    vals = space.system.values
+    up, out = vals["scale_up"], vals["scale_out"]
+    free = set(space.free)
+
+    def d(key, default):
+        return float(binding_hw.get(key, default))
+
+    if "reach" in binding or "radix" in binding:
+        name = "reach" if "reach" in binding else "radix"
+        binding_hw = binding[name][1]
+        dom = d("scale_up.domain_size", up["domain_size"])
+        reach = d("scale_up.max_domain_size", up["max_domain_size"])
+        radix = d("scale_up.switch_radix", up["switch_radix"])
+        lifts = [k for k, on in (("scale_up.max_domain_size", "reach" in binding),
+                                 ("scale_up.switch_radix", "radix" in binding)) if on]
+        limit = min(x for x, on in ((reach, "reach" in binding), (radix, "radix" in binding))
+                    if on)
+        what = ("max_domain_size" if "reach" in binding else "switch_radix")
+        lift = f"raise {lifts[0]}" + (f" (and {lifts[1].split('.')[1]})" if len(lifts) > 1
+                                      else "")
+        lower = "" if "scale_up.domain_size" in free else \
+            f", or lower scale_up.domain_size to <= {int(limit)}"
+        raise InfeasibleError(
+            f"infeasible: domain_size {int(dom)} > {what} {int(limit)}: {lift} to >= {int(dom)}"
+            f"{lower}", name, dom)
+    for tier, vals_t in (("scale_up", up), ("scale_out", out)):
+        key = f"{tier}_escape"
+        if key in binding:
+            binding_hw = binding[key][1]
+            bw = d(f"{tier}.bandwidth_GB_s", vals_t["bandwidth_GB_s"])
+            esc = d(f"{tier}.escape_bandwidth_GB_s", vals_t["escape_bandwidth_GB_s"])
+            raise InfeasibleError(
+                f"infeasible: {tier}.bandwidth_GB_s {_fmt(bw)} > escape_bandwidth_GB_s "
+                f"{_fmt(esc)}: raise {tier}.escape_bandwidth_GB_s to >= {_fmt(bw)} or lower "
+                f"{tier}.bandwidth_GB_s", key, bw)
+    if "power" in binding:
+        x, binding_hw, system = binding["power"]
+        need = float(np.asarray(fabric_cost.interconnect_power_w(system))) / 1e3
+        at = " at the lowest free values" if space.free else ""
+        frees = [k for k in space.free if "bandwidth" in k or "energy" in k]
+        hint = "" if frees else (" (or free scale_up.bandwidth_GB_s to trade bandwidth for "
+                                 "power)" if "scale_up.bandwidth_GB_s" not in free else "")
+        raise InfeasibleError(
+            f"infeasible: interconnect power {_fmt(need)} kW{at} > budget "
+            f"{_fmt(space.power_budget_w / 1e3)} kW: raise --power-budget-kW to >= "
+            f"{_fmt(need)}{hint}", "power", need)
+
+
+def no_plan_message(space: SearchSpace) -> str:
+    """The one line for a search that found no feasible plan although the hardware is."""
+    v = space.system.values
+    return (f"infeasible: no valid plan of {space.model.name} fits in gpu.hbm_GB "
+            f"{_fmt(v['gpu']['hbm_GB'])} on {v['cluster']['gpus']} GPUs at global_batch "
+            f"{space.global_batch}: raise gpu.hbm_GB or cluster.gpus (or try --exhaustive, "
+            "which scores every plan)")
+
+
+DOMAIN_TOLERANCE = 1e-3
+"""A larger scale-up domain must buy at least this relative step-time gain to be kept."""
+
+
+def domain_candidates(gpus: int, lo: float, hi: float, multiple: int | None = None) -> list[int]:
+    """Domain sizes a co-design may settle on in ``[lo, hi]``: divisors of the cluster (whole
+    domains), or multiples of ``multiple`` (a rack) when given."""
+    lo_i, hi_i = max(1, math.ceil(lo - 1e-9)), int(math.floor(hi + 1e-9))
+    if multiple:
+        return [d for d in range(multiple, hi_i + 1, multiple) if d >= lo_i]
+    return [d for d in range(lo_i, hi_i + 1) if gpus % d == 0]
+
+
+def trim_domain(space: SearchSpace, plan_values: dict, hardware: dict, step_time_s: float,
+                tolerance: float = DOMAIN_TOLERANCE, multiple: int | None = None
+                ) -> tuple[dict, dict | None]:
+    """The smallest scale-up domain that earns its cost, for a co-design winner.
+
+    Bigger domains cost switch ports, reach (optics) and, past one switch's radix, a second
+    tier (:mod:`cpo_opt.model.fabric_cost`); the search only minimizes step time, so where a
+    plateau in domain size leaves the time flat it may stop anywhere on it. This walks the
+    winner's plan down the candidate domain sizes (:func:`domain_candidates`) and keeps the
+    smallest one whose exact step time is within ``tolerance`` of the winner's, the plan still
+    valid, in HBM, and within every fabric limit and the power budget. Returns the hardware
+    and a report (None when the domain size is not free).
+    """
+    key = "scale_up.domain_size"
+    if key not in space.free or key not in hardware:
+        return hardware, None
+    found = float(hardware[key])
+    lo = space.bounds[space.free.index(key)][0]
+    gpus = int(space.system.values["cluster"]["gpus"])
+    tried, chosen, chosen_step = 0, found, step_time_s
+    for d in domain_candidates(gpus, lo, found, multiple):
+        if d >= found:
+            break
+        hw = {**hardware, key: float(d)}
+        try:
+            system = system_with(space.system, hw)
+            plan = plan_from_values(plan_values, space.model, system, "domain trim")
+        except InputError:
+            continue
+        tried += 1
+        r = evaluate(space.model, system, plan)
+        ok = r["fits_memory"] and float(fabric_cost.feasible(system.system,
+                                                              space.power_budget_w)) > 0
+        if ok and r["step_time_s"] <= step_time_s * (1 + tolerance):
+            chosen, chosen_step = float(d), r["step_time_s"]
+            break
+    info = {"searched_domain_size": found, "chosen_domain_size": chosen,
+            "tolerance": tolerance, "candidates_tried": tried,
+            "step_time_searched_s": step_time_s, "step_time_chosen_s": chosen_step,
+            "rule": "smallest domain (divisor of the cluster"
+                    + (f", multiple of {multiple}" if multiple else "")
+                    + f") whose step time is within {100 * tolerance:g}% of the search's"}
+    return {**hardware, key: chosen}, info
+
+
+def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
+           domain_multiple: int | None = None) -> dict[str, Any]:
     """The ``optimize --json`` object for a search result."""
     out: dict[str, Any] = {
         "method": res.method,
@@ -28,18 +193,23 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None) -
         "detail": res.detail,
     }
     if not res.plan_values:
-        out.update({"feasible": False, "plan": None, "step_time_s": None, "hardware": {},
-                    "result": None})
-        return out
-    system = system_with(space.system, res.hardware)
+        check_hardware_feasible(space)
+        raise InfeasibleError(no_plan_message(space), "memory")
+    hardware, trim = trim_domain(space, res.plan_values, dict(res.hardware), res.step_time_s,
+                                 multiple=domain_multiple)
+    system = system_with(space.system, hardware)
     plan = plan_from_values(res.plan_values, space.model, system, where="optimize")
     result = evaluate(space.model, system, plan, tokens)
     power = float(fabric_cost.interconnect_power_w(system.system))
+    out["domain_trim"] = trim
+    out["fabric"] = fabric_cost.report(system.system, space.power_budget_w,
+                                       reference=space.system.system)
     out.update({
         "feasible": True,
         "plan": result["plan"],
+        "plan_arg": plan_arg(plan.values, space.model, system),
         "step_time_s": result["step_time_s"],
-        "hardware": res.hardware,
+        "hardware": hardware,
         "interconnect_power_kW": power / 1e3,
         "result": result,
     })
@@ -50,7 +220,7 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
              exhaustive: bool = False, free: tuple[str, ...] = (),
              power_budget_kW: float | None = None, dtype: str = "bf16", starts: int = 32,
              steps: int = 150, seed: int = 0, tokens: float | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, domain_multiple: int | None = None) -> dict[str, Any]:
     """The best plan (and free hardware values) for ``model`` on ``system``.
 
     Args:
@@ -61,6 +231,9 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
       power_budget_kW: cap on provisioned interconnect power of the cluster.
       dtype: ``"bf16"`` or ``"fp8"``; starts, steps, seed: gradient-search settings.
       tokens: training tokens; adds time to train.
+      progress: a progress line on stderr for searches longer than a second.
+      domain_multiple: with ``scale_up.domain_size`` free, domain sizes settle on multiples
+        of this (a rack) instead of divisors of the cluster (:func:`trim_domain`).
 
     Returns:
       The ``optimize --json`` object. Raises :class:`~cpo_opt.inputs.ArgumentError` naming
@@ -74,8 +247,58 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
         raise ArgumentError("tokens", f"must be a positive finite number (got {tokens})")
     budget = None if power_budget_kW is None else power_budget_kW * 1e3
     space = make_space(model, system, global_batch, dtype, tuple(free), power_budget_w=budget)
+    check_hardware_feasible(space)
+    if domain_multiple is not None and domain_multiple < 1:
+        raise ArgumentError("domain_multiple", f"must be >= 1 (got {domain_multiple})")
     if exhaustive:
         res = exhaustive_search(space, progress=progress)
     else:
-        res = gradient_search(space, starts=starts, steps=steps, seed=seed)
-    return report(space, res, tokens)
+        with ticker(f"gradient search ({starts} starts x {steps} steps)", progress):
+            res = gradient_search(space, starts=starts, steps=steps, seed=seed)
+    return report(space, res, tokens, domain_multiple)
+
+
+class ticker:
+    """A tqdm line on stderr with the elapsed time of a search that reports no steps; shown
+    only after a second (tqdm ``delay``) and only when ``enabled``."""
+
+    def __init__(self, desc: str, enabled: bool):
+        self.desc, self.enabled = desc, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        import threading
+        from tqdm.auto import tqdm
+        self.bar = tqdm(desc=self.desc, total=None, delay=1.0, leave=False,
+                        bar_format="{desc}: {elapsed}")
+        self.stop = threading.Event()
+
+        def tick():
+            while not self.stop.wait(0.5):
+                self.bar.refresh()
+
+        self.thread = threading.Thread(target=tick, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+            self.bar.close()
+        return False
+
+
+def power_sweep(model: ModelSpec, system: SystemSpec, budgets_kW: list[float],
+                **kwargs) -> dict[str, Any]:
+    """``optimize`` at each power budget; an infeasible budget is a row saying why."""
+    rows = []
+    for b in budgets_kW:
+        try:
+            r = optimize(model, system, power_budget_kW=b, **kwargs)
+            rows.append({"power_budget_kW": b, "feasible": True, **r})
+        except InfeasibleError as e:
+            rows.append({"power_budget_kW": b, "feasible": False, "reason": str(e),
+                         "limit": e.limit, "needed": e.needed})
+    return {"sweep": rows, "power_budgets_kW": list(budgets_kW)}

@@ -140,10 +140,35 @@ def _json_default(x):
         return str(x)
 
 
+def warn(obj: dict[str, Any], as_json: bool) -> None:
+    """Warnings of a result on standard error (text mode; in JSON they are in the object)."""
+    if not as_json:
+        for w in obj.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+
+
+def _need_inputs(args, plan: bool = False) -> None:
+    """--model/--system are required unless --scenario gives them."""
+    if args.scenario is None:
+        missing = [f for f in ("model", "system") if getattr(args, f) is None]
+        if missing:
+            raise UsageError(f"cpo-opt {args.command}: --{missing[0]} is required (or "
+                             "--scenario NAME|FILE)")
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_presets(args) -> None:
     from cpo_opt.inputs.loaders import list_presets
     from cpo_opt.cli import text
+    if args.action == "show":
+        if not args.name:
+            raise UsageError("cpo-opt presets show: NAME is required")
+        from cpo_opt import api
+        r = api.preset_show(args.name)
+        emit(r, args.json, text.preset_show)
+        return
+    if args.action is not None:
+        raise UsageError(f"cpo-opt presets: unknown action {args.action!r} (expected: show)")
     found = list_presets()
     emit({k: [{"name": n, "description": d} for n, d in v] for k, v in found.items()},
          args.json, text.presets_table)
@@ -157,15 +182,19 @@ def _tokens(args) -> float | None:
 def cmd_evaluate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
-                     overrides=parse_sets(args.set))
+                     overrides=parse_sets(args.set), scenario=args.scenario)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.evaluate_table)
 
 
 def cmd_validate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    emit(api.validate(args.cases).to_dict(), args.json, text.validate_table)
+    r = api.validate(args.cases)
+    warn(r, args.json)
+    emit(r.to_dict(), args.json, text.validate_table)
 
 
 def cmd_bench(args) -> None:
@@ -173,9 +202,14 @@ def cmd_bench(args) -> None:
     from cpo_opt.analysis.bench import bench
     from cpo_opt.cli import text
     check_int_flags(args, ("n", "batch", "seed"))
-    model, system, _ = api.load_inputs(args.model, args.system, None, parse_sets(args.set))
-    emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
-         args.json, text.bench_table)
+    from cpo_opt.analysis.evaluate import effective_system, system_warnings
+    sets = parse_sets(args.set)
+    model, system, _ = api.load_inputs(args.model, args.system, None, sets)
+    r = bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed)
+    r.update(system_effective=effective_system(system, sets), overrides=sets,
+             warnings=system_warnings(system))
+    warn(r, args.json)
+    emit(r, args.json, text.bench_table)
 
 
 def cmd_optimize(args) -> None:
@@ -185,20 +219,55 @@ def cmd_optimize(args) -> None:
     if args.power_budget_kw is not None and not args.free:
         raise UsageError("--power-budget-kW: needs --free: the budget caps the interconnect "
                          "power of the hardware values the search chooses")
+    _need_inputs(args)
+    budgets = args.power_budget_kw or [None]
+    if len(budgets) > 1:
+        r = api.power_sweep(args.model, args.system, budgets, args.global_batch,
+                            overrides=parse_sets(args.set), scenario=args.scenario,
+                            tokens=_tokens(args), exhaustive=args.exhaustive,
+                            free=tuple(args.free), dtype=args.dtype, starts=args.starts,
+                            steps=args.steps, seed=args.seed,
+                            domain_multiple=args.domain_multiple,
+                            progress=sys.stderr.isatty() and not args.json)
+        warn(r, args.json)
+        emit(r.to_dict(), args.json, text.sweep_table)
+        return
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
-                     free=tuple(args.free), power_budget_kW=args.power_budget_kw,
+                     scenario=args.scenario, domain_multiple=args.domain_multiple,
+                     free=tuple(args.free), power_budget_kW=budgets[0],
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.optimize_table)
 
 
 def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    _need_inputs(args)
+    if args.plan is None and not args.json:
+        print("sensitivity: no --plan given: optimizing first (gradient search)",
+              file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
-                        overrides=parse_sets(args.set))
+                        overrides=parse_sets(args.set), scenario=args.scenario,
+                        progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
+
+
+def cmd_compare(args) -> None:
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    _need_inputs(args)
+    r = api.compare(args.model, args.system, args.against, _tokens(args),
+                    scenario=args.scenario,
+                    global_batch=args.global_batch, exhaustive=args.exhaustive,
+                    dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
+                    against_overrides=parse_sets(args.set_against),
+                    progress=sys.stderr.isatty() and not args.json)
+    warn(r, args.json)
+    emit(r.to_dict(), args.json, text.compare_table)
 
 
 def cmd_reproduce(args) -> None:
@@ -223,17 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    def msp(sp, plan=False):
-        sp.add_argument("--model", required=True, help="model file (.toml/.json) or preset")
-        sp.add_argument("--system", required=True, help="system file or preset")
+    def msp(sp, plan=False, plan_required=True):
+        sp.add_argument("--model", help="model file (.toml/.json) or preset")
+        sp.add_argument("--system", help="system file or preset")
+        sp.add_argument("--scenario", metavar="NAME|FILE",
+                        help="a scenario (preset or file): gives the model, system and, where "
+                             "it holds them, plan, global batch and tokens; explicit flags win")
         if plan:
-            sp.add_argument("--plan", required=True,
-                            help="plan file, preset, or inline 'tp=8,pp=16,ep=64'")
+            sp.add_argument("--plan", required=False,
+                            help="plan file, preset, or inline 'tp=8,pp=16,ep=64' (commas or "
+                                 "spaces; the 'best plan' line of optimize is accepted)"
+                            + ("" if plan_required else "; default: optimize first"))
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
                              "(repeatable)")
 
-    add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios")
+    sp = add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios; "
+             "'presets show NAME' prints one in full with its sources")
+    sp.add_argument("action", nargs="?", metavar="show", help="show one preset")
+    sp.add_argument("name", nargs="?", help="preset name (case-insensitive; KIND/NAME when "
+                                            "several kinds share it)")
 
     sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
     msp(sp, plan=True)
@@ -250,8 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continuous system fields to optimize too, e.g. "
                          "scale_up.bandwidth_GB_s scale_up.domain_size")
     sp.add_argument("--tokens", help="training tokens: reports time to train")
-    sp.add_argument("--power-budget-kW", type=float, dest="power_budget_kw",
-                    help="cap on provisioned interconnect power of the cluster, kW (with --free)")
+    sp.add_argument("--power-budget-kW", type=float, dest="power_budget_kw", nargs="+",
+                    metavar="KW",
+                    help="cap on provisioned interconnect power of the cluster, kW (with "
+                         "--free); several values sweep the budget")
+    sp.add_argument("--domain-multiple", type=int, metavar="N",
+                    help="with scale_up.domain_size free: settle on multiples of N GPUs (a "
+                         "rack) instead of divisors of the cluster")
     sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
@@ -259,8 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("sensitivity", cmd_sensitivity,
              "gradients and elasticities of step time w.r.t. every continuous system field")
-    msp(sp, plan=True)
+    msp(sp, plan=True, plan_required=False)
     sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
+
+    sp = add("compare", cmd_compare, "the best plan on a baseline system and on a candidate "
+             "(--against), the baseline's plan on the candidate, speedups and why")
+    msp(sp)
+    sp.add_argument("--against", required=True, help="candidate system file or preset")
+    sp.add_argument("--set-against", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a field of the candidate system (repeatable); --set "
+                         "overrides the baseline")
+    sp.add_argument("--tokens", help="training tokens: reports times to train")
+    sp.add_argument("--global-batch", type=int,
+                    help="sequences per step on both (default: each cluster's default batch)")
+    sp.add_argument("--exhaustive", action="store_true",
+                    help="enumerate every valid plan on both systems (ground truth)")
+    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    sp.add_argument("--seed", type=int, default=0)
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
-    """Left-aligned first column, right-aligned others, two spaces apart."""
+def table(rows: list[list[Any]], header: list[str] | None = None,
+          left_last: bool = False) -> str:
+    """Left-aligned first column, right-aligned others (the last one left-aligned too with
+    ``left_last``: text such as a plan), two spaces apart."""
     cells = [[_cell(c) for c in r] for r in ([header] if header else []) + rows]
     if not cells:
         return ""
@@ -14,6 +16,8 @@ def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
     lines = []
     for j, r in enumerate(cells):
         parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        if left_last and len(r) == len(widths) and len(r) > 1:
+            parts[-1] = r[-1].ljust(widths[-1])
         lines.append("  ".join(parts).rstrip())
         if header and j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -37,40 +41,111 @@ def pct(x: float) -> str:
 
 
 def plan_line(plan: dict) -> str:
-    keys = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
-            "recompute", "zero", "dtype", "attention")
+    keys = ("tp", "pp", "dp", "cp", "ep", "etp", "edp", "vpp", "micro_batch", "microbatches",
+            "global_batch", "recompute", "zero", "dtype", "attention")
     return " ".join(f"{k}={plan[k]}" for k in keys if k in plan)
 
 
-def presets_table(d: dict) -> str:
+def presets_table(d: dict, width: int = 100) -> str:
+    """Each kind, then one line per preset: name, then its description cut to fit ``width``
+    (left-aligned; ``presets show NAME`` prints it whole)."""
     out = []
     for kind, items in d.items():
         out.append(f"{kind}:")
-        out.append(table([[f"  {i['name']}", i["description"]] for i in items])
-                   if items else "  (none)")
+        if not items:
+            out.append("  (none)")
+            continue
+        w = max(len(i["name"]) for i in items)
+        for i in items:
+            desc = i["description"]
+            room = max(20, width - w - 4)
+            if len(desc) > room:
+                desc = desc[:room - 3].rstrip() + "..."
+            out.append(f"  {i['name'].ljust(w)}  {desc}".rstrip())
+    out.append("\n`cpo-opt presets show NAME` prints one preset in full, with its sources.")
     return "\n".join(out)
 
 
+def system_line(r: dict) -> str:
+    """``system NAME`` with the overrides applied named as such, and the effective fabric."""
+    eff = r.get("system_effective")
+    if not eff:
+        return ""
+    v = eff["values"]
+    up, out = v["scale_up"], v["scale_out"]
+    over = r.get("overrides") or {}
+    head = f"system {eff['name']}" + (" with overrides " + ", ".join(
+        f"{k}={val}" for k, val in over.items()) if over else "")
+    if r.get("scenario"):
+        head = f"scenario {r['scenario']}: " + head
+    return (f"{head}\n  effective: {v['cluster']['gpus']} x {v['gpu']['name']}, scale-up "
+            f"{up['domain_size']}-GPU domains at {up['bandwidth_GB_s']:g} GB/s "
+            f"({up['energy_pJ_per_bit']:g} pJ/bit, radix {up['switch_radix']}, reach "
+            f"{up['max_domain_size']}), scale-out {out['bandwidth_GB_s']:g} GB/s")
+
+
+def preset_show(r: dict) -> str:
+    """One preset in full: its TOML content, resolved defaults and sources."""
+    import json
+    lines = [f"{r['kind']} preset {r['name']}  ({r['path']})"]
+    if r["description"]:
+        lines.append(r["description"])
+    lines.append("")
+    for section, t in r["content"].items():
+        if isinstance(t, dict):
+            lines.append(f"[{section}]")
+            rows = [[k, json.dumps(val) if not isinstance(val, dict) else json.dumps(val)]
+                    for k, val in t.items()]
+            lines += ["  " + ln for ln in table(rows, left_last=True).splitlines()]
+        else:
+            lines.append(f"{section} = {json.dumps(t)}")
+    res = r.get("resolved")
+    if res and r["kind"] in ("system", "model"):
+        lines += ["", "with defaults filled:"]
+        for section, t in res.items():
+            given = r["content"].get(section.split(".")[0], {})
+            if section.startswith("model."):
+                given = given.get(section.split(".")[1], {})
+            extra = {k: val for k, val in t.items() if k not in given}
+            if extra:
+                lines.append(f"  [{section}] " + ", ".join(f"{k}={val}"
+                                                           for k, val in extra.items()))
+    for label in ("sources", "notes"):
+        items = r[label] if isinstance(r[label], list) else [r[label]]
+        if items:
+            lines += ["", f"{label}:"] + [f"- {x}" for x in items]
+    return "\n".join(lines)
+
+
 def evaluate_table(r: dict) -> str:
-    lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)",
-             f"plan  {plan_line(r['plan'])}", ""]
-    rows = [["step time", f"{r['step_time_s']:.4g} s"]]
+    lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)"]
+    if r.get("system_effective"):
+        lines.append(system_line(r))
+    lines += [f"plan  {plan_line(r['plan'])}", ""]
+    step = r["step_time_s"]
+    rows = [["step time", _s(step), "100.0%"]]
     for k, v in r["breakdown_s"].items():
-        share = v / r["step_time_s"] if r["step_time_s"] else 0.0
-        rows.append([f"  {k}", f"{v:.4g} s", f"{100 * share:.1f}%"])
+        share = v / step if step else 0.0
+        rows.append([f"  {k}", _s(v), f"{100 * share:.1f}%"])
     rows += [
-        ["tokens/s per GPU", f"{r['tokens_per_s_per_gpu']:.4g}"],
-        ["model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.4g}"],
-        ["MFU", f"{100 * r['mfu']:.1f}%"],
-        ["memory per GPU", f"{r['memory_GB_per_gpu']:.1f} GB of {r['hbm_GB']:.0f}"],
-        ["fits memory", r["fits_memory"]],
+        ["tokens/s per GPU", f"{r['tokens_per_s_per_gpu']:,.0f}", ""],
+        ["model TFLOP/s per GPU", f"{r['model_tflops_per_gpu']:.1f}", ""],
+        ["MFU", f"{100 * r['mfu']:.1f}%", f"of the {mfu_basis(r)}"],
+        ["memory per GPU", f"{r['memory_GB_per_gpu']:.1f} GB",
+         f"of {r['hbm_GB']:.0f} GB HBM"],
+        ["fits memory", r["fits_memory"], ""],
         ["params total / active", f"{r['params']['total'] / 1e9:.1f}B / "
-                                  f"{r['params']['active'] / 1e9:.1f}B"],
+                                  f"{r['params']['active'] / 1e9:.1f}B", ""],
     ]
     if "time_to_train_days" in r:
-        rows.append(["time to train", f"{r['time_to_train_days']:.2f} days "
-                                      f"({r['tokens']:.3g} tokens)"])
-    return "\n".join(lines) + table(rows)
+        rows.append(["time to train", f"{r['time_to_train_days']:.2f} days",
+                     f"{r['tokens']:.3g} tokens"])
+    return "\n".join(lines) + table(rows, ["", "value", "share of step"])
+
+
+def mfu_basis(r: dict) -> str:
+    """The peak MFU is measured against: the plan's GEMM dtype (bf16 or fp8 tensor cores)."""
+    return str(r.get("mfu_basis") or r.get("plan", {}).get("dtype", "bf16") + " peak")
 
 
 def validate_table(r: dict) -> str:
@@ -98,32 +173,61 @@ def bench_table(r: dict) -> str:
 
 
 def optimize_table(r: dict) -> str:
-    lines = [f"method {r['method']}: {r['evaluations']} evaluations in "
+    lines = ([system_line(r)] if r.get("system_effective") else []) + [
+             f"method {r['method']}: {r['evaluations']} evaluations in "
              f"{r['search_wall_s']:.2f} s",
              f"best plan  {plan_line(r['plan'])}",
+             f"--plan     {r['plan_arg']}",
              f"step time  {r['step_time_s']:.4g} s"]
     for k, v in r.get("hardware", {}).items():
         lines.append(f"  {k} = {v:.4g}")
+    trim = r.get("domain_trim")
+    if trim and trim["chosen_domain_size"] != trim["searched_domain_size"]:
+        lines.append(f"  domain {trim['searched_domain_size']:.0f} -> "
+                     f"{trim['chosen_domain_size']:.0f}: the smallest within "
+                     f"{100 * trim['tolerance']:g}% of the search's step time")
+    fab = r.get("fabric")
+    if fab:
+        used = f"interconnect power {fab['interconnect_power_kW']:,.1f} kW"
+        if fab.get("power_budget_kW"):
+            used += (f" of a {fab['power_budget_kW']:,.1f} kW budget "
+                     f"({100 * fab['power_share_of_budget']:.1f}%)")
+        if fab.get("reference_power_kW") is not None and r.get("free"):
+            used += f"; the given system draws {fab['reference_power_kW']:,.1f} kW"
+        lines.append(used)
     res = r.get("result", {})
     if res:
-        lines.append(f"MFU {100 * res['mfu']:.1f}%   memory {res['memory_GB_per_gpu']:.1f} GB"
+        lines.append(f"MFU {100 * res['mfu']:.1f}% (of the {mfu_basis(res)})   memory "
+                     f"{res['memory_GB_per_gpu']:.1f} GB of {res['hbm_GB']:.0f}"
                      + (f"   time to train {res['time_to_train_days']:.2f} days"
                         if "time_to_train_days" in res else ""))
     return "\n".join(lines)
 
 
 def sensitivity_table(r: dict) -> str:
-    rows = sorted(([k, r["values"][k], r["gradients"][k], r["elasticities"][k]]
-                   for k in r["gradients"]), key=lambda x: -abs(x[3]))
-    out = f"step time {r['step_time_s']:.4g} s"
+    rows = sorted(([k, f"{r['values'][k]:g}", _signed(r["gradients"][k], "+.3g"),
+                    _signed(r["elasticities"][k], "+.3f"), r["elasticities"][k]]
+                   for k in r["gradients"]), key=lambda x: -abs(x[4]))
+    rows = [x[:4] for x in rows]
+    out = (system_line(r) + "\n") if r.get("system_effective") else ""
+    src = r.get("plan_source", {})
+    if src.get("optimized"):
+        out += f"plan optimized first ({src['method']}): {src['plan_arg']}\n"
+    out += f"step time {r['step_time_s']:.4g} s"
     ttt = r.get("time_to_train")
     if ttt:
         out += f"   time to train {ttt['days']:.4g} days ({ttt['tokens']:.3g} tokens)"
-    out += "\n" + table(rows, ["field", "value", "d step / d field", "elasticity"])
+    out += "\n" + table(rows, ["field (its unit)", "value", "d step/d field, s per unit",
+                               "elasticity"])
+    out += "\n(elasticity: % change of the step time per +1% of the field)"
     if ttt:
         out += "\n(time-to-train elasticities: " + ", ".join(
             f"{k} {ttt['elasticities'][k]:+.3g}" for k in r.get("ranking", [])[:3]) + ")"
     return out
+
+
+def _signed(x: float, fmt: str) -> str:
+    return "0" if x == 0 else format(x, fmt)
 
 
 def reproduce_table(r: dict) -> str:
@@ -148,3 +252,76 @@ def reproduce_table(r: dict) -> str:
 
 def _days(x) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def compare_table(r: dict) -> str:
+    """Both optima, the baseline's plan on the candidate, speedups, breakdowns side by side."""
+    la, lb = r["labels"]["baseline"], r["labels"]["candidate"]
+    a, b, same = r["baseline"], r["candidate"], r.get("baseline_plan_on_candidate")
+    lines = [f"model {r['model']}: baseline {la} ({a['result']['gpus']} GPUs) vs candidate "
+             f"{lb} ({b['result']['gpus']} GPUs)",
+             f"baseline best plan   {plan_line(a['plan'])}",
+             f"candidate best plan  {plan_line(b['plan'])}", ""]
+    rows = [["step time", _s(a["step_time_s"]),
+             _s(same["step_time_s"]) if same else "-", _s(b["step_time_s"]),
+             _s(b["step_time_s"] - a["step_time_s"], signed=True), ""]]
+    for k, v in r["breakdown_s"].items():
+        s = same["breakdown_s"][k] if same else None
+        rows.append([f"  {k}", _s(v["baseline"]), "-" if s is None else _s(s),
+                     _s(v["candidate"]), _s(v["difference"], signed=True),
+                     f"{100 * v['baseline_share']:.1f}% -> {100 * v['candidate_share']:.1f}%"])
+    ra, rb = a["result"], b["result"]
+    rows.append(["MFU", f"{100 * ra['mfu']:.1f}%",
+                 f"{100 * same['mfu']:.1f}%" if same else "-", f"{100 * rb['mfu']:.1f}%",
+                 "", ""])
+    if "time_to_train_days" in ra:
+        rows.append(["time to train", f"{ra['time_to_train_days']:.2f} d",
+                     f"{same['time_to_train_days']:.2f} d" if same else "-",
+                     f"{rb['time_to_train_days']:.2f} d",
+                     f"{rb['time_to_train_days'] - ra['time_to_train_days']:+.2f} d", ""])
+    lines.append(table(rows, ["", "baseline", "base plan on cand.", "candidate",
+                              "difference", "share of step"]))
+    sp, same_sp = r["speedup"], r.get("speedup_same_plan")
+    lines += ["", f"speedup {sp:.3f}x: the candidate trains in {1 / sp:.3f} of the baseline's "
+                  f"time (each on its own best plan)"]
+    if same_sp is not None:
+        lines.append(f"  baseline's plan unchanged on the candidate: {same_sp:.3f}x; "
+                     f"re-optimizing the plan: {r['speedup_plan_reoptimized']:.3f}x more")
+    elif r.get("baseline_plan_on_candidate_error"):
+        lines.append(f"  the baseline's plan is not valid on the candidate: "
+                     f"{r['baseline_plan_on_candidate_error']}")
+    lines += ["", "why:"] + [f"- {t}" for t in r["why"]]
+    return "\n".join(lines)
+
+
+def _s(x: float, signed: bool = False) -> str:
+    """Seconds with a unit and a fixed, readable precision: ``1.234 s``, ``56.7 ms``, ``0``
+    for less than 0.05 ms."""
+    if x is None:
+        return "-"
+    if abs(x) < 5e-5:
+        return "0"
+    sign = "+" if signed and x >= 0 else ""
+    if abs(x) >= 1:
+        return f"{sign}{x:.3f} s"
+    return f"{sign}{1e3 * x:.1f} ms"
+
+
+def sweep_table(r: dict) -> str:
+    """One row per power budget: feasible, time, power used, domain, bandwidth, plan."""
+    rows = []
+    for x in r["sweep"]:
+        if not x["feasible"]:
+            rows.append([f"{x['power_budget_kW']:,.0f}", "no", "-", "-", "-", "-",
+                         x["reason"]])
+            continue
+        hw = x.get("hardware", {})
+        rows.append([f"{x['power_budget_kW']:,.0f}", "yes", _s(x["step_time_s"]),
+                     f"{x['interconnect_power_kW']:,.0f}",
+                     f"{hw['scale_up.domain_size']:.0f}" if "scale_up.domain_size" in hw
+                     else "-",
+                     f"{hw['scale_up.bandwidth_GB_s']:,.0f}" if "scale_up.bandwidth_GB_s" in hw
+                     else "-", plan_line(x["plan"])])
+    head = ([system_line(r)] if r.get("system_effective") else [])
+    return "\n".join(head + [table(rows, ["budget kW", "feasible", "step", "power kW",
+                                           "domain", "up GB/s", "plan"], left_last=True)])

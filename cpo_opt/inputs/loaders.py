@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import re
 from typing import Any
 
 from cpo_opt.inputs import plan_rules
@@ -41,7 +42,7 @@ from cpo_opt.inputs.tables import check_value, error, key_of, parse_text, resolv
 
 __all__ = [
     "InputError", "ArgumentError", "ModelSpec", "SystemSpec", "PlanSpec", "Case", "Scenario",
-    "load_model", "load_system", "load_plan", "plan_from_values", "system_with", "load_cases",
+    "load_model", "load_system", "load_plan", "plan_from_values", "plan_arg", "system_with", "load_cases",
     "load_scenario", "list_presets", "preset_path",
 ]
 
@@ -267,6 +268,9 @@ DERIVED_KEYS = (
     Key("dp", "dp", "int", "data parallel (derived; checked when given)", minimum=0, strict=True),
     Key("edp", "edp", "int", "expert data parallel (derived; checked when given)", minimum=0,
         strict=True),
+    Key("microbatches", "microbatches", "int",
+        "micro-batches per step, global_batch / (micro_batch * dp) (derived; checked when given)",
+        minimum=0, strict=True),
 )
 
 
@@ -301,16 +305,16 @@ def _plan_table(ref, where=None, base=None, context=None) -> tuple[dict, str]:
 
 
 def parse_inline_plan(text: str, where: str = "--plan") -> dict:
-    """``"tp=8, pp=16,ep=64"`` -> ``{"tp": 8, "pp": 16, "ep": 64}`` (typed, checked values)."""
+    """``"tp=8, pp=16,ep=64"`` or ``"tp=8 pp=16 ep=64"`` (what the text tables print) ->
+    ``{"tp": 8, "pp": 16, "ep": 64}`` (typed, checked values). The derived ``dp``, ``edp`` and
+    ``microbatches`` may be given: they are checked against the plan, never used."""
     table: dict[str, Any] = {}
-    for piece in text.split(","):
-        if not piece.strip():
-            continue
+    for piece in re.sub(r"\s*=\s*", "=", text).replace(",", " ").split():
         name, sep, raw = piece.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise error(where, piece.strip(), "expected KEY=VALUE pairs separated by commas, "
-                        "like tp=8,pp=4")
+            raise error(where, piece.strip(), "expected KEY=VALUE pairs separated by commas "
+                        "or spaces, like tp=8,pp=4")
         key = key_of("plan", name, where, DERIVED_KEYS)
         if name in table:
             raise error(where, f"plan.{name}", "given twice")
@@ -323,19 +327,52 @@ def parse_inline_plan(text: str, where: str = "--plan") -> dict:
 def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
                      where: str) -> PlanSpec:
     """Check a plan table against the schema, the model and the system; fill its defaults."""
-    plan = resolve_table("plan", values, where, extra=("dp", "edp"))
+    values = dict(values)
+    plan = resolve_table("plan", {k: v for k, v in values.items() if k != "microbatches"},
+                         where, extra=("dp", "edp"))
     resolved = plan_rules.resolve_plan(plan, model.values, system.values, where)
+    derived = {**resolved, "microbatches": resolved["global_batch"]
+               // (resolved["micro_batch"] * resolved["dp"])}
     for key in DERIVED_KEYS:
         if key.name in values:
             given = check_value(key, values[key.name], where, f"plan.{key.name}")
-            if given != resolved[key.name]:
+            if given != derived[key.name]:
                 raise error(where, f"plan.{key.name}",
-                            f"must equal the derived {key.name} = {resolved[key.name]}", given)
+                            f"must equal the derived {key.name} = {derived[key.name]}", given)
     return PlanSpec(Plan(**to_si(schema.PLAN_KEYS, resolved)), where, resolved)
 
 
+PLAN_ARG_ALWAYS = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
+                   "recompute", "zero", "dtype")
+"""Keys :func:`plan_arg` always writes (the rest only where they differ from the default)."""
+
+
+def plan_arg(values: dict, model: ModelSpec, system: SystemSpec) -> str:
+    """The resolved plan ``values`` as an inline ``--plan`` string that resolves to exactly the
+    same plan (hence the same step time): ``"tp=1,pp=8,...,dtype=fp8"``.
+
+    Every input key is written unless dropping it resolves to the same plan (a default such
+    as ``overlap_dp=true``); the derived ``dp``/``edp``/``microbatches`` are left out."""
+    def text(v):
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    table = {k.name: values[k.name] for k in schema.PLAN_KEYS if k.name in values}
+    target = plan_from_values(table, model, system, "plan_arg").values
+    for key in [k.name for k in schema.PLAN_KEYS if k.name not in PLAN_ARG_ALWAYS]:
+        if key not in table:
+            continue
+        trial = {k: v for k, v in table.items() if k != key}
+        try:
+            same = plan_from_values(trial, model, system, "plan_arg").values == target
+        except InputError:
+            same = False
+        if same:
+            table = trial
+    return ",".join(f"{k}={text(v)}" for k, v in table.items())
+
+
 # --------------------------------------------------------------------------- cases
-_CASE_KEYS = ("id", "source", "model", "system", "plan", "measured")
+_CASE_KEYS = ("id", "source", "model", "system", "overrides", "plan", "measured")
 _STEP_TIME = Key("step_time_s", "step_time_s", "float", "measured step time, s", required=True,
                  minimum=0, strict=True)
 
@@ -351,7 +388,8 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
         raise error(src.where, "case", "no [[case]] tables")
     out, seen = [], set()
     for index, table in enumerate(cases):
-        case = _case(table, f"{src.where}: case[{index}]")
+        case = _case(table, f"{src.where}: case[{index}]",
+                     src.path.parent if src.path is not None else None)
         if case.id in seen:
             raise error(f"{src.where}: case[{index}]", "id", "duplicate case id", case.id)
         seen.add(case.id)
@@ -359,7 +397,26 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
     return out
 
 
-def _case(table: dict, where: str) -> Case:
+def _flat_overrides(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    """A case's ``overrides`` table -> ``{"section.key": value}``; TOML writes
+    ``{ scale_up.domain_size = 8 }`` as nested tables and ``{ "scale_up.domain_size" = 8 }``
+    flat: both are accepted."""
+    if not isinstance(table, dict):
+        raise error(where, prefix.rstrip(".") or "overrides", "must be a table of "
+                    "SECTION.KEY = value (as --set)", table)
+    out = {}
+    for k, v in table.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_overrides(v, where, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _case(table: dict, where: str, base: pathlib.Path | None = None) -> Case:
+    """One ``[[case]]``: ``model``/``system`` are inline tables or preset names / paths
+    (relative to the cases file), ``overrides`` applies ``--set``-style values to the system."""
     if isinstance(table.get("id"), str):
         where = f"{where} '{table['id']}'"
     for name in table:
@@ -371,8 +428,22 @@ def _case(table: dict, where: str) -> Case:
     for name in ("id", "source"):
         if name in table and not isinstance(table[name], str):
             raise error(where, name, "must be a string", table[name])
-    model = model_from_table(table["model"], where, table["id"])
-    system = system_from_doc(table["system"], where, table["id"])
+    overrides = _flat_overrides(table["overrides"], where, "") if "overrides" in table else {}
+    base = base or pathlib.Path.cwd()
+    if isinstance(table["model"], str):
+        model = _load_model(table["model"], None, base, f"{where}: model")
+    else:
+        model = model_from_table(table["model"], where, table["id"])
+    try:
+        if isinstance(table["system"], str):
+            system = _load_system(table["system"], None, base, f"{where}: system",
+                                  overrides=overrides)
+        else:
+            system = system_from_doc(table["system"], where, table["id"], overrides)
+    except InputError as e:
+        if str(e).startswith("--set"):  # name the case, not the flag
+            raise InputError(f"{where}: overrides{str(e)[len('--set'):]}") from None
+        raise
     plan = plan_from_values(table_of(table, "plan", where), model, system, where)
     measured = table_of(table, "measured", where)
     for name in measured:
@@ -391,11 +462,12 @@ _SCENARIO_BATCH = Key("global_batch", "global_batch", "int", "sequences per step
 _SCENARIO_TOKENS = Key("tokens", "tokens", "float", "training tokens", minimum=0, strict=True)
 
 
-def load_scenario(ref: Any) -> Scenario:
+def load_scenario(ref: Any, overrides: dict[str, Any] | None = None) -> Scenario:
     """Load a scenario: ``[scenario]`` with model, system, optional plan, global_batch, tokens.
 
     ``model``/``system``/``plan`` are preset names, paths relative to the scenario file, or
-    inline tables; ``global_batch`` fills the plan's when the plan has none.
+    inline tables; ``global_batch`` fills the plan's when the plan has none. ``overrides``
+    (``--set``) apply to the scenario's system as they would to ``--system``.
     """
     src = resolve(ref, "scenarios")
     check_top(src.doc, ("scenario",), src.where)
@@ -414,7 +486,8 @@ def load_scenario(ref: Any) -> Scenario:
                             *_nested(table["model"], where, "scenario.model", base))
     with _referenced(where, "scenario.system", table["system"], src.path, base):
         system = _load_system(table["system"],
-                              *_nested(table["system"], where, "scenario.system", base))
+                              *_nested(table["system"], where, "scenario.system", base),
+                              overrides=overrides)
     batch = tokens = plan = None
     if "global_batch" in table:
         batch = check_value(_SCENARIO_BATCH, table["global_batch"], where, "scenario.global_batch")

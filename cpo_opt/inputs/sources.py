@@ -137,12 +137,35 @@ def read_document(path: pathlib.Path, where: str) -> dict:
     return doc
 
 
+def preset_names(kind: str) -> list[str]:
+    """Names of the shipped presets of ``kind`` (sorted)."""
+    folder = PRESETS_DIR / kind
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def _case_insensitive(kind: str, text: str) -> str | None:
+    """The preset of ``kind`` whose name equals ``text`` ignoring case (None if not one)."""
+    hits = [n for n in preset_names(kind) if n.lower() == text.lower()]
+    return hits[0] if len(hits) == 1 else None
+
+
+def did_you_mean(text: str, names: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest names, or empty (difflib ratio >= 0.6)."""
+    import difflib
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(text.lower(), list(lowered), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?)"
+
+
 def _not_found(text: str, kind: str | None, context: str | None) -> InputError:
     head = f"{context}: {text!r}" if context else text
     if kind is None:
         return InputError(f"{head}: no such file (expected a .toml or .json file)")
     inline = " (or inline KEY=VALUE pairs such as tp=8,pp=4)" if kind == "plans" else ""
-    return InputError(f"{head}: no such file or {KINDS[kind]} preset{inline}; "
+    return InputError(f"{head}: no such file or {KINDS[kind]} preset{inline}"
+                      f"{did_you_mean(text, preset_names(kind))}; "
                       "`cpo-opt presets` lists presets")
 
 
@@ -194,6 +217,9 @@ def _resolve(ref: Any, kind: str | None, where: str | None = None,
         return Source(read_document(path, label), label, path.stem, path, False)
     if kind is not None and _PRESET_NAME.match(text):
         preset = PRESETS_DIR / kind / f"{text}.toml"
+        if not preset.is_file() and not path.exists():
+            text = _case_insensitive(kind, text) or text  # "GB200-NVL72" -> "gb200-nvl72"
+            preset = PRESETS_DIR / kind / f"{text}.toml"
         if preset.is_file():
             label = where or f"{singular} preset '{text}'"
             return Source(read_document(preset, label), label, text, preset, False)
@@ -211,9 +237,34 @@ def preset_path(kind: str, name: str) -> pathlib.Path:
     if kind not in KINDS:
         raise InputError(f"{kind}: unknown preset kind; kinds: {', '.join(KINDS)}")
     path = PRESETS_DIR / kind / f"{name}.toml"
+    if _PRESET_NAME.match(name) and not path.is_file():
+        path = PRESETS_DIR / kind / f"{_case_insensitive(kind, name) or name}.toml"
     if not _PRESET_NAME.match(name) or not path.is_file():
         raise _not_found(name, kind, None)
     return path
+
+
+def find_preset(name: str) -> tuple[str, pathlib.Path]:
+    """``(kind, path)`` of the preset called ``name`` (``"systems/gb200-nvl72"`` picks the
+    kind); case-insensitive; InputError with the closest names when there is none or when
+    several kinds hold it."""
+    kind, _, bare = name.rpartition("/")
+    kinds = [kind] if kind else list(KINDS)
+    if kind and kind not in KINDS:
+        raise InputError(f"{name}: unknown preset kind {kind!r}; kinds: {', '.join(KINDS)}")
+    hits = []
+    for k in kinds:
+        stem = bare if (PRESETS_DIR / k / f"{bare}.toml").is_file() else _case_insensitive(k, bare)
+        if stem and _PRESET_NAME.match(stem):
+            hits.append((k, PRESETS_DIR / k / f"{stem}.toml"))
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise InputError(f"{name}: several presets have this name; say which: "
+                         + ", ".join(f"{k}/{p.stem}" for k, p in hits))
+    every = [n for k in kinds for n in preset_names(k)]
+    raise InputError(f"{name}: no such preset{did_you_mean(bare, every)}; "
+                     "`cpo-opt presets` lists presets")
 
 
 def list_presets() -> dict[str, list[tuple[str, str]]]:

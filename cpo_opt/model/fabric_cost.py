@@ -16,6 +16,17 @@ ones that cap real scale-up fabrics (the study's argument, study.md):
 * **switch count**: ``domain_size * B_up / switch_bandwidth`` switch chips per domain carry the
   traffic (reported, not constrained: more planes cost power, already in ``e_up``).
 
+* **switch stages**: a domain larger than one switch's radix needs a second tier (a folded
+  Clos: leaf and spine), so a bit crosses three switches and four links instead of one and
+  two; the scale-up energy per bit then counts ``1 + 2 t`` stages, ``t`` going from 0 at
+  ``domain_size = switch_radix`` to 1 one percent above it (a ramp with finite gradients),
+  and the domain needs three times the switch ports (:func:`switch_chips_per_domain`). The
+  single-tier limit above stays a constraint of the search (the step-time model has no
+  second-tier latency), so inside the search ``t = 0``; the report shows what a second tier
+  would cost.
+* **optics by technology**: :data:`OPTICS_PJ_PER_BIT` gives the energy per bit of one optical
+  link, host SerDes included, for the technologies the study compares.
+
 Violations are returned as relative excesses ``value / limit - 1`` (<= 0 is feasible), so the
 exact search can mask and the relaxed search can penalize the same numbers.
 """
@@ -29,17 +40,74 @@ from cpo_opt.model.config import System
 BITS = 8.0
 
 
+OPTICS_PJ_PER_BIT = {"passage_3d": 4.3, "cpo_2.5d": 12.0, "linear_pluggable": 13.0,
+                     "pluggable": 21.0}
+"""pJ/bit of one optical link including host SerDes, by technology: the study paper's Tables
+II-III as cited in /work/shared/reference/study.md (Passage 3D: 3.2 in package + 1.1 off)."""
+
+SECOND_TIER_RAMP = 0.01
+"""Relative width of the ramp from one to three switch stages above the radix."""
+
+
+def second_tier(system: System):
+    """0 while the domain fits one switch tier (``domain_size <= switch_radix``), rising
+    linearly to 1 at ``1.01 x switch_radix`` (finite gradients everywhere)."""
+    up = system.scale_up
+    return jnp.clip((up.domain_size / up.switch_radix - 1.0) / SECOND_TIER_RAMP, 0.0, 1.0)
+
+
+def switch_stages(system: System):
+    """Switch chips a scale-up bit crosses: 1 (one tier) to 3 (leaf, spine, leaf)."""
+    return 1.0 + 2.0 * second_tier(system)
+
+
 def interconnect_power_w(system: System):
-    """Provisioned interconnect power of the whole cluster, watts (both directions)."""
+    """Provisioned interconnect power of the whole cluster, watts (both directions).
+
+    ``P = gpus * 2 * 8 * (B_up e_up s + B_out e_out)`` with ``s`` the switch stages of the
+    scale-up domain (:func:`switch_stages`: each extra stage is one more link and switch at
+    the tier's energy per bit)."""
     per_gpu = 2.0 * BITS * (system.scale_up.bandwidth * system.scale_up.energy_j_per_bit
+                            * switch_stages(system)
                             + system.scale_out.bandwidth * system.scale_out.energy_j_per_bit)
     return system.gpus * per_gpu
 
 
 def switches_per_domain(system: System):
-    """Scale-up switch chips needed to carry one domain's traffic (fractional)."""
+    """Scale-up switch chips needed to carry one domain's traffic (fractional, one tier)."""
     return (system.scale_up.domain_size * system.scale_up.bandwidth
             / system.scale_up.switch_bandwidth)
+
+
+def switch_chips_per_domain(system: System):
+    """Switch chips of one domain with its tiers: ``D B / C`` for one tier, three times that
+    for a leaf-spine domain (every GPU port needs a leaf down port, a leaf up port and a
+    spine port), ``C`` one chip's capacity per direction."""
+    return switches_per_domain(system) * switch_stages(system)
+
+
+def report(system: System, power_budget_w=None, reference: System | None = None) -> dict:
+    """Host numbers of a fabric for the reports: power used against the budget and against a
+    reference system (the one given, before free values), switch stages and chips, and how
+    close each physical limit is (``value / limit``)."""
+    p = float(interconnect_power_w(system))
+    up = system.scale_up
+    out = {
+        "interconnect_power_kW": p / 1e3,
+        "power_budget_kW": None if power_budget_w is None else float(power_budget_w) / 1e3,
+        "power_share_of_budget": None if power_budget_w is None else p / float(power_budget_w),
+        "switch_stages": float(switch_stages(system)),
+        "switch_chips_per_domain": float(switch_chips_per_domain(system)),
+        "domains": float(system.gpus / up.domain_size),
+        "limits_used": {"reach": float(up.domain_size / up.max_domain_size),
+                        "radix": float(up.domain_size / up.switch_radix),
+                        "scale_up_escape": float(up.bandwidth / up.escape_bandwidth),
+                        "scale_out_escape": float(system.scale_out.bandwidth
+                                                  / system.scale_out.escape_bandwidth)},
+    }
+    if reference is not None:
+        out["reference_power_kW"] = float(interconnect_power_w(reference)) / 1e3
+    return out
 
 
 def violations(system: System, power_budget_w=None) -> dict[str, object]:
