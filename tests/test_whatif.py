@@ -27,8 +27,10 @@ def test_domain_beyond_reach_is_an_answer(capsys):
 
 
 def test_tiny_power_budget_is_an_answer(capsys):
+    # a budget caps the hardware the search chooses, so it comes with --free (issue 13)
     rc, out, err = run_cli(capsys, "optimize", "--model", "deepseek-v3", "--system",
-                           "gb200-nvl72", "--power-budget-kW", "50", "--json")
+                           "gb200-nvl72", "--free", "scale_up.bandwidth_GB_s",
+                           "--power-budget-kW", "50", "--json")
     assert rc == 2 and out == ""
     line, = err.strip().splitlines()
     assert "> budget 50 kW" in line and "--power-budget-kW" in line
