@@ -27,7 +27,7 @@ import math
 from typing import Any, Callable
 
 from cpo_opt.analysis.evaluate import evaluate
-from cpo_opt.inputs.loaders import load_model, load_system, plan_from_values
+from cpo_opt.inputs.loaders import InputError, load_model, load_system, plan_from_values
 from cpo_opt.study.explain import PARTS, explain, placement
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import Study
@@ -66,8 +66,9 @@ VARIANTS: tuple[Variant, ...] = (
     BASE,
     Variant("EP across pods (512 experts, ep 512)",
             "one fixed plan for all bars with expert parallelism over all 512 GPUs (one expert "
-            "per GPU), so on copper 3/4 of every all-to-all leaves the 128-GPU pod",
-            workload="moe-1t-512e", plan_edit=(("tp", 1), ("cp", 1), ("pp", 1), ("vpp", 1),
+            "per GPU), so on copper 3/4 of every all-to-all leaves the 128-GPU pod; cp 2, pp 1 "
+            "so that dp = 256 divides the batch's sequences and ep = tp cp dp / etp = 512",
+            workload="moe-1t-512e", plan_edit=(("tp", 1), ("cp", 2), ("pp", 1), ("vpp", 1),
                                               ("ep", 512), ("etp", 1)), fixed_plan=True),
     Variant("512 experts, own best plans", "the same 512-expert workload, each system's own "
             "best plan (does the optimizer keep EP inside the copper pod?)",
@@ -153,14 +154,18 @@ def figure(study: Study, variant: Variant = BASE, tick: Callable[[str], None] = 
                 "feasible": False, "rows": []}
     base_plan = _edit(best[0]["plan"], variant.plan_edit)
     evaluated = []
-    for opt, s in zip(best, systems):
-        if variant.fixed_plan:
-            own = _run(model, s, base_plan, tokens)
-        elif variant.plan_edit and opt["plan"] is not None:
-            own = _run(model, s, _edit(opt["plan"], variant.plan_edit), tokens)
-        else:
-            own = opt
-        evaluated.append((own, _run(model, s, base_plan, tokens)))
+    try:
+        for opt, s in zip(best, systems):
+            if variant.fixed_plan:
+                own = _run(model, s, base_plan, tokens)
+            elif variant.plan_edit and opt["plan"] is not None:
+                own = _run(model, s, _edit(opt["plan"], variant.plan_edit), tokens)
+            else:
+                own = opt
+            evaluated.append((own, _run(model, s, base_plan, tokens)))
+    except InputError as e:  # the variant's plan breaks a plan rule: report, do not fail
+        return {"variant": variant.name, "what": variant.what, "workload": workload,
+                "feasible": False, "reason": str(e), "rows": []}
     t0 = evaluated[0][0]["step_time_s"]
     rows = []
     for b, s, (own, same) in zip(spec["bars"], systems, evaluated):
