@@ -295,9 +295,11 @@ def paper_figure_markdown(obj: dict[str, Any]) -> list[str]:
             L.append(f"| {f['variant']} | {_f(f['rows'][1]['model_relative_time'], '.3f')} | "
                      f"{_f(f['rows'][2]['model_relative_time'], '.3f')} | "
                      f"{_f(g and 100 * g, '.0f')}% |")
-        if var.get("most"):
-            L += ["", f"Single assumption that moves bar 3 most: {var['most']['variant']} "
-                      f"({100 * var['most']['gap_closed_bar3']:.0f}% of the gap)."]
+        for key, what in (("most", "moves bar 3 most"), ("closest", "comes closest")):
+            if var.get(key):
+                L += ["", f"Single assumption that {what}: {var[key]['variant']} (bar 3 "
+                          f"{var[key]['model_relative_time'][2]:.2f}, "
+                          f"{100 * var[key]['gap_closed_bar3']:.0f}% of its gap)."]
     return L
 
 

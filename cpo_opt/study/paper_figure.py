@@ -230,19 +230,39 @@ def gap_closed(base: dict[str, Any], var: dict[str, Any]) -> list[float | None]:
     return out
 
 
+def distance(fig: dict[str, Any]) -> float | None:
+    """``sum_i |log(model_i / paper_i)|`` over the bars: how far the figure is from the
+    paper's (0: identical)."""
+    if not fig["feasible"]:
+        return None
+    return sum(abs(math.log(r["model_relative_time"] / r["paper_relative_time"]))
+               for r in fig["rows"])
+
+
 def variants(study: Study, names: tuple[str, ...] | None = None,
              tick: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Every variant's figure, its ``gap_closed`` per bar, and which single variant closes
-    most of bar 3's gap (``most``)."""
+    """Every variant's figure with its ``gap_closed`` per bar and ``distance`` to the paper;
+    ``closest``: the single variant with the smallest distance; ``most``: the one that moves
+    bar 3 furthest (largest ``|log|`` change of its relative time, either way)."""
     figs = [figure(study, v, tick) for v in VARIANTS if names is None or v.name in names]
     base = next(f for f in figs if f["variant"] == BASE.name)
     for f in figs:
         f["gap_closed"] = gap_closed(base, f) if f["feasible"] else None
-    ranked = [f for f in figs if f is not base and f["feasible"] and f["gap_closed"][2] is not None]
-    most = max(ranked, key=lambda f: f["gap_closed"][2], default=None)
-    return {"variants": figs, "most": None if most is None else {
-        "variant": most["variant"], "gap_closed_bar3": most["gap_closed"][2],
-        "model_relative_time": [r["model_relative_time"] for r in most["rows"]]}}
+        f["distance"] = distance(f)
+    others = [f for f in figs if f is not base and f["feasible"]]
+
+    def brief(f, **extra):
+        return None if f is None else {
+            "variant": f["variant"], "distance": f["distance"],
+            "gap_closed_bar3": f["gap_closed"][2],
+            "model_relative_time": [r["model_relative_time"] for r in f["rows"]], **extra}
+
+    closest = min(others, key=lambda f: f["distance"], default=None)
+    b3 = base["rows"][2]["model_relative_time"]
+    most = max(others, key=lambda f: abs(math.log(f["rows"][2]["model_relative_time"] / b3)),
+               default=None)
+    return {"variants": figs, "base_distance": base["distance"],
+            "closest": brief(closest), "most": brief(most)}
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
