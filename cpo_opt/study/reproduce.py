@@ -92,7 +92,7 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
 
         batch_rows, batch_why = [], []
         for c in m.batch_configs:
-            rows = sweeps.batch_sweep(study, c, m.tokens_per_gpu, tick)
+            rows = sweeps.batch_sweep(study, c, m.tokens_per_gpu, tick, optima.get(c))
             batch_rows += rows
             batch_why.append(sweeps.batch_why(rows))
 

@@ -183,13 +183,17 @@ CONTRIBUTION_GROUPS = {
 """How the batch sweep groups the breakdown parts when it splits the speedup."""
 
 
-def batch_point(study: Study, config: str, tokens_per_gpu: int) -> dict[str, Any]:
+def batch_point(study: Study, config: str, tokens_per_gpu: int,
+                known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Both fabrics' best plans of ``config`` at ``tokens_per_gpu``, the speedup and its
-    split over :data:`CONTRIBUTION_GROUPS` (module docstring)."""
+    split over :data:`CONTRIBUTION_GROUPS` (module docstring). ``known``: optima already
+    searched at this batch (``{"copper": best_plan object, "passage": ...}``), reused."""
     mode = study.mode
     gb = study.global_batch(config, tokens_per_gpu)
-    opts = {}
+    opts = dict(known or {})
     for f in ("copper", "passage"):
+        if f in opts:
+            continue
         opts[f] = best_plan(study.models[config], study.fabrics[f], gb, study.dtype,
                             study.tokens, starts=mode.search_starts, steps=mode.search_steps,
                             exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False)
@@ -211,11 +215,14 @@ def batch_point(study: Study, config: str, tokens_per_gpu: int) -> dict[str, Any
 
 
 def batch_sweep(study: Study, config: str, values, tick: Callable[[str], None]
-                = lambda label: None) -> list[dict[str, Any]]:
-    """:func:`batch_point` rows, ascending in tokens per GPU."""
+                = lambda label: None, known: dict[str, dict[str, Any]] | None = None
+                ) -> list[dict[str, Any]]:
+    """:func:`batch_point` rows, ascending in tokens per GPU; ``known`` (the headline optima
+    of ``config``) is reused at the study's own tokens per GPU."""
     rows = []
     for v in sorted(values):
-        rows.append(batch_point(study, config, int(v)))
+        rows.append(batch_point(study, config, int(v),
+                                known if int(v) == study.tokens_per_gpu else None))
         tick(f"{config} batch={v}")
     return rows
 
