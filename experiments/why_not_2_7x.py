@@ -18,13 +18,14 @@ from cpo_opt.inputs.loaders import load_model, load_system
 from cpo_opt.search import exhaustive_search, make_space
 from cpo_opt.study import load_study
 
+NVL72 = {k: str(v) for k, v in load_system("study-copper-nvl72").values["scale_up"].items()
+         if k in ("domain_size", "switch_radix", "max_domain_size")}
+NVL72 = {f"scale_up.{k}": v for k, v in NVL72.items()}  # = the study-copper-nvl72 preset
 SPARES_CU = {"scale_up.domain_size": "128", "cluster.gpus": "16384"}
 SPARES_PA = {"cluster.gpus": "16384"}
 VARIANTS = [  # (name, copper overrides, Passage overrides, batch factor)
     ("study presets (144x900 vs 512x2000)", {}, {}, 1),
-    ("copper = shipping NVL72 (72 GPUs)", {"scale_up.domain_size": "72",
-                                           "scale_up.switch_radix": "72",
-                                           "scale_up.max_domain_size": "72"}, {}, 1),
+    ("copper = shipping NVL72 (72 GPUs)", NVL72, {}, 1),
     ("Passage at copper's 900 GB/s", {}, {"scale_up.bandwidth_GB_s": "900"}, 1),
     ("Passage 1024-GPU domain", {}, {"scale_up.domain_size": "1024"}, 1),
     ("scale-out 400 Gb/s for both", {"scale_out.bandwidth_GB_s": "50"},
