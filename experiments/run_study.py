@@ -1,6 +1,6 @@
 """The whole copper-vs-Passage study (= ``cpo-opt reproduce``), with the run mode as a flag.
 
-Measures: each config's best plan and time to train on the copper (NVL72) and Passage (576-GPU
+Measures: each config's best plan and time to train on the copper (144-GPU, 900 GB/s) and Passage (512-GPU, 2000 GB/s
 optical) scale-up fabrics and their speedup, the domain-size and bandwidth sweeps with their
 knees, co-design under the copper interconnect power, the power Pareto front, and the
 elasticities of time to train. Writes results.md, CSVs, reproduce.json and PNGs to --out.

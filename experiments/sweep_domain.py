@@ -5,7 +5,7 @@ Measures: for one config, the best plan and time to train on the Passage fabric 
 doubling between points, and the knee (smallest size beyond which each doubling gains less
 than the study's 5%), with the reason read from the step breakdown at the knee.
 
-    python experiments/sweep_domain.py --config config4 --values 8 16 32 72 144 288 576 1024
+    python experiments/sweep_domain.py --config config4 --values 8 16 32 72 144 288 512 1024
 """
 
 import argparse

@@ -19,6 +19,7 @@ from cpo_opt.inputs.loaders import plan_from_values
 from cpo_opt.study.explain import explain
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import FABRICS, Study
+from cpo_opt.study.uncertainty import speedup_interval
 
 DROP = ("result", "system")
 """Keys of an optimum left out of the JSON (the full evaluate object; the system tables)."""
@@ -57,6 +58,18 @@ def same_plan(study: Study, config: str, plan: dict[str, Any], fabric: str = "pa
             "traffic_GB_per_gpu_per_step": r["traffic_GB_per_gpu_per_step"]}
 
 
+def interval(study: Study, config: str, full: dict[str, dict[str, Any]],
+             ranges=None) -> dict[str, Any]:
+    """The speedup's interval over the constants' ranges, each fabric's optimal plan fixed
+    (:func:`cpo_opt.study.uncertainty.speedup_interval`)."""
+    model = study.models[config]
+    sides = []
+    for f in FABRICS:
+        s = study.fabrics[f]
+        sides.append((s, plan_from_values(full[f]["plan"], model, s, where=f"{f} optimum")))
+    return speedup_interval(model, sides[0], sides[1], ranges)
+
+
 def config_entry(study: Study, config: str, tick: Callable[[str], None] = lambda s: None
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """One ``configs[]`` entry of the JSON, and the full optima by fabric."""
@@ -76,6 +89,7 @@ def config_entry(study: Study, config: str, tick: Callable[[str], None] = lambda
         "speedup": speedup(full["copper"], full["passage"]),
     }
     if entry["speedup"] is not None:
+        entry["speedup_interval"] = interval(study, config, full)["interval"]
         entry["copper_plan_on_passage"] = same_plan(study, config, full["copper"]["plan"])
         entry["explanation"] = explain(config, full["copper"], full["passage"], study.fabrics,
                                        entry["copper_plan_on_passage"])

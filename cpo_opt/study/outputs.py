@@ -24,7 +24,7 @@ from cpo_opt.model.step import BREAKDOWN_PARTS
 
 PARTS = BREAKDOWN_PARTS
 FILES = ("results.md", "results.csv", "sweeps.csv", "pareto.csv", "sensitivity.csv",
-         "reproduce.json")
+         "paper_figure.csv", "batch_sweep.csv", "reproduce.json")
 PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "micro_batch", "recompute", "zero")
 
 
@@ -133,7 +133,8 @@ def markdown(obj: dict[str, Any]) -> str:
          f"Cluster {a['cluster_gpus']['value']} GPUs ({a['gpu']['value']}), "
          f"{a['training_tokens']['value']:.3g} training tokens, "
          f"{a['global_batch_tokens']['value']:,} tokens per step, dtype {a['dtype']['value']}. "
-         f"Scale-up domain ratio (Passage / copper) = {obj['scale_up_ratio']:.1f}. "
+         f"Aggregate scale-up pod bandwidth ratio (Passage / copper) = "
+         f"{obj['scale_up_ratio']:.1f}. "
          f"Wall time {obj['wall_s']:.0f} s.", "",
          "## Headline", "",
          "| config | params | fabric | plan | step s | MFU | days | speedup | search |",
@@ -149,7 +150,8 @@ def markdown(obj: dict[str, Any]) -> str:
                      f"{plan_text(r['plan'])} | {_f(r['step_time_s'], '.4g')} | "
                      f"{_f(r['mfu'] and 100 * r['mfu'], '.1f')}% | "
                      f"{_f(r['time_to_train_days'], '.2f')} | "
-                     f"{_f(c['speedup'], '.2f') + 'x' if f == 'passage' else ''} | {chk} |")
+                     f"{_f(c['speedup'], '.2f') + 'x' if f == 'passage' else ''}"
+                     f"{_interval_text(c) if f == 'passage' else ''} | {chk} |")
     L += ["", "Breakdown of the exposed step time (s):", "",
           "| config | fabric | " + " | ".join(PARTS) + " | scale-out GB/GPU/step | "
           "scale-up GB/GPU/step |", "|---|---|" + "---|" * (len(PARTS) + 2)]
@@ -169,6 +171,7 @@ def markdown(obj: dict[str, Any]) -> str:
             L.append(f"| {name} | {d} | {_f(v['copper']['time_to_train_days'], '.2f')} | "
                      f"{_f(v['passage']['time_to_train_days'], '.2f')} | "
                      f"{_f(v['speedup'], '.2f')}x |")
+    L += paper_figure_markdown(obj)
     L += ["", "## Why (generated from the numbers)", ""]
     for c in obj["configs"]:
         if "explanation" in c:
@@ -184,6 +187,7 @@ def markdown(obj: dict[str, Any]) -> str:
                  f"{k['non_increasing_within_1pct']} |")
     L += [""] + [f"- {k['why']}" for k in obj["knees"]]
     cd = obj["codesign"]
+    L += batch_markdown(obj)
     L += ["", "## Beyond the paper: co-design under an interconnect power budget", ""]
     L += [f"- {t}" for t in cd.get("text", [])]
     L += [f"- {t}" for t in obj.get("sensitivity_summary", [])[:0]]
@@ -297,7 +301,109 @@ def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:
     _write_csv(out / "sweeps.csv", sweep_rows(obj))
     _write_csv(out / "pareto.csv", pareto_rows(obj))
     _write_csv(out / "sensitivity.csv", sensitivity_rows(obj))
+    _write_csv(out / "paper_figure.csv", paper_figure_rows(obj))
+    _write_csv(out / "batch_sweep.csv", batch_rows(obj))
     (out / "results.md").write_text(markdown(obj))
     (out / "reproduce.json").write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
     # strict JSON: a NaN here raises ValueError (an internal error), never a silent "NaN"
     return list(FILES)
+
+
+# --- the paper's figure and the batch sweep ---------------------------------------------------
+
+def _interval_text(c: dict[str, Any]) -> str:
+    iv = c.get("speedup_interval")
+    return f" [{iv[0]:.2f}-{iv[1]:.2f}]" if iv and iv[0] is not None else ""
+
+
+def paper_figure_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per bar of the base figure, then per variant and bar when they ran."""
+    rows = []
+    fig = obj.get("paper_figure_detail") or {}
+    for r in fig.get("rows", []):
+        rows.append({"variant": fig["variant"], "bar": r["name"], "system": r["system"],
+                     "paper_relative_time": r["paper_relative_time"],
+                     "model_relative_time": r["model_relative_time"],
+                     "model_relative_time_same_plan": r["model_relative_time_same_plan"],
+                     "step_time_s": r["step_time_s"], "plan": plan_text(r["plan"]),
+                     **{f"{k}_s": v for k, v in r["breakdown_s"].items()}})
+    for f in (obj.get("paper_figure_variants") or {}).get("variants", []):
+        if f["variant"] == fig.get("variant"):
+            continue
+        for i, r in enumerate(f["rows"]):
+            rows.append({"variant": f["variant"], "bar": r["name"], "system": r["system"],
+                         "paper_relative_time": r["paper_relative_time"],
+                         "model_relative_time": r["model_relative_time"],
+                         "model_relative_time_same_plan": r["model_relative_time_same_plan"],
+                         "step_time_s": r["step_time_s"], "plan": plan_text(r["plan"]),
+                         "gap_closed": (f.get("gap_closed") or [None] * 3)[i]})
+    return rows
+
+
+def paper_figure_markdown(obj: dict[str, Any]) -> list[str]:
+    fig = obj.get("paper_figure_detail")
+    if not fig or not fig.get("rows"):
+        return []
+    L = ["", "## The paper's figure beside the model's", "",
+         f"{fig['workload']} on {fig['gpus']} GPUs, {fig['tokens_per_gpu']} tokens per GPU per "
+         f"step ({fig['global_batch']} sequences of {fig['seq_len']}), {fig['dtype']}.", "",
+         "| bar | paper | model (own best plan) | model (copper's plan) | plan | step s |",
+         "|---|---|---|---|---|---|"]
+    for r in fig["rows"]:
+        L.append(f"| {r['name']} | {r['paper_relative_time']:.2f} | "
+                 f"{_f(r['model_relative_time'], '.3f')} | "
+                 f"{_f(r['model_relative_time_same_plan'], '.3f')} | {plan_text(r['plan'])} | "
+                 f"{_f(r['step_time_s'], '.4g')} |")
+    L += [""] + [f"- {t}" for t in fig.get("explanation", {}).get("text", [])]
+    var = obj.get("paper_figure_variants")
+    if var:
+        L += ["", "Candidate assumptions behind the published bars (each computed):", "",
+              "| variant | bar 2 model | bar 3 model | bar 3 gap closed |", "|---|---|---|---|"]
+        for f in var["variants"]:
+            if not f["feasible"]:
+                L.append(f"| {f['variant']} | - | - | - |")
+                continue
+            g = (f.get("gap_closed") or [None] * 3)[2]
+            L.append(f"| {f['variant']} | {_f(f['rows'][1]['model_relative_time'], '.3f')} | "
+                     f"{_f(f['rows'][2]['model_relative_time'], '.3f')} | "
+                     f"{_f(g and 100 * g, '.0f')}% |")
+        for key, what in (("most", "moves bar 3 most"), ("closest", "comes closest")):
+            if var.get(key):
+                L += ["", f"Single assumption that {what}: {var[key]['variant']} (bar 3 "
+                          f"{var[key]['model_relative_time'][2]:.2f}, "
+                          f"{100 * var[key]['gap_closed_bar3']:.0f}% of its gap)."]
+    return L
+
+
+def batch_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for r in obj.get("batch_sweep", []):
+        row = {"config": r["config"], "tokens_per_gpu": r["tokens_per_gpu"],
+               "global_batch": r["global_batch"], "speedup": r["speedup"]}
+        for f in ("copper", "passage"):
+            row[f"{f}_days"] = r[f]["time_to_train_days"]
+            row[f"{f}_plan"] = plan_text(r[f]["plan"])
+        row.update({f"contribution {g}": v for g, v in (r.get("contribution") or {}).items()})
+        rows.append(row)
+    return rows
+
+
+def batch_markdown(obj: dict[str, Any]) -> list[str]:
+    rows = obj.get("batch_sweep") or []
+    if not rows:
+        return []
+    groups = list(rows[0].get("contribution") or {})
+    L = ["", "## Batch sweep: tokens per GPU per step", "",
+         "Both fabrics re-optimized at each point; the speedup minus one split into the parts "
+         "of the step, (copper part - Passage part) / Passage step.", "",
+         "| config | tokens/GPU | copper days | Passage days | speedup | " + " | ".join(groups)
+         + " |", "|---|---|---|---|---|" + "---|" * len(groups)]
+    for r in rows:
+        c = r.get("contribution") or {}
+        L.append(f"| {r['config']} | {r['tokens_per_gpu']} | "
+                 f"{_f(r['copper']['time_to_train_days'], '.2f')} | "
+                 f"{_f(r['passage']['time_to_train_days'], '.2f')} | "
+                 f"{_f(r['speedup'], '.2f')} | " + " | ".join(_f(c.get(g), '+.3f')
+                                                             for g in groups) + " |")
+    L += [""] + [f"- {w}" for w in obj.get("batch_sweep_why", [])]
+    return L

@@ -4,8 +4,12 @@
 then runs, in order,
 
 1. the headline (:mod:`~cpo_opt.study.headline`): each config's optimum on each fabric,
-   time to train, speedup, and the explanation (:mod:`~cpo_opt.study.explain`);
-2. the sweeps and knees (:mod:`~cpo_opt.study.sweeps`);
+   time to train, speedup, its interval over the constants' ranges
+   (:mod:`~cpo_opt.study.uncertainty`), and the explanation (:mod:`~cpo_opt.study.explain`);
+2. the paper's figure bar by bar (:mod:`~cpo_opt.study.paper_figure`; in the full run also
+   every candidate explanation of the difference);
+3. the sweeps and knees (:mod:`~cpo_opt.study.sweeps`), and the batch sweep (tokens per GPU
+   per step, both fabrics re-optimized, the speedup split into parts of the step);
 3. co-design under the copper power and the power Pareto front (:mod:`~cpo_opt.study.codesign`);
 4. elasticities of time to train at every optimum (:mod:`~cpo_opt.study.elasticity`);
 
@@ -24,7 +28,7 @@ import time
 from typing import Any
 
 from cpo_opt.study import codesign as codesign_mod
-from cpo_opt.study import elasticity, outputs, plots, sweeps
+from cpo_opt.study import elasticity, outputs, paper_figure, plots, sweeps
 from cpo_opt.study.headline import config_entry, optimum
 from cpo_opt.study.spec import FABRICS, Study, load_study
 
@@ -56,6 +60,8 @@ def _total(study: Study) -> int:
     m = study.mode
     head = len(m.headline_configs) * len(FABRICS) * (2 if m.dtype_variant else 1)
     sw = len(m.sweep_configs) * (len(m.domain_sizes) + len(m.bandwidths_GB_s))
+    sw += len(m.batch_configs) * len(m.tokens_per_gpu)
+    sw += 3 * (len(paper_figure.VARIANTS) if m.paper_figure_variants else 1)
     extra = 0 if CODESIGN_CONFIG in m.headline_configs else len(FABRICS)
     return head + sw + extra + 1 + len(m.pareto_budget_fractions) + head // (
         2 if m.dtype_variant else 1)
@@ -84,6 +90,15 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
         for c in m.headline_configs:
             entry, optima[c] = config_entry(study, c, tick)
             configs.append(entry)
+
+        fig = paper_figure.figure(study, paper_figure.BASE, tick)
+        fig_variants = paper_figure.variants(study, tick=tick) if m.paper_figure_variants else None
+
+        batch_rows, batch_why = [], []
+        for c in m.batch_configs:
+            rows = sweeps.batch_sweep(study, c, m.tokens_per_gpu, tick, optima.get(c))
+            batch_rows += rows
+            batch_why.append(sweeps.batch_why(rows))
 
         sweep_rows, knees = [], []
         for c in m.sweep_configs:
@@ -116,6 +131,13 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
     obj: dict[str, Any] = {
         "scale_up_ratio": study.scale_up_ratio,
         "configs": configs,
+        "paper_figure": [{k: r[k] for k in ("name", "paper_relative_time", "model_relative_time",
+                                            "model_relative_time_same_plan")}
+                         for r in fig["rows"]],
+        "paper_figure_detail": fig,
+        "paper_figure_variants": fig_variants,
+        "batch_sweep": batch_rows,
+        "batch_sweep_why": batch_why,
         "assumptions": study.assumptions,
         "sweeps": sweep_rows,
         "knees": knees,

@@ -5,7 +5,8 @@ presets and the workload presets it names, checks that they agree with each othe
 cluster, same GPU; every sequence length divides the batch tokens) and returns a frozen
 :class:`Study`. Derived numbers are computed here, never written down:
 
-    scale_up_ratio = passage.scale_up.domain_size / copper.scale_up.domain_size   (= 576 / 72)
+    scale_up_ratio = (passage domain_size x bandwidth) / (copper domain_size x bandwidth)
+                   = 512 x 2000 / (144 x 900) = 7.9   (the paper's "8x": aggregate pod bandwidth)
     global_batch(config) = global_batch_tokens / seq_len(config)                  (sequences)
 
 ``assumptions`` (the JSON's ``assumptions`` object) holds every ``[assumptions.*]`` table of
@@ -17,7 +18,7 @@ workload. Every entry has a non-empty ``source``.
 Example::
 
     study = load_study("quick")
-    study.scale_up_ratio            # 8.0
+    study.scale_up_ratio            # 7.9
     study.global_batch("config4")   # 2304 sequences of 16384 tokens
 """
 
@@ -51,6 +52,9 @@ class Mode:
     sweep_configs: tuple[str, ...]
     domain_sizes: tuple[int, ...]
     bandwidths_GB_s: tuple[float, ...]
+    tokens_per_gpu: tuple[int, ...]
+    batch_configs: tuple[str, ...]
+    paper_figure_variants: bool
     codesign_starts: int
     codesign_steps: int
     pareto_budget_fractions: tuple[float, ...]
@@ -69,7 +73,9 @@ class Study:
       batch_tokens: tokens per optimizer step (same for every config).
       dtype, dtype_variant: plan precision of the study and of its variant.
       gpus: cluster size (the same in both fabric presets).
-      scale_up_ratio: Passage domain / copper domain, computed.
+      scale_up_ratio: aggregate pod bandwidth, Passage over copper, computed.
+      paper_figure: the ``[paper_figure]`` table (workload, bars with system preset and
+        published relative time, source).
       knee_threshold: per-doubling improvement under which a sweep has reached its knee.
       codesign_bounds: ``{field: (low, high)}`` of the co-design search (file units).
       mode: the run's :class:`Mode`.
@@ -91,10 +97,18 @@ class Study:
     codesign_bounds: dict[str, tuple[float, float]]
     mode: Mode
     assumptions: dict[str, dict[str, Any]]
+    paper_figure: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def global_batch(self, config: str) -> int:
-        """Sequences per step of ``config``: ``batch_tokens / seq_len``."""
-        return self.batch_tokens // int(self.models[config].values["model"]["seq_len"])
+    def global_batch(self, config: str, tokens_per_gpu: int | None = None) -> int:
+        """Sequences per step of ``config``: ``batch_tokens / seq_len`` (or
+        ``tokens_per_gpu x gpus / seq_len`` when given)."""
+        tokens = self.batch_tokens if tokens_per_gpu is None else tokens_per_gpu * self.gpus
+        return int(tokens) // int(self.models[config].values["model"]["seq_len"])
+
+    @property
+    def tokens_per_gpu(self) -> int:
+        """The study's tokens per GPU per step, ``batch_tokens / gpus``."""
+        return self.batch_tokens // self.gpus
 
     def params_total(self, config: str) -> float:
         """Total parameters of ``config`` (:func:`cpo_opt.model.transformer.param_counts`)."""
@@ -227,11 +241,10 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
                              f"multiple of {name}'s seq_len {seq}")
         models[name] = spec
     m = _mode(mode, doc["modes"][mode])
-    for c in m.headline_configs + m.sweep_configs:
+    for c in m.headline_configs + m.sweep_configs + m.batch_configs:
         if c not in models:
             raise InputError(f"{where}: modes.{mode}: unknown config {c!r}")
-    ratio = (float(fabrics["passage"].values["scale_up"]["domain_size"])
-             / float(fabrics["copper"].values["scale_up"]["domain_size"]))
+    ratio = aggregate_pod_bandwidth(fabrics["passage"]) / aggregate_pod_bandwidth(fabrics["copper"])
     a["scale_up_ratio"] = {**a["scale_up_ratio"], "value": ratio}
     for f in FABRICS:
         a.update(_hardware_assumptions(f, presets[f], fabrics[f]))
@@ -239,6 +252,20 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
     for name, spec in models.items():
         a[f"workload.{name}"] = _workload_assumption(spec, preset_path("models", name))
     bounds = {k: (float(v[0]), float(v[1])) for k, v in a["codesign_bounds"]["value"].items()}
+    fig = dict(doc.get("paper_figure", {}))
+    if fig:
+        if not str(fig.get("source", "")).strip():
+            raise InputError(f"{where}: paper_figure.source: the figure needs a source")
+        a["paper_figure"] = {"value": {"workload": fig["workload"], "bars": fig["bars"],
+                                       "tokens_per_gpu": batch_tokens // gpus["copper"]},
+                             "source": fig["source"], "why": fig.get("why", "")}
+        for bar in fig["bars"]:
+            spec = load_system(bar["system"])
+            a.update(_hardware_assumptions(f"paper_figure.{bar['system']}", bar["system"], spec))
+        if fig["workload"] not in models:
+            spec = load_model(fig["workload"])
+            a[f"workload.{fig['workload']}"] = _workload_assumption(
+                spec, preset_path("models", fig["workload"]))
     return Study(
         name=doc["study"]["name"], description=doc["study"]["description"],
         fabrics=fabrics, fabric_presets=presets, models=models,
@@ -246,4 +273,10 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
         dtype=str(a["dtype"]["value"]), dtype_variant=str(a["dtype_variant"]["value"]),
         gpus=gpus["copper"], scale_up_ratio=ratio,
         knee_threshold=float(a["knee_threshold"]["value"]), codesign_bounds=bounds,
-        mode=m, assumptions=a)
+        mode=m, assumptions=a, paper_figure=fig)
+
+
+def aggregate_pod_bandwidth(system: SystemSpec) -> float:
+    """GPUs per scale-up domain x per-GPU bandwidth per direction (GB/s)."""
+    up = system.values["scale_up"]
+    return float(up["domain_size"]) * float(up["bandwidth_GB_s"])

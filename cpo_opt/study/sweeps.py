@@ -4,7 +4,18 @@ Two sweeps, each over one field of the Passage fabric preset with every other fi
 
 * ``scale_up.domain_size`` over the study's domain sizes (8 ... 1024 GPUs);
 * ``scale_up.bandwidth_GB_s`` over the study's per-GPU bandwidths (200 ... 6400 GB/s per
-  direction), at the Passage domain (576).
+  direction), at the Passage domain (512);
+
+and one over the workload, on both fabrics alike: tokens per GPU per step (the global batch,
+``global_batch = tokens_per_gpu x gpus / seq_len``), both fabrics re-optimized at each point
+(:func:`batch_sweep`). Its rows split the speedup into the parts of the step:
+
+    S - 1 = (T_cu - T_pa) / T_pa = sum_k (b_cu,k - b_pa,k) / T_pa     (b: exposed breakdown)
+
+so ``contribution[k]`` says how much of the speedup each part (EP all-to-all, DP/EDP gradient
+and weight traffic, pipeline bubble, ...) carries at that batch, and how that changes as the
+batch grows (per-step weight traffic and the bubble are amortised over more tokens; the
+all-to-all grows with them).
 
 At each point the best plan is searched again (:func:`cpo_opt.study.optimum.best_plan`:
 exhaustive when the plan space is small enough for the run's mode, else gradient search),
@@ -17,6 +28,9 @@ grid shortens time to train by less than ``threshold`` per doubling of the param
     knee = min { x_i : gain(x_j -> x_{j+1}) < threshold for every j >= i }
 
 (per doubling, so the 32 -> 72 and 576 -> 1024 steps compare with the doublings).
+
+Both fabrics use the same placement rule (:func:`cpo_opt.model.fabric.members_in_domain`): a
+group that does not fit a domain straddles domains on copper and on Passage alike.
 """
 
 from __future__ import annotations
@@ -156,3 +170,82 @@ def knee_report(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
                      f"(largest drop: {p} {d[p]:+.3f} s).")
     out["why"] = " ".join(lines)
     return out
+
+
+CONTRIBUTION_GROUPS = {
+    "all-to-all (ep_comm)": ("ep_comm",),
+    "expert/dense weight traffic (dp_comm)": ("dp_comm",),
+    "pipeline bubble": ("bubble",),
+    "pipeline p2p (pp_comm)": ("pp_comm",),
+    "tp/cp comm": ("tp_comm", "cp_comm"),
+    "compute and other": ("compute", "optimizer", "other"),
+}
+"""How the batch sweep groups the breakdown parts when it splits the speedup."""
+
+
+def batch_point(study: Study, config: str, tokens_per_gpu: int,
+                known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Both fabrics' best plans of ``config`` at ``tokens_per_gpu``, the speedup and its
+    split over :data:`CONTRIBUTION_GROUPS` (module docstring). ``known``: optima already
+    searched at this batch (``{"copper": best_plan object, "passage": ...}``), reused."""
+    mode = study.mode
+    gb = study.global_batch(config, tokens_per_gpu)
+    opts = dict(known or {})
+    for f in ("copper", "passage"):
+        if f in opts:
+            continue
+        opts[f] = best_plan(study.models[config], study.fabrics[f], gb, study.dtype,
+                            study.tokens, starts=mode.search_starts, steps=mode.search_steps,
+                            exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False)
+    row: dict[str, Any] = {"config": config, "sweep": "batch", "tokens_per_gpu": int(tokens_per_gpu),
+                           "global_batch": gb}
+    for f, o in opts.items():
+        row[f] = {k: o[k] for k in ("time_to_train_days", "step_time_s", "mfu", "plan",
+                                    "breakdown_s", "memory_GB_per_gpu")}
+        row[f]["method"] = o["search"]["method"]
+    cu, pa = opts["copper"], opts["passage"]
+    if cu["step_time_s"] is None or pa["step_time_s"] is None:
+        row["speedup"] = None
+        return row
+    row["speedup"] = cu["time_to_train_days"] / pa["time_to_train_days"]
+    row["contribution"] = {
+        g: sum(cu["breakdown_s"][k] - pa["breakdown_s"][k] for k in parts) / pa["step_time_s"]
+        for g, parts in CONTRIBUTION_GROUPS.items()}
+    return row
+
+
+def batch_sweep(study: Study, config: str, values, tick: Callable[[str], None]
+                = lambda label: None, known: dict[str, dict[str, Any]] | None = None
+                ) -> list[dict[str, Any]]:
+    """:func:`batch_point` rows, ascending in tokens per GPU; ``known`` (the headline optima
+    of ``config``) is reused at the study's own tokens per GPU."""
+    rows = []
+    for v in sorted(values):
+        rows.append(batch_point(study, config, int(v),
+                                known if int(v) == study.tokens_per_gpu else None))
+        tick(f"{config} batch={v}")
+    return rows
+
+
+def batch_why(rows: list[dict[str, Any]]) -> str:
+    """One computed sentence: how the speedup and its largest contributions change from the
+    smallest to the largest batch of a sweep."""
+    rows = [r for r in rows if r.get("speedup") is not None]
+    if len(rows) < 2:
+        return "fewer than two feasible batch points"
+    a, b = rows[0], rows[-1]
+    keys = sorted(CONTRIBUTION_GROUPS, key=lambda g: -abs(a["contribution"][g]
+                                                        - b["contribution"][g]))[:3]
+    return (f"{a['config']}: speedup {a['speedup']:.2f}x at {a['tokens_per_gpu']} tokens per "
+            f"GPU per step -> {b['speedup']:.2f}x at {b['tokens_per_gpu']}; largest changes of "
+            "the contributions to S-1: " + ", ".join(
+                f"{g} {a['contribution'][g]:+.3f} -> {b['contribution'][g]:+.3f}" for g in keys)
+            + f" (copper plan {_plan_short(a['copper']['plan'])} -> "
+              f"{_plan_short(b['copper']['plan'])}; Passage {_plan_short(a['passage']['plan'])}"
+              f" -> {_plan_short(b['passage']['plan'])}).")
+
+
+def _plan_short(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "-"
+    return "/".join(f"{k}{p[k]}" for k in ("tp", "cp", "pp", "ep"))

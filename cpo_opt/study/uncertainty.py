@@ -1,0 +1,122 @@
+"""The speedup's interval from the uncertainty of the model's efficiency constants.
+
+The model's calibratable constants (:data:`cpo_opt.model.constants.INFO`) are each known only
+within a range. With each fabric's plan held at its optimum (the plans are the study's
+result; re-searching them at every constant value would mix search noise into the bound),
+the speedup
+
+    S(c) = T_copper(plan_copper; c) / T_passage(plan_passage; c)
+
+is re-evaluated for constants ``c`` at every corner of the box of ranges (2^9 = 512 points for
+the 9 constants, all in one ``jax.vmap``), plus the shipped values, and the interval is
+``[min S, max S]``. The model is smooth and, in each constant, monotone over these ranges for
+both step times, so the extreme ratio lies at a corner.
+
+Ranges (:data:`STATED_RANGES`, until ``calibrate`` supplies fitted ones): a fraction of a peak
+``+-10 %`` of its value, capped at 1 (the spread of the published micro-benchmarks each
+constant's docstring cites: e.g. cuBLAS 75-85 % of H100 bf16 peak around 0.75+-0.075); the
+kernel launch overhead x0.5-x2 (2-8 us, CUDA launch without / with host jitter); the reserved
+HBM +-1 GB (it moves memory, not time, at fixed plans). ``ranges_from_constants_file`` reads a
+calibrate output (``[name] value/low/high``) instead, so the same function takes calibrated
+intervals once they exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pathlib
+import tomllib
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
+from cpo_opt.model.constants import INFO, Constants
+from cpo_opt.model.step import step_time
+
+FRACTION_SPREAD = 0.10
+"""Relative half-width of a fraction-of-peak constant's stated range (capped at 1)."""
+
+OVERHEAD_FACTOR = 2.0
+"""The kernel overhead's range is ``[value / 2, value * 2]``."""
+
+RESERVED_SPREAD_BYTES = 1e9
+"""The reserved HBM's range is ``value +- 1 GB``."""
+
+
+def stated_range(name: str, value: float | None = None) -> tuple[float, float]:
+    """The documented plausible ``(low, high)`` of one constant (module docstring)."""
+    info = INFO[name]
+    v = info.default if value is None else float(value)
+    if info.unit == "fraction":
+        return (v * (1 - FRACTION_SPREAD), min(1.0, v * (1 + FRACTION_SPREAD)))
+    if name == "kernel_overhead_s":
+        return (v / OVERHEAD_FACTOR, v * OVERHEAD_FACTOR)
+    if name == "reserved_bytes":
+        return (max(0.0, v - RESERVED_SPREAD_BYTES), v + RESERVED_SPREAD_BYTES)
+    return (v * (1 - FRACTION_SPREAD), v * (1 + FRACTION_SPREAD))
+
+
+STATED_RANGES: dict[str, tuple[float, float]] = {n: stated_range(n) for n in INFO}
+"""``{constant: (low, high)}`` around the shipped defaults."""
+
+
+def ranges_from_constants_file(path: str | pathlib.Path) -> dict[str, tuple[float, float]]:
+    """``{name: (low, high)}`` from a calibrate output (``[name]`` tables with ``low``/``high``
+    or a flat ``name = {value, low, high}``); constants it lacks keep :data:`STATED_RANGES`."""
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    table = doc.get("constants", doc)
+    out = dict(STATED_RANGES)
+    for name, entry in table.items():
+        if name in INFO and isinstance(entry, Mapping) and "low" in entry and "high" in entry:
+            out[name] = (float(entry["low"]), float(entry["high"]))
+    return out
+
+
+def corners(base: Constants, ranges: Mapping[str, tuple[float, float]]) -> Constants:
+    """A batched :class:`Constants`: every corner of the box, then ``base`` (last row)."""
+    names = list(INFO)
+    varied = [n for n in names if ranges.get(n) and ranges[n][0] != ranges[n][1]]
+    rows = []
+    for bits in itertools.product((0, 1), repeat=len(varied)):
+        row = {n: float(getattr(base, n)) for n in names}
+        for n, b in zip(varied, bits):
+            row[n] = ranges[n][b]
+        rows.append(row)
+    rows.append({n: float(getattr(base, n)) for n in names})
+    return Constants(**{n: jnp.asarray([r[n] for r in rows]) for n in names})
+
+
+def _step_times(model: ModelSpec, system: SystemSpec, plan: PlanSpec, batch: Constants
+                ) -> np.ndarray:
+    def one(c):
+        return step_time(model.model, dataclasses.replace(system.system, constants=c),
+                         plan.plan).step_time_s
+    return np.asarray(jax.jit(jax.vmap(one))(batch))
+
+
+def speedup_interval(model: ModelSpec, baseline: tuple[SystemSpec, PlanSpec],
+                     candidate: tuple[SystemSpec, PlanSpec],
+                     ranges: Mapping[str, tuple[float, float]] | None = None,
+                     tokens_ratio: float = 1.0) -> dict[str, Any]:
+    """``{"interval": [min, max], "at_defaults", "ranges", "method"}`` of
+    ``T_baseline / T_candidate`` over the corners of ``ranges`` (default
+    :data:`STATED_RANGES`), each side's plan fixed. ``tokens_ratio`` multiplies the ratio when
+    the two steps carry different tokens (candidate tokens / baseline tokens)."""
+    ranges = dict(STATED_RANGES if ranges is None else ranges)
+    base = baseline[0].system.constants
+    batch = corners(base, ranges)
+    tb = _step_times(model, baseline[0], baseline[1], batch)
+    tc = _step_times(model, candidate[0], candidate[1], batch)
+    s = tb / tc * tokens_ratio
+    ok = np.isfinite(s)
+    return {"interval": [float(s[ok].min()), float(s[ok].max())] if ok.any() else [None, None],
+            "at_defaults": float(s[-1]),
+            "corners": int(len(s) - 1),
+            "ranges": {k: list(v) for k, v in ranges.items()},
+            "method": "plans fixed at each fabric's optimum; speedup re-evaluated at every "
+                      "corner of the constants' ranges (vmap); min-max"}
