@@ -107,7 +107,7 @@ def cmd_bench(args) -> None:
     from cpo_opt import api
     from cpo_opt.analysis.bench import bench
     from cpo_opt.cli import text
-    if args.n < 1 or args.batch < 1:
+    if args.n < 1 or (args.batch is not None and args.batch < 1):
         raise UsageError("--n and --batch must be >= 1")
     model, system, _ = api.load_inputs(args.model, args.system, None, parse_sets(args.set))
     emit(bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed),
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--system", default="dgx-a100-selene", help="system (default dgx-a100-selene)")
     sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     sp.add_argument("--n", type=int, default=4_000_000, help="plans to evaluate (default 4M)")
-    sp.add_argument("--batch", type=int, default=1 << 18, help="plans per vmapped call")
+    sp.add_argument("--batch", type=int, default=None,
+                    help="plans per vmapped call (default 16384 on CPU, 262144 per GPU)")
     sp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     sp.add_argument("--seed", type=int, default=0)
     return p

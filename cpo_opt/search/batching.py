@@ -21,9 +21,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 SMALL_BATCH = 1 << 14
 """Rows per call for small, repeated scoring calls (gradient search)."""
-LARGE_BATCH = 1 << 17
-"""Rows per call for large scans (exhaustive search, bench): per-call overhead amortized."""
+LARGE_BATCH = 1 << 14
+"""Rows per call for large scans (exhaustive search, bench). On CPU the same as
+:data:`SMALL_BATCH`, so every search compiles one shape: XLA materializes some intermediates
+of the evaluation (about 2.7 kB per plan, ``cpo-opt bench``'s ``cost_per_plan``), and at
+16k rows they stay in cache; at 256k rows they go to DRAM and the rate fell 2-3x (measured,
+docs/speed.md). On accelerators see :func:`default_batch`."""
+ACCELERATOR_BATCH = 1 << 18
+"""Rows per call per GPU/TPU device (enough threads to fill one)."""
 DEFAULT_BATCH = LARGE_BATCH
+
+
+def default_batch() -> int:
+    """Rows per call for large scans on this backend: :data:`LARGE_BATCH` on CPU,
+    :data:`ACCELERATOR_BATCH` per device elsewhere."""
+    if jax.default_backend() == "cpu":
+        return LARGE_BATCH
+    return ACCELERATOR_BATCH * jax.local_device_count()
 
 
 def batch_sharding() -> NamedSharding:

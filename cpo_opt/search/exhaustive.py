@@ -86,7 +86,7 @@ def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
 
 
 def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
-                      batch: int = S.DEFAULT_BATCH, top: int = 5) -> SearchResult:
+                      batch: int | None = None, top: int = 5) -> SearchResult:
     """Score the whole space; returns the fastest feasible plan (and hardware point).
 
     The plans are enumerated once and scored a group of hardware points at a time (at least
@@ -97,6 +97,7 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     the processes' best rows and counts are merged at the end.
     """
     t0 = time.perf_counter()
+    batch = batch or S.default_batch()
     cols, hw = _space_rows(space, grid)
     lo, hi = distributed.share(len(cols["tp"]))
     mine = {k: v[lo:hi] for k, v in cols.items()}

@@ -36,7 +36,7 @@ from cpo_opt.model.config import Model
 from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import distributed, lattice
-from cpo_opt.search.batching import LARGE_BATCH, batched_map
+from cpo_opt.search.batching import LARGE_BATCH, batched_map, default_batch
 from cpo_opt.search.space import SearchSpace
 
 DEFAULT_BATCH = LARGE_BATCH
@@ -116,7 +116,7 @@ def columns_for_scoring(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def score(space: SearchSpace, columns: dict[str, np.ndarray], scorer=None,
-          batch: int = DEFAULT_BATCH, progress: bool = False,
+          batch: int | None = None, progress: bool = False,
           split: bool = True) -> dict[str, np.ndarray]:
     """Score every row of ``columns``; returns numpy arrays of the scorer's outputs.
 
@@ -124,6 +124,7 @@ def score(space: SearchSpace, columns: dict[str, np.ndarray], scorer=None,
     its local devices and the shares are gathered, so every process returns all scores.
     """
     scorer = scorer or make_exact_scorer(space)
+    batch = batch or default_batch()
     n = len(next(iter(columns.values())))
     if n == 0:
         return {k: np.zeros(0) for k in OUTPUTS}
