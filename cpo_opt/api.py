@@ -239,16 +239,23 @@ def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
 
 
 def optimize(model=None, system=None, global_batch: int | None = None, *,
-             exhaustive: bool = False,
+             exhaustive: bool | None = None,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
              dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False, scenario=None,
-             domain_multiple: int | None = None) -> OptimizeResult:
+             domain_multiple: int | None = None, coordinator: str | None = None,
+             num_processes: int | None = None, process_id: int | None = None) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
+
+    ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
+    ``coordinator`` (``"HOST:PORT"``), ``num_processes``, ``process_id``: run as one of N
+    ``jax.distributed`` processes (also from the environment or a detected SLURM job; see
+    :mod:`cpo_opt.search.distributed`); every process returns the same result.
 
     Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
     binding limit and the key that lifts it when nothing is feasible."""
+    start_distributed(coordinator, num_processes, process_id)
     x = _resolve(model, system, None, overrides, scenario)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
@@ -256,6 +263,17 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
         tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple)))
+
+
+def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None) -> int:
+    """Join a ``jax.distributed`` job when asked; returns the process count (1 alone)."""
+    from cpo_opt.search import distributed
+    try:
+        return distributed.initialize(coordinator, num_processes, process_id)
+    except ValueError as e:
+        name, rule = str(e).split(": ", 1)
+        raise ArgumentError(name, rule) from None
 
 
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
@@ -374,7 +392,18 @@ def validate(cases=None) -> ValidateResult:
 
 
 def reproduce(quick: bool = False, out_dir: str | None = None,
-              progress: bool = False) -> ReproduceResult:
-    """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing."""
+              progress: bool = False, coordinator: str | None = None,
+              num_processes: int | None = None, process_id: int | None = None
+              ) -> ReproduceResult:
+    """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing.
+
+    With ``jax.distributed`` settings (see :func:`optimize`) the exhaustive searches split
+    their rows over the processes; only process 0 writes ``out_dir`` and shows progress."""
+    from cpo_opt.search import distributed
     from cpo_opt.study.reproduce import reproduce as _reproduce
-    return ReproduceResult.from_dict(_reproduce(quick=quick, out_dir=out_dir, progress=progress))
+    start_distributed(coordinator, num_processes, process_id)
+    main = distributed.is_main()
+    out = _reproduce(quick=quick, out_dir=out_dir if main else None,
+                     progress=progress and main)
+    out["processes"] = distributed.process_count()
+    return ReproduceResult.from_dict(out)

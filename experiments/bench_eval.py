@@ -3,7 +3,10 @@
 Prints one line per (scenario, dtype): evaluations/s of the full exact model (every field of
 StepTime) on distinct valid plans, after compilation, results blocked on.
 
-    python experiments/bench_eval.py [--n 4000000] [--batch 262144]
+    python experiments/bench_eval.py [--n 4000000] [--batch 16384] [--dtypes float32]
+
+With each rate: XLA's cost analysis per plan (flops, transcendentals, bytes accessed) and
+the load average (the machine is shared).
 """
 
 import argparse
@@ -23,7 +26,7 @@ SCENARIOS = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4_000_000)
-    ap.add_argument("--batch", type=int, default=1 << 18)
+    ap.add_argument("--batch", type=int, default=None, help="default: bench's (16k on CPU)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -38,9 +41,13 @@ def main():
             r = bench(m, s, n=args.n, batch=args.batch, dtype=dtype)
             rows.append(r)
             if not args.json:
+                c = r.get("cost_per_plan") or {}
                 print(f"{model:>14s} on {system:<16s} {dtype}: {r['evaluations_per_s']:.3g} "
-                      f"evaluations/s ({r['n']} plans, compile {r['compile_s']:.1f} s, "
-                      f"space {r['lattice_size']} plans)")
+                      f"evaluations/s ({r['n']} plans, batch {r['batch']}, compile "
+                      f"{r['compile_s']:.1f} s, space {r['lattice_size']} plans; per plan "
+                      f"{c.get('flops', 0):.0f} flop, {c.get('transcendentals', 0):.0f} "
+                      f"transc., {c.get('bytes', 0):.0f} B; load "
+                      f"{open('/proc/loadavg').read().split()[0]})", flush=True)
     if args.json:
         print(json.dumps(rows, indent=1))
 

@@ -60,9 +60,11 @@ def run(space, label, grid=9, repeat=2):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-large", action="store_true", help="skip the co-design scenario")
+    ap.add_argument("--large-only", action="store_true", help="only the co-design scenario")
     args = ap.parse_args()
     enable_compile_cache()
-    for model, system, ov, gb in PLAN_SCENARIOS:
+    print("load average", open("/proc/loadavg").read().split()[0], flush=True)
+    for model, system, ov, gb in ([] if args.large_only else PLAN_SCENARIOS):
         space = make_space(load_model(model), load_system(system, overrides=ov), gb)
         run(space, f"{model} on {system}: plans only")
     if not args.skip_large:
@@ -74,6 +76,7 @@ def main():
                            bounds={free[0]: (225.0, 3600.0), free[1]: (8.0, 1152.0)})
         run(space, "deepseek-v3 on gb200-nvl72, co-design of scale-up bandwidth and domain "
                    "size under 1.5x the NVL72 interconnect power", repeat=1)
+    print("load average", open("/proc/loadavg").read().split()[0], flush=True)
 
 
 if __name__ == "__main__":

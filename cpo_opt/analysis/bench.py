@@ -20,7 +20,7 @@ import numpy as np
 from cpo_opt.search import lattice
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.loaders import ModelSpec, SystemSpec
-from cpo_opt.search.batching import batch_sharding
+from cpo_opt.search.batching import batch_sharding, default_batch
 from cpo_opt.model.step import step_time
 
 
@@ -46,9 +46,31 @@ def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
     return out
 
 
-def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int = 1 << 18,
+def cost_per_plan(f, rows: dict, batch: int) -> dict[str, float]:
+    """XLA's own count of the compiled evaluation, per plan: ``flops`` (arithmetic),
+    ``transcendentals`` (exp/log/pow), ``bytes`` (bytes accessed: the plan columns read, the
+    StepTime fields written, and any intermediate XLA did not fuse). Empty when the backend
+    gives no cost analysis. ``rate * flops`` against the peak, and ``rate * bytes`` against
+    memory bandwidth, say which bound the rate is nearer (docs/speed.md)."""
+    try:
+        ca = f.lower(rows).compile().cost_analysis()
+    except Exception:  # not every backend/version implements it
+        return {}
+    if isinstance(ca, (list, tuple)):
+        ca = ca[0] if ca else {}
+    if not ca:
+        return {}
+    get = lambda k: float(ca.get(k, 0.0)) / batch  # noqa: E731
+    return {"flops": get("flops"), "transcendentals": get("transcendentals"),
+            "bytes": get("bytes accessed")}
+
+
+def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int | None = None,
           dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
-    """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object."""
+    """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object.
+
+    ``batch`` defaults to :func:`cpo_opt.search.batching.default_batch` (16k rows on CPU)."""
+    batch = batch or default_batch()
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("bench: dtype='float64' needs float64 enabled by the caller "
                          "(cpo_opt.runtime.setup(x64=True)); library code never sets it")
@@ -73,6 +95,7 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int =
     t0 = time.perf_counter()
     jax.block_until_ready(f(batches[0]))
     compile_s = time.perf_counter() - t0
+    cost = cost_per_plan(f, batches[0], batch)
     t0 = time.perf_counter()
     checksum = 0.0
     for p in batches:
@@ -91,6 +114,7 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int =
         "lattice_size": int(len(lattice.enumerate_plans(
             model.values, system.values, int(cols["global_batch"][0]))["tp"])),
         "fraction_fitting_memory": checksum / n,
+        "cost_per_plan": cost,
         "model": model.name,
         "system": system.name,
     }

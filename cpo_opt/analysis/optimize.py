@@ -14,7 +14,8 @@ from cpo_opt.model import fabric_cost
 from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_arg,
                                     plan_from_values, system_with)
-from cpo_opt.search import exhaustive_search, gradient_search, make_space
+from cpo_opt.search import distributed, exhaustive_search, gradient_search, make_space
+from cpo_opt.search.exhaustive import AUTO_EXHAUSTIVE_ROWS, space_size
 from cpo_opt.search.space import SearchResult, SearchSpace
 
 
@@ -191,6 +192,7 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
         "bounds": {k: list(b) for k, b in zip(space.free, space.bounds)},
         "power_budget_kW": None if space.power_budget_w is None else space.power_budget_w / 1e3,
         "detail": res.detail,
+        "processes": distributed.process_count(),
     }
     if not res.plan_values:
         check_hardware_feasible(space)
@@ -217,7 +219,7 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
 
 
 def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = None, *,
-             exhaustive: bool = False, free: tuple[str, ...] = (),
+             exhaustive: bool | None = None, free: tuple[str, ...] = (),
              power_budget_kW: float | None = None, dtype: str = "bf16", starts: int = 32,
              steps: int = 150, seed: int = 0, tokens: float | None = None,
              progress: bool = False, domain_multiple: int | None = None) -> dict[str, Any]:
@@ -226,7 +228,10 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
     Args:
       model, system: loaded specs.
       global_batch: sequences per step (default :func:`cpo_opt.inputs.schema.default_global_batch`).
-      exhaustive: enumerate every valid plan (ground truth) instead of the gradient search.
+      exhaustive: ``True`` enumerates every valid plan (ground truth), ``False`` runs the
+        gradient search; ``None`` (default) picks the exhaustive search when the space has at
+        most :data:`~cpo_opt.search.exhaustive.AUTO_EXHAUSTIVE_ROWS` rows (then it is exact
+        and faster; ``method`` reads ``"exhaustive (auto)"``), else the gradient search.
       free: continuous system fields to optimize too (``"scale_up.bandwidth_GB_s"``).
       power_budget_kW: cap on provisioned interconnect power of the cluster.
       dtype: ``"bf16"`` or ``"fp8"``; starts, steps, seed: gradient-search settings.
@@ -250,8 +255,13 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
     check_hardware_feasible(space)
     if domain_multiple is not None and domain_multiple < 1:
         raise ArgumentError("domain_multiple", f"must be >= 1 (got {domain_multiple})")
+    auto = exhaustive is None
+    if auto:
+        exhaustive = space_size(space) <= AUTO_EXHAUSTIVE_ROWS
     if exhaustive:
         res = exhaustive_search(space, progress=progress)
+        if auto:
+            res.method = "exhaustive (auto)"
     else:
         with ticker(f"gradient search ({starts} starts x {steps} steps)", progress):
             res = gradient_search(space, starts=starts, steps=steps, seed=seed)

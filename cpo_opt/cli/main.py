@@ -201,7 +201,7 @@ def cmd_bench(args) -> None:
     from cpo_opt import api
     from cpo_opt.analysis.bench import bench
     from cpo_opt.cli import text
-    check_int_flags(args, ("n", "batch", "seed"))
+    check_int_flags(args, ("n", "batch", "seed"))  # batch None: the backend's default
     from cpo_opt.analysis.evaluate import effective_system, system_warnings
     sets = parse_sets(args.set)
     model, system, _ = api.load_inputs(args.model, args.system, None, sets)
@@ -232,14 +232,29 @@ def cmd_optimize(args) -> None:
         warn(r, args.json)
         emit(r.to_dict(), args.json, text.sweep_table)
         return
+    nproc = api.start_distributed(args.coordinator, args.num_processes, args.process_id)
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
                      scenario=args.scenario, domain_multiple=args.domain_multiple,
                      free=tuple(args.free), power_budget_kW=budgets[0],
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
-                     progress=sys.stderr.isatty() and not args.json)
-    warn(r, args.json)
-    emit(r.to_dict(), args.json, text.optimize_table)
+                     progress=sys.stderr.isatty() and not args.json and _main_process())
+    if _main_process():  # every process holds the result; process 0 prints it
+        warn(r, args.json)
+        emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
+            f"\nprocesses: {nproc}" if nproc > 1 else ""))
+
+
+def _main_process() -> bool:
+    from cpo_opt.search import distributed
+    return distributed.is_main()
+
+
+def _distributed_flags(sp) -> None:
+    sp.add_argument("--coordinator", metavar="HOST:PORT",
+                    help="jax.distributed coordinator (process 0's host and a free port)")
+    sp.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    sp.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
 
 
 def cmd_sensitivity(args) -> None:
@@ -273,8 +288,10 @@ def cmd_compare(args) -> None:
 def cmd_reproduce(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    api.start_distributed(args.coordinator, args.num_processes, args.process_id)
     r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress)
-    emit(r.to_dict(), args.json, text.reproduce_table)
+    if _main_process():
+        emit(r.to_dict(), args.json, text.reproduce_table)
 
 
 # --------------------------------------------------------------------------- parser
@@ -322,8 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--global-batch", type=int,
                     help="sequences per step (default: the smallest multiple of the GPU count "
                          "with >= 4M tokens)")
-    sp.add_argument("--exhaustive", action="store_true",
-                    help="enumerate every valid plan and score all (ground truth)")
+    sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
+                    help="enumerate every valid plan and score all (ground truth; the default "
+                         "when the space is small enough to be faster)")
+    sp.add_argument("--gradient", action="store_const", const=False, dest="exhaustive",
+                    help="gradient search even on a small space")
     sp.add_argument("--free", nargs="+", metavar="KEY", default=[],
                     help="continuous system fields to optimize too, e.g. "
                          "scale_up.bandwidth_GB_s scale_up.domain_size")
@@ -339,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
     sp.add_argument("--seed", type=int, default=0)
+    _distributed_flags(sp)
 
     sp = add("sensitivity", cmd_sensitivity,
              "gradients and elasticities of step time w.r.t. every continuous system field")
@@ -355,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tokens", help="training tokens: reports times to train")
     sp.add_argument("--global-batch", type=int,
                     help="sequences per step on both (default: each cluster's default batch)")
-    sp.add_argument("--exhaustive", action="store_true",
-                    help="enumerate every valid plan on both systems (ground truth)")
+    sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
+                    help="enumerate every valid plan on both systems (ground truth; the "
+                         "default when the space is small enough to be faster)")
     sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--seed", type=int, default=0)
 
@@ -367,13 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="the reduced run (about two minutes)")
     sp.add_argument("--out", default="out/reproduce", help="output folder (default out/reproduce)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _distributed_flags(sp)
 
     sp = add("bench", cmd_bench, "steady-state rate of the exact model on random valid plans")
     sp.add_argument("--model", default="megatron-1t", help="model (default megatron-1t)")
     sp.add_argument("--system", default="dgx-a100-selene", help="system (default dgx-a100-selene)")
     sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     sp.add_argument("--n", type=int, default=4_000_000, help="plans to evaluate (default 4M)")
-    sp.add_argument("--batch", type=int, default=1 << 18, help="plans per vmapped call")
+    sp.add_argument("--batch", type=int, default=None,
+                    help="plans per vmapped call (default 16384 on CPU, 262144 per GPU)")
     sp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     sp.add_argument("--seed", type=int, default=0)
     return p

@@ -8,12 +8,13 @@ finite set. Everything is scored in vmapped, device-sharded batches with a progr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 
 import numpy as np
 
-from cpo_opt.search import lattice
+from cpo_opt.search import distributed, lattice
 from cpo_opt.inputs.loaders import ArgumentError
 from cpo_opt.search import score as S
 from cpo_opt.search.space import INTEGER_FIELDS, SearchResult, SearchSpace
@@ -35,9 +36,39 @@ def hardware_grid(space: SearchSpace, grid: int) -> np.ndarray:
     return np.asarray(list(itertools.product(*axes)), dtype=float)
 
 
+AUTO_EXHAUSTIVE_ROWS = 20_000_000
+"""``optimize`` picks the exhaustive search by itself up to this many rows (plans x hardware
+points). Measured on the project's 2-core CPU (docs/speed.md): from an empty compile cache the
+exhaustive search of ~2e7 rows (4-20 s of scoring at 1-5e6 rows/s) ends before the gradient
+search's descent has compiled (~46 s), and it is exact; every plan-only space of the shipped
+presets is below it. Above it (co-design grids, 1e8+ rows) the gradient search is the faster
+one (64.6x on DeepSeek-V3/GB200)."""
+
+
+@functools.lru_cache(maxsize=4)
+def _plans(model_values: str, system_values: str, global_batch: int) -> dict[str, np.ndarray]:
+    import json
+    return lattice.enumerate_plans(json.loads(model_values), json.loads(system_values),
+                                   global_batch)
+
+
+def plan_columns(space: SearchSpace) -> dict[str, np.ndarray]:
+    """Every valid plan of the space (:func:`lattice.enumerate_plans`), cached for the last
+    few spaces so that sizing a space (:func:`space_size`) and searching it enumerate once."""
+    import json
+    return _plans(json.dumps(space.model.values, sort_keys=True, default=str),
+                  json.dumps(space.system.values, sort_keys=True, default=str),
+                  int(space.global_batch))
+
+
+def space_size(space: SearchSpace, grid: int = 9) -> int:
+    """Rows the exhaustive search would score: plans x hardware grid points."""
+    return len(plan_columns(space)["tp"]) * len(hardware_grid(space, grid))
+
+
 def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The plan columns and the hardware grid; refuses spaces beyond :data:`MAX_ROWS`."""
-    cols = lattice.enumerate_plans(space.model.values, space.system.values, space.global_batch)
+    cols = plan_columns(space)
     hw = hardware_grid(space, grid)
     n_plans, n_hw = len(cols["tp"]), len(hw)
     if n_plans * n_hw > MAX_ROWS:
@@ -46,36 +77,45 @@ def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], n
     return cols, hw
 
 
-def _at(space: SearchSpace, cols: dict[str, np.ndarray], point: np.ndarray
+def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
         ) -> dict[str, np.ndarray]:
-    """Every plan at one hardware point (the free fields as constant columns)."""
+    """Every plan at each of ``points`` (the free fields as columns), point after point."""
     n = len(cols["tp"])
-    out = dict(cols)
+    out = {k: np.tile(v, len(points)) for k, v in cols.items()}
     for j, key in enumerate(space.free):
-        out["hw:" + key] = np.full(n, point[j])
+        out["hw:" + key] = np.repeat(points[:, j], n)
     return out
 
 
 def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
-                      batch: int = S.DEFAULT_BATCH, top: int = 5) -> SearchResult:
+                      batch: int | None = None, top: int = 5) -> SearchResult:
     """Score the whole space; returns the fastest feasible plan (and hardware point).
 
-    The plans are enumerated once and scored at one hardware point after another, keeping
-    each point's ``top`` rows, so memory stays that of one point's plans (a co-design space
-    of hundreds of millions of rows never sits in memory at once).
+    The plans are enumerated once and scored a group of hardware points at a time (at least
+    a few batches of rows per group), keeping each group's ``top`` rows, so memory stays that
+    of a few million rows (a co-design space of hundreds of millions of rows never sits in
+    memory at once) and every call has the same batch shape. Under ``jax.distributed`` each
+    process scores its share of every group's plans (:mod:`cpo_opt.search.distributed`) and
+    the processes' best rows and counts are merged at the end.
     """
     t0 = time.perf_counter()
+    batch = batch or S.default_batch()
     cols, hw = _space_rows(space, grid)
+    lo, hi = distributed.share(len(cols["tp"]))
+    mine = {k: v[lo:hi] for k, v in cols.items()}
+    n_mine = hi - lo
     scorer = S.make_exact_scorer(space)
     keep_cols, keep_scores, n, feasible = [], [], 0, 0
+    per_group = max(1, (8 * batch) // max(n_mine, 1))
     bar = None
     if progress and len(hw) > 1:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(hw) * len(cols["tp"]), desc="scoring plans", unit="plan",
+        bar = tqdm(total=len(hw) * n_mine, desc="scoring plans", unit="plan",
                    unit_scale=True, leave=False)
-    for point in hw:
-        rows = _at(space, cols, point)
-        scores = S.score(space, rows, scorer, batch=batch, progress=progress and bar is None)
+    for g in range(0, len(hw) if n_mine else 0, per_group):
+        rows = _at(space, mine, hw[g:g + per_group])
+        scores = S.score(space, rows, scorer, batch=batch, progress=progress and bar is None,
+                         split=False)
         n += len(rows["tp"])
         feasible += int(np.sum(scores["feasible"] > 0.5))
         _, idx = S.best_row(rows, scores, top)
@@ -85,8 +125,17 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
             bar.update(len(rows["tp"]))
     if bar is not None:
         bar.close()
-    kept = {k: np.concatenate([c[k] for c in keep_cols]) for k in keep_cols[0]}
-    kept_scores = {k: np.concatenate([c[k] for c in keep_scores]) for k in keep_scores[0]}
+    names = list(cols) + ["hw:" + k for k in space.free]
+    kept = {k: np.concatenate([c[k] for c in keep_cols] + [np.zeros(0)]) for k in names}
+    kept_scores = {k: np.concatenate([c[k] for c in keep_scores] + [np.zeros(0)])
+                   for k in S.OUTPUTS}
+    _, mine_top = S.best_row(kept, kept_scores, top)
+    kept = {k: v[mine_top] for k, v in kept.items()}
+    kept_scores = {k: v[mine_top] for k, v in kept_scores.items()}
+    kept, kept_scores, (n, feasible) = distributed.gather_best(
+        kept, kept_scores, np.asarray([n, feasible]), top)
+    n, feasible = int(n), int(feasible)
+    kept = {k: (v.astype(np.int64) if k in cols else v) for k, v in kept.items()}
     best, best_k = S.best_row(kept, kept_scores, top)
     wall = time.perf_counter() - t0
     detail = {"space_size": n, "feasible": feasible,

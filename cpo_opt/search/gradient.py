@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cpo_opt.model.structure import Structure
 from cpo_opt.search import lattice
+from cpo_opt.search.batching import SMALL_BATCH
 from cpo_opt.search import relaxed
 from cpo_opt.search import score as S
 from cpo_opt.search.space import INTEGER_FIELDS, SearchResult, SearchSpace
@@ -48,10 +50,15 @@ COMBOS = tuple(itertools.product((0, 1, 2), (0, 1, 2, 3)))  # (recompute, zero)
 POW2 = ("tp", "cp", "ep", "etp", "micro_batch")
 
 
-@functools.partial(jax.jit, static_argnames="free")
+@functools.partial(jax.jit, static_argnames=("free", "structure"))
 def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
-             power_budget_w, free: tuple[str, ...]):
-    """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``."""
+             power_budget_w, free: tuple[str, ...], structure: Structure):
+    """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``.
+
+    The model is traced (one compilation per :class:`Structure` and free-field tuple, shared
+    by every model of that structure); ``structure.pin`` makes the leaves it decides Python
+    numbers, so blocks the model lacks are not built (a smaller graph to differentiate)."""
+    model = structure.pin(model)
     opt = optax.adam(lr)
 
     def run(z0, rc, zr):
@@ -83,7 +90,7 @@ def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 
         jnp.asarray(z0), jnp.asarray(combos[:, 0]), jnp.asarray(combos[:, 1]),
         jnp.asarray(lo), jnp.asarray(hi), jnp.geomspace(t_start, t_end, steps), lr,
         space.model.model, space.system.system, float(space.global_batch), float(space.fp8),
-        float(space.flash), budget, space.free)
+        float(space.flash), budget, space.free, S.structure(space))
     return np.asarray(z), combos, np.asarray(vals), np.asarray(st)
 
 
@@ -260,7 +267,7 @@ def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed
     t_descent = time.perf_counter() - t0
     cols = round_points(space, z)
     scorer = S.make_exact_scorer(space)
-    scores = S.score(space, cols, scorer)
+    scores = S.score(space, cols, scorer, batch=SMALL_BATCH)
     exact = len(cols["tp"])
     visited: set[tuple] = set()
     rounds = 0
@@ -279,7 +286,7 @@ def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed
             break
         rounds += 1
         nb = {k: np.concatenate([p[k] for p in parts]) for k in cols}
-        nb_scores = S.score(space, nb, scorer)
+        nb_scores = S.score(space, nb, scorer, batch=SMALL_BATCH)
         exact += len(nb["tp"])
         cols = {k: np.concatenate([cols[k], nb[k]]) for k in cols}
         scores = {k: np.concatenate([scores[k], nb_scores[k]]) for k in scores}

@@ -4,6 +4,21 @@ A candidate is a row of lattice columns (:mod:`cpo_opt.search.lattice`) plus, fo
 hardware field ``k``, a column ``"hw:" + k`` in file units. The score is the exact model's
 step time; a candidate is feasible when it fits in HBM and respects every fabric limit
 (:mod:`cpo_opt.model.fabric_cost`, power budget included). Infeasible candidates score ``inf``.
+
+Compiled scorers. :func:`score_rows` is one ``jax.jit`` function whose static arguments are
+the model's :class:`~cpo_opt.model.structure.Structure` (which blocks the program has), the
+model's numeric leaves (a tuple of floats), the free hardware fields and the batch shape; the
+system, the rows and the power budget are traced. So ``jit``'s own cache holds one
+executable per (structure, model, free fields, batch shape) and nothing else: no global dict,
+and the searches use two batch shapes (:mod:`cpo_opt.search.batching`).
+
+Why the model is a compile-time constant and not a traced argument (measured, docs/speed.md):
+the model's blocks are chosen at trace time by :func:`cpo_opt.model.switch.known`, which needs
+the deciding leaves as Python numbers. Passing the model as data with the structure's leaves
+pinned (:meth:`Structure.pin`) compiles once per structure and scores dense models as fast, but
+an MoE model then carries traced ``experts > 0`` blends: on DeepSeek-V3 it compiled in 18 s
+instead of 11 s and scored ~20% slower. Until the formulas read :class:`Structure` instead of
+``known()``, the constant model is both the faster cold start and the faster scorer.
 """
 
 from __future__ import annotations
@@ -17,63 +32,109 @@ import numpy as np
 
 from cpo_opt.inputs import schema
 from cpo_opt.model import fabric_cost
-from cpo_opt.search import lattice
-from cpo_opt.search.batching import DEFAULT_BATCH, batched_map
 from cpo_opt.model.config import Model
-from cpo_opt.search.space import SearchSpace
 from cpo_opt.model.step import step_time
+from cpo_opt.model.structure import Structure, structure_of
+from cpo_opt.search import distributed, lattice
+from cpo_opt.search.batching import LARGE_BATCH, batched_map, default_batch
+from cpo_opt.search.space import SearchSpace
+
+DEFAULT_BATCH = LARGE_BATCH
+
+OUTPUTS = ("step_time_s", "raw_step_time_s", "feasible", "fits_memory")
 
 
-_SCORERS: dict = {}
+def model_key(model: Model) -> tuple[float, ...]:
+    """The model's leaves as a hashable tuple of Python floats (a static ``jit`` argument)."""
+    return tuple(float(np.asarray(x)) for x in jax.tree.leaves(model))
 
 
-def scorer_for(model: Model, free: tuple[str, ...], fp8: float, flash: float) -> Callable:
-    """``jit(vmap(row -> scores))(system, rows, power_budget_w)`` for one model.
+def _model_from(key: tuple[float, ...]) -> Model:
+    """Inverse of :func:`model_key`: a :class:`Model` whose leaves are Python floats."""
+    return jax.tree.unflatten(jax.tree.structure(_TEMPLATE), list(key))
 
-    The model, dtype and attention kernel are compile-time constants (blocks the model does
-    not have are dropped from the graph: the fastest batched evaluation); the system is an
-    argument, so sweeps over hardware reuse one compilation. Cached per model.
+
+_TEMPLATE = Model(*([0.0] * len(Model.__dataclass_fields__)))
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "model", "free"))
+def score_rows(system, rows, power_budget_w, *, structure: Structure,
+               model: tuple[float, ...], free: tuple[str, ...]) -> dict:
+    """``vmap(row -> scores)`` of one batch of rows (see module docstring).
+
+    Args:
+      system: the :class:`~cpo_opt.model.config.System` (traced: hardware sweeps reuse one
+        compilation).
+      rows: lattice columns (and ``"hw:" + k`` columns for ``free``), one batch.
+      power_budget_w: cap on interconnect power (``inf`` for none).
+      structure: static; the blocks the program has (and fp8 / flash).
+      model: static; :func:`model_key` of the model.
+      free: static; the free hardware fields.
     """
-    key = (tuple(float(x) for x in jax.tree.leaves(model)), free, float(fp8), float(flash))
-    if key not in _SCORERS:
-        def rows_fn(system, rows, power_budget_w):
-            def one(row):
-                plan = lattice.to_plan(row, float(fp8), float(flash))
-                s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
-                r = step_time(model, s, plan)
-                ok = r.fits_memory * fabric_cost.feasible(s, power_budget_w)
-                return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
-                        "raw_step_time_s": r.step_time_s, "feasible": ok,
-                        "fits_memory": r.fits_memory}
+    m = structure.pin(_model_from(model))
+    fp8, flash = structure.plan_switches()
 
-            return jax.vmap(one)(rows)
+    def one(row):
+        plan = lattice.to_plan(row, fp8, flash)
+        s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
+        r = step_time(m, s, plan)
+        ok = r.fits_memory * fabric_cost.feasible(s, power_budget_w)
+        return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
+                "raw_step_time_s": r.step_time_s, "feasible": ok,
+                "fits_memory": r.fits_memory}
 
-        _SCORERS[key] = jax.jit(rows_fn)
-    return _SCORERS[key]
+    return jax.vmap(one)(rows)
+
+
+def structure(space: SearchSpace) -> Structure:
+    """The :class:`Structure` of a search space's model, dtype and attention kernel."""
+    return structure_of(space.model.model, space.fp8, space.flash)
 
 
 def make_exact_scorer(space: SearchSpace) -> Callable[[dict], dict]:
-    """``rows -> scores`` for this space (see :func:`scorer_for`)."""
+    """``rows -> scores`` for this space: :func:`score_rows` with the space's static
+    arguments bound (compiled once per structure, model, free fields and batch shape)."""
     budget = np.inf if space.power_budget_w is None else space.power_budget_w
-    fn = scorer_for(space.model.model, space.free, space.fp8, space.flash)
+    static = {"structure": structure(space), "model": model_key(space.model.model),
+              "free": tuple(space.free)}
     system = space.system.system
 
     def scorer(rows):
-        return fn(system, rows, budget)
+        return score_rows(system, rows, budget, **static)
 
     return scorer
 
 
+def _dtype():
+    return np.float64 if jax.config.jax_enable_x64 else np.float32
+
+
+def columns_for_scoring(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns the scorer reads, as float arrays of the current JAX float dtype."""
+    return {k: np.asarray(v, dtype=_dtype()) for k, v in columns.items()
+            if k in lattice.COLUMNS + ("global_batch",) or k.startswith("hw:")}
+
+
 def score(space: SearchSpace, columns: dict[str, np.ndarray], scorer=None,
-          batch: int = DEFAULT_BATCH, progress: bool = False) -> dict[str, np.ndarray]:
-    """Score every row of ``columns``; returns numpy arrays of the scorer's outputs."""
+          batch: int | None = None, progress: bool = False,
+          split: bool = True) -> dict[str, np.ndarray]:
+    """Score every row of ``columns``; returns numpy arrays of the scorer's outputs.
+
+    Under ``jax.distributed`` (and ``split``), each process scores its share of the rows on
+    its local devices and the shares are gathered, so every process returns all scores.
+    """
     scorer = scorer or make_exact_scorer(space)
-    if len(next(iter(columns.values()))) == 0:
-        return {"step_time_s": np.zeros(0), "raw_step_time_s": np.zeros(0),
-                "feasible": np.zeros(0), "fits_memory": np.zeros(0)}
-    cols = {k: np.asarray(v, dtype=np.float64 if jax.config.jax_enable_x64 else np.float32)
-            for k, v in columns.items() if k in lattice.COLUMNS + ("global_batch",)
-            or k.startswith("hw:")}
+    batch = batch or default_batch()
+    n = len(next(iter(columns.values())))
+    if n == 0:
+        return {k: np.zeros(0) for k in OUTPUTS}
+    cols = columns_for_scoring(columns)
+    if split and distributed.process_count() > 1:
+        lo, hi = distributed.share(n)
+        part = {k: v[lo:hi] for k, v in cols.items()}
+        mine = (batched_map(scorer, part, batch=batch, progress=progress, desc="scoring plans")
+                if hi > lo else {k: np.zeros(0, _dtype()) for k in OUTPUTS})
+        return distributed.gather_shares(mine, n)
     return batched_map(scorer, cols, batch=batch, progress=progress, desc="scoring plans")
 
 
