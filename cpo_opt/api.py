@@ -313,7 +313,7 @@ def sensitivity(model=None, system=None, plan=None, tokens: float | None = None,
 
 
 def compare(model=None, system=None, against=None, tokens: float | None = None, *,
-            global_batch: int | None = None, exhaustive: bool = False, dtype: str = "bf16",
+            global_batch: int | None = None, exhaustive: bool | None = None, dtype: str = "bf16",
             starts: int = 32, steps: int = 150, seed: int = 0,
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,

@@ -43,7 +43,7 @@ def _side(label: str, model, system, global_batch, kw) -> dict[str, Any]:
 
 def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
             global_batch: int | None = None, *, tokens: float | None = None,
-            exhaustive: bool = False, dtype: str = "bf16", starts: int = 32, steps: int = 150,
+            exhaustive: bool | None = None, dtype: str = "bf16", starts: int = 32, steps: int = 150,
             seed: int = 0, labels: tuple[str, str] | None = None,
             progress: bool = False) -> dict[str, Any]:
     """The ``compare --json`` object (see the module docstring)."""
