@@ -21,16 +21,19 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from cpo_opt.analysis import calibrate as _calibrate
 from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
-from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_model,
-                            load_plan, load_system)
+from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
+                            load_model, load_plan, load_system)
+from cpo_opt.inputs.constants_file import ConstantsTable, as_table
+from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "evaluate", "optimize", "sensitivity", "validate", "reproduce",
-           "load_inputs"]
+           "ReproduceResult", "CalibrateResult", "evaluate", "optimize", "sensitivity",
+           "validate", "calibrate", "reproduce", "load_inputs", "load_constants"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,21 @@ class ValidateResult(Result):
 
 
 @dataclasses.dataclass(frozen=True)
+class CalibrateResult(Result):
+    """``calibrate``: fitted constants with 90% intervals, errors before/after/cross-validated.
+
+    ``table`` is the fitted :class:`~cpo_opt.inputs.constants_file.ConstantsTable` (what
+    ``--out`` writes; pass it as ``constants=`` to the other functions)."""
+
+    constants: dict = dataclasses.field(default_factory=dict)
+    before: dict = dataclasses.field(default_factory=dict)
+    after: dict = dataclasses.field(default_factory=dict)
+    cross_validation: dict = dataclasses.field(default_factory=dict)
+    unconstrained: list = dataclasses.field(default_factory=list)
+    table: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReproduceResult(Result):
     """``reproduce``: the copper-vs-Passage study object."""
 
@@ -113,7 +131,7 @@ class ReproduceResult(Result):
     configs: list = dataclasses.field(default_factory=list)
 
 
-def _spec(ref, cls, loader, name: str, overrides=None):
+def _spec(ref, cls, loader, name: str, overrides=None, **kw):
     if isinstance(ref, cls):
         if overrides:
             raise ArgumentError("overrides", f"apply overrides when loading {name} "
@@ -121,16 +139,34 @@ def _spec(ref, cls, loader, name: str, overrides=None):
         return ref
     if ref is None:
         raise ArgumentError(name, "required (a preset name, a file path, a dict or a loaded spec)")
-    return loader(ref, overrides=overrides) if overrides else loader(ref)
+    return loader(ref, overrides=overrides, **kw) if overrides else loader(ref, **kw)
 
 
-def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = None):
+def load_constants(constants) -> ConstantsTable | None:
+    """A checked constants table from a path (``--constants``), a dict or a table; None:
+    the shipped constants."""
+    return as_table(constants)
+
+
+def _with_constants(system: SystemSpec, table: ConstantsTable | None) -> SystemSpec:
+    """A loaded system with its constants replaced by ``table`` (None: unchanged)."""
+    if table is None:
+        return system
+    return dataclasses.replace(system, constants=table, system=dataclasses.replace(
+        system.system, constants=constants_for(system.gpu_name, table)))
+
+
+def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = None,
+                constants=None):
     """``(ModelSpec, SystemSpec, PlanSpec | None)`` from names, paths, dicts or specs.
 
-    ``overrides`` maps ``"section.key"`` to values (as ``--set``) for the system.
+    ``overrides`` maps ``"section.key"`` to values (as ``--set``) for the system;
+    ``constants`` is a constants file, dict or table (``--constants``) replacing the shipped
+    efficiency constants.
     """
+    table = load_constants(constants)
     m = _spec(model, ModelSpec, load_model, "model")
-    s = _spec(system, SystemSpec, load_system, "system", overrides)
+    s = _with_constants(_spec(system, SystemSpec, load_system, "system", overrides), table)
     p = None
     if plan is not None:
         p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
@@ -150,9 +186,10 @@ def _tokens(tokens) -> float | None:
 
 
 def evaluate(model, system, plan, tokens: float | None = None, *,
-             overrides: Mapping[str, Any] | None = None) -> EvaluateResult:
-    """One exact step-time evaluation (``cpo-opt evaluate``)."""
-    m, s, p = load_inputs(model, system, plan, overrides)
+             overrides: Mapping[str, Any] | None = None, constants=None) -> EvaluateResult:
+    """One exact step-time evaluation (``cpo-opt evaluate``); with ``constants`` carrying
+    intervals it adds ``step_time_interval_s``."""
+    m, s, p = load_inputs(model, system, plan, overrides, constants)
     if p is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     return EvaluateResult.from_dict(_evaluate.evaluate(m, s, p, _tokens(tokens)))
@@ -162,9 +199,9 @@ def optimize(model, system, global_batch: int | None = None, *, exhaustive: bool
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
              dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
-             progress: bool = False) -> OptimizeResult:
+             progress: bool = False, constants=None) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``)."""
-    m, s, _ = load_inputs(model, system, None, overrides)
+    m, s, _ = load_inputs(model, system, None, overrides, constants)
     return OptimizeResult.from_dict(_optimize.optimize(
         m, s, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
@@ -172,21 +209,67 @@ def optimize(model, system, global_batch: int | None = None, *, exhaustive: bool
 
 
 def sensitivity(model, system, plan, tokens: float | None = None, *,
-                overrides: Mapping[str, Any] | None = None) -> SensitivityResult:
+                overrides: Mapping[str, Any] | None = None,
+                constants=None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``)."""
-    m, s, p = load_inputs(model, system, plan, overrides)
+    m, s, p = load_inputs(model, system, plan, overrides, constants)
     if p is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     return SensitivityResult.from_dict(_sensitivity.sensitivity(m, s, p, _tokens(tokens)))
 
 
-def validate(cases=None) -> ValidateResult:
-    """Predicted vs measured for a cases file (default: the shipped calibration set)."""
-    return ValidateResult.from_dict(_validate.validate_file(cases))
+def validate(cases=None, *, constants=None) -> ValidateResult:
+    """Predicted vs measured for a cases file (default: the shipped calibration set); with
+    ``constants`` every case runs with those constants instead of the shipped ones."""
+    table = load_constants(constants)
+    if table is None:
+        return ValidateResult.from_dict(_validate.validate_file(cases))
+    path = _validate.DEFAULT_CASES if cases is None else cases
+    loaded = [dataclasses.replace(c, system=_with_constants(c.system, table))
+              for c in load_cases(path)]
+    out = _validate.validate_cases(loaded)
+    out["cases_file"] = str(path)
+    out["constants_file"] = table.origin
+    return ValidateResult.from_dict(out)
+
+
+def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
+              prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
+              steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
+              hold_out=()) -> CalibrateResult:
+    """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
+
+    Args:
+      cases: a cases file, a list of files, or loaded cases.
+      fit: constant names to fit (default: every constant; those the cases cannot identify
+        are reported in ``unconstrained`` and left at their prior).
+      out: write the fitted constants there as TOML (readable by ``constants=``).
+      constants: the starting (prior) constants table instead of the shipped values.
+      prior_weight, steps: see :mod:`cpo_opt.analysis.calibrate`.
+      cross_validate: leave-one-out predictions; hold_out: case ids not fitted.
+    """
+    cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
+                               steps=steps, cross_validate=cross_validate, hold_out=hold_out)
+    data = dict(cal.report)
+    if out is not None:
+        data["out"] = _calibrate.write(cal, out)
+    r = CalibrateResult.from_dict(data)
+    return dataclasses.replace(r, table=cal.table)
 
 
 def reproduce(quick: bool = False, out_dir: str | None = None,
-              progress: bool = False) -> ReproduceResult:
-    """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing."""
+              progress: bool = False, constants=None) -> ReproduceResult:
+    """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing.
+
+    ``constants`` reaches the study when its ``reproduce`` takes a ``constants`` argument."""
+    import inspect
     from cpo_opt.study.reproduce import reproduce as _reproduce
-    return ReproduceResult.from_dict(_reproduce(quick=quick, out_dir=out_dir, progress=progress))
+    kw = {}
+    table = load_constants(constants)
+    if table is not None:
+        if "constants" not in inspect.signature(_reproduce).parameters:
+            raise ArgumentError("constants", "the study in this build does not take constants "
+                                "yet (cpo_opt.study.reproduce has no constants argument)")
+        kw["constants"] = table
+    return ReproduceResult.from_dict(_reproduce(quick=quick, out_dir=out_dir,
+                                                progress=progress, **kw))

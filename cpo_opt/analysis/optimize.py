@@ -39,6 +39,8 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None) -
         "feasible": True,
         "plan": result["plan"],
         "step_time_s": result["step_time_s"],
+        **({"step_time_interval_s": result["step_time_interval_s"]}
+           if "step_time_interval_s" in result else {}),
         "hardware": res.hardware,
         "interconnect_power_kW": power / 1e3,
         "result": result,

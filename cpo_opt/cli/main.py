@@ -93,14 +93,23 @@ def cmd_evaluate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
-                     overrides=parse_sets(args.set))
+                     overrides=parse_sets(args.set), constants=args.constants)
     emit(r.to_dict(), args.json, text.evaluate_table)
 
 
 def cmd_validate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    emit(api.validate(args.cases).to_dict(), args.json, text.validate_table)
+    emit(api.validate(args.cases, constants=args.constants).to_dict(), args.json,
+         text.validate_table)
+
+
+def cmd_calibrate(args) -> None:
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
+                      steps=args.steps, hold_out=tuple(args.hold_out))
+    emit(r.to_dict(), args.json, text.calibrate_table)
 
 
 def cmd_bench(args) -> None:
@@ -121,7 +130,7 @@ def cmd_optimize(args) -> None:
                      free=tuple(args.free), power_budget_kW=args.power_budget_kw,
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
-                     progress=sys.stderr.isatty() and not args.json)
+                     progress=sys.stderr.isatty() and not args.json, constants=args.constants)
     emit(r.to_dict(), args.json, text.optimize_table)
 
 
@@ -129,14 +138,15 @@ def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
-                        overrides=parse_sets(args.set))
+                        overrides=parse_sets(args.set), constants=args.constants)
     emit(r.to_dict(), args.json, text.sensitivity_table)
 
 
 def cmd_reproduce(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress)
+    r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress,
+                      constants=args.constants)
     emit(r.to_dict(), args.json, text.reproduce_table)
 
 
@@ -164,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
                              "(repeatable)")
+        constants_flag(sp)
+
+    def constants_flag(sp):
+        sp.add_argument("--constants", metavar="FILE",
+                        help="constants file (written by calibrate) replacing the shipped "
+                             "efficiency constants")
 
     add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios")
 
@@ -196,11 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")
+    constants_flag(sp)
+
+    sp = add("calibrate", cmd_calibrate,
+             "fit the efficiency constants to measured runs; writes a constants file")
+    sp.add_argument("--cases", action="append", required=True, metavar="FILE",
+                    help="cases file of measured runs (repeatable)")
+    sp.add_argument("--fit", nargs="+", metavar="NAME", default=[],
+                    help="constants to fit (default: all; unidentified ones are reported)")
+    sp.add_argument("--out", metavar="FILE", help="write the fitted constants (TOML)")
+    sp.add_argument("--hold-out", nargs="+", metavar="ID", default=[],
+                    help="case ids left out of the fit and reported separately")
+    sp.add_argument("--steps", type=int, default=400, help="Adam steps (default 400)")
+    constants_flag(sp)
 
     sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")
     sp.add_argument("--quick", action="store_true", help="the reduced run (about two minutes)")
     sp.add_argument("--out", default="out/reproduce", help="output folder (default out/reproduce)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    constants_flag(sp)
 
     sp = add("bench", cmd_bench, "steady-state rate of the exact model on random valid plans")
     sp.add_argument("--model", default="megatron-1t", help="model (default megatron-1t)")
