@@ -45,6 +45,7 @@ the same ``theta0`` and with the same constrained set.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import pathlib
@@ -139,15 +140,12 @@ def _stack(trees):
 
 
 _BATCHES: dict = {}
-"""Recent batches by the identity of their cases and base table (kept alive with them), so
-repeated calibrations of the same cases share one compilation."""
+"""Recent batches by content (ids, levels, a hash of the stacked case data), so repeated
+calibrations of the same cases share one compilation."""
 
 
 def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None) -> Batch:
     """Stack ``cases`` (each system's constants from ``base`` when given)."""
-    key = (tuple(id(c) for c in cases), id(base))
-    if key in _BATCHES:
-        return _BATCHES[key][0]
     levels: list[str] = []
     index = []
     systems = []
@@ -163,12 +161,15 @@ def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None) -> Bat
     data = {"model": _stack([c.model.model for c in cases]), "system": _stack(systems),
             "plan": _stack([c.plan.plan for c in cases]),
             "idx": np.asarray(index, dtype=np.int32)}
-    batch = Batch(tuple(c.id for c in cases), tuple(levels), data,
-                  np.log(np.asarray([c.measured_step_time_s for c in cases], dtype=float)))
-    if len(_BATCHES) >= 4:
-        _BATCHES.pop(next(iter(_BATCHES)))
-    _BATCHES[key] = (batch, list(cases), base)
-    return batch
+    ids = tuple(c.id for c in cases)
+    key = (ids, tuple(levels), hashlib.sha256(b"".join(
+        np.ascontiguousarray(x).tobytes() for x in jax.tree.leaves(data))).hexdigest())
+    y = np.log(np.asarray([c.measured_step_time_s for c in cases], dtype=float))
+    if key not in _BATCHES:
+        if len(_BATCHES) >= 4:
+            _BATCHES.pop(next(iter(_BATCHES)))
+        _BATCHES[key] = Batch(ids, tuple(levels), data, y)
+    return dataclasses.replace(_BATCHES[key], y=y)
 
 
 def prior_theta(batch: Batch, fit: Sequence[str]) -> np.ndarray:
