@@ -23,9 +23,9 @@ Layers (each imports only those before it): ``model`` (pytrees, constants, formu
 
 __version__ = "0.1.0"
 
-from cpo_opt.api import (EvaluateResult, OptimizeResult, ReproduceResult, Result,
-                         SensitivityResult, ValidateResult, evaluate, load_inputs, optimize,
-                         reproduce, sensitivity, validate)
+from cpo_opt.api import (CalibrateResult, EvaluateResult, OptimizeResult, ReproduceResult,
+                         Result, SensitivityResult, ValidateResult, calibrate, evaluate,
+                         load_inputs, optimize, reproduce, sensitivity, validate)
 from cpo_opt.api import CompareResult, compare
 from cpo_opt.inputs import (ArgumentError, InputError, load_cases, load_model, load_plan,
                             load_scenario, load_system, plan_from_values)
@@ -34,7 +34,8 @@ from cpo_opt.model.step import StepTime, step_time
 from cpo_opt.model.transformer import flops_per_token, param_counts
 
 __all__ = [
-    "__version__", "evaluate", "optimize", "sensitivity", "validate", "reproduce",
+    "__version__", "evaluate", "optimize", "sensitivity", "validate", "calibrate", "reproduce",
+    "CalibrateResult",
     "load_inputs", "Result", "EvaluateResult", "OptimizeResult", "SensitivityResult",
     "ValidateResult", "ReproduceResult", "GPU", "Fabric", "Model", "Plan", "System",
     "StepTime", "step_time", "InputError", "ArgumentError", "load_model", "load_system",

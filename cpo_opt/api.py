@@ -22,18 +22,21 @@ import math
 from typing import Any, Mapping
 
 from cpo_opt.analysis import compare as _compare
+from cpo_opt.analysis import calibrate as _calibrate
 from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
-from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_model,
-                            load_plan, load_scenario, load_system)
+from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
+                            load_model, load_plan, load_scenario, load_system)
+from cpo_opt.inputs.constants_file import ConstantsTable, as_table
 from cpo_opt.inputs.loaders import Scenario
+from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "CompareResult", "evaluate", "optimize", "sensitivity", "validate",
-           "reproduce", "compare",
-           "load_inputs"]
+           "ReproduceResult", "CompareResult", "CalibrateResult", "evaluate", "optimize",
+           "sensitivity", "validate", "calibrate", "reproduce", "compare", "load_inputs",
+           "load_constants"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,21 @@ class ValidateResult(Result):
 
 
 @dataclasses.dataclass(frozen=True)
+class CalibrateResult(Result):
+    """``calibrate``: fitted constants with 90% intervals, errors before/after/cross-validated.
+
+    ``table`` is the fitted :class:`~cpo_opt.inputs.constants_file.ConstantsTable` (what
+    ``--out`` writes; pass it as ``constants=`` to the other functions)."""
+
+    constants: dict = dataclasses.field(default_factory=dict)
+    before: dict = dataclasses.field(default_factory=dict)
+    after: dict = dataclasses.field(default_factory=dict)
+    cross_validation: dict = dataclasses.field(default_factory=dict)
+    unconstrained: list = dataclasses.field(default_factory=list)
+    table: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReproduceResult(Result):
     """``reproduce``: the copper-vs-Passage study object."""
 
@@ -131,7 +149,7 @@ class CompareResult(Result):
     breakdown_s: dict = dataclasses.field(default_factory=dict)
 
 
-def _spec(ref, cls, loader, name: str, overrides=None):
+def _spec(ref, cls, loader, name: str, overrides=None, **kw):
     if isinstance(ref, cls):
         if overrides:
             raise ArgumentError("overrides", f"apply overrides when loading {name} "
@@ -139,16 +157,34 @@ def _spec(ref, cls, loader, name: str, overrides=None):
         return ref
     if ref is None:
         raise ArgumentError(name, "required (a preset name, a file path, a dict or a loaded spec)")
-    return loader(ref, overrides=overrides) if overrides else loader(ref)
+    return loader(ref, overrides=overrides, **kw) if overrides else loader(ref, **kw)
 
 
-def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = None):
+def load_constants(constants) -> ConstantsTable | None:
+    """A checked constants table from a path (``--constants``), a dict or a table; None:
+    the shipped constants."""
+    return as_table(constants)
+
+
+def _with_constants(system: SystemSpec, table: ConstantsTable | None) -> SystemSpec:
+    """A loaded system with its constants replaced by ``table`` (None: unchanged)."""
+    if table is None:
+        return system
+    return dataclasses.replace(system, constants=table, system=dataclasses.replace(
+        system.system, constants=constants_for(system.gpu_name, table)))
+
+
+def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = None,
+                constants=None):
     """``(ModelSpec, SystemSpec, PlanSpec | None)`` from names, paths, dicts or specs.
 
-    ``overrides`` maps ``"section.key"`` to values (as ``--set``) for the system.
+    ``overrides`` maps ``"section.key"`` to values (as ``--set``) for the system;
+    ``constants`` is a constants file, dict or table (``--constants``) replacing the shipped
+    efficiency constants.
     """
+    table = load_constants(constants)
     m = _spec(model, ModelSpec, load_model, "model")
-    s = _spec(system, SystemSpec, load_system, "system", overrides)
+    s = _with_constants(_spec(system, SystemSpec, load_system, "system", overrides), table)
     p = None
     if plan is not None:
         p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
@@ -190,7 +226,8 @@ class _Inputs:
         return out
 
 
-def _resolve(model, system, plan=None, overrides=None, scenario=None) -> _Inputs:
+def _resolve(model, system, plan=None, overrides=None, scenario=None,
+             constants=None) -> _Inputs:
     """Load the inputs of a command; a scenario fills what is not given explicitly."""
     overrides = {str(k): v for k, v in (overrides or {}).items()}
     sc = None
@@ -206,7 +243,8 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None) -> _Inputs
     else:
         s_over = overrides
     m = _spec(model, ModelSpec, load_model, "model")
-    s = _spec(system, SystemSpec, load_system, "system", s_over)
+    s = _with_constants(_spec(system, SystemSpec, load_system, "system", s_over),
+                        load_constants(constants))
     p = None
     if plan is not None:
         p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
@@ -226,11 +264,12 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None) -> _Inputs
 
 
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
-             overrides: Mapping[str, Any] | None = None, scenario=None) -> EvaluateResult:
+             overrides: Mapping[str, Any] | None = None, scenario=None,
+             constants=None) -> EvaluateResult:
     """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
     :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
-    are not given."""
-    x = _resolve(model, system, plan, overrides, scenario)
+    are not given; with ``constants`` carrying intervals it adds ``step_time_interval_s``."""
+    x = _resolve(model, system, plan, overrides, scenario, constants)
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
@@ -243,7 +282,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
              dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
-             progress: bool = False, scenario=None,
+             progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
              num_processes: int | None = None, process_id: int | None = None) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
@@ -256,7 +295,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
     binding limit and the key that lifts it when nothing is feasible."""
     start_distributed(coordinator, num_processes, process_id)
-    x = _resolve(model, system, None, overrides, scenario)
+    x = _resolve(model, system, None, overrides, scenario, constants)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return OptimizeResult.from_dict(x.echo(_optimize.optimize(
@@ -278,10 +317,10 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
 
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
                 overrides: Mapping[str, Any] | None = None, scenario=None,
-                tokens: float | None = None, **kwargs) -> Result:
+                tokens: float | None = None, constants=None, **kwargs) -> Result:
     """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
     optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
-    x = _resolve(model, system, None, overrides, scenario)
+    x = _resolve(model, system, None, overrides, scenario, constants)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return Result(data=x.echo(_optimize.power_sweep(
@@ -291,12 +330,12 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
 
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
-                progress: bool = False, scenario=None) -> SensitivityResult:
+                progress: bool = False, scenario=None, constants=None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
     gradient search) and the result says so under ``"plan_source"``."""
-    x = _resolve(model, system, plan, overrides, scenario)
+    x = _resolve(model, system, plan, overrides, scenario, constants)
     m, s, p = x.model, x.system, x.plan
     tokens = x.tokens if tokens is None else tokens
     source = {"optimized": False}
@@ -317,7 +356,7 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
             starts: int = 32, steps: int = 150, seed: int = 0,
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
-            progress: bool = False, scenario=None) -> CompareResult:
+            progress: bool = False, scenario=None, constants=None) -> CompareResult:
     """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
@@ -330,10 +369,10 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
                                                "scale_up.bandwidth_GB_s": 2000})
         r.speedup, r.speedup_same_plan, r.why
     """
-    x = _resolve(model, system, None, overrides, scenario)
+    x = _resolve(model, system, None, overrides, scenario, constants)
     if against is None:
         raise ArgumentError("against", "required (the candidate system)")
-    y = _resolve(x.model, against, None, against_overrides)
+    y = _resolve(x.model, against, None, against_overrides, None, constants)
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
@@ -378,32 +417,69 @@ def preset_show(name: str) -> dict[str, Any]:
             "notes": about.get("notes", []), "content": content, "resolved": resolved}
 
 
-def validate(cases=None) -> ValidateResult:
-    """Predicted vs measured for a cases file (default: the shipped calibration set)."""
+def validate(cases=None, *, constants=None) -> ValidateResult:
+    """Predicted vs measured for a cases file (default: the shipped calibration set); with
+    ``constants`` every case runs with those constants instead of the shipped ones."""
     from cpo_opt.analysis.validate import DEFAULT_CASES
-    from cpo_opt.inputs import load_cases
+    table = load_constants(constants)
     path = DEFAULT_CASES if cases is None else cases
-    loaded = load_cases(path)
+    loaded = [dataclasses.replace(c, system=_with_constants(c.system, table))
+              for c in load_cases(path)]
     out = _validate.validate_cases(loaded)
     out["cases_file"] = str(path)
+    if table is not None:
+        out["constants_file"] = table.origin
     out["warnings"] = [f"{c.id}: {w}" for c in loaded
                        for w in _evaluate.system_warnings(c.system)]
     return ValidateResult.from_dict(out)
 
 
+def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
+              prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
+              steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
+              hold_out=()) -> CalibrateResult:
+    """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
+
+    Args:
+      cases: a cases file, a list of files, or loaded cases.
+      fit: constant names to fit (default: every constant; those the cases cannot identify
+        are reported in ``unconstrained`` and left at their prior).
+      out: write the fitted constants there as TOML (readable by ``constants=``).
+      constants: the starting (prior) constants table instead of the shipped values.
+      prior_weight, steps: see :mod:`cpo_opt.analysis.calibrate`.
+      cross_validate: leave-one-out predictions; hold_out: case ids not fitted.
+    """
+    cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
+                               steps=steps, cross_validate=cross_validate, hold_out=hold_out)
+    data = dict(cal.report)
+    if out is not None:
+        data["out"] = _calibrate.write(cal, out)
+    r = CalibrateResult.from_dict(data)
+    return dataclasses.replace(r, table=cal.table)
+
+
 def reproduce(quick: bool = False, out_dir: str | None = None,
               progress: bool = False, coordinator: str | None = None,
-              num_processes: int | None = None, process_id: int | None = None
-              ) -> ReproduceResult:
+              num_processes: int | None = None, process_id: int | None = None,
+              constants=None) -> ReproduceResult:
     """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing.
 
     With ``jax.distributed`` settings (see :func:`optimize`) the exhaustive searches split
-    their rows over the processes; only process 0 writes ``out_dir`` and shows progress."""
+    their rows over the processes; only process 0 writes ``out_dir`` and shows progress.
+    ``constants`` reaches the study when its ``reproduce`` takes a ``constants`` argument."""
+    import inspect
     from cpo_opt.search import distributed
     from cpo_opt.study.reproduce import reproduce as _reproduce
+    kw = {}
+    table = load_constants(constants)
+    if table is not None:
+        if "constants" not in inspect.signature(_reproduce).parameters:
+            raise ArgumentError("constants", "the study in this build does not take constants "
+                                "yet (cpo_opt.study.reproduce has no constants argument)")
+        kw["constants"] = table
     start_distributed(coordinator, num_processes, process_id)
     main = distributed.is_main()
     out = _reproduce(quick=quick, out_dir=out_dir if main else None,
-                     progress=progress and main)
+                     progress=progress and main, **kw)
     out["processes"] = distributed.process_count()
     return ReproduceResult.from_dict(out)

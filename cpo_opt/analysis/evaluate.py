@@ -91,7 +91,21 @@ def evaluate(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
              tokens: float | None = None) -> dict[str, Any]:
     """Evaluate one plan exactly; returns the ``evaluate --json`` object."""
     r = step_time_jit(model.model, system.system, plan.plan)
-    return result_dict(r, model, system, plan, tokens)
+    out = result_dict(r, model, system, plan, tokens)
+    return with_interval(out, model, system, plan)
+
+
+def with_interval(out: dict[str, Any], model: ModelSpec, system: SystemSpec,
+                  plan: PlanSpec) -> dict[str, Any]:
+    """Add ``step_time_interval_s`` ([low, high], 90%) when the system's constants carry
+    intervals (:func:`cpo_opt.analysis.uncertainty.step_time_interval`: linearised)."""
+    from cpo_opt.analysis import uncertainty
+    if uncertainty.has_intervals(system):
+        out["step_time_interval_s"] = uncertainty.step_time_interval(
+            model, system, plan).as_list()
+    return out
+
+
 
 
 def system_warnings(system: SystemSpec, preset: SystemSpec | None = None) -> list[str]:

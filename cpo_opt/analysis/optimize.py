@@ -211,6 +211,8 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
         "plan": result["plan"],
         "plan_arg": plan_arg(plan.values, space.model, system),
         "step_time_s": result["step_time_s"],
+        **({"step_time_interval_s": result["step_time_interval_s"]}
+           if "step_time_interval_s" in result else {}),
         "hardware": hardware,
         "interconnect_power_kW": power / 1e3,
         "result": result,

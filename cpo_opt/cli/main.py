@@ -184,7 +184,8 @@ def cmd_evaluate(args) -> None:
     from cpo_opt.cli import text
     _need_inputs(args)
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
-                     overrides=parse_sets(args.set), scenario=args.scenario)
+                     overrides=parse_sets(args.set), scenario=args.scenario,
+                     constants=args.constants)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.evaluate_table)
 
@@ -192,9 +193,17 @@ def cmd_evaluate(args) -> None:
 def cmd_validate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    r = api.validate(args.cases)
+    r = api.validate(args.cases, constants=args.constants)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.validate_table)
+
+
+def cmd_calibrate(args) -> None:
+    from cpo_opt import api
+    from cpo_opt.cli import text
+    r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
+                      steps=args.steps, hold_out=tuple(args.hold_out))
+    emit(r.to_dict(), args.json, text.calibrate_table)
 
 
 def cmd_bench(args) -> None:
@@ -238,7 +247,8 @@ def cmd_optimize(args) -> None:
                      free=tuple(args.free), power_budget_kW=budgets[0],
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
-                     progress=sys.stderr.isatty() and not args.json and _main_process())
+                     progress=sys.stderr.isatty() and not args.json and _main_process(),
+                     constants=args.constants)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
         emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
@@ -266,6 +276,7 @@ def cmd_sensitivity(args) -> None:
               file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
                         overrides=parse_sets(args.set), scenario=args.scenario,
+                        constants=args.constants,
                         progress=sys.stderr.isatty() and not args.json)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
@@ -280,7 +291,7 @@ def cmd_compare(args) -> None:
                     global_batch=args.global_batch, exhaustive=args.exhaustive,
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
                     against_overrides=parse_sets(args.set_against),
-                    progress=sys.stderr.isatty() and not args.json)
+                    progress=sys.stderr.isatty() and not args.json, constants=args.constants)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
 
@@ -289,7 +300,8 @@ def cmd_reproduce(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     api.start_distributed(args.coordinator, args.num_processes, args.process_id)
-    r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress)
+    r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress,
+                      constants=args.constants)
     if _main_process():
         emit(r.to_dict(), args.json, text.reproduce_table)
 
@@ -323,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a system field, e.g. scale_up.bandwidth_GB_s=1800 "
                              "(repeatable)")
+        constants_flag(sp)
+
+    def constants_flag(sp):
+        sp.add_argument("--constants", metavar="FILE",
+                        help="constants file (written by calibrate) replacing the shipped "
+                             "efficiency constants")
 
     sp = add("presets", cmd_presets, "list shipped models, systems, GPUs, plans and scenarios; "
              "'presets show NAME' prints one in full with its sources")
@@ -384,12 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")
+    constants_flag(sp)
+
+    sp = add("calibrate", cmd_calibrate,
+             "fit the efficiency constants to measured runs; writes a constants file")
+    sp.add_argument("--cases", action="append", required=True, metavar="FILE",
+                    help="cases file of measured runs (repeatable)")
+    sp.add_argument("--fit", nargs="+", metavar="NAME", default=[],
+                    help="constants to fit (default: all; unidentified ones are reported)")
+    sp.add_argument("--out", metavar="FILE", help="write the fitted constants (TOML)")
+    sp.add_argument("--hold-out", nargs="+", metavar="ID", default=[],
+                    help="case ids left out of the fit and reported separately")
+    sp.add_argument("--steps", type=int, default=400, help="Adam steps (default 400)")
+    constants_flag(sp)
 
     sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")
     sp.add_argument("--quick", action="store_true", help="the reduced run (about two minutes)")
     sp.add_argument("--out", default="out/reproduce", help="output folder (default out/reproduce)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
     _distributed_flags(sp)
+    constants_flag(sp)
 
     sp = add("bench", cmd_bench, "steady-state rate of the exact model on random valid plans")
     sp.add_argument("--model", default="megatron-1t", help="model (default megatron-1t)")

@@ -325,3 +325,36 @@ def sweep_table(r: dict) -> str:
     head = ([system_line(r)] if r.get("system_effective") else [])
     return "\n".join(head + [table(rows, ["budget kW", "feasible", "step", "power kW",
                                            "domain", "up GB/s", "plan"], left_last=True)])
+
+
+def calibrate_table(r: dict) -> str:
+    """``calibrate``: fitted constants per level with 90% intervals, then the errors."""
+    rows = []
+    for level, lv in r["levels"].items():
+        for name, c in lv["constants"].items():
+            if not c["constrained"]:
+                continue
+            rows.append([f"{level}.{name}", c["prior"], c["value"], c["low"], c["high"],
+                         c["unit"]])
+    out = table(rows, ["constant", "shipped", "fitted", "90% low", "90% high", "unit"]) \
+        if rows else "no constant was constrained by these cases"
+    if r.get("unconstrained"):
+        out += "\n\nnot constrained (kept at their prior): " + ", ".join(
+            f"{u['level']}.{u['name']}" for u in r["unconstrained"])
+
+    def line(label, s):
+        if s.get("median_abs_error") is None:
+            return f"\n{label:<26}n/a"
+        return (f"\n{label:<26}mean |error| {100 * s['mean_abs_error']:.2f}%   median "
+                f"{100 * s['median_abs_error']:.2f}%   max {100 * s['max_abs_error']:.2f}%")
+
+    out += f"\n\n{r['n']} cases"
+    out += line("before (shipped)", r["before"])
+    out += line("after (fitted)", r["after"])
+    out += line("leave-one-out", r["cross_validation"])
+    if "held_out" in r:
+        out += line("held out, before", r["held_out"]["before"])
+        out += line("held out, after", r["held_out"]["after"])
+    if r.get("out"):
+        out += f"\n\nwrote {r['out']}"
+    return out

@@ -1,0 +1,506 @@
+"""``calibrate``: fit the model's efficiency constants to measured runs, with intervals.
+
+Model. Case ``i`` (measured step time ``y_i``) is predicted by the exact jitted model that
+``evaluate`` runs (:func:`cpo_opt.analysis.evaluate.step_time_jit`), all cases stacked into one
+pytree and run under one ``vmap``. Its constants are the shipped ones (or ``base``) except the
+fitted ones, which take the value of the case's *level*: its GPU generation
+(:func:`cpo_opt.model.constants.generation_of`; the GPU name when it has none). A constant of
+level ``g`` is thus identified only by the cases of ``g``.
+
+Parameterisation. Each fitted constant lives in an unbounded coordinate ``theta``: the logit of
+a fraction of peak (so it stays in (0, 1)), the log of any other positive quantity (a time
+stays > 0). ``theta0`` is the shipped (prior) value.
+
+Loss. With ``r_i = log(pred_i) - log(y_i)`` and weights ``w_i`` (1, or 0 for a held-out case)::
+
+    L(theta) = sum_i w_i r_i^2 / sum_i w_i  +  prior_weight * sum_j (theta_j - theta0_j)^2
+
+a mean squared log error (a relative error, so a 90 s step and a 1 s step count alike) plus a
+weak Gaussian prior toward the shipped values, so that a few cases cannot drag a constant into
+nonsense. It is minimised by Adam (optax) from ``theta0``; the whole descent is one
+``lax.scan`` and the full fit plus the ``N`` leave-one-out fits run as one ``vmap`` over weight
+vectors: one compilation, one call.
+
+Identifiability. At ``theta0`` the Gauss-Newton information of the data, ``(2/N) J^T J`` with
+``J = d log(pred) / d theta``, is compared with the prior's, ``2 prior_weight I``: a constant
+whose posterior variance would be more than half its prior variance (the data carry less
+information on it than the weak prior, e.g. ``gemm_eff_fp8`` without fp8 cases, or a constant
+step time does not depend on) is reported in ``unconstrained`` and left at its prior value.
+
+Intervals (Laplace approximation). ``L`` is ``2 sigma^2 / N`` times the negative log posterior
+of the model ``log y_i ~ Normal(log pred_i, sigma^2)`` with prior ``theta ~ Normal(theta0,
+sigma^2 / (N prior_weight))``, so the posterior covariance at the optimum is
+``cov = (2 sigma^2 / N) H^-1`` with ``H = jax.hessian(L)`` (exact, cheap: a few parameters) and
+``sigma^2`` estimated from the residuals, ``sum r^2 / (N - p)``, floored at ``noise_floor^2``.
+The 90% interval is ``theta +- 1.645 sd`` mapped back through the sigmoid/exp, so it stays
+physical and is asymmetric in the constant's units. Why Laplace rather than a bootstrap over
+cases: the loss is smooth, the Hessian is exact and free from JAX, and with 10-20 cases a
+bootstrap resample often drops every case that identifies a constant (all fp8 runs, say),
+giving degenerate refits. The leave-one-out fits below are the honest out-of-sample check.
+
+Cross-validation. Each case is predicted by constants fitted without it (leave-one-out), from
+the same ``theta0`` and with the same constrained set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.inputs.constants_file import ConstantsTable, as_table
+from cpo_opt.inputs.loaders import ArgumentError, Case, load_cases
+from cpo_opt.model.constants import INFO, constants_for, generation_of
+
+Z90 = 1.6448536269514722
+"""Standard normal quantile of 0.95: a central 90% interval is ``mean +- Z90 sd``."""
+
+FRACTION_MAX = 1.0 - 1e-9
+"""A fraction's prior is clipped below 1 so its logit is finite."""
+
+DEFAULT_PRIOR_WEIGHT = 1e-3
+"""Weight of the prior term: with ~10% residuals (r^2 ~ 1e-2) moving a constant by one unit of
+``theta`` (a logit or a factor e) costs a tenth of the data misfit: a weak pull."""
+
+DEFAULT_STEPS = 400
+DEFAULT_LEARNING_RATE = 0.05
+DEFAULT_NOISE_FLOOR = 0.01
+"""Smallest residual scale (1%) used for intervals: measured step times do not repeat better."""
+
+IDENTIFIED_RATIO = 0.5
+"""A constant is constrained when its posterior variance is below this fraction of its prior
+variance (at ``theta0``, Gauss-Newton)."""
+
+
+def level_of(gpu_name: str) -> str:
+    """The level a case's fitted constants belong to: its GPU generation, else its GPU name."""
+    return generation_of(gpu_name) or str(gpu_name)
+
+
+def default_fit() -> tuple[str, ...]:
+    """Every constant the model has (:data:`INFO`); those step time does not depend on are
+    reported unconstrained."""
+    return tuple(INFO)
+
+
+# --------------------------------------------------------------------------- parameterisation
+def to_theta(name: str, value):
+    """Physical value -> unbounded coordinate: logit of a fraction, log of anything else."""
+    if INFO[name].unit == "fraction":
+        v = jnp.clip(value, 1e-12, FRACTION_MAX)
+        return jnp.log(v) - jnp.log1p(-v)
+    return jnp.log(value)
+
+
+def from_theta(name: str, theta):
+    """Unbounded coordinate -> physical value (sigmoid or exp)."""
+    if INFO[name].unit == "fraction":
+        return jax.nn.sigmoid(theta)
+    return jnp.exp(theta)
+
+
+# --------------------------------------------------------------------------- the batch
+@dataclasses.dataclass(frozen=True, eq=False)
+class Batch:
+    """Cases stacked into one pytree batch (``data``: model, system, plan and level index
+    ``idx``) with their ids, levels and log measured step times ``y``.
+
+    The case data enter the compiled functions as constants (XLA folds everything that does
+    not depend on the fitted constants, which makes the derivatives an order of magnitude
+    cheaper to compile than with the data as arguments); :meth:`functions` compiles them once
+    per batch and set of fitted names."""
+
+    ids: tuple[str, ...]
+    levels: tuple[str, ...]
+    data: dict
+    y: np.ndarray
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def level_index(self) -> np.ndarray:
+        return np.asarray(self.data["idx"])
+
+    def functions(self, fit: tuple[str, ...]) -> "Functions":
+        if fit not in self._compiled:
+            self._compiled[fit] = Functions(self.data, fit)
+        return self._compiled[fit]
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: np.asarray(xs, dtype=float), *trees)
+
+
+_BATCHES: dict = {}
+"""Recent batches by content (ids, levels, a hash of the stacked case data), so repeated
+calibrations of the same cases share one compilation."""
+
+
+def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None) -> Batch:
+    """Stack ``cases`` (each system's constants from ``base`` when given)."""
+    levels: list[str] = []
+    index = []
+    systems = []
+    for c in cases:
+        lvl = level_of(c.system.gpu_name)
+        if lvl not in levels:
+            levels.append(lvl)
+        index.append(levels.index(lvl))
+        s = c.system.system
+        if base is not None:
+            s = dataclasses.replace(s, constants=constants_for(c.system.gpu_name, base))
+        systems.append(s)
+    data = {"model": _stack([c.model.model for c in cases]), "system": _stack(systems),
+            "plan": _stack([c.plan.plan for c in cases]),
+            "idx": np.asarray(index, dtype=np.int32)}
+    ids = tuple(c.id for c in cases)
+    key = (ids, tuple(levels), hashlib.sha256(b"".join(
+        np.ascontiguousarray(x).tobytes() for x in jax.tree.leaves(data))).hexdigest())
+    y = np.log(np.asarray([c.measured_step_time_s for c in cases], dtype=float))
+    if key not in _BATCHES:
+        if len(_BATCHES) >= 4:
+            _BATCHES.pop(next(iter(_BATCHES)))
+        _BATCHES[key] = Batch(ids, tuple(levels), data, y)
+    return dataclasses.replace(_BATCHES[key], y=y)
+
+
+def prior_theta(batch: Batch, fit: Sequence[str]) -> np.ndarray:
+    """``theta0[level, constant]``: the base value of each constant for each level (taken from
+    the level's first case)."""
+    out = np.zeros((len(batch.levels), len(fit)))
+    consts = batch.data["system"].constants
+    for g in range(len(batch.levels)):
+        i = int(np.argmax(batch.level_index == g))
+        for j, name in enumerate(fit):
+            out[g, j] = float(to_theta(name, np.asarray(getattr(consts, name))[i]))
+    return out
+
+
+def log_predictions(theta, data: dict, fit: Sequence[str]):
+    """log step time of every case with the fitted constants at ``theta[level, constant]``."""
+    per_case = theta[data["idx"]]
+    s = data["system"]
+    values = {name: from_theta(name, per_case[:, j]) for j, name in enumerate(fit)}
+    system = dataclasses.replace(s, constants=dataclasses.replace(s.constants, **values))
+    r = jax.vmap(step_time_jit)(data["model"], system, data["plan"])
+    return jnp.log(r.step_time_s)
+
+
+def loss_fn(theta, weights, y, theta0, data: dict, fit: Sequence[str], prior_weight):
+    """Weighted mean squared log error plus the prior term (module docstring)."""
+    r = log_predictions(theta, data, fit) - y
+    return jnp.sum(weights * r * r) / jnp.sum(weights) + prior_weight * jnp.sum(
+        (theta - theta0) ** 2)
+
+
+class Functions:
+    """The compiled functions of one batch and one set of fitted names.
+
+    Attributes:
+      predict_and_jacobian: ``theta -> (log pred (N,), d log pred / d theta (N, G, F))``.
+      loss_and_grad: ``(theta, weights, y, theta0, prior_weight) -> (L, dL/dtheta)``: the
+        gradient the descent follows (tested against finite differences).
+      hessian: same arguments -> ``jax.hessian`` of ``L``, flattened (P, P).
+      fit_many: see :meth:`fit`.
+    """
+
+    def __init__(self, data: dict, fit: tuple[str, ...]):
+        def loss(theta, w, y, theta0, pw):
+            return loss_fn(theta, w, y, theta0, data, fit, pw)
+
+        def pj(theta):
+            f = lambda t: (log_predictions(t, data, fit),) * 2
+            jac, value = jax.jacfwd(f, has_aux=True)(theta)
+            return value, jac
+
+        def hess(theta, w, y, theta0, pw):
+            shape = theta.shape
+            return jax.hessian(lambda t: loss(t.reshape(shape), w, y, theta0, pw))(
+                theta.reshape(-1))
+
+        def fit_many(weights, mask, y, theta0, pw, lr, steps):
+            mask = mask.astype(theta0.dtype)
+            opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
+
+            def one(w):
+                def f(delta):
+                    return loss(theta0 + mask * delta, w, y, theta0, pw)
+
+                def step(carry, _):
+                    delta, state = carry
+                    value, g = jax.value_and_grad(f)(delta)
+                    updates, state = opt.update(g * mask, state, delta)
+                    return (optax.apply_updates(delta, updates), state), value
+
+                delta0 = jnp.zeros_like(theta0)
+                (delta, _), _ = jax.lax.scan(step, (delta0, opt.init(delta0)), None,
+                                             length=steps)
+                return theta0 + mask * delta, f(delta)
+
+            return jax.vmap(one)(weights)
+
+        self.predict_and_jacobian = jax.jit(pj)
+        self.loss_and_grad = jax.jit(jax.value_and_grad(loss))
+        self.hessian = jax.jit(hess)
+        self.predict = lambda theta: self.predict_and_jacobian(theta)[0]
+        self.fit_many = jax.jit(fit_many, static_argnames="steps")
+
+    def fit(self, weights, mask, y, theta0, prior_weight, learning_rate, steps):
+        """Fit once per row of ``weights`` (one vmapped, scanned Adam descent); ``mask[g, j]``
+        = 0 freezes that constant at its prior. Returns (theta per row, final loss per row)."""
+        return self.fit_many(jnp.asarray(weights), jnp.asarray(mask), jnp.asarray(y),
+                             jnp.asarray(theta0), prior_weight, learning_rate, steps=steps)
+
+
+def identified(J: np.ndarray, weights: np.ndarray, prior_weight: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask of constrained constants, variance ratio posterior/prior, max |J| per constant)
+    from the Gauss-Newton information of the weighted cases (module docstring);
+    ``J``: (N, levels, constants) at ``theta0``."""
+    n, G, F = J.shape
+    Jw = J.reshape(n, G * F) * (weights > 0)[:, None]
+    info = 2.0 / max(weights.sum(), 1.0) * Jw.T @ Jw + 2.0 * prior_weight * np.eye(G * F)
+    ratio = 2.0 * prior_weight * np.diag(np.linalg.inv(info))
+    jmax = np.abs(Jw).max(axis=0)
+    mask = (ratio < IDENTIFIED_RATIO) & (jmax > 0.0)
+    return mask.reshape(G, F), ratio.reshape(G, F), jmax.reshape(G, F)
+
+
+def laplace_sd(H: np.ndarray, residuals: np.ndarray, mask: np.ndarray, prior_weight: float,
+               noise_floor: float) -> tuple[np.ndarray, float]:
+    """Posterior sd of every theta (Laplace, module docstring) and the residual scale sigma.
+
+    Constrained constants get ``sqrt(diag((2 sigma^2/N) H^-1))`` over the constrained block
+    of ``H`` (the loss's Hessian over the N fitted cases); the others their prior sd
+    ``sigma / sqrt(N prior_weight)``."""
+    G, F = mask.shape
+    n = residuals.size
+    p = int(mask.sum())
+    sigma = max(math.sqrt(float(np.sum(residuals ** 2)) / max(n - p, 1)), noise_floor)
+    sd = np.full(G * F, sigma / math.sqrt(n * prior_weight))
+    idx = np.flatnonzero(mask.reshape(-1))
+    if idx.size:
+        block = H[np.ix_(idx, idx)]
+        cov = 2.0 * sigma ** 2 / n * np.linalg.pinv(block, hermitian=True)
+        sd[idx] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    return sd.reshape(G, F), sigma
+
+
+# --------------------------------------------------------------------------- the command
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` found: the ``calibrate --json`` object and the constants table
+    (constrained constants with their 90% intervals) that ``--out`` writes."""
+
+    report: dict
+    table: ConstantsTable
+    comments: dict
+
+
+def _errors(log_pred: np.ndarray, log_meas: np.ndarray) -> np.ndarray:
+    return np.exp(log_pred - log_meas) - 1.0
+
+
+def _summary(err: np.ndarray) -> dict[str, float]:
+    a = np.abs(np.asarray(err, dtype=float))
+    return {"mean_abs_error": float(a.mean()), "median_abs_error": float(np.median(a)),
+            "max_abs_error": float(a.max())}
+
+
+def check_fit(fit: Sequence[str] | None) -> tuple[str, ...]:
+    """The constants to fit (default :func:`default_fit`), checked against :data:`INFO`."""
+    if fit is None or len(fit) == 0:
+        return default_fit()
+    out = []
+    for name in fit:
+        if name not in INFO:
+            raise ArgumentError("fit", f"unknown constant {name!r}; known constants: "
+                                + ", ".join(INFO))
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
+    """Cases from a path, a list of paths or of loaded :class:`Case` (ids must be unique)."""
+    if cases is None:
+        raise ArgumentError("cases", "required: one or more cases files")
+    items = [cases] if isinstance(cases, (str, os.PathLike, Case)) else list(cases)
+    if not items:
+        raise ArgumentError("cases", "required: one or more cases files")
+    out: list[Case] = []
+    files: list[str] = []
+    for item in items:
+        if isinstance(item, Case):
+            out.append(item)
+        else:
+            out += load_cases(item)
+            files.append(str(item))
+    seen: set[str] = set()
+    for c in out:
+        if c.id in seen:
+            raise ArgumentError("cases", f"case id {c.id!r} appears twice across the files")
+        seen.add(c.id)
+    return out, files
+
+
+def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
+              prior_weight: float = DEFAULT_PRIOR_WEIGHT, steps: int = DEFAULT_STEPS,
+              learning_rate: float = DEFAULT_LEARNING_RATE,
+              noise_floor: float = DEFAULT_NOISE_FLOOR, cross_validate: bool = True,
+              hold_out: Sequence[str] = (), measured: Sequence[float] | None = None
+              ) -> Calibration:
+    """Fit constants to measured cases (module docstring); returns a :class:`Calibration`.
+
+    Args:
+      cases: a cases file, a list of files, or loaded :class:`~cpo_opt.inputs.Case` objects.
+      fit: names of :data:`~cpo_opt.model.constants.INFO` to fit (default: all).
+      base: a constants table (path or dict) to start from instead of the shipped values; it
+        is also the prior.
+      prior_weight, steps, learning_rate, noise_floor: see the module docstring.
+      cross_validate: run the leave-one-out fits (over the fitted cases).
+      hold_out: ids of cases not fitted: reported under ``held_out`` before and after.
+      measured: replaces the cases' measured step times (synthetic checks).
+    """
+    names = check_fit(fit)
+    if not (prior_weight > 0 and math.isfinite(prior_weight)):
+        raise ArgumentError("prior_weight", f"must be a positive number (got {prior_weight})")
+    if int(steps) < 1:
+        raise ArgumentError("steps", f"must be >= 1 (got {steps})")
+    case_list, files = load_case_files(cases)
+    batch = make_batch(case_list, as_table(base))
+    y = batch.y
+    if measured is not None:
+        if len(measured) != len(case_list):
+            raise ArgumentError("measured", "needs one step time per case")
+        y = np.log(np.asarray(measured, dtype=float))
+    fns = batch.functions(names)
+    n = len(case_list)
+    unknown = [h for h in hold_out if h not in batch.ids]
+    if unknown:
+        raise ArgumentError("hold_out", f"no case with id {unknown[0]!r}")
+    train = np.asarray([cid not in set(hold_out) for cid in batch.ids], dtype=float)
+    if not train.any():
+        raise ArgumentError("hold_out", "holds out every case; nothing left to fit")
+    theta0 = prior_theta(batch, names)
+    log_before, J = (np.asarray(a) for a in fns.predict_and_jacobian(jnp.asarray(theta0)))
+    mask, ratio, jmax = identified(J, train, prior_weight)
+
+    # row 0: the fit; row 1 + i: the fit without case i (a held-out case's row repeats row 0)
+    weights = np.tile(train, (n + 1, 1))
+    if cross_validate:
+        weights[1:] *= 1.0 - np.eye(n)
+        weights[1:][train == 0] = train
+    thetas, losses = fns.fit(weights, mask, y, theta0, prior_weight, learning_rate, int(steps))
+    thetas = np.asarray(thetas)
+    theta = thetas[0]
+    log_after = np.asarray(fns.predict(jnp.asarray(theta)))
+    H = np.asarray(fns.hessian(jnp.asarray(theta), jnp.asarray(train), jnp.asarray(y),
+                               jnp.asarray(theta0), prior_weight))
+    fitted = train > 0
+    sd, sigma = laplace_sd(H, (log_after - y)[fitted], mask, prior_weight, noise_floor)
+
+    err_before = _errors(log_before, y)
+    err_after = _errors(log_after, y)
+    report: dict[str, Any] = {
+        "constants": {}, "levels": {},
+        "before": _summary(err_before[fitted]), "after": _summary(err_after[fitted]),
+    }
+    err_loo = None
+    if cross_validate and fitted.sum() > 1:
+        loo = np.array([np.asarray(fns.predict(jnp.asarray(thetas[1 + i])))[i]
+                        if fitted[i] else np.nan for i in range(n)])
+        err_loo = _errors(loo, y)
+        report["cross_validation"] = {"method": "leave-one-out",
+                                      **_summary(err_loo[fitted])}
+    else:
+        report["cross_validation"] = {"method": "none", "mean_abs_error": None,
+                                      "median_abs_error": None, "max_abs_error": None}
+    if not fitted.all():
+        report["held_out"] = {"ids": [c for c, f in zip(batch.ids, fitted) if not f],
+                              "before": _summary(err_before[~fitted]),
+                              "after": _summary(err_after[~fitted])}
+
+    table_values: dict[str, dict[str, float]] = {}
+    table_intervals: dict[str, dict[str, tuple[float, float]]] = {}
+    comments: dict[str, list[str]] = {}
+    unconstrained = []
+    counts = np.bincount(batch.level_index[fitted], minlength=len(batch.levels))
+    order = np.argsort(-counts, kind="stable")
+    for g in order:
+        level = batch.levels[g]
+        entries = {}
+        for j, name in enumerate(names):
+            t, s = float(theta[g, j]), float(sd[g, j])
+            value = float(from_theta(name, t))
+            low, high = (float(from_theta(name, t - Z90 * s)),
+                         float(from_theta(name, t + Z90 * s)))
+            prior = float(from_theta(name, theta0[g, j]))
+            ok = bool(mask[g, j])
+            entries[name] = {"value": value, "low": low, "high": high, "unit": INFO[name].unit,
+                             "prior": prior, "constrained": ok, "level": level,
+                             "variance_ratio": float(ratio[g, j])}
+            if ok:
+                table_values.setdefault(level, {})[name] = value
+                table_intervals.setdefault(level, {})[name] = (low, high)
+            else:
+                why = ("no fitted case's step time depends on it" if jmax[g, j] == 0.0 else
+                       "the cases carry less information on it than the prior "
+                       f"(posterior/prior variance {ratio[g, j]:.2f} >= {IDENTIFIED_RATIO})")
+                unconstrained.append({"level": level, "name": name, "value": prior,
+                                      "reason": why})
+                comments.setdefault(level, []).append(
+                    f"{name}: not constrained by these cases, kept at {prior:g}: {why}")
+        report["levels"][level] = {"cases": int(counts[g]), "constants": entries}
+    report["constants"] = report["levels"][batch.levels[order[0]]]["constants"]
+    report["unconstrained"] = unconstrained
+    rows = []
+    for i, cid in enumerate(batch.ids):
+        row = {"id": cid, "level": batch.levels[batch.level_index[i]], "fitted": bool(fitted[i]),
+               "measured_step_time_s": float(np.exp(y[i])),
+               "before_step_time_s": float(np.exp(log_before[i])),
+               "after_step_time_s": float(np.exp(log_after[i])),
+               "error_before": float(err_before[i]), "error_after": float(err_after[i])}
+        if err_loo is not None and fitted[i]:
+            row["error_cross_validation"] = float(err_loo[i])
+        rows.append(row)
+    report["cases"] = rows
+    report["fit"] = list(names)
+    report["method"] = {
+        "loss": "mean squared log error of step time + prior_weight * sum (theta - theta0)^2",
+        "parameterisation": "logit for fractions, log for positive quantities",
+        "optimizer": f"adam (optax), {int(steps)} steps, cosine-decayed learning rate "
+                     f"{learning_rate}",
+        "interval": "90%, Laplace approximation (jax.hessian of the loss at the optimum)",
+        "prior_weight": prior_weight, "residual_sigma": sigma,
+        "final_loss": float(np.asarray(losses)[0]),
+    }
+    report["cases_files"] = files
+    report["n"] = int(fitted.sum())
+    about = {"written_by": "cpo-opt calibrate", "cases_files": files,
+             "n_cases": int(fitted.sum()), "fit": list(names),
+             "mean_abs_error_before": report["before"]["mean_abs_error"],
+             "mean_abs_error_after": report["after"]["mean_abs_error"]}
+    if err_loo is not None:
+        about["median_abs_error_cross_validation"] = report["cross_validation"][
+            "median_abs_error"]
+    table = ConstantsTable(table_values, table_intervals, "<calibrate>", about)
+    return Calibration(report, table, comments)
+
+
+def write(calibration: Calibration, path: str | os.PathLike) -> str:
+    """Write the fitted constants as a TOML constants file; returns the path."""
+    from cpo_opt.inputs.constants_file import write_constants
+    header = ("Constants fitted by `cpo-opt calibrate` (see docs/calibration.md).\n"
+              "Each value carries its 90% interval (Laplace approximation); constants the\n"
+              "cases did not constrain are left out (commented) and keep their shipped values.")
+    write_constants(path, calibration.table, header, calibration.comments)
+    return str(pathlib.Path(path))
