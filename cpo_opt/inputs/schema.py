@@ -14,7 +14,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from cpo_opt.model.config import DTYPE_CODES, RECOMPUTE_CODES
+from cpo_opt.model.config import DTYPE_CODES, PLACEMENT_CODES, RECOMPUTE_CODES
 
 GB = 1e9
 TB = 1e12
@@ -234,6 +234,13 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("attention", "flash_attention", "enum",
         "attention kernel: flash, unfused (materialized softmax + dropout), or auto (by GPU "
         "generation, see schema.resolve_attention)", default="auto", choices=ATTENTION),
+    Key("placement", "placement", "enum",
+        "rank-to-domain placement: contiguous (groups may straddle domains) or aligned (the "
+        "largest power of two of GPUs per domain used, the rest idle)", default="contiguous",
+        choices=PLACEMENT_CODES),
+    Key("cuda_graphs", "cuda_graphs", "bool",
+        "small per-layer kernels captured in CUDA graphs (one launch per graph)",
+        default=False),
 )
 
 SECTIONS: dict[str, tuple[Key, ...]] = {

@@ -26,6 +26,9 @@ RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 DTYPE_CODES = {"bf16": 0, "fp8": 1}
 """Numeric codes of the ``dtype`` plan field (stored as ``Plan.fp8``)."""
 
+PLACEMENT_CODES = {"contiguous": 0, "aligned": 1}
+"""Numeric codes of the ``placement`` plan field."""
+
 
 def pytree(cls):
     """Register ``cls`` as a frozen dataclass pytree whose fields are all leaves."""
@@ -128,7 +131,11 @@ class Plan:
     ``dp`` is derived: ``gpus / (tp * cp * pp)``. MoE layers regroup the same GPUs as
     ``etp * ep * edp == tp * cp * dp``. Codes: ``recompute`` 0 none / 1 selective / 2 full;
     ``zero`` 0..3; ``fp8`` 0 bf16 / 1 fp8; ``flash_attention`` 1 flash / 0 materialized
-    (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1.
+    (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1;
+    ``placement`` 0 contiguous rank order over domains / 1 aligned (spare GPUs per domain
+    idle, :mod:`cpo_opt.model.fabric`); ``cuda_graphs`` 1 when the layer's small kernels are
+    captured in CUDA graphs (:mod:`cpo_opt.model.compute`). The last two default to 0 so
+    older constructors keep working; batched callers pass arrays for them.
     """
 
     tp: Array
@@ -148,6 +155,8 @@ class Plan:
     overlap_p2p: Array
     overlap_dp: Array
     flash_attention: Array
+    placement: Array = 0.0
+    cuda_graphs: Array = 0.0
 
 
 def replace(obj, **changes):

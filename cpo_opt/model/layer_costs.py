@@ -11,7 +11,8 @@ Shapes per GPU (``T = tokens``, ``Ts = tokens_sp``, ``Tm = tokens_moe``; see :mo
   (``h -> r_q``, ``h -> r_kv + d_rope``), up-projections split by heads
   (``r_q -> a d_qk / tp``, ``r_kv -> a (d_nope + d_v) / tp``), output ``a d_v / tp -> h``.
 * dense FFN: fused gate/up ``h -> (n-1) f / tp`` and down ``f / tp -> h``.
-* MoE FFN: router ``Ts x h -> E``; each of the ``E / ep`` local experts is a grouped GEMM over
+* MoE FFN: router ``Ts x h -> E``; the ``E / ep`` local experts run as one grouped GEMM per
+  projection (one kernel launch, charged once), each expert over
   ``m_e = ep etp Tm k c / E`` tokens (``k = top_k``, ``c = max(1, capacity_factor)``) with
   ``h -> (n-1) f_e / etp`` and ``f_e / etp -> h``; shared experts run like a dense FFN of
   width ``S f_e`` split by TP.
@@ -102,12 +103,14 @@ class _GemmTable:
         self.rows: list[tuple] = []
         self.owner: list[str] = []
 
-    def add(self, block: str, m, n, k, count=1.0, when=1.0) -> None:
+    def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
         """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a known 0 is not built at all."""
+        and a row switched off by a known 0 is not built at all. ``grouped``: the ``count``
+        GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped GEMM, Megatron-Core
+        ``TEGroupedMLP``): one launch overhead in total instead of one per GEMM."""
         if known(when) and float(when) == 0.0:
             return
-        self.rows.append((m, n, k, count * when))
+        self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))
         self.owner.append(block)
 
     def evaluate(self, system: System, plan: Plan, stacked: bool) -> dict[str, Kernels]:
@@ -116,17 +119,20 @@ class _GemmTable:
         loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
         if not self.rows:
             return {}
+        ovh = system.constants.kernel_overhead_s
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                    for i in range(4)]
-            m, n, k, count = cols
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
-            times = [(fwd[i] * count[i], bwd[i] * count[i]) for i in range(len(self.rows))]
+                    for i in range(5)]
+            m, n, k, count, launches = cols
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
+            times = [(fwd[i] * count[i] + launches[i] * ovh,
+                      bwd[i] * count[i] + 2.0 * launches[i] * ovh)
+                     for i in range(len(self.rows))]
         else:
             times = []
-            for m, n, k, count in self.rows:
-                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
-                times.append((fwd * count, bwd * count))
+            for m, n, k, count, launches in self.rows:
+                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
+                times.append((fwd * count + launches * ovh, bwd * count + 2.0 * launches * ovh))
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
             out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
@@ -177,8 +183,10 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     shared = model.shared_experts * model.expert_ffn_hidden
     has_shared = moe * weight(model.shared_experts > 0)
     g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe)
-    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe)
-    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe)
+    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe,
+          grouped=True)
+    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe,
+          grouped=True)
     g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
@@ -250,11 +258,12 @@ class Placement(NamedTuple):
 
 def placement(system: System, plan: Plan, d: Dims, t: float, stacked: bool = False
               ) -> Placement:
-    """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized clamp)."""
+    """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized expression),
+    contiguously or aligned as ``plan.placement`` says."""
     sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, system.gpus, plan.cp, plan.pp, plan.ep)
     strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
                plan.tp * plan.cp * d.dp, plan.etp)
-    return Placement(*fabric.place(sizes, strides, system, t, stacked))
+    return Placement(*fabric.place(sizes, strides, system, t, stacked, plan.placement))
 
 
 def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:

@@ -10,13 +10,22 @@ Step structure (Megatron-LM, 1F1B or interleaved 1F1B pipeline, Narayanan et al.
     s_f, s_b = forward, backward (+ recomputed forward) kernels of a rank, one micro-batch,
                each plus its layers' exposed TP, CP and EP communication
     t_rank   = hide(hide(s_f, zero3_fwd) + hide(s_b, zero3_bwd), pp_send_recv)
-    t_pipe   = microbatches t_max + (pp - 1) / vpp t_avg
+    t_pipe   = m t_max + bubble
+    bubble   = (pp - 1) / vpp t_avg + (1 - 1/vpp) max(pp - m, 0) t_avg
     t_step  = t_pipe + exposed DP communication + optimizer update + other
 
 ``t_max`` is the slowest rank (``layers_rank`` layers plus the output layer: the last stage),
-``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer). Steady 1F1B
-runs at the slowest rank's pace; the fill and drain of the pipeline (the bubble,
-``(pp - 1) / vpp`` micro-batch times; Narayanan et al. 2021 sec. 2.2) pass every rank once.
+``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer), ``m`` the
+micro-batches per step. Pipeline schedule for any ``m`` (one rank's micro-batch time ``t``,
+``vpp`` chunks of ``t / vpp``): the interleaved schedule is a pipeline of ``pp vpp`` virtual
+stages whose stage ``j`` runs on device ``j mod pp``. With ``m >= pp`` devices are the
+bottleneck: ``m t + (pp - 1) t / vpp`` (Narayanan et al. 2021 sec. 2.2, the bubble shrinks by
+``vpp``). With ``m < pp`` no device is ever busy with two micro-batches, the chain of virtual
+stages is: ``(m + pp vpp - 1) t / vpp = (m - 1) t / vpp + pp t``. Both are
+``max(m t + (pp-1) t/vpp, (m-1) t/vpp + pp t)``, the formula above; with ``vpp = 1`` both are
+``(m + pp - 1) t``; with ``m = 1`` interleaving gains nothing (one micro-batch must cross
+every stage: ``pp t``). (Megatron-Core's interleaved schedule asks for ``m >= pp``; a plan
+below that runs, at best, as computed here.)
 
 with ``hide(w, c) = max(w, c)`` when the communication ``c`` overlaps the window ``w`` and
 ``w + c`` when it does not. Every communication hides behind its own, disjoint part of the
@@ -25,15 +34,20 @@ or links never make a step slower (tested).
 
 Overlap assumptions (Megatron defaults, each switchable in the plan):
 
-* DP gradient reduction overlaps the backward of the last micro-batch (``overlap_dp``); the
-  ZeRO parameter all-gather overlaps the forward of the first micro-batch. Only what exceeds
-  that window is exposed. ZeRO-3 gathers and reduces every micro-batch, overlapped with that
-  micro-batch's forward/backward.
+* DP gradient reduction overlaps the backward of the last micro-batch, the ZeRO parameter
+  all-gather the forward of the first (``overlap_dp``). Their common window is the rank's
+  actual time for one micro-batch, ``t_rank``, pipeline waiting for send/recv included (the
+  rank is idle, its NIC is not): ``exposed = max(grad + gather - t_rank, 0)``. A window of
+  the bare backward kernels would shrink with faster GPUs while the pipeline wait that
+  replaces them does not, and a faster GPU could then slow the step. ZeRO-3 gathers and
+  reduces every micro-batch, overlapped with that micro-batch's forward/backward.
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
 * EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
-  whole MoE layer (another micro-batch's forward or backward, as DualPipe and Megatron-Core's
-  A2A overlap schedule them), its TP/CP exposure included.
+  whole MoE layer of a neighbouring micro-batch (DualPipe; Megatron-Core's 1F1B A2A overlap
+  runs the forward of micro-batch ``i + 1`` against the backward of ``i``), its TP/CP
+  exposure included. Only ``(m - 1) / m`` of the micro-batches have such a neighbour
+  (none when ``m = 1``): the rest expose their all-to-all.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
@@ -197,6 +211,10 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # (DualPipe; Megatron-Core's A2A overlap): the layer's wall time, TP/CP exposure included
     wall_moe_f = moe_k.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
     wall_moe_b = moe_k.bwd + exp_moe["tp"][1] + exp_moe["cp"][1]
+    # only micro-batches with a neighbour can overlap (Megatron 1F1B A2A overlap, DualPipe)
+    n_mb = d.microbatches
+    neighbour = smooth.relu(n_mb - 1.0, 1.0, t) / jnp.maximum(n_mb, 1.0)
+    ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
     exp_moe["ep"] = (_exposed(ep_f.time, wall_moe_f, ovl_ep, t),
                      _exposed(ep_b.time, wall_moe_b, ovl_ep, t))
 
@@ -235,14 +253,14 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     l_moe = transformer.moe_layers(model)
     avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
-    # gradient reduction hides behind the last micro-batch's backward, the parameter gather
-    # behind the first one's forward (their wall times, inner exposures included)
-    dp_step = (_exposed(grad.time, slow["wall_bwd"], plan.overlap_dp, t)
-               + _exposed(param.time, slow["wall_fwd"], plan.overlap_dp, t))
+    # gradient reduction (last micro-batch's backward) and parameter gather (first one's
+    # forward) hide behind the rank's actual time for one micro-batch, pipeline wait included
+    dp_step = _exposed(grad.time + param.time, slow["total"], plan.overlap_dp, t)
 
-    # --- pipeline: steady state paced by the slowest rank, fill/drain by the average rank
-    n_mb = d.microbatches
-    bubble = (plan.pp - 1.0) / plan.vpp * avg["total"]
+    # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
+    # the average rank; with fewer micro-batches than stages interleaving stops helping
+    bubble = ((plan.pp - 1.0) / plan.vpp
+              + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * avg["total"]
 
     # --- optimizer and other
     z1 = plan.zero >= 1
