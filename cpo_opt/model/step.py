@@ -35,12 +35,15 @@ or links never make a step slower (tested).
 Overlap assumptions (Megatron defaults, each switchable in the plan):
 
 * DP gradient reduction overlaps the backward of the last micro-batch, the ZeRO parameter
-  all-gather the forward of the first (``overlap_dp``). Their common window is the rank's
-  actual time for one micro-batch, ``t_rank``, pipeline waiting for send/recv included (the
-  rank is idle, its NIC is not): ``exposed = max(grad + gather - t_rank, 0)``. A window of
-  the bare backward kernels would shrink with faster GPUs while the pipeline wait that
-  replaces them does not, and a faster GPU could then slow the step. ZeRO-3 gathers and
-  reduces every micro-batch, overlapped with that micro-batch's forward/backward.
+  all-gather the forward of the first (``overlap_dp``). The windows are taken from the
+  rank's actual time for one micro-batch, ``t_rank`` (pipeline waiting for send/recv
+  included: the rank is idle, its NIC is not): the reduction may use ``t_rank - fwd``, both
+  together ``t_rank``: ``exposed = max(grad - (t_rank - fwd), grad + gather - t_rank, 0)``.
+  Each term grows by at most what ``t_rank`` shrinks, and the step holds ``m`` of them, so a
+  faster GPU never slows the step; a window of the bare backward kernels would shrink with
+  faster GPUs while the pipeline wait replacing them does not (the reported counterexample,
+  issue 14). ZeRO-3 gathers and reduces every micro-batch, overlapped with that
+  micro-batch's forward/backward.
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
 * EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
@@ -255,7 +258,13 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
     # gradient reduction (last micro-batch's backward) and parameter gather (first one's
     # forward) hide behind the rank's actual time for one micro-batch, pipeline wait included
-    dp_step = _exposed(grad.time + param.time, slow["total"], plan.overlap_dp, t)
+    # (module docstring): max(grad - (t_rank - fwd), grad + gather - t_rank, 0)
+    w_total = slow["total"]
+    w_grad = w_total - slow["wall_fwd"]
+    both = grad.time + param.time
+    hidden = smooth.smax(smooth.relu(grad.time - w_grad, w_grad + 1e-9, t),
+                         smooth.relu(both - w_total, w_total + 1e-9, t), t)
+    dp_step = both + plan.overlap_dp * (hidden - both)
 
     # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
     # the average rank; with fewer micro-batches than stages interleaving stops helping
