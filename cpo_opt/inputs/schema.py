@@ -241,6 +241,15 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("cuda_graphs", "cuda_graphs", "bool",
         "small per-layer kernels captured in CUDA graphs (one launch per graph)",
         default=False),
+    Key("recompute_norm_act", "recompute_norm_act", "bool",
+        "recompute norms and FFN/expert activations in the backward (Megatron-Core "
+        "--recompute-modules layernorm moe_act)", default=False),
+    Key("recompute_mla_up", "recompute_mla_up", "bool",
+        "recompute MLA up-projections in the backward (--recompute-modules mla_up_proj)",
+        default=False),
+    Key("offload_optimizer", "offload_optimizer", "bool",
+        "fp32 master weights and Adam moments in host memory (--optimizer-cpu-offload)",
+        default=False),
 )
 
 SECTIONS: dict[str, tuple[Key, ...]] = {

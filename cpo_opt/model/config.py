@@ -134,8 +134,12 @@ class Plan:
     (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1;
     ``placement`` 0 contiguous rank order over domains / 1 aligned (spare GPUs per domain
     idle, :mod:`cpo_opt.model.fabric`); ``cuda_graphs`` 1 when the layer's small kernels are
-    captured in CUDA graphs (:mod:`cpo_opt.model.compute`). The last two default to 0 so
-    older constructors keep working; batched callers pass arrays for them.
+    captured in CUDA graphs (:mod:`cpo_opt.model.compute`); ``recompute_norm_act`` and
+    ``recompute_mla_up`` are Megatron-Core's fine-grained ``--recompute-modules``
+    (``layernorm`` + ``moe_act``/``mlp`` activation; ``mla_up_proj``), see
+    :mod:`cpo_opt.model.memory`; ``offload_optimizer`` keeps fp32 master weights and Adam
+    moments in host memory (Megatron-Core ``--optimizer-cpu-offload``). The fields after ``flash_attention`` default to 0 so older
+    constructors keep working; batched callers pass arrays for them.
     """
 
     tp: Array
@@ -157,6 +161,9 @@ class Plan:
     flash_attention: Array
     placement: Array = 0.0
     cuda_graphs: Array = 0.0
+    recompute_norm_act: Array = 0.0
+    recompute_mla_up: Array = 0.0
+    offload_optimizer: Array = 0.0
 
 
 def replace(obj, **changes):

@@ -75,6 +75,7 @@ class Kernels:
     attn_fwd: object = 0.0
     attn_bwd: object = 0.0
     elem_fwd: object = 0.0
+    rec_bwd: object = 0.0   # forward kernels recomputed in the backward (recompute modules)
 
     @property
     def fwd(self):
@@ -82,7 +83,7 @@ class Kernels:
 
     @property
     def bwd(self):
-        return self.gemm_bwd + self.attn_bwd + 2.0 * self.elem_fwd
+        return self.gemm_bwd + self.attn_bwd + 2.0 * self.elem_fwd + self.rec_bwd
 
     def __add__(self, o: "Kernels") -> "Kernels":
         return Kernels(*(getattr(self, f.name) + getattr(o, f.name)
@@ -160,10 +161,10 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("attention", t, h, a * model.head_dim / tp, when=std)
     q_lora = weight(model.q_lora_rank > 0)
     g.add("attention", t, model.q_lora_rank, h, when=mla * q_lora)
-    g.add("attention", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
+    g.add("mla_up", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
           when=mla)
     g.add("attention", t, model.kv_lora_rank + model.qk_rope_head_dim, h, when=mla)
-    g.add("attention", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
+    g.add("mla_up", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
           model.kv_lora_rank, when=mla)
     g.add("attention", t, h, a * d.dv / tp, when=mla)
     # materialized attention core: batched Q K^T and P V over (micro-batch x local heads)
@@ -191,7 +192,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
     k = g.evaluate(system, plan, stacked)
-    for block in ("attention", "core", "dense_ffn", "moe_ffn", "output"):
+    for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
         k.setdefault(block, Kernels())
 
     # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
@@ -212,23 +213,89 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
 
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
-    attention = (k["attention"] + mix(flash, flash_core, materialized_core)
-                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system)))
+    # recompute modules (Megatron-Core --recompute-modules): the norm of each block
+    # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
+    # (``recompute_norm_act``); the MLA up-projections' forward GEMMs (``recompute_mla_up``)
+    r_na, r_mla = plan.recompute_norm_act, plan.recompute_mla_up
+    norm_rec = r_na * compute.memory_time(2.0 * BF16 * h * d.tokens_sp, system)
+    attention = (k["attention"] + k["mla_up"] + mix(flash, flash_core, materialized_core)
+                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system),
+                           rec_bwd=norm_rec + r_mla * k["mla_up"].gemm_fwd))
 
     act = BF16 * (2.0 + model.gated_ffn)
-    dense = k["dense_ffn"] + Kernels(elem_fwd=compute.memory_time(
-        act * model.ffn_hidden / tp * t, system))
+    dense_act = compute.memory_time(act * model.ffn_hidden / tp * t, system)
+    dense = k["dense_ffn"] + Kernels(elem_fwd=dense_act, rec_bwd=norm_rec + r_na * dense_act)
 
     def moe_elementwise():
         act_tokens = m_e * local
-        nbytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
-                  + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
-        return Kernels(elem_fwd=compute.memory_time(nbytes, system))
+        act_bytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
+                     + has_shared * act * shared / tp * t)
+        nbytes = act_bytes + 2.0 * 2.0 * BF16 * h * act_tokens
+        return Kernels(elem_fwd=compute.memory_time(nbytes, system),
+                       rec_bwd=norm_rec + r_na * compute.memory_time(act_bytes, system))
 
     moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(
         6.0 * t * model.vocab / tp, system))
     return Blocks(attention, dense, moe_ffn, output)
+
+
+# --------------------------------------------------------------------------- host issue
+NORM_KERNELS = 1.0
+"""Kernels of one RMSNorm/LayerNorm forward (TE fused norm; fused into the next GEMM's
+quantisation in fp8 plans is not assumed)."""
+
+ATTN_OTHER_KERNELS = 4.0
+"""Non-GEMM kernels of an attention block's forward besides its norms: two RoPE applications
+(Q, K), the flash-attention kernel, the residual add (Megatron-Core ``SelfAttention`` /
+``MLASelfAttention`` with TE)."""
+
+ROUTER_KERNELS = 10.0
+"""Kernels of the router and token preprocessing in an MoE layer's forward, besides the
+router GEMM: score function, top-k, probability normalisation, auxiliary-loss terms (3),
+tokens-per-expert histogram, routing map and the permutation index (Megatron-Core
+``TopKRouter`` and ``MoEAlltoAllTokenDispatcher.preprocess``)."""
+
+DISPATCH_KERNELS = 6.0
+"""Kernels of dispatch and combine in an MoE layer's forward: permute, all-to-all dispatch,
+sort by local expert, unsort, all-to-all combine, unpermute."""
+
+FP8_CAST_KERNELS_PER_GEMM = 1.0
+"""Quantisation (cast + amax/scale) kernels per GEMM input activation in fp8 plans
+(Transformer Engine quantises each linear layer's input: per-tensor delayed scaling,
+blockwise or MXFP8 alike); weights are quantised once per step (not counted per layer)."""
+
+
+def host_kernels(model: Model, plan: Plan):
+    """``(dense layer, MoE layer)`` kernels issued by the host per forward, and the share of
+    them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
+    ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
+    issues about twice the forward's kernels.
+
+    Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
+    """
+    mla = weight(model.mla > 0)
+    q_lora = weight(model.q_lora_rank > 0)
+    attn_gemms = (1.0 - mla) * 2.0 + mla * (4.0 + q_lora)
+    cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM
+    attn = (NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS
+            + attn_gemms * (1.0 + cast))
+    ffn = NORM_KERNELS + 2.0 * (1.0 + cast) + 2.0  # 2 GEMMs, activation, residual add
+    has_shared = weight(model.shared_experts > 0)
+    router = 1.0 + ROUTER_KERNELS
+    experts = DISPATCH_KERNELS + 2.0 * (1.0 + cast) + 1.0  # two grouped GEMMs, activation
+    moe = NORM_KERNELS + router + experts + has_shared * 3.0 * (1.0 + cast) + 1.0
+    return (attn + ffn, attn), (attn + moe, attn + router)
+
+
+def host_issue_time(model: Model, system: System, plan: Plan):
+    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels:
+    ``(total - captured (1 - f)) HOST_LAUNCH_S`` with CUDA graphs (``f`` the
+    graph launch fraction), ``total HOST_LAUNCH_S`` without."""
+    k = system.constants
+    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan)
+    saved = plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
+    return ((d_all - saved * d_cap) * k.host_launch_s, (m_all - saved * m_cap) * k.host_launch_s)
 
 
 def capacity(model: Model):

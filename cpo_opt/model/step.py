@@ -54,6 +54,13 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
+* Host issue: PyTorch issues each kernel from the CPU (``HOST_LAUNCH_S`` per kernel, a
+  fraction of it for kernels captured in CUDA graphs, ``plan.cuda_graphs``); a layer's
+  forward or backward takes ``max(GPU wall, host issue time)`` (the MoE dispatch
+  synchronises host and GPU every layer, so the host cannot run ahead across layers).
+  NVIDIA's Megatron-Core MoE report (arXiv 2603.07685) finds GB200 MoE training host-bound
+  for fine-grained experts. The excess over the GPU wall is part of ``breakdown.compute``
+  (``compute_detail.host``). Kernel counts: :func:`cpo_opt.model.layer_costs.host_kernels`.
 
 ``breakdown`` holds exposed times that add up to ``step_time_s``.
 """
@@ -110,6 +117,7 @@ class ComputeDetail:
     attention: object
     memory_bound: object
     recompute: object
+    host: object = 0.0
 
 @pytree
 class Traffic:
@@ -229,6 +237,23 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     dense, experts = local_params(model, plan, d)
     grad, param, z3_fwd, z3_bwd = _dp_comms(system, plan, pl, dense, experts)
 
+    # --- host issue (module docstring): a layer pass runs at the slower of its GPU wall time
+    # and the host's time to issue its kernels (synchronised per MoE layer by the dispatch)
+    host_d, host_m = layer_costs.host_issue_time(model, system, plan)
+
+    def host_exposed(host_f, kern, exps):
+        """Host time beyond a layer's forward / backward GPU wall (kernels + exposures)."""
+        e_f = sum(e[0] for e in exps)
+        e_b = sum(e[1] for e in exps)
+        w_f = kern.fwd + e_f
+        w_b = kern.bwd + e_b + full * w_f
+        h_b = (2.0 + full) * host_f
+        return (smooth.relu(host_f - w_f, w_f + 1e-9, t),
+                smooth.relu(h_b - w_b, w_b + 1e-9, t))
+
+    host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
+    host_moe = host_exposed(host_m, moe_k, list(exp_moe.values()))
+
     def rank(n_dense, n_moe, n_head):
         """One micro-batch on a rank holding these blocks: kernels, then the layer-level
         exposures, then ZeRO-3 traffic hidden behind the forward/backward, then PP send/recv
@@ -236,13 +261,18 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         k = n_dense * dense_k + n_moe * moe_k + n_head * head
         layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
         fwd, bwd = k.fwd, k.bwd + full * layers_fwd
-        out = {"fwd": fwd, "bwd": bwd, "kernels": k, "recompute": full * layers_fwd}
+        out = {"fwd": fwd, "bwd": bwd, "kernels": k,
+               "recompute": full * layers_fwd + k.rec_bwd}
         s_f, s_b = fwd, bwd
         for kind in ("tp", "cp", "ep"):
             e_f = n_dense * exp_dense.get(kind, (0.0, 0.0))[0] + n_moe * exp_moe[kind][0]
             e_b = n_dense * exp_dense.get(kind, (0.0, 0.0))[1] + n_moe * exp_moe[kind][1]
             out[kind] = (1.0 + full) * e_f + e_b
             s_f, s_b = s_f + e_f, s_b + e_b + full * e_f
+        host_f = n_dense * host_dense[0] + n_moe * host_moe[0]
+        host_b = n_dense * host_dense[1] + n_moe * host_moe[1]
+        out["host"] = host_f + host_b
+        s_f, s_b = s_f + host_f, s_b + host_b
         h_f = _hide(s_f, z3_fwd.time, plan.overlap_dp, t)
         h_b = _hide(s_b, z3_bwd.time, plan.overlap_dp, t)
         out["z3"] = (h_f - s_f) + (h_b - s_b)
@@ -275,11 +305,17 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     z1 = plan.zero >= 1
     updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
                + experts / jnp.where(z1, d.edp, 1.0))
-    optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
+    # offloaded optimizer: fp32 gradients to the host and bf16 weights back over the host
+    # link (both directions at once), the update in host memory (not timed: Grace/x86
+    # memory streams the 30 bytes/param at a few hundred GB/s, in parallel on every GPU)
+    off = plan.offload_optimizer
+    host_link = 4.0 * updated / system.constants.host_link_bw
+    optimizer = ((1.0 - off) * compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
+                 + off * host_link)
     other = 2.0 * fabric.reduce_scatter_on(8.0, pl.world, system).time  # grad-norm / loss
 
     breakdown = Breakdown(
-        compute=n_mb * (k_fwd + k_bwd),
+        compute=n_mb * (k_fwd + k_bwd + slow["host"]),
         tp_comm=n_mb * slow["tp"],
         cp_comm=n_mb * slow["cp"],
         ep_comm=n_mb * slow["ep"],
@@ -297,6 +333,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         attention=n_mb * layers_rank * (att.attn_fwd + att.attn_bwd),
         memory_bound=n_mb * 3.0 * kernels.elem_fwd,
         recompute=n_mb * slow["recompute"],
+        host=n_mb * slow["host"],
     )
     passes = 2.0 + full  # forward, backward, and a recomputed forward
     comm_mb = (passes * (d.dense_rank * tp_d + d.moe_rank * tp_m)

@@ -159,7 +159,9 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
         zero=c["zero"], fp8=ones * fp8, overlap_tp=ones * overlap_tp,
         overlap_ep=ones * overlap_ep, overlap_p2p=xp.where(c["vpp"] > 1, 1.0, 0.0) * ones,
         overlap_dp=ones * overlap_dp, flash_attention=ones * flash,
-        placement=ones * placement, cuda_graphs=ones * cuda_graphs)
+        placement=ones * placement, cuda_graphs=ones * cuda_graphs,
+        recompute_norm_act=ones * 0.0, recompute_mla_up=ones * 0.0,
+        offload_optimizer=ones * 0.0)
 
 
 def plan_values(columns: dict[str, np.ndarray], i: int, dtype: str, attention: str) -> dict:
