@@ -148,8 +148,22 @@ DEFAULTS = Constants(**{name: info.default for name, info in INFO.items()})
 GENERATIONS = ("ampere", "hopper", "blackwell", "rubin")
 """GPU generations a constants table may key values by (besides GPU preset names)."""
 
-GENERATION_DEFAULTS: dict[str, dict[str, float]] = {}
-"""Shipped per-generation values that differ from :data:`DEFAULTS` (none yet)."""
+GENERATION_DEFAULTS: dict[str, dict[str, float]] = {
+    "ampere": {"host_link_bw": 25e9},
+    "blackwell": {"host_link_bw": 450e9},
+}
+"""Shipped per-generation values that differ from :data:`DEFAULTS`, each from a datasheet:
+
+* ampere ``host_link_bw``: PCIe Gen4 x16, 32 GB/s line rate per direction, ~25 achievable.
+* blackwell ``host_link_bw``: GB200's NVLink-C2C, 900 GB/s bidirectional = 450 GB/s per
+  direction (NVIDIA GB200 NVL72 datasheet; HGX B200 boards use PCIe Gen5 instead: override
+  per GPU name in a constants table).
+
+Not shipped (issue 14, left open): per-generation GEMM efficiencies. H100 runs power-capped
+below the 1830 MHz at which its 989 TFLOP/s bf16 peak is quoted (sustained tensor-core
+clocks of roughly 1.6-1.75 GHz are reported under 700 W), and Blackwell fp8/MXFP8 GEMM
+fractions are not yet published in a form this project could cite; the fit half of the MoE
+set (``cpo_opt/data/moe-fit.toml``) is where ``calibrate`` may set them."""
 
 
 def generation_of(gpu_name: str) -> str | None:
