@@ -14,7 +14,8 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from cpo_opt.model.config import DTYPE_CODES, PLACEMENT_CODES, RECOMPUTE_CODES
+from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, PLACEMENT_CODES,
+                                  RECOMPUTE_CODES)
 
 GB = 1e9
 TB = 1e12
@@ -102,6 +103,9 @@ MOE_KEYS: tuple[Key, ...] = (
             default=0),
     _nonneg("capacity_factor", "capacity_factor",
             "expert capacity factor; 0 = dropless with balanced routing", default=0.0),
+    _nonneg("max_domains_per_token", "max_domains_per_token",
+            "node/domain-limited routing: most EP domains a token's experts may span "
+            "(DeepSeek-V3: 4); 0 = unlimited", kind="int", default=0),
 )
 
 MLA_KEYS: tuple[Key, ...] = (
@@ -238,6 +242,10 @@ PLAN_KEYS: tuple[Key, ...] = (
         "rank-to-domain placement: contiguous (groups may straddle domains) or aligned (the "
         "largest power of two of GPUs per domain used, the rest idle)", default="contiguous",
         choices=PLACEMENT_CODES),
+    Key("dispatcher", "dispatcher", "enum",
+        "EP token dispatcher: alltoall (Megatron, every routed copy sent) or deepep "
+        "(hierarchical, one copy per remote domain, DeepEP/HybridEP)", default="alltoall",
+        choices=DISPATCHER_CODES),
     Key("cuda_graphs", "cuda_graphs", "bool",
         "small per-layer kernels captured in CUDA graphs (one launch per graph)",
         default=False),

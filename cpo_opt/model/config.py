@@ -29,6 +29,10 @@ DTYPE_CODES = {"bf16": 0, "fp8": 1}
 PLACEMENT_CODES = {"contiguous": 0, "aligned": 1}
 """Numeric codes of the ``placement`` plan field."""
 
+DISPATCHER_CODES = {"alltoall": 0, "deepep": 1}
+"""Numeric codes of the ``dispatcher`` plan field (``deepep``: DeepEP / HybridEP-style
+hierarchical dispatch with de-duplication across domains)."""
+
 
 def pytree(cls):
     """Register ``cls`` as a frozen dataclass pytree whose fields are all leaves."""
@@ -68,6 +72,9 @@ class Model:
     qk_nope_head_dim: Array
     qk_rope_head_dim: Array
     v_head_dim: Array
+    # node/domain-limited routing: a token's experts lie in at most this many EP domains
+    # (DeepSeek-V3: 4 nodes); 0 = unlimited
+    max_domains_per_token: Array = 0.0
 
 
 @pytree
@@ -137,7 +144,9 @@ class Plan:
     captured in CUDA graphs (:mod:`cpo_opt.model.compute`); ``recompute_norm_act`` and
     ``recompute_mla_up`` are Megatron-Core's fine-grained ``--recompute-modules``
     (``layernorm`` + ``moe_act``/``mlp`` activation; ``mla_up_proj``), see
-    :mod:`cpo_opt.model.memory`; ``offload_optimizer`` keeps fp32 master weights and Adam
+    :mod:`cpo_opt.model.memory`; ``dispatcher`` 0 Megatron all-to-all (every routed copy
+    sent) / 1 hierarchical de-duplicating dispatch (DeepEP, HybridEP;
+    :func:`cpo_opt.model.fabric.hierarchical_dispatch`); ``offload_optimizer`` keeps fp32 master weights and Adam
     moments in host memory (Megatron-Core ``--optimizer-cpu-offload``). The fields after ``flash_attention`` default to 0 so older
     constructors keep working; batched callers pass arrays for them.
     """
@@ -160,6 +169,7 @@ class Plan:
     overlap_dp: Array
     flash_attention: Array
     placement: Array = 0.0
+    dispatcher: Array = 0.0
     cuda_graphs: Array = 0.0
     recompute_norm_act: Array = 0.0
     recompute_mla_up: Array = 0.0

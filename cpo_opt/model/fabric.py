@@ -103,17 +103,26 @@ def members_in_domain(group, stride, system: System, temperature: float = 0.0, a
     """Members of a ``group`` (``stride`` apart) in one scale-up domain, for the worst-placed
     group of the cluster (module docstring). ``aligned`` (0/1) selects aligned placement.
 
-    The relaxed model (``temperature > 0``) scales the smooth aligned count
-    ``clamp(D / s, 1, g)`` by the exact straddle ratio at the rounded sizes (held constant
-    for gradients), so it equals the exact model at integer plans."""
+    Computed as the continuous aligned count ``clamp(D / s, 1, g)`` (smooth when
+    ``temperature > 0``) times the straddle ratio ``m / clamp(D / s, 1, g)`` of the exact
+    piece at the rounded integer sizes, held constant for derivatives: the value is the
+    exact ``m`` at integer sizes, and derivatives in the domain size are those of the
+    aligned count scaled by the ratio (a domain size between integers has no placement of
+    its own, so the rounding cell keeps the ratio of its integer point).
+
+    The relaxed model (``temperature > 0``) uses the aligned count alone: its plans have
+    non-integer degrees, for which no rank layout exists, and a ratio that jumps wherever a
+    group size crosses a half-integer would break its gradients. The search scores rounded
+    plans with the exact model, straddling included."""
     d = domain_gpus(system, temperature, aligned)
+    g_ = jnp.maximum(group, 1.0)
+    m_cont = smooth.clamp(d / stride, 1.0, g_, temperature)
+    if not smooth.is_exact(temperature):
+        return m_cont
     m_exact = smallest_piece(group, stride, d, system.gpus)
-    if smooth.is_exact(temperature):
-        return m_exact
-    m_smooth = smooth.clamp(d / stride, 1.0, jnp.maximum(group, 1.0), temperature)
     g, s, dd = _int(group), _int(stride), _int(d)
-    aligned_count = jnp.clip(dd // s, 1, g).astype(m_exact.dtype)
-    return m_smooth * jax.lax.stop_gradient(m_exact / aligned_count)
+    ref = jnp.clip(dd / s, 1.0, g)
+    return m_cont * jax.lax.stop_gradient(m_exact / ref)
 
 
 def _s_per_byte_up(system: System):
@@ -194,6 +203,37 @@ def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) 
     crosses = smooth.step(f_out, temperature)
     lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
     active = smooth.step(f_up + f_out, temperature)
+    return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
+
+
+def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_domains=0.0,
+                          temperature: float = 0.0) -> Comm:
+    """EP dispatch (or combine) of DeepEP / HybridEP style: each token crosses the scale-out
+    network once per remote domain that holds one of its experts, and is forwarded over the
+    scale-up network to the experts inside that domain (DeepEP README, "normal kernels ...
+    forwarding from NVLink to RDMA"; DeepSeek-V3 report sec. 3.2.2).
+
+    ``token_bytes`` is the buffer of this GPU's tokens (one copy each), ``top_k`` the routed
+    copies per token (times the capacity factor). With the group over ``n = g / m`` domains
+    and experts spread evenly, a token's ``k`` experts hit ``n (1 - (1 - 1/n)^k)`` distinct
+    domains on average (balanced routing), at most ``max_domains`` with node-limited
+    routing (DeepSeek-V3: 4); ``(n - 1) / n`` of them are remote. Scale-out bytes are
+    ``token_bytes`` times the remote domains; scale-up bytes ``k token_bytes (m - 1) / m``
+    (each copy that does not land on the receiving GPU moves once inside a domain). The
+    tiers run concurrently: ``max(t_up, t_out)`` plus one latency of each tier used.
+    """
+    g, m = grp.size, grp.in_domain
+    n = g / m
+    distinct = n * (1.0 - (1.0 - 1.0 / n) ** jnp.maximum(top_k, 1.0))
+    limited = smooth.smin(distinct, jnp.maximum(max_domains, 1.0), temperature)
+    distinct = jnp.where(max_domains > 0, limited, distinct)
+    out = token_bytes * distinct * (n - 1.0) / n
+    up = token_bytes * top_k * (m - 1.0) / m
+    t_up = up * _s_per_byte_up(system)
+    t_out = out * _s_per_byte_out(system)
+    crosses_out = smooth.step((g - m) / g, temperature)
+    lat = system.scale_up.latency_s + crosses_out * system.scale_out.latency_s
+    active = smooth.step((g - 1.0) / g, temperature)
     return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
 
 

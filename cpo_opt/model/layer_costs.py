@@ -36,8 +36,10 @@ one more forward), ``B = 2`` bytes per bf16 element:
   ``w_kv = 2 kv d`` (MLA: ``a (d_qk + d_v)``, the expanded keys and values); backward sends
   K, V and their gradients (twice the bytes). Overlapped with the attention core (TE ring
   attention), so only the excess is exposed.
-* EP: dispatch and combine all-to-alls of ``Tm k c h`` elements (dispatch in fp8 when the
-  plan is fp8, combine in bf16), Megatron all-to-all dispatcher (no token de-duplication).
+* EP: dispatch and combine of ``Tm k c h`` elements (dispatch in fp8 when the plan is fp8,
+  combine in bf16): Megatron's all-to-all dispatcher (no token de-duplication) or the
+  hierarchical de-duplicating dispatch of DeepEP/HybridEP (``plan.dispatcher``), with
+  node/domain-limited routing where the model has it (``model.max_domains_per_token``).
 """
 
 from __future__ import annotations
@@ -362,8 +364,34 @@ def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
 
 
 def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement, t: float):
-    """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine."""
-    elems = d.tokens_moe * model.top_k * capacity(model) * model.hidden
-    dispatch = fabric.all_to_all_on(elems * compute.input_bytes(plan), pl.ep, system, t)
-    combine = fabric.all_to_all_on(elems * BF16, pl.ep, system, t)
+    """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine.
+
+    Precision of each leg: the forward dispatch moves fp8 tokens in fp8 plans (DeepEP and
+    Megatron-Core's fp8 dispatch quantise before sending; scales are ~1/128 of the bytes,
+    not counted), the forward combine bf16; the backward runs the reverse legs on bf16
+    gradients (dispatch-backward is a combine, combine-backward a dispatch of gradients).
+    ``plan.dispatcher`` selects Megatron's all-to-all (every routed copy sent,
+    :func:`fabric.all_to_all_on`) or the hierarchical de-duplicating dispatch
+    (:func:`fabric.hierarchical_dispatch`)."""
+    copies = model.top_k * capacity(model)
+    tokens = d.tokens_moe * model.hidden
+
+    def flat():
+        dispatch = fabric.all_to_all_on(tokens * copies * compute.input_bytes(plan), pl.ep,
+                                        system, t)
+        combine = fabric.all_to_all_on(tokens * copies * BF16, pl.ep, system, t)
+        return dispatch, combine
+
+    def hier():
+        args = (copies, pl.ep, system, model.max_domains_per_token, t)
+        dispatch = fabric.hierarchical_dispatch(tokens * compute.input_bytes(plan), *args)
+        combine = fabric.hierarchical_dispatch(tokens * BF16, *args)
+        return dispatch, combine
+
+    if known(plan.dispatcher):
+        dispatch, combine = hier() if float(plan.dispatcher) > 0 else flat()
+    else:
+        (d0, c0), (d1, c1) = flat(), hier()
+        w = jnp.where(plan.dispatcher > 0, 1.0, 0.0)
+        dispatch, combine = d0 * (1.0 - w) + d1 * w, c0 * (1.0 - w) + c1 * w
     return dispatch + combine, 2.0 * combine
