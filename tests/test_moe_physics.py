@@ -232,4 +232,101 @@ def test_ep_overlap_needs_a_neighbour_microbatch():
 
 def test_new_plan_keys_are_in_the_schema():
     names = {k.name for k in schema.PLAN_KEYS}
-    assert {"placement", "cuda_graphs"} <= names
+    assert {"placement", "cuda_graphs", "dispatcher", "recompute_norm_act", "recompute_mla_up",
+            "offload_optimizer"} <= names
+    assert "max_domains_per_token" in {k.name for k in schema.MOE_KEYS}
+
+
+# --------------------------------------------------------------------------- EP dispatch
+def test_hierarchical_dispatch_sends_each_token_once_per_remote_domain():
+    """DeepEP-style dispatch: a token whose 8 experts lie in at most 4 of 8 domains crosses
+    scale-out at most 4 x 7/8 times, against 8 x 56/64 = 7 copies for the flat all-to-all."""
+    from cpo_opt.model import fabric
+    s = load_system("h800-cluster", overrides={"cluster.gpus": "64"}).system
+    grp = fabric.place([64.0], [1.0], s)[0]
+    assert float(grp.in_domain) == 8.0
+    v = 1e6
+    flat = fabric.all_to_all_on(8 * v, grp, s)
+    free = fabric.hierarchical_dispatch(v, 8.0, grp, s, 0.0)
+    limited = fabric.hierarchical_dispatch(v, 8.0, grp, s, 4.0)
+    assert float(flat.out_bytes) == pytest.approx(7 * v)
+    assert float(free.out_bytes) == pytest.approx(8 * (1 - (7 / 8) ** 8) * 7 / 8 * v)
+    assert float(limited.out_bytes) == pytest.approx(4 * 7 / 8 * v)
+    assert float(limited.time) < float(free.time) < float(flat.time)
+    # inside one domain nothing crosses, whatever the dispatcher
+    g8 = fabric.place([8.0], [1.0], s)[0]
+    assert float(fabric.hierarchical_dispatch(v, 8.0, g8, s, 4.0).out_bytes) == 0.0
+
+
+def test_deepep_dispatcher_cuts_ep_time_across_nodes():
+    plan = "tp=1,pp=16,ep=64,vpp=2,micro_batch=1,global_batch=15360,zero=1,dtype=fp8"
+    m, s, p = _run("deepseek-v3", "h800-cluster", plan + ",dispatcher=alltoall")
+    _, _, q = _run("deepseek-v3", "h800-cluster", plan + ",dispatcher=deepep")
+    a = step_time_jit(m.model, s.system, p.plan)
+    b = step_time_jit(m.model, s.system, q.plan)
+    assert float(b.breakdown.ep_comm) < 0.8 * float(a.breakdown.ep_comm)
+    assert float(b.traffic.scale_out_bytes) < float(a.traffic.scale_out_bytes)
+
+
+# --------------------------------------------------------------------------- memory
+def test_fp8_caches_activations_and_recompute_modules_free_memory():
+    plan = "tp=1,pp=16,ep=64,vpp=2,micro_batch=1,global_batch=15360,zero=1"
+    m, s, p = _run("deepseek-v3", "h800-cluster", plan + ",dtype=bf16")
+    _, _, q = _run("deepseek-v3", "h800-cluster", plan + ",dtype=fp8")
+    _, _, r = _run("deepseek-v3", "h800-cluster",
+                   plan + ",dtype=fp8,recompute_norm_act=true,recompute_mla_up=true")
+    act = [float(step_time_jit(m.model, s.system, x.plan).memory.activations)
+           for x in (p, q, r)]
+    assert act[1] < act[0] and act[2] < 0.8 * act[1], act
+    # the recomputation costs time, charged in the backward
+    t_q = step_time_jit(m.model, s.system, q.plan)
+    t_r = step_time_jit(m.model, s.system, r.plan)
+    assert float(t_r.compute_detail.recompute) > float(t_q.compute_detail.recompute)
+
+
+def test_optimizer_offload_moves_states_off_the_gpu():
+    plan = "tp=1,pp=4,ep=64,vpp=4,micro_batch=1,global_batch=8192,zero=1,dtype=fp8"
+    m, s, p = _run("deepseek-v3", "gb200-nvl72", plan, **{"cluster.gpus": 256})
+    _, _, q = _run("deepseek-v3", "gb200-nvl72", plan + ",offload_optimizer=true",
+                   **{"cluster.gpus": 256})
+    a = step_time_jit(m.model, s.system, p.plan)
+    b = step_time_jit(m.model, s.system, q.plan)
+    assert float(b.memory.optimizer) == 0.0 < float(a.memory.optimizer)
+    assert float(b.memory.total) == pytest.approx(
+        float(a.memory.total) - float(a.memory.optimizer), rel=1e-12)
+
+
+@pytest.mark.parametrize("path", ["moe-fit.toml", "moe-heldout.toml"])
+def test_validate_reports_memory_per_case(path):
+    from pathlib import Path
+
+    from cpo_opt.analysis.validate import DEFAULT_CASES, validate_file
+    out = validate_file(Path(DEFAULT_CASES).parent / path)
+    assert out["n"] >= 3
+    for c in out["cases"]:
+        assert c["memory_GB_per_gpu"] > 0 and isinstance(c["fits_memory"], bool)
+
+
+# --------------------------------------------------------------------------- host, fp8
+def test_host_bound_layer_runs_at_the_host_pace_and_graphs_help():
+    """A tiny MoE layer (few tokens per micro-batch) on GB200 is host-bound: the step grows
+    when the per-kernel host cost grows, and CUDA graphs take part of it back."""
+    plan = "tp=1,pp=1,ep=8,micro_batch=1,global_batch=64,zero=1,dtype=fp8,recompute=none"
+    m, s, p = _run("mixtral-8x22b", "gb200-nvl72", plan, **{"cluster.gpus": 64})
+    slow_host = replace(s.system, constants=replace(s.system.constants, host_launch_s=200e-6))
+    base = step_time_jit(m.model, s.system, p.plan)
+    hostb = step_time_jit(m.model, slow_host, p.plan)
+    graphs = step_time_jit(m.model, slow_host, replace(p.plan, cuda_graphs=1.0))
+    assert float(hostb.compute_detail.host) > 0.0
+    assert float(hostb.step_time_s) > float(base.step_time_s)
+    assert float(graphs.step_time_s) < float(hostb.step_time_s)
+
+
+def test_fp8_cast_kernels_cost_time():
+    from cpo_opt.model import compute
+    m, s, p = _run("deepseek-v3", "gb200-nvl72", "tp=1,pp=4,ep=64,dtype=fp8",
+                   **{"cluster.gpus": 256})
+    f, b = compute.fp8_cast_time(4096.0, 7168.0, 2048.0, s.system, p.plan)
+    assert float(f) > 0 and float(b) > float(f)
+    f0, b0 = compute.fp8_cast_time(4096.0, 7168.0, 2048.0, s.system, replace(p.plan, fp8=0.0))
+    assert float(f0) == 0.0 and float(b0) == 0.0

@@ -78,6 +78,25 @@ def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan, launches=1.0):
     return fwd, dgrad + wgrad
 
 
+FP8_CAST_BYTES_PER_ELEMENT = 4.0
+"""HBM bytes per element of one fp8 quantisation kernel: read 2 (bf16), write 1 row-wise and
+1 column-wise (transposed) fp8 copy, as Transformer Engine's fused cast-transpose does for
+each linear layer's input (forward) and output gradient (backward); per-tensor delayed,
+blockwise and MXFP8 scaling alike (the scale/amax traffic is ~1% of it)."""
+
+
+def fp8_cast_time(m, n, k, system: System, plan: Plan, launches=1.0):
+    """``(forward, backward)`` seconds of the fp8 quantisation kernels around one linear
+    layer of ``m`` tokens (``k`` in, ``n`` out) in fp8 plans, 0 in bf16: the input
+    ``m x k`` before the forward GEMM, the output gradient ``m x n`` before the two backward
+    GEMMs. Weights are quantised once per step, not per micro-batch (not counted)."""
+    fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0)
+    ovh = launches * system.constants.kernel_overhead_s
+    fwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * k, system)
+    bwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * n, system)
+    return fp8 * (fwd + ovh), fp8 * (bwd + ovh)
+
+
 def attention_core_time(flops_fwd, q_tokens, head_dim, system: System):
     """Forward and backward seconds of the flash-attention core.
 

@@ -123,19 +123,26 @@ class _GemmTable:
         if not self.rows:
             return {}
         ovh = system.constants.kernel_overhead_s
+        # fp8 plans: one quantisation (cast-transpose) kernel before each forward GEMM and
+        # before the backward pair, on the rows' whole input / output-gradient
+        # (:func:`compute.fp8_cast_time`), each one more launch
+        fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0) if not known(plan.fp8) else float(plan.fp8 > 0)
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
                     for i in range(5)]
             m, n, k, count, launches = cols
             fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-            times = [(fwd[i] * count[i] + launches[i] * ovh,
-                      bwd[i] * count[i] + 2.0 * launches[i] * ovh)
+            c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+            times = [(fwd[i] * count[i] + c_f[i] + launches[i] * ovh * (1.0 + fp8),
+                      bwd[i] * count[i] + c_b[i] + launches[i] * ovh * (2.0 + fp8))
                      for i in range(len(self.rows))]
         else:
             times = []
             for m, n, k, count, launches in self.rows:
                 fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-                times.append((fwd * count + launches * ovh, bwd * count + 2.0 * launches * ovh))
+                c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+                times.append((fwd * count + c_f + launches * ovh * (1.0 + fp8),
+                              bwd * count + c_b + launches * ovh * (2.0 + fp8)))
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
             out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
