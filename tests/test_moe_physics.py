@@ -134,8 +134,9 @@ def test_placement_key_in_plan_files():
 @pytest.mark.parametrize("ep", [8, 64, 256])
 def test_grouped_gemm_launches_do_not_scale_with_local_experts(ep):
     """d(MoE FFN forward GEMM time)/d(kernel overhead) counts kernel launches: router, two
-    grouped GEMMs (up, down), two shared-expert GEMMs = 5, whatever E / ep (it used to be
-    1 + 2 E/ep + 2: 96 launches per layer for 48 local experts)."""
+    grouped GEMMs (up, down), two shared-expert GEMMs = 5 in bf16 (10 in fp8: one
+    quantisation kernel each), whatever E / ep (it used to be 1 + 2 E/ep + 2: 96 launches
+    per layer for 48 local experts)."""
     m, s, p = _run("deepseek-v3", "gb200-nvl72",
                    f"tp=1,pp=4,ep={ep},micro_batch=1,zero=1,dtype=fp8", **{"cluster.gpus": 4096})
     d = dims(m.model, s.system, p.plan)
@@ -146,7 +147,15 @@ def test_grouped_gemm_launches_do_not_scale_with_local_experts(ep):
         return layer_costs.blocks(m.model, sys, p.plan, d).moe_ffn.gemm_fwd
 
     launches = jax.grad(fwd)(4e-6)
-    assert float(launches) == pytest.approx(5.0, rel=1e-9)
+    # fp8 plan: each of the 5 GEMM kernels is preceded by one quantisation kernel
+    assert float(launches) == pytest.approx(10.0, rel=1e-9)
+
+    def fwd_bf16(overhead):
+        sys = replace(s.system, constants=replace(s.system.constants,
+                                                  kernel_overhead_s=overhead))
+        return layer_costs.blocks(m.model, sys, replace(p.plan, fp8=0.0), d).moe_ffn.gemm_fwd
+
+    assert float(jax.grad(fwd_bf16)(4e-6)) == pytest.approx(5.0, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- 4. monotone
