@@ -105,7 +105,7 @@ MOE_KEYS: tuple[Key, ...] = (
             "expert capacity factor; 0 = dropless with balanced routing", default=0.0),
     _nonneg("max_domains_per_token", "max_domains_per_token",
             "node/domain-limited routing: most EP domains a token's experts may span "
-            "(DeepSeek-V3: 4); 0 = unlimited", kind="int", default=0),
+            "(DeepSeek-V3: 4); absent or 0 = unlimited", kind="int"),
 )
 
 MLA_KEYS: tuple[Key, ...] = (
