@@ -255,6 +255,9 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("recompute_mla_up", "recompute_mla_up", "bool",
         "recompute MLA up-projections in the backward (--recompute-modules mla_up_proj)",
         default=False),
+    Key("perfect_balance", "perfect_balance", "bool",
+        "expert loads forced equal (force-balanced benchmark routing); false: the most "
+        "loaded GPU of a dropless EP group paces it", default=False),
     Key("offload_optimizer", "offload_optimizer", "bool",
         "fp32 master weights and Adam moments in host memory (--optimizer-cpu-offload)",
         default=False),

@@ -144,7 +144,9 @@ class Plan:
     captured in CUDA graphs (:mod:`cpo_opt.model.compute`); ``recompute_norm_act`` and
     ``recompute_mla_up`` are Megatron-Core's fine-grained ``--recompute-modules``
     (``layernorm`` + ``moe_act``/``mlp`` activation; ``mla_up_proj``), see
-    :mod:`cpo_opt.model.memory`; ``dispatcher`` 0 Megatron all-to-all (every routed copy
+    :mod:`cpo_opt.model.memory`; ``perfect_balance`` 1 when routing is forced to equal
+    expert loads (benchmarks), 0 for learned routing with its statistical imbalance
+    (:func:`cpo_opt.model.layer_costs.imbalance`); ``dispatcher`` 0 Megatron all-to-all (every routed copy
     sent) / 1 hierarchical de-duplicating dispatch (DeepEP, HybridEP;
     :func:`cpo_opt.model.fabric.hierarchical_dispatch`); ``offload_optimizer`` keeps fp32 master weights and Adam
     moments in host memory (Megatron-Core ``--optimizer-cpu-offload``). The fields after ``flash_attention`` default to 0 so older
@@ -174,6 +176,7 @@ class Plan:
     recompute_norm_act: Array = 0.0
     recompute_mla_up: Array = 0.0
     offload_optimizer: Array = 0.0
+    perfect_balance: Array = 0.0
 
 
 def replace(obj, **changes):

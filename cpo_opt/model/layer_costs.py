@@ -312,10 +312,29 @@ def capacity(model: Model):
     return jnp.maximum(model.capacity_factor, 1.0)
 
 
+def imbalance(model: Model, plan: Plan, d: Dims):
+    """Load of the most loaded GPU of an EP group over the mean, dropless routing.
+
+    Each of the ``N = ep Tm k`` routed copies of the group lands on a given GPU with
+    probability ``1 / ep`` (balanced routing, the auxiliary loss's target), so a GPU's load
+    is binomial with mean ``lam = Tm k`` copies and the expected maximum over ``ep`` GPUs is
+    ``lam + sqrt(2 lam ln ep)`` (Gaussian extreme value): factor
+    ``1 + sqrt(2 ln(ep) / lam)``. The most loaded GPU paces the grouped GEMM, its
+    activations and the all-to-all that fills it. With a capacity factor (token dropping,
+    padding to capacity) or ``plan.perfect_balance`` the factor is 1. This is the floor of
+    the imbalance of learned routing (real routers add correlation between tokens)."""
+    lam = jnp.maximum(d.tokens_moe * model.top_k, 1.0)
+    f = 1.0 + jnp.sqrt(2.0 * jnp.log(jnp.maximum(plan.ep, 1.0)) / lam)
+    dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
+    return 1.0 + dropless * (1.0 - plan.perfect_balance) * (f - 1.0)
+
+
 def expert_tokens(model: Model, plan: Plan, d: Dims):
-    """Tokens each local expert processes per micro-batch: ``ep etp Tm k c / E``."""
+    """Tokens each local expert processes per micro-batch on the most loaded GPU:
+    ``ep etp Tm k c / E`` times :func:`imbalance`."""
     e = jnp.maximum(model.experts, 1.0)
-    return plan.ep * plan.etp * d.tokens_moe * model.top_k * capacity(model) / e
+    return (plan.ep * plan.etp * d.tokens_moe * model.top_k * capacity(model) / e
+            * imbalance(model, plan, d))
 
 
 # --------------------------------------------------------------------------- communication
@@ -381,7 +400,7 @@ def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placemen
     :func:`fabric.all_to_all_on`) or the hierarchical de-duplicating dispatch
     (:func:`fabric.hierarchical_dispatch`)."""
     copies = model.top_k * capacity(model)
-    tokens = d.tokens_moe * model.hidden
+    tokens = d.tokens_moe * model.hidden * imbalance(model, plan, d)  # most loaded receiver
 
     def flat():
         dispatch = fabric.all_to_all_on(tokens * copies * compute.input_bytes(plan), pl.ep,
