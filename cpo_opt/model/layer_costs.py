@@ -324,7 +324,8 @@ def imbalance(model: Model, plan: Plan, d: Dims):
     padding to capacity) or ``plan.perfect_balance`` the factor is 1. This is the floor of
     the imbalance of learned routing (real routers add correlation between tokens)."""
     lam = jnp.maximum(d.tokens_moe * model.top_k, 1.0)
-    f = 1.0 + jnp.sqrt(2.0 * jnp.log(jnp.maximum(plan.ep, 1.0)) / lam)
+    x = 2.0 * jnp.log(jnp.maximum(plan.ep, 1.0)) / lam
+    f = 1.0 + jnp.sqrt(x + 1e-12) - 1e-6  # finite slope at ep = 1 (relaxed model)
     dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
     return 1.0 + dropless * (1.0 - plan.perfect_balance) * (f - 1.0)
 
