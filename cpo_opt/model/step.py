@@ -52,7 +52,9 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   exposure included. Only ``(m - 1) / m`` of the micro-batches have such a neighbour
   (none when ``m = 1``): the rest expose their all-to-all.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
-* PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
+* PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving), and, like
+  the EP overlap, only ``(m - 1) / m`` of it can hide (a lone micro-batch's activations are
+  on the critical path from stage to stage).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
 * Host issue: PyTorch issues each kernel from the CPU (``HOST_LAUNCH_S`` per kernel, a
   fraction of it for kernels captured in CUDA graphs, ``plan.cuda_graphs``); a layer's
@@ -226,6 +228,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     n_mb = d.microbatches
     neighbour = smooth.relu(n_mb - 1.0, 1.0, t) / jnp.maximum(n_mb, 1.0)
     ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
+    # PP send/recv likewise hides only behind another micro-batch's compute
+    ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
     exp_moe["ep"] = (_exposed(ep_f.time, wall_moe_f, ovl_ep, t),
                      _exposed(ep_b.time, wall_moe_b, ovl_ep, t))
 
@@ -277,7 +281,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         h_b = _hide(s_b, z3_bwd.time, plan.overlap_dp, t)
         out["z3"] = (h_f - s_f) + (h_b - s_b)
         out["wall_fwd"], out["wall_bwd"] = h_f, h_b
-        total = _hide(h_f + h_b, p2p.time, plan.overlap_p2p, t)
+        total = _hide(h_f + h_b, p2p.time, ovl_p2p, t)
         out["p2p"] = total - (h_f + h_b)
         out["total"] = total
         return out
