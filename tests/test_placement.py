@@ -5,12 +5,14 @@ per-tier traffic for DeepSeek-V3 expert parallelism.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from cpo_opt.model import constants as C
 from cpo_opt.model import fabric
+from cpo_opt.model.config import replace
 from cpo_opt.analysis.evaluate import step_time_jit
 from cpo_opt.inputs.loaders import load_model, load_plan, load_system
 
@@ -27,13 +29,27 @@ def _f(x):
 
 
 # --------------------------------------------------------------------------- members in a domain
-@pytest.mark.parametrize("group, stride, domain, expected", [
-    (8, 1, 8, 8), (64, 1, 8, 8), (64, 1, 72, 64), (8, 8, 8, 1), (16, 2, 8, 4),
-    (64, 4, 72, 18), (4, 16, 8, 1), (2, 8, 576, 2),
+# contiguous placement (issue 14): the worst-placed group's piece; EP 64 on 72-GPU domains
+# straddles (blocks of 64 start at 0, 64, 56, ... mod 72: a piece of 8), EP 64 with stride 4
+# (blocks of 256) likewise (gcd(256, 72) = 8 ranks = 2 members). Aligned placement uses 64 of
+# the 72 GPUs (the old counts 64 and 18 -> 16).
+@pytest.mark.parametrize("group, stride, domain, expected, aligned", [
+    (8, 1, 8, 8, 8), (64, 1, 8, 8, 8), (64, 1, 72, 8, 64), (8, 8, 8, 1, 1), (16, 2, 8, 4, 4),
+    (64, 4, 72, 2, 16), (4, 16, 8, 1, 1), (2, 8, 576, 2, 2), (64, 1, 64, 64, 64),
+    (512, 1, 576, 64, 512),
 ])
-def test_members_in_domain(group, stride, domain, expected):
+def test_members_in_domain(group, stride, domain, expected, aligned):
     s = _system(domain, 4608)
     assert _f(fabric.members_in_domain(group, stride, s)) == expected
+    assert _f(fabric.members_in_domain(group, stride, s, aligned=1.0)) == aligned
+
+
+def test_few_blocks_are_enumerated_not_worst_case():
+    # 256 GPUs on 72-GPU domains: the world group (one block) is cut into 72, 72, 72, 40
+    s = _system(72, 256)
+    assert _f(fabric.members_in_domain(256, 1, s)) == 40
+    # EP 64: blocks at 0, 64, 128, 192 -> pieces 64 | 8 56 | 16 48 | 24 40
+    assert _f(fabric.members_in_domain(64, 1, s)) == 8
 
 
 def test_domain_larger_than_cluster_is_capped_at_cluster():
@@ -74,8 +90,13 @@ def test_ep64_over_8_domains_sends_seven_eighths_out():
 
 
 def test_ep64_fits_a_72_domain_and_nothing_crosses():
-    c = fabric.all_to_all(V, 64, 1, _system(72, 4608))
+    # a cluster of one domain: no boundary to straddle
+    c = fabric.all_to_all(V, 64, 1, _system(72, 64))
     assert _f(c.out_bytes) == 0.0 and _f(c.up_bytes) == pytest.approx(V * 63 / 64, rel=1e-15)
+    # aligned placement on many 72-GPU domains (64 used): nothing crosses either
+    s = _system(72, 4608)
+    grp = fabric.place([64.0], [1.0], s, aligned=1.0)[0]
+    assert _f(fabric.all_to_all_on(V, grp, s).out_bytes) == 0.0
 
 
 def test_strided_ep_group_has_every_peer_outside():
@@ -140,7 +161,11 @@ def test_larger_domain_moves_reduce_scatter_bytes_in():
             for d in (1, 2, 8, 32, 64, 72)]
     assert outs[0] == pytest.approx(V * 63 / 64, rel=1e-14)
     assert all(a > b for a, b in zip(outs[:4], outs[1:5]))
-    assert outs[4] == outs[5] == 0.0
+    assert outs[4] == 0.0
+    # contiguous on 72-GPU domains the worst group straddles (8 | 56): more than on 64
+    assert outs[5] > outs[4]
+    aligned = fabric.place([64.0], [1.0], _system(72, 4608), aligned=1.0)[0]
+    assert _f(fabric.reduce_scatter_on(V, aligned, _system(72, 4608)).out_bytes) == 0.0
 
 
 # --------------------------------------------------------------------------- full model
@@ -149,9 +174,11 @@ def deepseek():
     return load_model("deepseek-v3")
 
 
-def _run(model, system_name, overrides, plan):
+def _run(model, system_name, overrides, plan, aligned=False):
     s = load_system(system_name, overrides=overrides)
     p = load_plan(plan, model, s)
+    if aligned:
+        p = dataclasses.replace(p, plan=replace(p.plan, placement=1.0))
     return s, p, step_time_jit(model.model, s.system, p.plan)
 
 
@@ -161,9 +188,11 @@ ELEMS = 4096 * 8 * 7168  # tokens of one micro-batch (b s, tp = cp = 1) x top_k 
 def _ep_bytes(s, p):
     """(up, out) bytes of one MoE layer's EP all-to-alls, forward + backward, by the fabric
     functions: dispatch (fp8 or bf16) and combine (bf16) forward, 2 x combine backward."""
-    dispatch = fabric.all_to_all(ELEMS * (1.0 if p.values["dtype"] == "fp8" else 2.0),
-                                 p.values["ep"], p.values["etp"], s.system)
-    combine = fabric.all_to_all(ELEMS * 2.0, p.values["ep"], p.values["etp"], s.system)
+    grp = fabric.place([float(p.values["ep"])], [float(p.values["etp"])], s.system,
+                       aligned=float(p.plan.placement))[0]
+    dispatch = fabric.all_to_all_on(ELEMS * (1.0 if p.values["dtype"] == "fp8" else 2.0),
+                                    grp, s.system)
+    combine = fabric.all_to_all_on(ELEMS * 2.0, grp, s.system)
     total = dispatch + 3.0 * combine
     return _f(total.up_bytes), _f(total.out_bytes)
 
@@ -192,9 +221,22 @@ def test_deepseek_ep8_on_domain8_keeps_ep_traffic_on_scale_up(deepseek):
 @pytest.fixture(scope="module")
 def ep64_by_domain(deepseek):
     """The published DeepSeek-V3 plan (pp 16, dp 128, ep 64 over 8 nodes) on domains of 8, 72
-    and 576 H800s."""
+    and 576 H800s, aligned placement (64 of 72 and 512 of 576 GPUs used per domain)."""
     return {d: _run(deepseek, "h800-cluster", {"scale_up.domain_size": str(d)},
-                    "deepseek-v3-2048") for d in (8, 72, 576)}
+                    "deepseek-v3-2048", aligned=True) for d in (8, 72, 576)}
+
+
+def test_deepseek_ep64_contiguous_on_72_straddles(deepseek, ep64_by_domain):
+    """Issue 14: laid out contiguously, EP 64 groups straddle 72-GPU domains and the worst
+    one paces the step; aligned placement keeps them inside."""
+    s, p, r = _run(deepseek, "h800-cluster", {"scale_up.domain_size": "72"}, "deepseek-v3-2048")
+    s64, p64, r64 = _run(deepseek, "h800-cluster", {"scale_up.domain_size": "64"},
+                         "deepseek-v3-2048")
+    assert _ep_bytes(s, p)[1] > 0.0 and _ep_bytes(s64, p64)[1] == 0.0
+    assert _f(r.breakdown.ep_comm) > _f(r64.breakdown.ep_comm)
+    assert _f(r.step_time_s) > _f(r64.step_time_s)
+    aligned = ep64_by_domain[72][2]
+    assert _f(aligned.breakdown.ep_comm) == pytest.approx(_f(r64.breakdown.ep_comm), rel=1e-12)
 
 
 def test_deepseek_ep64_on_domain8_crosses_scale_out(deepseek, ep64_by_domain):

@@ -32,7 +32,8 @@ def _summary(errors: list[float]) -> dict[str, float]:
 def validate_cases(cases: list[Case]) -> dict[str, Any]:
     """Run every case; returns the ``validate --json`` object.
 
-    Besides the SPEC fields it reports, per case, the predicted breakdown, and per source
+    Besides the SPEC fields it reports, per case, the predicted breakdown, the model's HBM
+    use per GPU (``memory_GB_per_gpu``) and whether it fits (``fits_memory``), and per source
     group (the case id up to its first ``-``) the mean and max absolute error.
     """
     rows, groups = [], {}
@@ -46,6 +47,8 @@ def validate_cases(cases: list[Case]) -> dict[str, Any]:
             "measured_step_time_s": c.measured_step_time_s,
             "error": err,
             "mfu": float(r.mfu),
+            "memory_GB_per_gpu": float(r.memory.total) / 1e9,
+            "fits_memory": bool(float(r.fits_memory) > 0.5),
             "breakdown_s": {k: float(getattr(r.breakdown, k)) for k in BREAKDOWN_PARTS},
             "source": c.source,
         })

@@ -14,7 +14,8 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from cpo_opt.model.config import DTYPE_CODES, RECOMPUTE_CODES
+from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, PLACEMENT_CODES,
+                                  RECOMPUTE_CODES)
 
 GB = 1e9
 TB = 1e12
@@ -102,6 +103,9 @@ MOE_KEYS: tuple[Key, ...] = (
             default=0),
     _nonneg("capacity_factor", "capacity_factor",
             "expert capacity factor; 0 = dropless with balanced routing", default=0.0),
+    _nonneg("max_domains_per_token", "max_domains_per_token",
+            "node/domain-limited routing: most EP domains a token's experts may span "
+            "(DeepSeek-V3: 4); absent or 0 = unlimited", kind="int"),
 )
 
 MLA_KEYS: tuple[Key, ...] = (
@@ -234,6 +238,29 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("attention", "flash_attention", "enum",
         "attention kernel: flash, unfused (materialized softmax + dropout), or auto (by GPU "
         "generation, see schema.resolve_attention)", default="auto", choices=ATTENTION),
+    Key("placement", "placement", "enum",
+        "rank-to-domain placement: contiguous (groups may straddle domains) or aligned (the "
+        "largest power of two of GPUs per domain used, the rest idle)", default="contiguous",
+        choices=PLACEMENT_CODES),
+    Key("dispatcher", "dispatcher", "enum",
+        "EP token dispatcher: alltoall (Megatron, every routed copy sent) or deepep "
+        "(hierarchical, one copy per remote domain, DeepEP/HybridEP)", default="alltoall",
+        choices=DISPATCHER_CODES),
+    Key("cuda_graphs", "cuda_graphs", "bool",
+        "small per-layer kernels captured in CUDA graphs (one launch per graph)",
+        default=False),
+    Key("recompute_norm_act", "recompute_norm_act", "bool",
+        "recompute norms and FFN/expert activations in the backward (Megatron-Core "
+        "--recompute-modules layernorm moe_act)", default=False),
+    Key("recompute_mla_up", "recompute_mla_up", "bool",
+        "recompute MLA up-projections in the backward (--recompute-modules mla_up_proj)",
+        default=False),
+    Key("perfect_balance", "perfect_balance", "bool",
+        "expert loads forced equal (force-balanced benchmark routing); false: the most "
+        "loaded GPU of a dropless EP group paces it", default=False),
+    Key("offload_optimizer", "offload_optimizer", "bool",
+        "fp32 master weights and Adam moments in host memory (--optimizer-cpu-offload)",
+        default=False),
 )
 
 SECTIONS: dict[str, tuple[Key, ...]] = {

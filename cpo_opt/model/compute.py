@@ -41,7 +41,7 @@ def shape_factor(m, n, k):
     return (m / (m + d0)) * (n / (n + d0)) * (k / (k + d0))
 
 
-def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0):
+def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0, launches=1.0):
     """Seconds for one ``(m x k) @ (k x n)`` GEMM on one GPU (smooth roofline).
 
     ``t_flop = 2 m n k / (peak f(m) f(n) f(k))`` is evaluated in the equal, division-free form
@@ -54,7 +54,7 @@ def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0):
     t_flop = 2.0 * (m + d0) * (n + d0) * (k + d0) * (1.0 / matmul_peak(system, plan))
     nbytes = input_bytes(plan) * (m * k + k * n) + out_bytes * m * n
     t_mem = nbytes * (1.0 / (system.constants.hbm_eff * system.gpu.hbm_bandwidth))
-    return roofline(t_flop, t_mem) + system.constants.kernel_overhead_s
+    return roofline(t_flop, t_mem) + launches * system.constants.kernel_overhead_s
 
 
 def roofline(t_flop, t_mem):
@@ -66,15 +66,35 @@ def roofline(t_flop, t_mem):
     return tmax * jnp.sqrt(jnp.sqrt(1.0 + r2 * r2))
 
 
-def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan):
+def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan, launches=1.0):
     """Forward and backward seconds of one linear layer applied to ``m`` tokens.
 
-    Returns ``(t_fwd, t_bwd)`` with ``t_bwd`` = input-gradient GEMM + weight-gradient GEMM.
+    Returns ``(t_fwd, t_bwd)`` with ``t_bwd`` = input-gradient GEMM + weight-gradient GEMM;
+    ``launches`` kernel overheads per GEMM (see :func:`gemm_time`).
     """
-    fwd = gemm_time(m, n, k, system, plan)
-    dgrad = gemm_time(m, k, n, system, plan)
-    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0)
+    fwd = gemm_time(m, n, k, system, plan, launches=launches)
+    dgrad = gemm_time(m, k, n, system, plan, launches=launches)
+    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0, launches=launches)
     return fwd, dgrad + wgrad
+
+
+FP8_CAST_BYTES_PER_ELEMENT = 4.0
+"""HBM bytes per element of one fp8 quantisation kernel: read 2 (bf16), write 1 row-wise and
+1 column-wise (transposed) fp8 copy, as Transformer Engine's fused cast-transpose does for
+each linear layer's input (forward) and output gradient (backward); per-tensor delayed,
+blockwise and MXFP8 scaling alike (the scale/amax traffic is ~1% of it)."""
+
+
+def fp8_cast_time(m, n, k, system: System, plan: Plan, launches=1.0):
+    """``(forward, backward)`` seconds of the fp8 quantisation kernels around one linear
+    layer of ``m`` tokens (``k`` in, ``n`` out) in fp8 plans, 0 in bf16: the input
+    ``m x k`` before the forward GEMM, the output gradient ``m x n`` before the two backward
+    GEMMs. Weights are quantised once per step, not per micro-batch (not counted)."""
+    fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0)
+    ovh = launches * system.constants.kernel_overhead_s
+    fwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * k, system)
+    bwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * n, system)
+    return fp8 * (fwd + ovh), fp8 * (bwd + ovh)
 
 
 def attention_core_time(flops_fwd, q_tokens, head_dim, system: System):

@@ -26,6 +26,13 @@ RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 DTYPE_CODES = {"bf16": 0, "fp8": 1}
 """Numeric codes of the ``dtype`` plan field (stored as ``Plan.fp8``)."""
 
+PLACEMENT_CODES = {"contiguous": 0, "aligned": 1}
+"""Numeric codes of the ``placement`` plan field."""
+
+DISPATCHER_CODES = {"alltoall": 0, "deepep": 1}
+"""Numeric codes of the ``dispatcher`` plan field (``deepep``: DeepEP / HybridEP-style
+hierarchical dispatch with de-duplication across domains)."""
+
 
 def pytree(cls):
     """Register ``cls`` as a frozen dataclass pytree whose fields are all leaves."""
@@ -65,6 +72,9 @@ class Model:
     qk_nope_head_dim: Array
     qk_rope_head_dim: Array
     v_head_dim: Array
+    # node/domain-limited routing: a token's experts lie in at most this many EP domains
+    # (DeepSeek-V3: 4 nodes); 0 = unlimited
+    max_domains_per_token: Array = 0.0
 
 
 @pytree
@@ -128,7 +138,19 @@ class Plan:
     ``dp`` is derived: ``gpus / (tp * cp * pp)``. MoE layers regroup the same GPUs as
     ``etp * ep * edp == tp * cp * dp``. Codes: ``recompute`` 0 none / 1 selective / 2 full;
     ``zero`` 0..3; ``fp8`` 0 bf16 / 1 fp8; ``flash_attention`` 1 flash / 0 materialized
-    (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1.
+    (the file's ``attention = "auto"`` is resolved against the GPU on load); booleans 0/1;
+    ``placement`` 0 contiguous rank order over domains / 1 aligned (spare GPUs per domain
+    idle, :mod:`cpo_opt.model.fabric`); ``cuda_graphs`` 1 when the layer's small kernels are
+    captured in CUDA graphs (:mod:`cpo_opt.model.compute`); ``recompute_norm_act`` and
+    ``recompute_mla_up`` are Megatron-Core's fine-grained ``--recompute-modules``
+    (``layernorm`` + ``moe_act``/``mlp`` activation; ``mla_up_proj``), see
+    :mod:`cpo_opt.model.memory`; ``perfect_balance`` 1 when routing is forced to equal
+    expert loads (benchmarks), 0 for learned routing with its statistical imbalance
+    (:func:`cpo_opt.model.layer_costs.imbalance`); ``dispatcher`` 0 Megatron all-to-all (every routed copy
+    sent) / 1 hierarchical de-duplicating dispatch (DeepEP, HybridEP;
+    :func:`cpo_opt.model.fabric.hierarchical_dispatch`); ``offload_optimizer`` keeps fp32 master weights and Adam
+    moments in host memory (Megatron-Core ``--optimizer-cpu-offload``). The fields after ``flash_attention`` default to 0 so older
+    constructors keep working; batched callers pass arrays for them.
     """
 
     tp: Array
@@ -148,6 +170,13 @@ class Plan:
     overlap_p2p: Array
     overlap_dp: Array
     flash_attention: Array
+    placement: Array = 0.0
+    dispatcher: Array = 0.0
+    cuda_graphs: Array = 0.0
+    recompute_norm_act: Array = 0.0
+    recompute_mla_up: Array = 0.0
+    offload_optimizer: Array = 0.0
+    perfect_balance: Array = 0.0
 
 
 def replace(obj, **changes):

@@ -70,6 +70,26 @@ LINK_EFF_SCALE_OUT = 0.85
 """Achievable fraction of the scale-out NIC bandwidth (IB HDR/NDR busbw ~ 85-92% of line
 rate in nccl-tests at large messages)."""
 
+# --- host ------------------------------------------------------------------------------------
+HOST_LAUNCH_S = 10e-6
+"""Host (CPU) time to issue one kernel from PyTorch eager mode: Python dispatch, the
+framework's operator overhead and ``cudaLaunchKernel``, about 5-20 us per operator
+(PyTorch dispatcher overhead ~ 5-10 us; NVIDIA's Megatron-Core MoE report, arXiv 2603.07685,
+finds GB200 MoE training host/launch bound for fine-grained experts: the GPU finishes small
+kernels faster than the CPU issues them). A layer whose kernels take less GPU time than
+their issue time runs at the host's pace (:mod:`cpo_opt.model.step`)."""
+
+GRAPH_LAUNCH_FRACTION = 0.1
+"""Host issue time left per kernel when a layer's kernels are captured in CUDA graphs
+(``plan.cuda_graphs``): one graph launch replaces many kernel launches, and Megatron-Core
+captures attention, router and preprocessing, not the dynamic-shape expert GEMMs and
+dispatch. A fraction, not a fit: 1 graph launch per ~10 captured kernels."""
+
+HOST_LINK_BW = 50e9
+"""Achievable bytes/s per direction between a GPU and its host (optimizer offload): PCIe
+Gen5 x16 (64 GB/s line rate) on H100/H800 HGX boards. Blackwell GB200 uses NVLink-C2C,
+450 GB/s per direction (``GENERATION_DEFAULTS``); A100 PCIe Gen4 x16, 25 GB/s."""
+
 # --- memory ----------------------------------------------------------------------------------
 RESERVED_BYTES = 3e9
 """HBM not available to the model: CUDA context, NCCL buffers, allocator fragmentation."""
@@ -89,6 +109,9 @@ class Constants:
     link_eff_scale_up: Array
     link_eff_scale_out: Array
     reserved_bytes: Array
+    host_launch_s: Array
+    graph_launch_fraction: Array
+    host_link_bw: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +134,9 @@ INFO: dict[str, Info] = {
     "link_eff_scale_up": Info(LINK_EFF_SCALE_UP, "fraction", "LINK_EFF_SCALE_UP"),
     "link_eff_scale_out": Info(LINK_EFF_SCALE_OUT, "fraction", "LINK_EFF_SCALE_OUT"),
     "reserved_bytes": Info(RESERVED_BYTES, "bytes", "RESERVED_BYTES"),
+    "host_launch_s": Info(HOST_LAUNCH_S, "s", "HOST_LAUNCH_S"),
+    "graph_launch_fraction": Info(GRAPH_LAUNCH_FRACTION, "fraction", "GRAPH_LAUNCH_FRACTION"),
+    "host_link_bw": Info(HOST_LINK_BW, "bytes/s", "HOST_LINK_BW"),
 }
 """Every field of :class:`Constants` with its default and unit, in field order."""
 
@@ -122,8 +148,22 @@ DEFAULTS = Constants(**{name: info.default for name, info in INFO.items()})
 GENERATIONS = ("ampere", "hopper", "blackwell", "rubin")
 """GPU generations a constants table may key values by (besides GPU preset names)."""
 
-GENERATION_DEFAULTS: dict[str, dict[str, float]] = {}
-"""Shipped per-generation values that differ from :data:`DEFAULTS` (none yet)."""
+GENERATION_DEFAULTS: dict[str, dict[str, float]] = {
+    "ampere": {"host_link_bw": 25e9},
+    "blackwell": {"host_link_bw": 450e9},
+}
+"""Shipped per-generation values that differ from :data:`DEFAULTS`, each from a datasheet:
+
+* ampere ``host_link_bw``: PCIe Gen4 x16, 32 GB/s line rate per direction, ~25 achievable.
+* blackwell ``host_link_bw``: GB200's NVLink-C2C, 900 GB/s bidirectional = 450 GB/s per
+  direction (NVIDIA GB200 NVL72 datasheet; HGX B200 boards use PCIe Gen5 instead: override
+  per GPU name in a constants table).
+
+Not shipped (issue 14, left open): per-generation GEMM efficiencies. H100 runs power-capped
+below the 1830 MHz at which its 989 TFLOP/s bf16 peak is quoted (sustained tensor-core
+clocks of roughly 1.6-1.75 GHz are reported under 700 W), and Blackwell fp8/MXFP8 GEMM
+fractions are not yet published in a form this project could cite; the fit half of the MoE
+set (``cpo_opt/data/moe-fit.toml``) is where ``calibrate`` may set them."""
 
 
 def generation_of(gpu_name: str) -> str | None:

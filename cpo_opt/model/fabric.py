@@ -2,15 +2,37 @@
 
 Layout (Megatron ``RankGenerator`` order): ranks are numbered TP innermost, then CP, then DP,
 then PP outermost; MoE layers regroup the same ranks as ETP innermost, then EP, then EDP, then
-PP. A group of ``g`` ranks whose consecutive members are ``stride`` ranks apart therefore has
+PP. A group of ``g`` ranks whose consecutive members are ``stride = s`` ranks apart therefore
+lives in a contiguous block of ``B = g s`` ranks aligned at a multiple of ``B`` (the block
+holds ``s`` interleaved groups).
 
-    m = clamp(D / stride, 1, g)
+Placement as it is (``plan.placement = 0``, contiguous rank order over domains of ``D``
+GPUs, ``D`` capped at the cluster): the domain boundaries (multiples of ``D``) cut each block
+into pieces; a group has ``floor(L / s)`` (at least 1) members in a piece of ``L`` ranks. The
+slowest member paces a collective (every member waits for the last), so a group is costed
+with its smallest piece over all blocks of the cluster:
 
-members inside each scale-up domain of ``D`` GPUs (``D`` capped at the cluster size). The group
-runs hierarchically: the share among the ``m`` in-domain members moves at scale-up bandwidth,
-the share between the ``g / m`` domains at scale-out bandwidth. When ``m == g`` nothing leaves
-the domain; when ``m == 1`` everything does. This is the mechanism the copper-vs-Passage study
-rests on: a larger domain keeps larger EP/TP/CP groups off the scale-out network.
+    m = clamp(floor(L_min / s), 1, g)
+
+``L_min`` is the shortest segment between cuts over the ``N / B`` blocks. Block ``k`` starts
+at residue ``r_k = k B mod D``; over a full period of ``D / gcd(B, D)`` blocks the residues
+are all multiples of ``gcd(B, D)``, so ``L_min = gcd(B, D)``; clusters with fewer blocks are
+enumerated (up to :data:`MAX_BLOCKS`). When ``B`` divides ``D`` or ``D`` divides ``B`` this is
+the aligned count ``clamp(D / s, 1, g)``. Example: EP 64 (stride 1) on 72-GPU domains: blocks
+of 64 start at residues 0, 64, 56, ... of 72, so some groups have only 8 members in one
+domain and 56 in the next: the EP all-to-all of those groups sends 7/8 of its bytes over
+scale-out, and they pace the step. On 64-GPU domains nothing leaves the domain.
+
+Aligned placement (``plan.placement = 1``), what operators do on NVL72 racks: only the
+largest power of two of GPUs that fits a domain is used (64 of 72, 512 of 576), the rest
+stay idle as spares; the plan's (power-of-two) groups then never straddle. The cluster's
+``gpus`` are the used GPUs.
+
+The group then runs hierarchically: the share among the ``m`` in-domain members moves at
+scale-up bandwidth, the share between the ``g / m`` domains at scale-out bandwidth. When
+``m == g`` nothing leaves the domain; when ``m == 1`` everything does. This is the mechanism
+the copper-vs-Passage study rests on: a larger domain keeps larger EP/TP/CP groups off the
+scale-out network. A domain twice as large only removes cuts, so it never lowers ``m``.
 
 Collective formulas (``V`` = full tensor bytes, ``n = g / m`` domains, ``B`` = achievable
 bandwidth per GPU per direction, ``a`` = one-hop latency):
@@ -32,21 +54,75 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from cpo_opt.model import smooth
 from cpo_opt.model.config import System
 
 
-def domain_gpus(system: System, temperature: float = 0.0):
-    """Effective scale-up domain: ``min(domain_size, gpus)``."""
-    return smooth.smin(system.scale_up.domain_size, system.gpus, temperature)
+MAX_BLOCKS = 32
+"""Blocks enumerated when a cluster holds fewer than one period of block residues (beyond
+that, and beyond a full period, the period's worst piece ``gcd(B, D)`` is used)."""
 
 
-def members_in_domain(group, stride, system: System, temperature: float = 0.0):
-    """Members of a ``group`` (``stride`` apart) that share one scale-up domain."""
-    d = domain_gpus(system, temperature)
-    return smooth.clamp(d / stride, 1.0, jnp.maximum(group, 1.0), temperature)
+def domain_gpus(system: System, temperature: float = 0.0, aligned=0.0):
+    """Effective scale-up domain: ``min(domain_size, gpus)``; with aligned placement the
+    largest power of two of GPUs that fits it (the rest idle)."""
+    d = smooth.smin(system.scale_up.domain_size, system.gpus, temperature)
+    used = 2.0 ** jnp.floor(jnp.log2(jnp.maximum(jax.lax.stop_gradient(d), 1.0)) + 1e-9)
+    return d + aligned * jax.lax.stop_gradient(used - d)
+
+
+def _int(x):
+    return jnp.maximum(jnp.round(jax.lax.stop_gradient(x)), 1.0).astype(jnp.int32)
+
+
+def smallest_piece(group, stride, domain, gpus):
+    """Members of the worst-placed group in one domain (module docstring), exact for
+    integer sizes: ``clamp(floor(L_min / s), 1, g)``."""
+    g, s, dom, n = _int(group), _int(stride), _int(domain), _int(gpus)
+    b = g * s
+    gcd = jnp.gcd(b, dom)
+    blocks = jnp.maximum(n // b, 1)
+    period = dom // gcd
+    k = jnp.arange(MAX_BLOCKS, dtype=jnp.int32)
+    b_, dom_ = b[..., None], dom[..., None]
+    r = (k * b_) % dom_
+    first = jnp.where(r > 0, dom_ - r, dom_)
+    last = (r + b_) % dom_
+    last = jnp.where(last > 0, last, dom_)
+    seg = jnp.where(first >= b_, b_, jnp.minimum(first, last))
+    seg = jnp.where(k < blocks[..., None], seg, b_)
+    enumerated = jnp.min(seg, axis=-1)
+    l_min = jnp.where((blocks >= period) | (blocks > MAX_BLOCKS), gcd, enumerated)
+    return jnp.clip(l_min // s, 1, g).astype(jnp.result_type(float))
+
+
+def members_in_domain(group, stride, system: System, temperature: float = 0.0, aligned=0.0):
+    """Members of a ``group`` (``stride`` apart) in one scale-up domain, for the worst-placed
+    group of the cluster (module docstring). ``aligned`` (0/1) selects aligned placement.
+
+    Computed as the continuous aligned count ``clamp(D / s, 1, g)`` (smooth when
+    ``temperature > 0``) times the straddle ratio ``m / clamp(D / s, 1, g)`` of the exact
+    piece at the rounded integer sizes, held constant for derivatives: the value is the
+    exact ``m`` at integer sizes, and derivatives in the domain size are those of the
+    aligned count scaled by the ratio (a domain size between integers has no placement of
+    its own, so the rounding cell keeps the ratio of its integer point).
+
+    The relaxed model (``temperature > 0``) uses the aligned count alone: its plans have
+    non-integer degrees, for which no rank layout exists, and a ratio that jumps wherever a
+    group size crosses a half-integer would break its gradients. The search scores rounded
+    plans with the exact model, straddling included."""
+    d = domain_gpus(system, temperature, aligned)
+    g_ = jnp.maximum(group, 1.0)
+    m_cont = smooth.clamp(d / stride, 1.0, g_, temperature)
+    if not smooth.is_exact(temperature):
+        return m_cont
+    m_exact = smallest_piece(group, stride, d, system.gpus)
+    g, s, dd = _int(group), _int(stride), _int(d)
+    ref = jnp.clip(dd / s, 1.0, g)
+    return m_cont * jax.lax.stop_gradient(m_exact / ref)
 
 
 def _s_per_byte_up(system: System):
@@ -93,16 +169,18 @@ class Group(NamedTuple):
     in_domain: object
 
 
-def place(sizes, strides, system: System, temperature: float = 0.0, stacked: bool = False
-          ) -> list[Group]:
-    """Place several groups; ``stacked`` does it in one vectorized clamp (a smaller graph
-    for gradients) instead of one expression per group (faster batched evaluation)."""
+def place(sizes, strides, system: System, temperature: float = 0.0, stacked: bool = False,
+          aligned=0.0) -> list[Group]:
+    """Place several groups; ``stacked`` does it in one vectorized expression (a smaller
+    graph for gradients) instead of one expression per group (faster batched evaluation).
+    ``aligned`` (0/1): aligned instead of contiguous placement (module docstring)."""
     if not stacked:
-        return [Group(jnp.maximum(g, 1.0), members_in_domain(g, st, system, temperature))
+        return [Group(jnp.maximum(g, 1.0),
+                      members_in_domain(g, st, system, temperature, aligned))
                 for g, st in zip(sizes, strides)]
     g = jnp.stack(jnp.broadcast_arrays(*[jnp.maximum(x, 1.0) for x in sizes]))
     st = jnp.stack(jnp.broadcast_arrays(*strides))
-    m = members_in_domain(g, st, system, temperature)
+    m = members_in_domain(g, st, system, temperature, aligned)
     return [Group(g[i], m[i]) for i in range(len(sizes))]
 
 
@@ -125,6 +203,37 @@ def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) 
     crosses = smooth.step(f_out, temperature)
     lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
     active = smooth.step(f_up + f_out, temperature)
+    return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
+
+
+def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_domains=0.0,
+                          temperature: float = 0.0) -> Comm:
+    """EP dispatch (or combine) of DeepEP / HybridEP style: each token crosses the scale-out
+    network once per remote domain that holds one of its experts, and is forwarded over the
+    scale-up network to the experts inside that domain (DeepEP README, "normal kernels ...
+    forwarding from NVLink to RDMA"; DeepSeek-V3 report sec. 3.2.2).
+
+    ``token_bytes`` is the buffer of this GPU's tokens (one copy each), ``top_k`` the routed
+    copies per token (times the capacity factor). With the group over ``n = g / m`` domains
+    and experts spread evenly, a token's ``k`` experts hit ``n (1 - (1 - 1/n)^k)`` distinct
+    domains on average (balanced routing), at most ``max_domains`` with node-limited
+    routing (DeepSeek-V3: 4); ``(n - 1) / n`` of them are remote. Scale-out bytes are
+    ``token_bytes`` times the remote domains; scale-up bytes ``k token_bytes (m - 1) / m``
+    (each copy that does not land on the receiving GPU moves once inside a domain). The
+    tiers run concurrently: ``max(t_up, t_out)`` plus one latency of each tier used.
+    """
+    g, m = grp.size, grp.in_domain
+    n = g / m
+    distinct = n * (1.0 - (1.0 - 1.0 / n) ** jnp.maximum(top_k, 1.0))
+    limited = smooth.smin(distinct, jnp.maximum(max_domains, 1.0), temperature)
+    distinct = jnp.where(max_domains > 0, limited, distinct)
+    out = token_bytes * distinct * (n - 1.0) / n
+    up = token_bytes * top_k * (m - 1.0) / m
+    t_up = up * _s_per_byte_up(system)
+    t_out = out * _s_per_byte_out(system)
+    crosses_out = smooth.step((g - m) / g, temperature)
+    lat = system.scale_up.latency_s + crosses_out * system.scale_out.latency_s
+    active = smooth.step((g - 1.0) / g, temperature)
     return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
 
 

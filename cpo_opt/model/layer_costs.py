@@ -11,7 +11,8 @@ Shapes per GPU (``T = tokens``, ``Ts = tokens_sp``, ``Tm = tokens_moe``; see :mo
   (``h -> r_q``, ``h -> r_kv + d_rope``), up-projections split by heads
   (``r_q -> a d_qk / tp``, ``r_kv -> a (d_nope + d_v) / tp``), output ``a d_v / tp -> h``.
 * dense FFN: fused gate/up ``h -> (n-1) f / tp`` and down ``f / tp -> h``.
-* MoE FFN: router ``Ts x h -> E``; each of the ``E / ep`` local experts is a grouped GEMM over
+* MoE FFN: router ``Ts x h -> E``; the ``E / ep`` local experts run as one grouped GEMM per
+  projection (one kernel launch, charged once), each expert over
   ``m_e = ep etp Tm k c / E`` tokens (``k = top_k``, ``c = max(1, capacity_factor)``) with
   ``h -> (n-1) f_e / etp`` and ``f_e / etp -> h``; shared experts run like a dense FFN of
   width ``S f_e`` split by TP.
@@ -35,8 +36,10 @@ one more forward), ``B = 2`` bytes per bf16 element:
   ``w_kv = 2 kv d`` (MLA: ``a (d_qk + d_v)``, the expanded keys and values); backward sends
   K, V and their gradients (twice the bytes). Overlapped with the attention core (TE ring
   attention), so only the excess is exposed.
-* EP: dispatch and combine all-to-alls of ``Tm k c h`` elements (dispatch in fp8 when the
-  plan is fp8, combine in bf16), Megatron all-to-all dispatcher (no token de-duplication).
+* EP: dispatch and combine of ``Tm k c h`` elements (dispatch in fp8 when the plan is fp8,
+  combine in bf16): Megatron's all-to-all dispatcher (no token de-duplication) or the
+  hierarchical de-duplicating dispatch of DeepEP/HybridEP (``plan.dispatcher``), with
+  node/domain-limited routing where the model has it (``model.max_domains_per_token``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Kernels:
     attn_fwd: object = 0.0
     attn_bwd: object = 0.0
     elem_fwd: object = 0.0
+    rec_bwd: object = 0.0   # forward kernels recomputed in the backward (recompute modules)
 
     @property
     def fwd(self):
@@ -81,7 +85,7 @@ class Kernels:
 
     @property
     def bwd(self):
-        return self.gemm_bwd + self.attn_bwd + 2.0 * self.elem_fwd
+        return self.gemm_bwd + self.attn_bwd + 2.0 * self.elem_fwd + self.rec_bwd
 
     def __add__(self, o: "Kernels") -> "Kernels":
         return Kernels(*(getattr(self, f.name) + getattr(o, f.name)
@@ -102,12 +106,14 @@ class _GemmTable:
         self.rows: list[tuple] = []
         self.owner: list[str] = []
 
-    def add(self, block: str, m, n, k, count=1.0, when=1.0) -> None:
+    def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
         """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a known 0 is not built at all."""
+        and a row switched off by a known 0 is not built at all. ``grouped``: the ``count``
+        GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped GEMM, Megatron-Core
+        ``TEGroupedMLP``): one launch overhead in total instead of one per GEMM."""
         if known(when) and float(when) == 0.0:
             return
-        self.rows.append((m, n, k, count * when))
+        self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))
         self.owner.append(block)
 
     def evaluate(self, system: System, plan: Plan, stacked: bool) -> dict[str, Kernels]:
@@ -116,17 +122,27 @@ class _GemmTable:
         loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
         if not self.rows:
             return {}
+        ovh = system.constants.kernel_overhead_s
+        # fp8 plans: one quantisation (cast-transpose) kernel before each forward GEMM and
+        # before the backward pair, on the rows' whole input / output-gradient
+        # (:func:`compute.fp8_cast_time`), each one more launch
+        fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0) if not known(plan.fp8) else float(plan.fp8 > 0)
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                    for i in range(4)]
-            m, n, k, count = cols
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
-            times = [(fwd[i] * count[i], bwd[i] * count[i]) for i in range(len(self.rows))]
+                    for i in range(5)]
+            m, n, k, count, launches = cols
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
+            c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+            times = [(fwd[i] * count[i] + c_f[i] + launches[i] * ovh * (1.0 + fp8),
+                      bwd[i] * count[i] + c_b[i] + launches[i] * ovh * (2.0 + fp8))
+                     for i in range(len(self.rows))]
         else:
             times = []
-            for m, n, k, count in self.rows:
-                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan)
-                times.append((fwd * count, bwd * count))
+            for m, n, k, count, launches in self.rows:
+                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
+                c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+                times.append((fwd * count + c_f + launches * ovh * (1.0 + fp8),
+                              bwd * count + c_b + launches * ovh * (2.0 + fp8)))
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
             out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
@@ -154,10 +170,10 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("attention", t, h, a * model.head_dim / tp, when=std)
     q_lora = weight(model.q_lora_rank > 0)
     g.add("attention", t, model.q_lora_rank, h, when=mla * q_lora)
-    g.add("attention", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
+    g.add("mla_up", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
           when=mla)
     g.add("attention", t, model.kv_lora_rank + model.qk_rope_head_dim, h, when=mla)
-    g.add("attention", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
+    g.add("mla_up", t, a * (model.qk_nope_head_dim + model.v_head_dim) / tp,
           model.kv_lora_rank, when=mla)
     g.add("attention", t, h, a * d.dv / tp, when=mla)
     # materialized attention core: batched Q K^T and P V over (micro-batch x local heads)
@@ -177,13 +193,15 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     shared = model.shared_experts * model.expert_ffn_hidden
     has_shared = moe * weight(model.shared_experts > 0)
     g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe)
-    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe)
-    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe)
+    g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe,
+          grouped=True)
+    g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe,
+          grouped=True)
     g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
     k = g.evaluate(system, plan, stacked)
-    for block in ("attention", "core", "dense_ffn", "moe_ffn", "output"):
+    for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
         k.setdefault(block, Kernels())
 
     # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
@@ -204,18 +222,26 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
 
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
-    attention = (k["attention"] + mix(flash, flash_core, materialized_core)
-                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system)))
+    # recompute modules (Megatron-Core --recompute-modules): the norm of each block
+    # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
+    # (``recompute_norm_act``); the MLA up-projections' forward GEMMs (``recompute_mla_up``)
+    r_na, r_mla = plan.recompute_norm_act, plan.recompute_mla_up
+    norm_rec = r_na * compute.memory_time(2.0 * BF16 * h * d.tokens_sp, system)
+    attention = (k["attention"] + k["mla_up"] + mix(flash, flash_core, materialized_core)
+                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system),
+                           rec_bwd=norm_rec + r_mla * k["mla_up"].gemm_fwd))
 
     act = BF16 * (2.0 + model.gated_ffn)
-    dense = k["dense_ffn"] + Kernels(elem_fwd=compute.memory_time(
-        act * model.ffn_hidden / tp * t, system))
+    dense_act = compute.memory_time(act * model.ffn_hidden / tp * t, system)
+    dense = k["dense_ffn"] + Kernels(elem_fwd=dense_act, rec_bwd=norm_rec + r_na * dense_act)
 
     def moe_elementwise():
         act_tokens = m_e * local
-        nbytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
-                  + 2.0 * 2.0 * BF16 * h * act_tokens + has_shared * act * shared / tp * t)
-        return Kernels(elem_fwd=compute.memory_time(nbytes, system))
+        act_bytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
+                     + has_shared * act * shared / tp * t)
+        nbytes = act_bytes + 2.0 * 2.0 * BF16 * h * act_tokens
+        return Kernels(elem_fwd=compute.memory_time(nbytes, system),
+                       rec_bwd=norm_rec + r_na * compute.memory_time(act_bytes, system))
 
     moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(
@@ -223,15 +249,93 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     return Blocks(attention, dense, moe_ffn, output)
 
 
+# --------------------------------------------------------------------------- host issue
+NORM_KERNELS = 1.0
+"""Kernels of one RMSNorm/LayerNorm forward (TE fused norm; fused into the next GEMM's
+quantisation in fp8 plans is not assumed)."""
+
+ATTN_OTHER_KERNELS = 4.0
+"""Non-GEMM kernels of an attention block's forward besides its norms: two RoPE applications
+(Q, K), the flash-attention kernel, the residual add (Megatron-Core ``SelfAttention`` /
+``MLASelfAttention`` with TE)."""
+
+ROUTER_KERNELS = 10.0
+"""Kernels of the router and token preprocessing in an MoE layer's forward, besides the
+router GEMM: score function, top-k, probability normalisation, auxiliary-loss terms (3),
+tokens-per-expert histogram, routing map and the permutation index (Megatron-Core
+``TopKRouter`` and ``MoEAlltoAllTokenDispatcher.preprocess``)."""
+
+DISPATCH_KERNELS = 6.0
+"""Kernels of dispatch and combine in an MoE layer's forward: permute, all-to-all dispatch,
+sort by local expert, unsort, all-to-all combine, unpermute."""
+
+FP8_CAST_KERNELS_PER_GEMM = 1.0
+"""Quantisation (cast + amax/scale) kernels per GEMM input activation in fp8 plans
+(Transformer Engine quantises each linear layer's input: per-tensor delayed scaling,
+blockwise or MXFP8 alike); weights are quantised once per step (not counted per layer)."""
+
+
+def host_kernels(model: Model, plan: Plan):
+    """``(dense layer, MoE layer)`` kernels issued by the host per forward, and the share of
+    them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
+    ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
+    issues about twice the forward's kernels.
+
+    Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
+    """
+    mla = weight(model.mla > 0)
+    q_lora = weight(model.q_lora_rank > 0)
+    attn_gemms = (1.0 - mla) * 2.0 + mla * (4.0 + q_lora)
+    cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM
+    attn = (NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS
+            + attn_gemms * (1.0 + cast))
+    ffn = NORM_KERNELS + 2.0 * (1.0 + cast) + 2.0  # 2 GEMMs, activation, residual add
+    has_shared = weight(model.shared_experts > 0)
+    router = 1.0 + ROUTER_KERNELS
+    experts = DISPATCH_KERNELS + 2.0 * (1.0 + cast) + 1.0  # two grouped GEMMs, activation
+    moe = NORM_KERNELS + router + experts + has_shared * 3.0 * (1.0 + cast) + 1.0
+    return (attn + ffn, attn), (attn + moe, attn + router)
+
+
+def host_issue_time(model: Model, system: System, plan: Plan):
+    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels:
+    ``(total - captured (1 - f)) HOST_LAUNCH_S`` with CUDA graphs (``f`` the
+    graph launch fraction), ``total HOST_LAUNCH_S`` without."""
+    k = system.constants
+    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan)
+    saved = plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
+    return ((d_all - saved * d_cap) * k.host_launch_s, (m_all - saved * m_cap) * k.host_launch_s)
+
+
 def capacity(model: Model):
     """Tokens computed per routed token: ``max(1, capacity_factor)`` (padding to capacity)."""
     return jnp.maximum(model.capacity_factor, 1.0)
 
 
+def imbalance(model: Model, plan: Plan, d: Dims):
+    """Load of the most loaded GPU of an EP group over the mean, dropless routing.
+
+    Each of the ``N = ep Tm k`` routed copies of the group lands on a given GPU with
+    probability ``1 / ep`` (balanced routing, the auxiliary loss's target), so a GPU's load
+    is binomial with mean ``lam = Tm k`` copies and the expected maximum over ``ep`` GPUs is
+    ``lam + sqrt(2 lam ln ep)`` (Gaussian extreme value): factor
+    ``1 + sqrt(2 ln(ep) / lam)``. The most loaded GPU paces the grouped GEMM, its
+    activations and the all-to-all that fills it. With a capacity factor (token dropping,
+    padding to capacity) or ``plan.perfect_balance`` the factor is 1. This is the floor of
+    the imbalance of learned routing (real routers add correlation between tokens)."""
+    lam = jnp.maximum(d.tokens_moe * model.top_k, 1.0)
+    x = 2.0 * jnp.log(jnp.maximum(plan.ep, 1.0)) / lam
+    f = 1.0 + jnp.sqrt(x + 1e-12) - 1e-6  # finite slope at ep = 1 (relaxed model)
+    dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
+    return 1.0 + dropless * (1.0 - plan.perfect_balance) * (f - 1.0)
+
+
 def expert_tokens(model: Model, plan: Plan, d: Dims):
-    """Tokens each local expert processes per micro-batch: ``ep etp Tm k c / E``."""
+    """Tokens each local expert processes per micro-batch on the most loaded GPU:
+    ``ep etp Tm k c / E`` times :func:`imbalance`."""
     e = jnp.maximum(model.experts, 1.0)
-    return plan.ep * plan.etp * d.tokens_moe * model.top_k * capacity(model) / e
+    return (plan.ep * plan.etp * d.tokens_moe * model.top_k * capacity(model) / e
+            * imbalance(model, plan, d))
 
 
 # --------------------------------------------------------------------------- communication
@@ -250,11 +354,12 @@ class Placement(NamedTuple):
 
 def placement(system: System, plan: Plan, d: Dims, t: float, stacked: bool = False
               ) -> Placement:
-    """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized clamp)."""
+    """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized expression),
+    contiguously or aligned as ``plan.placement`` says."""
     sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, system.gpus, plan.cp, plan.pp, plan.ep)
     strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
                plan.tp * plan.cp * d.dp, plan.etp)
-    return Placement(*fabric.place(sizes, strides, system, t, stacked))
+    return Placement(*fabric.place(sizes, strides, system, t, stacked, plan.placement))
 
 
 def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:
@@ -286,8 +391,34 @@ def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
 
 
 def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement, t: float):
-    """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine."""
-    elems = d.tokens_moe * model.top_k * capacity(model) * model.hidden
-    dispatch = fabric.all_to_all_on(elems * compute.input_bytes(plan), pl.ep, system, t)
-    combine = fabric.all_to_all_on(elems * BF16, pl.ep, system, t)
+    """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine.
+
+    Precision of each leg: the forward dispatch moves fp8 tokens in fp8 plans (DeepEP and
+    Megatron-Core's fp8 dispatch quantise before sending; scales are ~1/128 of the bytes,
+    not counted), the forward combine bf16; the backward runs the reverse legs on bf16
+    gradients (dispatch-backward is a combine, combine-backward a dispatch of gradients).
+    ``plan.dispatcher`` selects Megatron's all-to-all (every routed copy sent,
+    :func:`fabric.all_to_all_on`) or the hierarchical de-duplicating dispatch
+    (:func:`fabric.hierarchical_dispatch`)."""
+    copies = model.top_k * capacity(model)
+    tokens = d.tokens_moe * model.hidden * imbalance(model, plan, d)  # most loaded receiver
+
+    def flat():
+        dispatch = fabric.all_to_all_on(tokens * copies * compute.input_bytes(plan), pl.ep,
+                                        system, t)
+        combine = fabric.all_to_all_on(tokens * copies * BF16, pl.ep, system, t)
+        return dispatch, combine
+
+    def hier():
+        args = (copies, pl.ep, system, model.max_domains_per_token, t)
+        dispatch = fabric.hierarchical_dispatch(tokens * compute.input_bytes(plan), *args)
+        combine = fabric.hierarchical_dispatch(tokens * BF16, *args)
+        return dispatch, combine
+
+    if known(plan.dispatcher):
+        dispatch, combine = hier() if float(plan.dispatcher) > 0 else flat()
+    else:
+        (d0, c0), (d1, c1) = flat(), hier()
+        w = jnp.where(plan.dispatcher > 0, 1.0, 0.0)
+        dispatch, combine = d0 * (1.0 - w) + d1 * w, c0 * (1.0 - w) + c1 * w
     return dispatch + combine, 2.0 * combine

@@ -4,23 +4,43 @@ Model state (mixed-precision Adam, Megatron-LM): bf16 weights (2 bytes/param; fp
 an extra 1-byte fp8 copy), fp32 main gradients (4), fp32 master weights + Adam moments (12).
 ZeRO shards over the data-parallel group of each parameter (``dp cp`` ranks for dense
 weights, ``edp`` for experts): stage 1 the optimizer states, 2 also gradients, 3 also weights.
+With ``offload_optimizer`` the optimizer states (master weights and moments, 12 bytes) live
+in host memory (Megatron-Core ``--optimizer-cpu-offload``, used on GB200 in arXiv
+2603.07685); the step then moves gradients and weights over the host link
+(:mod:`cpo_opt.model.step`).
 
 Activations per layer per micro-batch follow Korthikanti et al. 2022 (sec. 4, eq. 1-2),
 generalised to GQA/MLA, gated FFNs and experts, with flash attention (no ``s^2`` term; the
-softmax statistics, 4 bytes per head and token, are kept instead). Per token, bf16:
+softmax statistics, 4 bytes per head and token, are kept instead), and stored as current
+Megatron-Core + Transformer Engine store them. ``w`` is the stored width of a GEMM input:
+1 byte in fp8 plans (TE saves the quantized fp8 copy of each linear layer's input for the
+weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
 
-* attention: norm input and QKV input ``4h`` (split by ``tp`` under SP), Q, K, V and the
-  attention output ``2 (a d_qk + kv d_qk + kv d_v + a d_v) / tp``, MLA latents
-  ``2 (r_q + r_kv + d_rope)``.
-* dense FFN: norm input and FC1 input ``4h`` (SP-split), FC1 output and activation output
-  ``2 n f / tp`` (``n`` = 3 gated, 2 not).
-* MoE FFN: norm and router input ``4h`` (SP-split), per routed token copy
-  ``2 (2h + n f_e / etp)`` (expert input, FC1 output, activation output, combine buffer),
-  shared experts like a dense FFN of width ``S f_e``.
+* attention: norm input ``2h`` and the QKV (MLA: down-projection) input ``w h`` (both
+  SP-split by ``tp``; the input is dropped when norms are recomputed, ``recompute_norm_act``);
+  Q, K, V and the output for flash attention ``2 (a d_qk + kv d_qk + kv d_v + a d_v) / tp``
+  and the output projection's input ``(w - 2)^+ ...`` (an extra fp8 copy, ``a d_v / tp``
+  bytes, only in fp8); MLA latents: norm inputs ``2 (r_q + r_kv)``, up-projection inputs
+  ``w (r_q + r_kv)``, ``2 d_rope``; with ``recompute_mla_up`` (``--recompute-modules
+  mla_up_proj``) the expanded Q, K, V are recomputed from the latents, not stored.
+* dense FFN (and shared experts): norm input ``2h`` and FC1 input ``w h`` (SP-split; the
+  FC1 input dropped with ``recompute_norm_act``), FC1 output ``2 (n - 1) f / tp`` (the
+  activation's input), activation output = FC2 input ``w f / tp`` (dropped with
+  ``recompute_norm_act``: ``moe_act``/activation recompute).
+* MoE FFN: norm input ``2h``, router input ``2h`` (SP-split), and per routed token copy
+  (``k`` copies per token, times the capacity factor) the dispatched expert input ``w h``
+  (dispatch in fp8 in fp8 plans), FC1 output ``2 (n-1) f_e / etp`` and FC2 input
+  ``w f_e / etp`` (dropped with activation recompute). Router probabilities are applied
+  inside the expert activation (Megatron-Core ``TEGroupedMLP`` with
+  ``weighted_bias_swiglu_impl``), so no expert-output copy is kept for the combine.
 * ``recompute = "full"`` keeps only the layer input ``2h`` (SP-split) plus one layer's
   working set during its recomputation; ``"selective"`` equals ``"none"`` under flash
   attention (the attention core already recomputes in its backward); with materialized
   attention ``"none"`` also keeps ``5 a s^2 b / tp`` bytes of scores, mask and dropout output.
+
+With bf16 and no module recompute the dense layer is Korthikanti's ``4h + 2 n f / tp`` per
+token (the A100 set is unchanged); an MoE layer stores ``2h`` less per routed copy than
+before (no combine buffer).
 
 Pipelining (1F1B): the first rank holds ``min(microbatches, pp)`` micro-batches in flight;
 interleaving multiplies this by ``1 + (pp - 1) / (pp vpp)`` (Korthikanti et al. sec. 4.2.3).
@@ -84,28 +104,44 @@ def model_state(model: Model, plan: Plan, d: Dims):
 
     weights = (BF16 + plan.fp8) * sharded(3)
     grads = 4.0 * sharded(2)
-    opt = 12.0 * sharded(1)
+    opt = (1.0 - plan.offload_optimizer) * 12.0 * sharded(1)  # offloaded: in host memory
     return weights, grads, opt
 
 
 def layer_activations(model: Model, plan: Plan, d: Dims):
     """``(dense_layer, moe_layer)`` activation bytes of one layer and micro-batch."""
     h, a, kv, tp = model.hidden, model.heads, model.kv_heads, plan.tp
-    seq = 4.0 * h * d.tokens_sp
-    heads = BF16 * (a * d.dqk + kv * d.dqk + kv * d.dv + a * d.dv) / tp + 4.0 * a / tp
-    latents = BF16 * (model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim)
+    w = jnp.where(plan.fp8 > 0, 1.0, BF16)          # stored width of a GEMM input
+    keep_in = 1.0 - plan.recompute_norm_act          # norm outputs / activation outputs kept
+    seq = (BF16 + keep_in * w) * h * d.tokens_sp
+    qkv = BF16 * (a * d.dqk + kv * d.dqk + kv * d.dv) / tp
+    mla_up = weight_of(model.mla) * plan.recompute_mla_up
+    heads = ((1.0 - mla_up) * qkv + BF16 * a * d.dv / tp + 4.0 * a / tp
+             + (BF16 - w) * 0.0 + jnp.where(plan.fp8 > 0, 1.0, 0.0) * a * d.dv / tp)
+    latents = ((BF16 + w) * (model.q_lora_rank + model.kv_lora_rank)
+               + BF16 * model.qk_rope_head_dim)
     attn = seq + d.tokens * (heads + model.mla * latents)
     # materialized attention keeps softmax output, dropout mask and output: 5 a s^2 b / tp
     # bytes, unless selective recompute drops them (Korthikanti et al. 2022, eq. 1-2)
     keep = (1.0 - plan.flash_attention) * jnp.where(plan.recompute == 0, 1.0, 0.0)
     attn = attn + keep * 5.0 * a / tp * d.tokens * model.seq_len
     n = transformer.ffn_matrices(model)
-    dense_ffn = seq + d.tokens * BF16 * n * model.ffn_hidden / tp
-    routed = (layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
-              * BF16 * (2.0 * h + n * model.expert_ffn_hidden / plan.etp))
-    shared = d.tokens * BF16 * n * model.shared_experts * model.expert_ffn_hidden / tp
-    moe_ffn = seq + routed + shared
+
+    def ffn(width, tokens):
+        """FC1 output (bf16) and FC2 input (stored width) of ``tokens`` rows."""
+        return tokens * width * (BF16 * (n - 1.0) + keep_in * w)
+
+    dense_ffn = seq + ffn(model.ffn_hidden / tp, d.tokens)
+    copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
+    routed = copies * w * h + ffn(model.expert_ffn_hidden / plan.etp, copies)
+    shared = ffn(model.shared_experts * model.expert_ffn_hidden / tp, d.tokens)
+    moe_ffn = (BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
     return attn + dense_ffn, attn + moe_ffn
+
+
+def weight_of(flag):
+    """1.0 where a 0/1 model flag is set."""
+    return jnp.where(flag > 0, 1.0, 0.0)
 
 
 def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):

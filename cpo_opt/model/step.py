@@ -10,13 +10,22 @@ Step structure (Megatron-LM, 1F1B or interleaved 1F1B pipeline, Narayanan et al.
     s_f, s_b = forward, backward (+ recomputed forward) kernels of a rank, one micro-batch,
                each plus its layers' exposed TP, CP and EP communication
     t_rank   = hide(hide(s_f, zero3_fwd) + hide(s_b, zero3_bwd), pp_send_recv)
-    t_pipe   = microbatches t_max + (pp - 1) / vpp t_avg
+    t_pipe   = m t_max + bubble
+    bubble   = (pp - 1) / vpp t_avg + (1 - 1/vpp) max(pp - m, 0) t_avg
     t_step  = t_pipe + exposed DP communication + optimizer update + other
 
 ``t_max`` is the slowest rank (``layers_rank`` layers plus the output layer: the last stage),
-``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer). Steady 1F1B
-runs at the slowest rank's pace; the fill and drain of the pipeline (the bubble,
-``(pp - 1) / vpp`` micro-batch times; Narayanan et al. 2021 sec. 2.2) pass every rank once.
+``t_avg`` the average rank (``L / pp`` layers, ``1 / pp`` of the output layer), ``m`` the
+micro-batches per step. Pipeline schedule for any ``m`` (one rank's micro-batch time ``t``,
+``vpp`` chunks of ``t / vpp``): the interleaved schedule is a pipeline of ``pp vpp`` virtual
+stages whose stage ``j`` runs on device ``j mod pp``. With ``m >= pp`` devices are the
+bottleneck: ``m t + (pp - 1) t / vpp`` (Narayanan et al. 2021 sec. 2.2, the bubble shrinks by
+``vpp``). With ``m < pp`` no device is ever busy with two micro-batches, the chain of virtual
+stages is: ``(m + pp vpp - 1) t / vpp = (m - 1) t / vpp + pp t``. Both are
+``max(m t + (pp-1) t/vpp, (m-1) t/vpp + pp t)``, the formula above; with ``vpp = 1`` both are
+``(m + pp - 1) t``; with ``m = 1`` interleaving gains nothing (one micro-batch must cross
+every stage: ``pp t``). (Megatron-Core's interleaved schedule asks for ``m >= pp``; a plan
+below that runs, at best, as computed here.)
 
 with ``hide(w, c) = max(w, c)`` when the communication ``c`` overlaps the window ``w`` and
 ``w + c`` when it does not. Every communication hides behind its own, disjoint part of the
@@ -25,18 +34,35 @@ or links never make a step slower (tested).
 
 Overlap assumptions (Megatron defaults, each switchable in the plan):
 
-* DP gradient reduction overlaps the backward of the last micro-batch (``overlap_dp``); the
-  ZeRO parameter all-gather overlaps the forward of the first micro-batch. Only what exceeds
-  that window is exposed. ZeRO-3 gathers and reduces every micro-batch, overlapped with that
+* DP gradient reduction overlaps the backward of the last micro-batch, the ZeRO parameter
+  all-gather the forward of the first (``overlap_dp``). The windows are taken from the
+  rank's actual time for one micro-batch, ``t_rank`` (pipeline waiting for send/recv
+  included: the rank is idle, its NIC is not): the reduction may use ``t_rank - fwd``, both
+  together ``t_rank``: ``exposed = max(grad - (t_rank - fwd), grad + gather - t_rank, 0)``.
+  Each term grows by at most what ``t_rank`` shrinks, and the step holds ``m`` of them, so a
+  faster GPU never slows the step; a window of the bare backward kernels would shrink with
+  faster GPUs while the pipeline wait replacing them does not (the reported counterexample,
+  issue 14). ZeRO-3 gathers and reduces every micro-batch, overlapped with that
   micro-batch's forward/backward.
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
 * EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
-  whole MoE layer (another micro-batch's forward or backward, as DualPipe and Megatron-Core's
-  A2A overlap schedule them), its TP/CP exposure included.
+  whole MoE layer of a neighbouring micro-batch (DualPipe; Megatron-Core's 1F1B A2A overlap
+  runs the forward of micro-batch ``i + 1`` against the backward of ``i``), its TP/CP
+  exposure included. Only ``(m - 1) / m`` of the micro-batches have such a neighbour
+  (none when ``m = 1``): the rest expose their all-to-all.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
-* PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving).
+* PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving), and, like
+  the EP overlap, only ``(m - 1) / m`` of it can hide (a lone micro-batch's activations are
+  on the critical path from stage to stage).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
+* Host issue: PyTorch issues each kernel from the CPU (``HOST_LAUNCH_S`` per kernel, a
+  fraction of it for kernels captured in CUDA graphs, ``plan.cuda_graphs``); a layer's
+  forward or backward takes ``max(GPU wall, host issue time)`` (the MoE dispatch
+  synchronises host and GPU every layer, so the host cannot run ahead across layers).
+  NVIDIA's Megatron-Core MoE report (arXiv 2603.07685) finds GB200 MoE training host-bound
+  for fine-grained experts. The excess over the GPU wall is part of ``breakdown.compute``
+  (``compute_detail.host``). Kernel counts: :func:`cpo_opt.model.layer_costs.host_kernels`.
 
 ``breakdown`` holds exposed times that add up to ``step_time_s``.
 """
@@ -93,6 +119,7 @@ class ComputeDetail:
     attention: object
     memory_bound: object
     recompute: object
+    host: object = 0.0
 
 @pytree
 class Traffic:
@@ -197,6 +224,12 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # (DualPipe; Megatron-Core's A2A overlap): the layer's wall time, TP/CP exposure included
     wall_moe_f = moe_k.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
     wall_moe_b = moe_k.bwd + exp_moe["tp"][1] + exp_moe["cp"][1]
+    # only micro-batches with a neighbour can overlap (Megatron 1F1B A2A overlap, DualPipe)
+    n_mb = d.microbatches
+    neighbour = smooth.relu(n_mb - 1.0, 1.0, t) / jnp.maximum(n_mb, 1.0)
+    ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
+    # PP send/recv likewise hides only behind another micro-batch's compute
+    ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
     exp_moe["ep"] = (_exposed(ep_f.time, wall_moe_f, ovl_ep, t),
                      _exposed(ep_b.time, wall_moe_b, ovl_ep, t))
 
@@ -208,6 +241,23 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     dense, experts = local_params(model, plan, d)
     grad, param, z3_fwd, z3_bwd = _dp_comms(system, plan, pl, dense, experts)
 
+    # --- host issue (module docstring): a layer pass runs at the slower of its GPU wall time
+    # and the host's time to issue its kernels (synchronised per MoE layer by the dispatch)
+    host_d, host_m = layer_costs.host_issue_time(model, system, plan)
+
+    def host_exposed(host_f, kern, exps):
+        """Host time beyond a layer's forward / backward GPU wall (kernels + exposures)."""
+        e_f = sum(e[0] for e in exps)
+        e_b = sum(e[1] for e in exps)
+        w_f = kern.fwd + e_f
+        w_b = kern.bwd + e_b + full * w_f
+        h_b = (2.0 + full) * host_f
+        return (smooth.relu(host_f - w_f, w_f + 1e-9, t),
+                smooth.relu(h_b - w_b, w_b + 1e-9, t))
+
+    host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
+    host_moe = host_exposed(host_m, moe_k, list(exp_moe.values()))
+
     def rank(n_dense, n_moe, n_head):
         """One micro-batch on a rank holding these blocks: kernels, then the layer-level
         exposures, then ZeRO-3 traffic hidden behind the forward/backward, then PP send/recv
@@ -215,18 +265,23 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         k = n_dense * dense_k + n_moe * moe_k + n_head * head
         layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
         fwd, bwd = k.fwd, k.bwd + full * layers_fwd
-        out = {"fwd": fwd, "bwd": bwd, "kernels": k, "recompute": full * layers_fwd}
+        out = {"fwd": fwd, "bwd": bwd, "kernels": k,
+               "recompute": full * layers_fwd + k.rec_bwd}
         s_f, s_b = fwd, bwd
         for kind in ("tp", "cp", "ep"):
             e_f = n_dense * exp_dense.get(kind, (0.0, 0.0))[0] + n_moe * exp_moe[kind][0]
             e_b = n_dense * exp_dense.get(kind, (0.0, 0.0))[1] + n_moe * exp_moe[kind][1]
             out[kind] = (1.0 + full) * e_f + e_b
             s_f, s_b = s_f + e_f, s_b + e_b + full * e_f
+        host_f = n_dense * host_dense[0] + n_moe * host_moe[0]
+        host_b = n_dense * host_dense[1] + n_moe * host_moe[1]
+        out["host"] = host_f + host_b
+        s_f, s_b = s_f + host_f, s_b + host_b
         h_f = _hide(s_f, z3_fwd.time, plan.overlap_dp, t)
         h_b = _hide(s_b, z3_bwd.time, plan.overlap_dp, t)
         out["z3"] = (h_f - s_f) + (h_b - s_b)
         out["wall_fwd"], out["wall_bwd"] = h_f, h_b
-        total = _hide(h_f + h_b, p2p.time, plan.overlap_p2p, t)
+        total = _hide(h_f + h_b, p2p.time, ovl_p2p, t)
         out["p2p"] = total - (h_f + h_b)
         out["total"] = total
         return out
@@ -235,24 +290,36 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     l_moe = transformer.moe_layers(model)
     avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
-    # gradient reduction hides behind the last micro-batch's backward, the parameter gather
-    # behind the first one's forward (their wall times, inner exposures included)
-    dp_step = (_exposed(grad.time, slow["wall_bwd"], plan.overlap_dp, t)
-               + _exposed(param.time, slow["wall_fwd"], plan.overlap_dp, t))
+    # gradient reduction (last micro-batch's backward) and parameter gather (first one's
+    # forward) hide behind the rank's actual time for one micro-batch, pipeline wait included
+    # (module docstring): max(grad - (t_rank - fwd), grad + gather - t_rank, 0)
+    w_total = slow["total"]
+    w_grad = w_total - slow["wall_fwd"]
+    both = grad.time + param.time
+    hidden = smooth.smax(smooth.relu(grad.time - w_grad, w_grad + 1e-9, t),
+                         smooth.relu(both - w_total, w_total + 1e-9, t), t)
+    dp_step = both + plan.overlap_dp * (hidden - both)
 
-    # --- pipeline: steady state paced by the slowest rank, fill/drain by the average rank
-    n_mb = d.microbatches
-    bubble = (plan.pp - 1.0) / plan.vpp * avg["total"]
+    # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
+    # the average rank; with fewer micro-batches than stages interleaving stops helping
+    bubble = ((plan.pp - 1.0) / plan.vpp
+              + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * avg["total"]
 
     # --- optimizer and other
     z1 = plan.zero >= 1
     updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
                + experts / jnp.where(z1, d.edp, 1.0))
-    optimizer = compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
+    # offloaded optimizer: fp32 gradients to the host and bf16 weights back over the host
+    # link (both directions at once), the update in host memory (not timed: Grace/x86
+    # memory streams the 30 bytes/param at a few hundred GB/s, in parallel on every GPU)
+    off = plan.offload_optimizer
+    host_link = 4.0 * updated / system.constants.host_link_bw
+    optimizer = ((1.0 - off) * compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
+                 + off * host_link)
     other = 2.0 * fabric.reduce_scatter_on(8.0, pl.world, system).time  # grad-norm / loss
 
     breakdown = Breakdown(
-        compute=n_mb * (k_fwd + k_bwd),
+        compute=n_mb * (k_fwd + k_bwd + slow["host"]),
         tp_comm=n_mb * slow["tp"],
         cp_comm=n_mb * slow["cp"],
         ep_comm=n_mb * slow["ep"],
@@ -270,6 +337,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         attention=n_mb * layers_rank * (att.attn_fwd + att.attn_bwd),
         memory_bound=n_mb * 3.0 * kernels.elem_fwd,
         recompute=n_mb * slow["recompute"],
+        host=n_mb * slow["host"],
     )
     passes = 2.0 + full  # forward, backward, and a recomputed forward
     comm_mb = (passes * (d.dense_rank * tp_d + d.moe_rank * tp_m)

@@ -166,7 +166,8 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
 
 
 def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0,
-            overlap_ep: int = 0, overlap_dp: int = 1) -> Plan:
+            overlap_ep: int = 0, overlap_dp: int = 1, placement: int = 0,
+            cuda_graphs: int = 0) -> Plan:
     """Batched :class:`Plan` from lattice columns (numpy or traced arrays), with the Megatron
     default switches (SP when ``tp > 1``, p2p overlap when ``vpp > 1``).
 
@@ -182,7 +183,11 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
         sequence_parallel=xp.where(c["tp"] > 1, 1.0, 0.0) * ones, recompute=c["recompute"],
         zero=c["zero"], fp8=ones * fp8, overlap_tp=ones * overlap_tp,
         overlap_ep=ones * overlap_ep, overlap_p2p=xp.where(c["vpp"] > 1, 1.0, 0.0) * ones,
-        overlap_dp=ones * overlap_dp, flash_attention=ones * flash)
+        overlap_dp=ones * overlap_dp, flash_attention=ones * flash,
+        placement=ones * placement, cuda_graphs=ones * cuda_graphs,
+        recompute_norm_act=ones * 0.0, recompute_mla_up=ones * 0.0,
+        offload_optimizer=ones * 0.0, dispatcher=ones * 0.0,
+        perfect_balance=ones * 0.0)
 
 
 def plan_values(columns: dict[str, np.ndarray], i: int, dtype: str, attention: str) -> dict:

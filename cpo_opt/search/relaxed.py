@@ -68,7 +68,10 @@ def plan_of(z, global_batch, recompute, zero, fp8, flash) -> Plan:
         sequence_parallel=one, recompute=one * recompute, zero=one * zero,
         fp8=one * fp8, overlap_tp=0.0 * one, overlap_ep=0.0 * one,
         overlap_p2p=jnp.clip(d["vpp"] - 1.0, 0.0, 1.0), overlap_dp=one,
-        flash_attention=one * flash)
+        flash_attention=one * flash, placement=0.0 * one, cuda_graphs=0.0 * one,
+        recompute_norm_act=0.0 * one, recompute_mla_up=0.0 * one,
+        offload_optimizer=0.0 * one, dispatcher=0.0 * one,
+        perfect_balance=0.0 * one)
 
 
 def objective(z, recompute, zero, temperature, model: Model, system: System, global_batch,
