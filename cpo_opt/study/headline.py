@@ -19,7 +19,7 @@ from cpo_opt.inputs.loaders import plan_from_values
 from cpo_opt.study.explain import explain
 from cpo_opt.study.optimum import best_plan
 from cpo_opt.study.spec import FABRICS, Study
-from cpo_opt.study.uncertainty import speedup_interval
+from cpo_opt.study.uncertainty import ranges_from_table, speedup_interval
 
 DROP = ("result", "system")
 """Keys of an optimum left out of the JSON (the full evaluate object; the system tables)."""
@@ -63,6 +63,8 @@ def interval(study: Study, config: str, full: dict[str, dict[str, Any]],
     """The speedup's interval over the constants' ranges, each fabric's optimal plan fixed
     (:func:`cpo_opt.study.uncertainty.speedup_interval`)."""
     model = study.models[config]
+    if ranges is None and study.constants is not None:
+        ranges = ranges_from_table(study.constants, study.fabrics["copper"].gpu_name)
     sides = []
     for f in FABRICS:
         s = study.fabrics[f]

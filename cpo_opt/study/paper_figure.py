@@ -135,7 +135,8 @@ def figure(study: Study, variant: Variant = BASE, tick: Callable[[str], None] = 
     mode = study.mode
     dtype = variant.dtype or study.dtype
     over = dict(variant.system_overrides) or None
-    systems = [load_system(b["system"], overrides=over) for b in spec["bars"]]
+    systems = [load_system(b["system"], overrides=over, constants=study.constants)
+               for b in spec["bars"]]
     gpus = {int(s.values["cluster"]["gpus"]) for s in systems}
     if len(gpus) != 1:
         raise ValueError(f"paper figure: the bars must hold the same GPU count (got {gpus})")

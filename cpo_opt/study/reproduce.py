@@ -68,7 +68,8 @@ def _total(study: Study) -> int:
 
 
 def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
-              progress: bool = True, mode: str | None = None) -> dict[str, Any]:
+              progress: bool = True, mode: str | None = None,
+              constants=None) -> dict[str, Any]:
     """Run the study; write files into ``out_dir`` (None: write nothing); return the object.
 
     Args:
@@ -79,10 +80,12 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
         refused before the run (:func:`cpo_opt.study.outputs.check_target`).
       progress: a progress bar on standard error.
       mode: ``"full"``, ``"quick"`` or ``"tiny"``; overrides ``quick``.
+      constants: a constants table (``--constants``) instead of the shipped constants; the
+        speedup intervals then use its fitted intervals where it has them.
     """
     t0 = time.perf_counter()
     replaces = out_dir is not None and outputs.check_target(out_dir)  # refuse a bad --out now
-    study = load_study(mode or ("quick" if quick else "full"))
+    study = load_study(mode or ("quick" if quick else "full"), constants=constants)
     m = study.mode
     tick = _Progress(_total(study), progress)
     try:

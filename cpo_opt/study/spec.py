@@ -98,6 +98,8 @@ class Study:
     mode: Mode
     assumptions: dict[str, dict[str, Any]]
     paper_figure: dict[str, Any] = dataclasses.field(default_factory=dict)
+    constants: Any = None
+    """The constants table the study runs with (``--constants``; None: shipped)."""
 
     def global_batch(self, config: str, tokens_per_gpu: int | None = None) -> int:
         """Sequences per step of ``config``: ``batch_tokens / seq_len`` (or
@@ -206,8 +208,11 @@ def _mode(name: str, table: dict) -> Mode:
     return Mode(name=name, **{**table, **tup})
 
 
-def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> Study:
-    """Load and check the study file; ``mode`` is ``"full"``, ``"quick"`` or ``"tiny"``.
+def load_study(mode: str = "full", path: str | pathlib.Path | None = None,
+               constants=None) -> Study:
+    """Load and check the study file; ``mode`` is ``"full"``, ``"quick"`` or ``"tiny"``;
+    ``constants`` (a constants table, ``--constants``) replaces the shipped constants in
+    every system the study loads.
 
     Raises:
       InputError: unknown mode, a missing preset, presets that disagree (cluster size, GPU),
@@ -223,7 +228,7 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
         if not str(v.get("source", "")).strip():
             raise InputError(f"{where}: assumptions.{k}.source: every assumption needs a source")
     presets = dict(doc["fabrics"])
-    fabrics = {f: load_system(presets[f]) for f in FABRICS}
+    fabrics = {f: load_system(presets[f], constants=constants) for f in FABRICS}
     gpus = {f: int(s.values["cluster"]["gpus"]) for f, s in fabrics.items()}
     if len(set(gpus.values())) != 1 or gpus["copper"] != int(a["cluster_gpus"]["value"]):
         raise InputError(f"{where}: assumptions.cluster_gpus: the fabric presets must hold the "
@@ -260,7 +265,7 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
                                        "tokens_per_gpu": batch_tokens // gpus["copper"]},
                              "source": fig["source"], "why": fig.get("why", "")}
         for bar in fig["bars"]:
-            spec = load_system(bar["system"])
+            spec = load_system(bar["system"], constants=constants)
             a.update(_hardware_assumptions(f"paper_figure.{bar['system']}", bar["system"], spec))
         if fig["workload"] not in models:
             spec = load_model(fig["workload"])
@@ -273,6 +278,7 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None) -> St
         dtype=str(a["dtype"]["value"]), dtype_variant=str(a["dtype_variant"]["value"]),
         gpus=gpus["copper"], scale_up_ratio=ratio,
         knee_threshold=float(a["knee_threshold"]["value"]), codesign_bounds=bounds,
+        constants=constants,
         mode=m, assumptions=a, paper_figure=fig)
 
 

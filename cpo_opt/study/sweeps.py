@@ -54,7 +54,8 @@ def point(study: Study, config: str, kind: str, value: float, fabric: str = "pas
           ) -> dict[str, Any]:
     """The best plan of ``config`` on the ``fabric`` preset with one field set to ``value``."""
     field = FIELDS[kind]
-    system = load_system(study.fabric_presets[fabric], overrides={field: value})
+    system = load_system(study.fabric_presets[fabric], overrides={field: value},
+                         constants=study.constants)
     mode = study.mode
     opt = best_plan(study.models[config], system, study.global_batch(config), study.dtype,
                     study.tokens, starts=mode.search_starts, steps=mode.search_steps,

@@ -77,6 +77,20 @@ def ranges_from_constants_file(path: str | pathlib.Path) -> dict[str, tuple[floa
     return out
 
 
+def ranges_from_table(table, gpu_name: str) -> dict[str, tuple[float, float]]:
+    """``{name: (low, high)}`` from a constants table's fitted intervals (``calibrate``) at
+    the levels that apply to ``gpu_name`` (``"*"``, its generation, its name; the most
+    specific wins); constants without an interval keep :data:`STATED_RANGES`."""
+    from cpo_opt.model.constants import generation_of
+    out = dict(STATED_RANGES)
+    intervals = getattr(table, "intervals", {}) or {}
+    for level in ("*", generation_of(gpu_name) or "", str(gpu_name)):
+        for name, (lo, hi) in intervals.get(level, {}).items():
+            if name in INFO:
+                out[name] = (float(lo), float(hi))
+    return out
+
+
 def corners(base: Constants, ranges: Mapping[str, tuple[float, float]]) -> Constants:
     """A batched :class:`Constants`: every corner of the box, then ``base`` (last row)."""
     names = list(INFO)
