@@ -29,7 +29,7 @@ from cpo_opt.model.step import BREAKDOWN_PARTS
 
 PARTS = BREAKDOWN_PARTS
 PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "edp", "micro_batch", "recompute",
-             "zero")
+             "zero", "placement")
 MENTION = 0.05
 """Parts whose change is at least this share of the total change are named in the text."""
 

@@ -142,6 +142,6 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
               "top": S.describe(space, kept, kept_scores, best_k)}
     if best is None:
         return SearchResult({}, {}, float("inf"), n, wall, "exhaustive", detail)
-    plan, hw_best = S.row_result(space, kept, best)
+    plan, hw_best = S.row_result(space, kept, best, kept_scores)
     return SearchResult(plan, hw_best, float(kept_scores["step_time_s"][best]), n, wall,
                         "exhaustive", detail)

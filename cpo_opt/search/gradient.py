@@ -305,6 +305,6 @@ def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed
     if best is None:
         return SearchResult({}, {}, float("inf"), relaxed_evals + exact, wall,
                             "gradient+rounding", detail)
-    plan, hw = S.row_result(space, cols, best)
+    plan, hw = S.row_result(space, cols, best, scores)
     return SearchResult(plan, hw, float(scores["step_time_s"][best]), relaxed_evals + exact,
                         wall, "gradient+rounding", detail)

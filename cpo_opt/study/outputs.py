@@ -25,7 +25,8 @@ from cpo_opt.model.step import BREAKDOWN_PARTS
 PARTS = BREAKDOWN_PARTS
 FILES = ("results.md", "results.csv", "sweeps.csv", "pareto.csv", "sensitivity.csv",
          "paper_figure.csv", "batch_sweep.csv", "reproduce.json")
-PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "micro_batch", "recompute", "zero")
+PLAN_KEYS = ("tp", "cp", "pp", "vpp", "dp", "ep", "etp", "micro_batch", "recompute", "zero",
+             "placement")
 
 
 def clean(x: Any) -> Any:
