@@ -253,3 +253,23 @@ def test_unknown_fit_name_is_bad_input():
                        timeout=600)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "warp_speed" in p.stderr
+
+
+def test_study_runs_with_a_constants_table_and_takes_its_intervals():
+    """``reproduce --constants``: the study's systems carry the table, and the speedup
+    interval's ranges come from the table's fitted intervals where it has them."""
+    from cpo_opt.study import load_study
+    from cpo_opt.study.uncertainty import STATED_RANGES, ranges_from_table
+    t = as_table({"blackwell": {"gemm_eff_fp8": {"value": 0.6, "low": 0.55, "high": 0.65}},
+                  "*": {"hbm_eff": 0.8}})
+    study = load_study("tiny", constants=t)
+    for spec in study.fabrics.values():
+        assert float(spec.system.constants.gemm_eff_fp8) == pytest.approx(0.6)
+        assert float(spec.system.constants.hbm_eff) == pytest.approx(0.8)
+    plain = load_study("tiny")
+    assert float(plain.fabrics["copper"].system.constants.gemm_eff_fp8) == pytest.approx(
+        INFO["gemm_eff_fp8"].default)
+    r = ranges_from_table(t, study.fabrics["copper"].gpu_name)
+    assert r["gemm_eff_fp8"] == (0.55, 0.65)
+    assert r["hbm_eff"] == STATED_RANGES["hbm_eff"]  # no interval in the table: stated range
+    assert ranges_from_table(t, "A100-SXM-80GB")["gemm_eff_fp8"] == STATED_RANGES["gemm_eff_fp8"]
