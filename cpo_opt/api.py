@@ -242,14 +242,10 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
         system, s_over = sc.system, None
     else:
         s_over = overrides
-    m = _spec(model, ModelSpec, load_model, "model")
-    s = _with_constants(_spec(system, SystemSpec, load_system, "system", s_over),
-                        load_constants(constants))
-    p = None
-    if plan is not None:
-        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
-    elif sc is not None and sc.plan is not None and sc.system is s:
-        p = sc.plan
+    m, s, p = load_inputs(model, system, plan, s_over)
+    if p is None and sc is not None and sc.plan is not None and sc.system is s:
+        p = sc.plan  # the scenario's plan, checked against the scenario's own system
+    s = _with_constants(s, load_constants(constants))
     base = None
     if overrides:
         if sc is not None and system is sc.system:
