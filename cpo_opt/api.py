@@ -433,7 +433,7 @@ def validate(cases=None, *, constants=None) -> ValidateResult:
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
-              hold_out=()) -> CalibrateResult:
+              hold_out=(), prior: str = "shipped") -> CalibrateResult:
     """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
 
     Args:
@@ -444,9 +444,13 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
       constants: the starting (prior) constants table instead of the shipped values.
       prior_weight, steps: see :mod:`cpo_opt.analysis.calibrate`.
       cross_validate: leave-one-out predictions; hold_out: case ids not fitted.
+      prior: ``"shipped"`` (start from the shipped constants, fitted ones included) or
+        ``"physical"`` (from the physical defaults only: how the shipped fit is regenerated).
+      ``fit`` entries may name a level, ``"blackwell:host_launch_s"``.
     """
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
-                               steps=steps, cross_validate=cross_validate, hold_out=hold_out)
+                               steps=steps, cross_validate=cross_validate, hold_out=hold_out,
+                               prior=prior)
     data = dict(cal.report)
     if out is not None:
         data["out"] = _calibrate.write(cal, out)

@@ -342,3 +342,109 @@ def test_fp8_cast_kernels_cost_time():
     assert float(f) > 0 and float(b) > float(f)
     f0, b0 = compute.fp8_cast_time(4096.0, 7168.0, 2048.0, s.system, replace(p.plan, fp8=0.0))
     assert float(f0) == 0.0 and float(b0) == 0.0
+
+
+# --------------------------------------------------------------------------- SMs, sync, offload
+def _consts(system, **values):
+    return replace(system, constants=replace(system.constants, **values))
+
+
+def test_overlapped_all_to_all_takes_sms_from_the_compute_it_hides_behind():
+    """DeepEP holds 20 of H100's 132 SMs while it runs: an overlapped all-to-all stretches the
+    compute it overlaps by f / (1 - f); with f = 0 the overlap is free again, and without
+    overlap the SM share does not matter (the all-to-all runs alone)."""
+    plan = "tp=2,pp=8,vpp=4,ep=32,micro_batch=1,global_batch=2048,zero=1,dispatcher=deepep"
+    m, s, p = _run("qwen3-235b-a22b", "dgx-h100", plan + ",overlap_ep=true",
+                   **{"cluster.gpus": 256})
+    free = _consts(s.system, comm_sm_fraction=1e-9)
+    ovl, ovl_free = (step_time_jit(m.model, x, p.plan) for x in (s.system, free))
+    assert float(s.system.constants.comm_sm_fraction) == pytest.approx(20 / 132)
+    assert float(ovl.step_time_s) > float(ovl_free.step_time_s)
+    no = replace(p.plan, overlap_ep=0.0)
+    a, b = (float(step_time_jit(m.model, x, no).step_time_s) for x in (s.system, free))
+    assert a == pytest.approx(b, rel=1e-12)
+    # overlap still never loses to running the all-to-all alone
+    assert float(ovl.step_time_s) <= a
+
+
+def test_dropless_moe_waits_on_the_host_once_per_layer_forward():
+    """Dropless routing syncs host and GPU once per MoE layer forward (HOST_SYNC_S each); a
+    capacity factor (static shapes) does not; dense models never do."""
+    from cpo_opt.model.config import Model
+    plan = "tp=1,pp=1,ep=8,micro_batch=1,global_batch=64,zero=1,recompute=none"
+    m, s, p = _run("mixtral-8x22b", "gb200-nvl72", plan, **{"cluster.gpus": 64})
+    t = {}
+    for sync in (0.0, 1e-3):
+        sy = _consts(s.system, host_sync_s=sync)
+        t[sync] = step_time_jit(m.model, sy, p.plan)
+    n_mb = float(t[0.0].microbatches)
+    layers = float(dims(m.model, s.system, p.plan).moe_rank)
+    grown = float(t[1e-3].step_time_s) - float(t[0.0].step_time_s)
+    assert grown == pytest.approx(n_mb * layers * 1e-3, rel=1e-6)
+    dropping: Model = replace(m.model, capacity_factor=1.25)
+    a, b = (float(step_time_jit(dropping, _consts(s.system, host_sync_s=x), p.plan).step_time_s)
+            for x in (0.0, 1e-3))
+    assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_offloading_expert_activations_frees_hbm_and_hides_behind_compute():
+    """Fine-grained activation offloading (expert_fc1, moe_act): the routed copies' saved
+    activations leave HBM (two layers stay resident); over GB200's NVLink-C2C the copies hide
+    behind the layer, over a slow host link they are exposed."""
+    plan = ("tp=1,pp=4,vpp=6,ep=64,micro_batch=3,global_batch=3072,zero=1,dtype=fp8,"
+            "recompute_norm_act=true,placement=aligned")
+    m, s, p = _run("qwen3-235b-a22b", "gb200-nvl72", plan, **{"cluster.gpus": 256})
+    on = replace(p.plan, offload_expert_act=1.0)
+    a, b = (step_time_jit(m.model, s.system, x) for x in (p.plan, on))
+    assert float(b.memory.activations) < 0.6 * float(a.memory.activations)
+    assert float(b.step_time_s) == pytest.approx(float(a.step_time_s), rel=1e-9)
+    slow = _consts(s.system, host_link_bw=1e9)
+    c = step_time_jit(m.model, slow, on)
+    assert float(c.step_time_s) > float(b.step_time_s)
+    assert float(step_time_jit(m.model, slow, p.plan).step_time_s) == pytest.approx(
+        float(a.step_time_s), rel=1e-9)
+
+
+def test_every_small_kernel_costs_its_launch_time_on_the_gpu():
+    """Norms, RoPE, residual adds, activations, router and permute kernels each cost
+    KERNEL_OVERHEAD_S on the GPU: the MoE layer's forward grows by its small-kernel count
+    times the overhead (and the backward by twice that)."""
+    plan = "tp=1,pp=4,ep=64,micro_batch=1,global_batch=1024,dtype=bf16"
+    m, s, p = _run("deepseek-v3", "gb200-nvl72", plan, **{"cluster.gpus": 256})
+    d = dims(m.model, s.system, p.plan)
+    base = layer_costs.blocks(m.model, s.system, p.plan, d)
+    more = layer_costs.blocks(m.model, _consts(
+        s.system, kernel_overhead_s=float(s.system.constants.kernel_overhead_s) + 1e-6),
+        p.plan, d)
+    n_attn, n_dense, n_moe = layer_costs.small_kernels(m.model)
+    assert float(n_moe) > float(n_dense) > 0
+    elem = float(more.moe_ffn.elem_fwd) - float(base.moe_ffn.elem_fwd)
+    assert elem == pytest.approx(float(n_moe) * 1e-6, rel=1e-6)
+
+
+def test_ep_overlap_pairs_the_forward_with_the_neighbours_backward():
+    """Megatron-Core's merged 1F1B A2A overlap (and DualPipe): the forward's all-to-alls hide
+    behind the neighbour's backward, the backward's behind its forward. With tp = cp = 1 the
+    exposed EP time per MoE layer is exactly
+    ``c + o (max(c - w, 0) - c) + o f/(1-f) min(c, w)`` for (c_f, w_b) and (c_b, w_f),
+    ``o = (m - 1) / m``."""
+    from cpo_opt.model import layer_costs as L
+    plan = ("tp=1,pp=1,ep=32,micro_batch=1,global_batch=64,zero=1,dispatcher=deepep,"
+            "overlap_ep=true")
+    m, s, p = _run("qwen3-235b-a22b", "dgx-h100", plan, **{"cluster.gpus": 32})
+    d = dims(m.model, s.system, p.plan)
+    att, _, moe, _ = L.blocks(m.model, s.system, p.plan, d)
+    pl = L.placement(s.system, p.plan, d, 0.0)
+    c_f, c_b = (float(x.time) for x in L.ep_moe_layer(m.model, s.system, p.plan, d, pl, 0.0))
+    w_f, w_b = float((att + moe).fwd), float((att + moe).bwd)
+    n_mb = float(d.microbatches)
+    o = (n_mb - 1) / n_mb
+    f = float(s.system.constants.comm_sm_fraction)
+    r = f / (1 - f)
+
+    def exposed(c, w):
+        return c + o * (max(c - w, 0.0) - c) + o * r * min(c, w)
+
+    want = n_mb * float(d.moe_rank) * (exposed(c_f, w_b) + exposed(c_b, w_f))
+    got = float(step_time_jit(m.model, s.system, p.plan).breakdown.ep_comm)
+    assert got == pytest.approx(want, rel=1e-9)

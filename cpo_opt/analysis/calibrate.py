@@ -144,8 +144,10 @@ _BATCHES: dict = {}
 calibrations of the same cases share one compilation."""
 
 
-def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None) -> Batch:
-    """Stack ``cases`` (each system's constants from ``base`` when given)."""
+def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None,
+               fitted: bool = True) -> Batch:
+    """Stack ``cases`` (each system's constants from ``base`` when given; without ``fitted``
+    from the physical defaults, leaving out the shipped fitted values)."""
     levels: list[str] = []
     index = []
     systems = []
@@ -155,8 +157,9 @@ def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None) -> Bat
             levels.append(lvl)
         index.append(levels.index(lvl))
         s = c.system.system
-        if base is not None:
-            s = dataclasses.replace(s, constants=constants_for(c.system.gpu_name, base))
+        if base is not None or not fitted:
+            s = dataclasses.replace(s, constants=constants_for(c.system.gpu_name, base,
+                                                               fitted=fitted))
         systems.append(s)
     data = {"model": _stack([c.model.model for c in cases]), "system": _stack(systems),
             "plan": _stack([c.plan.plan for c in cases]),
@@ -315,18 +318,44 @@ def _summary(err: np.ndarray) -> dict[str, float]:
             "max_abs_error": float(a.max())}
 
 
-def check_fit(fit: Sequence[str] | None) -> tuple[str, ...]:
-    """The constants to fit (default :func:`default_fit`), checked against :data:`INFO`."""
+def parse_fit(fit: Sequence[str] | None) -> tuple[tuple[str, ...], dict[str, set[str] | None]]:
+    """The constants to fit (default :func:`default_fit`), checked against :data:`INFO`, and
+    for each the levels it may be fitted at (``None``: every level).
+
+    An entry is ``NAME`` (fitted at every level the cases have) or ``LEVEL:NAME`` (fitted only
+    for that GPU generation or GPU name, e.g. ``blackwell:clock_fraction``); the same name
+    may appear with several levels."""
     if fit is None or len(fit) == 0:
-        return default_fit()
-    out = []
-    for name in fit:
+        return default_fit(), {name: None for name in default_fit()}
+    out: list[str] = []
+    levels: dict[str, set[str] | None] = {}
+    for entry in fit:
+        level, sep, name = str(entry).rpartition(":")
         if name not in INFO:
-            raise ArgumentError("fit", f"unknown constant {name!r}; known constants: "
-                                + ", ".join(INFO))
+            raise ArgumentError("fit", f"unknown constant {name!r} in {entry!r}; known "
+                                "constants: " + ", ".join(INFO))
+        if sep and not level:
+            raise ArgumentError("fit", f"{entry!r}: a level is needed before ':'")
         if name not in out:
             out.append(name)
-    return tuple(out)
+            levels[name] = set()
+        if not sep:
+            levels[name] = None
+        elif levels[name] is not None:
+            levels[name].add(level)
+    return tuple(out), levels
+
+
+def check_fit(fit: Sequence[str] | None) -> tuple[str, ...]:
+    """The constant names to fit (see :func:`parse_fit`)."""
+    return parse_fit(fit)[0]
+
+
+def allowed_mask(levels: Sequence[str], names: Sequence[str],
+                 where: dict[str, set[str] | None]) -> np.ndarray:
+    """``mask[g, j]``: constant ``names[j]`` may be fitted at level ``levels[g]``."""
+    return np.asarray([[where[n] is None or lvl in where[n] for n in names] for lvl in levels],
+                      dtype=bool)
 
 
 def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
@@ -356,8 +385,8 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
               prior_weight: float = DEFAULT_PRIOR_WEIGHT, steps: int = DEFAULT_STEPS,
               learning_rate: float = DEFAULT_LEARNING_RATE,
               noise_floor: float = DEFAULT_NOISE_FLOOR, cross_validate: bool = True,
-              hold_out: Sequence[str] = (), measured: Sequence[float] | None = None
-              ) -> Calibration:
+              hold_out: Sequence[str] = (), measured: Sequence[float] | None = None,
+              prior: str = "shipped") -> Calibration:
     """Fit constants to measured cases (module docstring); returns a :class:`Calibration`.
 
     Args:
@@ -369,14 +398,19 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
       cross_validate: run the leave-one-out fits (over the fitted cases).
       hold_out: ids of cases not fitted: reported under ``held_out`` before and after.
       measured: replaces the cases' measured step times (synthetic checks).
+      prior: ``"shipped"`` starts from (and pulls toward) the shipped constants, fitted ones
+        included; ``"physical"`` from the physical defaults and ``GENERATION_DEFAULTS`` only,
+        leaving out :mod:`cpo_opt.model.fitted` (how the shipped fit itself is regenerated).
     """
-    names = check_fit(fit)
+    if prior not in ("shipped", "physical"):
+        raise ArgumentError("prior", f"must be 'shipped' or 'physical' (got {prior!r})")
+    names, fit_levels = parse_fit(fit)
     if not (prior_weight > 0 and math.isfinite(prior_weight)):
         raise ArgumentError("prior_weight", f"must be a positive number (got {prior_weight})")
     if int(steps) < 1:
         raise ArgumentError("steps", f"must be >= 1 (got {steps})")
     case_list, files = load_case_files(cases)
-    batch = make_batch(case_list, as_table(base))
+    batch = make_batch(case_list, as_table(base), fitted=prior == "shipped")
     y = batch.y
     if measured is not None:
         if len(measured) != len(case_list):
@@ -392,7 +426,8 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
         raise ArgumentError("hold_out", "holds out every case; nothing left to fit")
     theta0 = prior_theta(batch, names)
     log_before, J = (np.asarray(a) for a in fns.predict_and_jacobian(jnp.asarray(theta0)))
-    mask, ratio, jmax = identified(J, train, prior_weight)
+    allowed = allowed_mask(batch.levels, names, fit_levels)
+    mask, ratio, jmax = identified(J * allowed[None], train, prior_weight)
 
     # row 0: the fit; row 1 + i: the fit without case i (a held-out case's row repeats row 0)
     weights = np.tile(train, (n + 1, 1))
@@ -451,6 +486,8 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
             if ok:
                 table_values.setdefault(level, {})[name] = value
                 table_intervals.setdefault(level, {})[name] = (low, high)
+            elif not allowed[g, j]:
+                continue  # not asked for at this level: neither fitted nor reported
             else:
                 why = ("no fitted case's step time depends on it" if jmax[g, j] == 0.0 else
                        "the cases carry less information on it than the prior "
@@ -473,7 +510,7 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
             row["error_cross_validation"] = float(err_loo[i])
         rows.append(row)
     report["cases"] = rows
-    report["fit"] = list(names)
+    report["fit"] = [str(e) for e in fit] if fit else list(names)
     report["method"] = {
         "loss": "mean squared log error of step time + prior_weight * sum (theta - theta0)^2",
         "parameterisation": "logit for fractions, log for positive quantities",
@@ -486,7 +523,7 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     report["cases_files"] = files
     report["n"] = int(fitted.sum())
     about = {"written_by": "cpo-opt calibrate", "cases_files": files,
-             "n_cases": int(fitted.sum()), "fit": list(names),
+             "n_cases": int(fitted.sum()), "fit": report["fit"],
              "mean_abs_error_before": report["before"]["mean_abs_error"],
              "mean_abs_error_after": report["after"]["mean_abs_error"]}
     if err_loo is not None:

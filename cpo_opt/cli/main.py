@@ -202,7 +202,7 @@ def cmd_calibrate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
-                      steps=args.steps, hold_out=tuple(args.hold_out))
+                      steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
 
@@ -408,12 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
              "fit the efficiency constants to measured runs; writes a constants file")
     sp.add_argument("--cases", action="append", required=True, metavar="FILE",
                     help="cases file of measured runs (repeatable)")
-    sp.add_argument("--fit", nargs="+", metavar="NAME", default=[],
-                    help="constants to fit (default: all; unidentified ones are reported)")
+    sp.add_argument("--fit", nargs="+", metavar="[LEVEL:]NAME", default=[],
+                    help="constants to fit, each at every GPU generation of the cases or, as "
+                         "LEVEL:NAME, at one (e.g. blackwell:clock_fraction) (default: all; "
+                         "unidentified ones are reported)")
     sp.add_argument("--out", metavar="FILE", help="write the fitted constants (TOML)")
     sp.add_argument("--hold-out", nargs="+", metavar="ID", default=[],
                     help="case ids left out of the fit and reported separately")
     sp.add_argument("--steps", type=int, default=400, help="Adam steps (default 400)")
+    sp.add_argument("--prior", choices=("shipped", "physical"), default="shipped",
+                    help="start from the shipped constants (default) or from the physical "
+                         "defaults without the shipped fitted values (how they are "
+                         "regenerated: experiments/fit_shipped_constants.py)")
     constants_flag(sp)
 
     sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")

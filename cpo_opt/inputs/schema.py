@@ -261,6 +261,10 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("offload_optimizer", "offload_optimizer", "bool",
         "fp32 master weights and Adam moments in host memory (--optimizer-cpu-offload)",
         default=False),
+    Key("offload_expert_act", "offload_expert_act", "bool",
+        "routed experts' saved activations (FC1 input, activation input) offloaded to host "
+        "memory between forward and backward (fine-grained activation offloading, "
+        "--offload-modules expert_fc1 moe_act)", default=False),
 )
 
 SECTIONS: dict[str, tuple[Key, ...]] = {

@@ -2,11 +2,12 @@
 
 GEMM (``m x k`` times ``k x n``, one kernel):
 
-    t_flop = 2 m n k / (eta peak f(m) f(n) f(k)),    f(d) = d / (d + GEMM_TILE_DIM)
+    t_flop = 2 m n k / (eta c peak f(m) f(n) f(k)),    f(d) = d / (d + GEMM_TILE_DIM)
     t_mem  = (e (m k + k n) + o m n) / (HBM_EFF hbm_bandwidth)
     t      = (t_flop^p + t_mem^p)^(1/p) + KERNEL_OVERHEAD_S
 
-with ``e`` input bytes per element (2 bf16, 1 fp8), ``o`` output bytes, ``p = ROOFLINE_P = 4``.
+with ``eta`` the dtype's achievable fraction (``gemm_eff_*``), ``c`` the sustained clock
+fraction (``clock_fraction``), ``e`` input bytes per element (2 bf16, 1 fp8), ``o`` output bytes, ``p = ROOFLINE_P = 4``.
 Efficiency therefore falls smoothly for small GEMMs (fine-grained experts split by EP run at a
 fraction of peak and become weight-bandwidth bound), with no step tables (style rule 7).
 Backward runs two GEMMs per forward GEMM: the input gradient (``m x n`` by ``n x k``) and the
@@ -25,8 +26,8 @@ from cpo_opt.model.config import Plan, System
 def matmul_peak(system: System, plan: Plan):
     """Achievable tensor throughput in FLOP/s for the plan's dtype (before shape effects)."""
     gpu, k = system.gpu, system.constants
-    bf16 = gpu.matmul_flops_bf16 * k.gemm_eff_bf16
-    fp8 = gpu.matmul_flops_fp8 * k.gemm_eff_fp8
+    bf16 = gpu.matmul_flops_bf16 * k.gemm_eff_bf16 * k.clock_fraction
+    fp8 = gpu.matmul_flops_fp8 * k.gemm_eff_fp8 * k.clock_fraction
     return jnp.where(plan.fp8 > 0, fp8, bf16)
 
 
@@ -97,18 +98,26 @@ def fp8_cast_time(m, n, k, system: System, plan: Plan, launches=1.0):
     return fp8 * (fwd + ovh), fp8 * (bwd + ovh)
 
 
+ATTN_REF_HEAD_DIM = 128.0
+"""Head dimension at which ``ATTN_EFF_FWD`` / ``ATTN_EFF_BWD`` are quoted."""
+
+
 def attention_core_time(flops_fwd, q_tokens, head_dim, system: System):
     """Forward and backward seconds of the flash-attention core.
 
-    ``t_fwd = F / (ATTN_EFF_FWD peak_bf16 f(q_tokens) f(head_dim))`` and
-    ``t_bwd = ATTN_BWD_FLOP_RATIO F / (ATTN_EFF_BWD ...)``: the attention core runs in bf16
-    (fp8 attention is not assumed) and its efficiency falls for short query blocks and small
-    heads like a GEMM's.
+    ``t_fwd = F / (ATTN_EFF_FWD c peak_bf16 f(q_tokens) f(head_dim) / f(128))`` and
+    ``t_bwd = ATTN_BWD_FLOP_RATIO F / (ATTN_EFF_BWD ...)``, ``c`` the sustained clock
+    fraction: the attention core runs in bf16 (fp8 attention is not assumed) and its
+    efficiency falls for short query blocks and small heads like a GEMM's. ``ATTN_EFF_*`` are
+    quoted at head dimension 128 (FlashAttention-2/3 benchmarks), so the head-dimension fill is
+    taken relative to 128: a 128-wide head runs at ``ATTN_EFF_*``, a 64-wide one at 0.79 of it,
+    a 192-wide (MLA) one at 1.10 of it.
     """
     d0 = C.GEMM_TILE_DIM
-    fill = (q_tokens / (q_tokens + d0)) * (head_dim / (head_dim + d0))
-    peak = system.gpu.matmul_flops_bf16 * fill
+    ref = ATTN_REF_HEAD_DIM / (ATTN_REF_HEAD_DIM + d0)
+    fill = (q_tokens / (q_tokens + d0)) * (head_dim / (head_dim + d0)) / ref
     k = system.constants
+    peak = system.gpu.matmul_flops_bf16 * k.clock_fraction * fill
     fwd = flops_fwd / (k.attn_eff_fwd * peak) + k.kernel_overhead_s
     bwd = C.ATTN_BWD_FLOP_RATIO * flops_fwd / (k.attn_eff_bwd * peak) + k.kernel_overhead_s
     return fwd, bwd

@@ -149,7 +149,10 @@ class Plan:
     (:func:`cpo_opt.model.layer_costs.imbalance`); ``dispatcher`` 0 Megatron all-to-all (every routed copy
     sent) / 1 hierarchical de-duplicating dispatch (DeepEP, HybridEP;
     :func:`cpo_opt.model.fabric.hierarchical_dispatch`); ``offload_optimizer`` keeps fp32 master weights and Adam
-    moments in host memory (Megatron-Core ``--optimizer-cpu-offload``). The fields after ``flash_attention`` default to 0 so older
+    moments in host memory (Megatron-Core ``--optimizer-cpu-offload``); ``offload_expert_act``
+moves the routed experts' saved activations (FC1 input and activation input) to host memory
+between forward and backward (Megatron-Core fine-grained activation offloading,
+``--offload-modules expert_fc1 moe_act``, :mod:`cpo_opt.model.memory`). The fields after ``flash_attention`` default to 0 so older
     constructors keep working; batched callers pass arrays for them.
     """
 
@@ -177,6 +180,7 @@ class Plan:
     recompute_mla_up: Array = 0.0
     offload_optimizer: Array = 0.0
     perfect_balance: Array = 0.0
+    offload_expert_act: Array = 0.0
 
 
 def replace(obj, **changes):

@@ -222,25 +222,29 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
 
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
+    # every small (non-GEMM) kernel also costs its fixed launch/tail time on the GPU
+    ovh = system.constants.kernel_overhead_s
+    n_attn, n_dense, n_moe = small_kernels(model)
     # recompute modules (Megatron-Core --recompute-modules): the norm of each block
     # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
     # (``recompute_norm_act``); the MLA up-projections' forward GEMMs (``recompute_mla_up``)
     r_na, r_mla = plan.recompute_norm_act, plan.recompute_mla_up
     norm_rec = r_na * compute.memory_time(2.0 * BF16 * h * d.tokens_sp, system)
     attention = (k["attention"] + k["mla_up"] + mix(flash, flash_core, materialized_core)
-                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system),
+                 + Kernels(elem_fwd=compute.memory_time(attn_elem, system) + n_attn * ovh,
                            rec_bwd=norm_rec + r_mla * k["mla_up"].gemm_fwd))
 
     act = BF16 * (2.0 + model.gated_ffn)
     dense_act = compute.memory_time(act * model.ffn_hidden / tp * t, system)
-    dense = k["dense_ffn"] + Kernels(elem_fwd=dense_act, rec_bwd=norm_rec + r_na * dense_act)
+    dense = k["dense_ffn"] + Kernels(elem_fwd=dense_act + n_dense * ovh,
+                                     rec_bwd=norm_rec + r_na * dense_act)
 
     def moe_elementwise():
         act_tokens = m_e * local
         act_bytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
                      + has_shared * act * shared / tp * t)
         nbytes = act_bytes + 2.0 * 2.0 * BF16 * h * act_tokens
-        return Kernels(elem_fwd=compute.memory_time(nbytes, system),
+        return Kernels(elem_fwd=compute.memory_time(nbytes, system) + n_moe * ovh,
                        rec_bwd=norm_rec + r_na * compute.memory_time(act_bytes, system))
 
     moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
@@ -259,11 +263,14 @@ ATTN_OTHER_KERNELS = 4.0
 (Q, K), the flash-attention kernel, the residual add (Megatron-Core ``SelfAttention`` /
 ``MLASelfAttention`` with TE)."""
 
-ROUTER_KERNELS = 10.0
+ROUTER_KERNELS = 16.0
 """Kernels of the router and token preprocessing in an MoE layer's forward, besides the
-router GEMM: score function, top-k, probability normalisation, auxiliary-loss terms (3),
+router GEMM: score function, top-k, probability normalisation, auxiliary-loss terms,
 tokens-per-expert histogram, routing map and the permutation index (Megatron-Core
-``TopKRouter`` and ``MoEAlltoAllTokenDispatcher.preprocess``)."""
+``TopKRouter`` and the dispatcher's preprocess). NVIDIA's DeepSeek-V3 GB200 guide
+(Megatron-LM docs/discussions/deepseek-v3-gb200-optimization, sec. 2.1.4 and 2.2.1) counts 72
+router kernels unfused, 31 with ``--moe-router-fusion``, and 17 for router and preprocess
+together with the fused DeepEP preprocess: 17 less the router GEMM."""
 
 DISPATCH_KERNELS = 6.0
 """Kernels of dispatch and combine in an MoE layer's forward: permute, all-to-all dispatch,
@@ -295,6 +302,30 @@ def host_kernels(model: Model, plan: Plan):
     experts = DISPATCH_KERNELS + 2.0 * (1.0 + cast) + 1.0  # two grouped GEMMs, activation
     moe = NORM_KERNELS + router + experts + has_shared * 3.0 * (1.0 + cast) + 1.0
     return (attn + ffn, attn), (attn + moe, attn + router)
+
+
+def small_kernels(model: Model):
+    """``(attention, dense FFN, MoE FFN)`` forward kernels of a layer that are neither GEMMs,
+    fp8 casts nor the flash-attention core (those carry their own ``KERNEL_OVERHEAD_S``):
+    norms, RoPE, residual adds, activations, the router's and the dispatcher's small kernels
+    (the all-to-all kernels themselves are timed as communication). Each costs the fixed
+    launch/tail time ``KERNEL_OVERHEAD_S`` on the GPU besides its HBM traffic; the backward
+    runs about twice as many (charged through ``elem_fwd``, which the backward counts twice).
+    Counts from :func:`host_kernels` (Megatron-Core with Transformer Engine)."""
+    mla = weight(model.mla > 0)
+    q_lora = weight(model.q_lora_rank > 0)
+    attn = NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS - 1.0
+    dense = NORM_KERNELS + 2.0  # activation, residual add
+    shared = weight(model.shared_experts > 0)
+    moe = (NORM_KERNELS + ROUTER_KERNELS + (DISPATCH_KERNELS - 2.0) + 1.0 + shared + 1.0)
+    return attn, dense, moe
+
+
+def sync_stall(model: Model, system: System):
+    """GPU idle seconds per MoE layer forward from the host-device synchronisation of dropless
+    routing (``HOST_SYNC_S``; none with a capacity factor, whose shapes are static)."""
+    dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
+    return dropless * system.constants.host_sync_s
 
 
 def host_issue_time(model: Model, system: System, plan: Plan):

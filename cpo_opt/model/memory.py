@@ -33,6 +33,11 @@ weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
   ``w f_e / etp`` (dropped with activation recompute). Router probabilities are applied
   inside the expert activation (Megatron-Core ``TEGroupedMLP`` with
   ``weighted_bias_swiglu_impl``), so no expert-output copy is kept for the combine.
+* ``offload_expert_act`` (Megatron-Core fine-grained activation offloading, ``--offload-modules
+  expert_fc1 moe_act``; arXiv 2603.07685 sec. 4.1.5 and Table 5, required for the Qwen3-235B
+  MXFP8 GB200 run): the routed copies' FC1 inputs and activation inputs go to host memory after
+  each layer's forward and come back before its backward; two layers' worth stay resident.
+  The copies run on their own engine behind the layer's kernels (:mod:`cpo_opt.model.step`).
 * ``recompute = "full"`` keeps only the layer input ``2h`` (SP-split) plus one layer's
   working set during its recomputation; ``"selective"`` equals ``"none"`` under flash
   attention (the attention core already recomputes in its backward); with materialized
@@ -108,8 +113,19 @@ def model_state(model: Model, plan: Plan, d: Dims):
     return weights, grads, opt
 
 
+def routed_saved(model: Model, plan: Plan, d: Dims):
+    """Bytes one MoE layer and micro-batch saves for the routed experts' backward: per routed
+    copy the dispatched FC1 input ``w h`` and the activation's input (FC1 output)
+    ``2 (n - 1) f_e / etp`` (what ``offload_expert_act`` moves to host memory)."""
+    w = jnp.where(plan.fp8 > 0, 1.0, BF16)
+    n = transformer.ffn_matrices(model)
+    copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
+    return copies * (w * model.hidden + BF16 * (n - 1.0) * model.expert_ffn_hidden / plan.etp)
+
+
 def layer_activations(model: Model, plan: Plan, d: Dims):
-    """``(dense_layer, moe_layer)`` activation bytes of one layer and micro-batch."""
+    """``(dense_layer, moe_layer)`` activation bytes of one layer and micro-batch (with
+    ``offload_expert_act`` the offloaded :func:`routed_saved` bytes are not counted here)."""
     h, a, kv, tp = model.hidden, model.heads, model.kv_heads, plan.tp
     w = jnp.where(plan.fp8 > 0, 1.0, BF16)          # stored width of a GEMM input
     keep_in = 1.0 - plan.recompute_norm_act          # norm outputs / activation outputs kept
@@ -135,7 +151,8 @@ def layer_activations(model: Model, plan: Plan, d: Dims):
     copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
     routed = copies * w * h + ffn(model.expert_ffn_hidden / plan.etp, copies)
     shared = ffn(model.shared_experts * model.expert_ffn_hidden / tp, d.tokens)
-    moe_ffn = (BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
+    moe_ffn = ((BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
+               - plan.offload_expert_act * routed_saved(model, plan, d))
     return attn + dense_ffn, attn + moe_ffn
 
 
@@ -160,7 +177,10 @@ def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     last = per_mb + logits
     staged = jnp.where(plan.pp > 1, smooth.smax(first, last, temperature), first + logits)
     a2a = 2.0 * BF16 * d.tokens_moe * model.top_k * layer_costs.capacity(model) * model.hidden
-    transient = BF16 * d.tokens * model.hidden + d.is_moe * a2a
+    # offloaded expert activations: two layers' worth stay resident (the layer being
+    # offloaded or reloaded and the one computing)
+    staging = plan.offload_expert_act * 2.0 * routed_saved(model, plan, d)
+    transient = BF16 * d.tokens * model.hidden + d.is_moe * (a2a + staging)
     return staged + extra + transient
 
 

@@ -47,10 +47,20 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
 * EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
-  whole MoE layer of a neighbouring micro-batch (DualPipe; Megatron-Core's 1F1B A2A overlap
-  runs the forward of micro-batch ``i + 1`` against the backward of ``i``), its TP/CP
-  exposure included. Only ``(m - 1) / m`` of the micro-batches have such a neighbour
+  whole MoE layer of a neighbouring micro-batch, its TP/CP exposure included: Megatron-Core's
+  1F1B A2A overlap (``--overlap-moe-expert-parallel-comm``) and DualPipe run the forward of
+  micro-batch ``i + 1`` against the backward of ``i``, so the forward's dispatch and combine
+  hide behind the neighbour's backward and the backward's behind its forward:
+  ``exposed = max(c_f - w_b, 0) + max(c_b - w_f, 0)``, booked as the merged pair's forward
+  part ``max(w_f, c_b)`` and backward part ``max(w_b, c_f)`` (each monotone in its own
+  compute, which keeps the DP windows monotone). Only ``(m - 1) / m`` of the micro-batches have such a neighbour
   (none when ``m = 1``): the rest expose their all-to-all.
+  While it runs overlapped, the all-to-all holds ``comm_sm_fraction`` ``f`` of the SMs
+  (DeepEP's 20 of H100's 132, HybridEP's 16 of B200's 148: Megatron-Core defaults), so the
+  compute it overlaps runs on ``1 - f`` of them and stretches by ``f / (1 - f)`` of the
+  overlapped time: ``max(c, w) + f/(1-f) min(c, w)`` for an all-to-all ``c`` and window ``w``
+  (NVIDIA's Megatron-Core MoE report, arXiv 2603.07685, measures about 20% lower GEMM
+  efficiency under DeepEP overlap). Monotone in both.
 * CP ring exchange overlaps the attention core (Transformer Engine ring attention).
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving), and, like
   the EP overlap, only ``(m - 1) / m`` of it can hide (a lone micro-batch's activations are
@@ -63,6 +73,10 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   NVIDIA's Megatron-Core MoE report (arXiv 2603.07685) finds GB200 MoE training host-bound
   for fine-grained experts. The excess over the GPU wall is part of ``breakdown.compute``
   (``compute_detail.host``). Kernel counts: :func:`cpo_opt.model.layer_costs.host_kernels`.
+  Besides, a dropless MoE layer's forward stalls the GPU once on the host-device sync of
+  its tokens-per-expert counts (``HOST_SYNC_S``, :func:`layer_costs.sync_stall`), and with
+  ``offload_expert_act`` the copies of the routed activations to and from the host, which
+  run behind the layer's kernels, expose only their excess (both in ``compute_detail.host``).
 
 ``breakdown`` holds exposed times that add up to ``step_time_s``.
 """
@@ -82,7 +96,7 @@ from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System, pytree
 from cpo_opt.model.dims import Dims, dims
 from cpo_opt.model.fabric import NO_COMM, Comm
-from cpo_opt.model.memory import Memory, local_params, memory
+from cpo_opt.model.memory import Memory, local_params, memory, routed_saved
 from cpo_opt.model.switch import known
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
@@ -230,8 +244,19 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
     # PP send/recv likewise hides only behind another micro-batch's compute
     ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
-    exp_moe["ep"] = (_exposed(ep_f.time, wall_moe_f, ovl_ep, t),
-                     _exposed(ep_b.time, wall_moe_b, ovl_ep, t))
+    # an overlapped all-to-all holds comm_sm_fraction f of the SMs, so the compute it overlaps
+    # runs on 1 - f of them: + f / (1 - f) of the overlapped time (max(c, w) + r min(c, w)
+    # stays monotone in both)
+    f_sm = system.constants.comm_sm_fraction
+    r_sm = f_sm / (1.0 - f_sm)
+    # Megatron-Core's merged 1F1B (and DualPipe) pair the forward of one micro-batch with the
+    # backward of its neighbour: the forward's all-to-alls run beside the backward's compute
+    # and the backward's beside the forward's. The merged pair's forward part lasts
+    # max(w_f, c_b) and its backward part max(w_b, c_f), so each part stays monotone in its
+    # own compute (what the DP windows below need)
+    exp_moe["ep"] = tuple(
+        _exposed(c, w, ovl_ep, t) + ovl_ep * r_sm * smooth.smin(c, w, t)
+        for c, w in ((ep_b.time, wall_moe_f), (ep_f.time, wall_moe_b)))
 
     # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
@@ -257,6 +282,15 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
     host_moe = host_exposed(host_m, moe_k, list(exp_moe.values()))
+    # the dropless MoE forward (and its recomputed forward) waits once on the host
+    sync = layer_costs.sync_stall(model, system)
+    # offloaded expert activations: out to the host in the forward, back in the backward, on
+    # a copy engine behind the layer's own kernels; only the excess is exposed
+    t_off = (plan.offload_expert_act * routed_saved(model, plan, d)
+             / system.constants.host_link_bw)
+    off_f = smooth.relu(t_off - moe_k.fwd, moe_k.fwd + 1e-9, t)
+    off_b = smooth.relu(t_off - moe_k.bwd, moe_k.bwd + 1e-9, t)
+    host_moe = (host_moe[0] + sync + off_f, host_moe[1] + full * sync + off_b)
 
     def rank(n_dense, n_moe, n_head):
         """One micro-batch on a rank holding these blocks: kernels, then the layer-level
