@@ -154,3 +154,16 @@ def check(structure: Structure, model: Model, plan=None) -> None:
         if want is not None and seen is not None and want != seen:
             raise ValueError(f"structure.{f}={want} but the values say {seen} "
                              f"({float(np.asarray(x))!r})")
+
+
+def structure_of_cases(model: Model, plan) -> Structure:
+    """The structure that stacked host cases (every leaf an array with a leading case axis,
+    as ``calibrate`` batches them) share: a field is ``True``/``False`` when every case
+    agrees and ``None`` (blended per case) when they differ."""
+    def common(x) -> bool | None:
+        on = np.asarray(x) > 0.0
+        return bool(on.all()) if on.all() or not on.any() else None
+
+    fields = {f: common(getattr(model, leaf)) for f, leaf in MODEL_FIELDS.items()}
+    fields.update({f: common(getattr(plan, leaf)) for f, leaf in PLAN_FIELDS.items()})
+    return Structure(**fields)
