@@ -44,7 +44,8 @@ class Dims:
     dqk: object
     dv: object
     structure: Structure = Structure()
-    """The (resolved) structure the sizes were computed for; the cost modules read it."""
+    """The (resolved) structure the sizes were computed for; the functions that take ``d``
+    and no ``structure`` read its model fields (``moe``, ``mla``, ``shared_experts``)."""
 
 
 def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0,

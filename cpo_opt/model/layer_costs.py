@@ -165,10 +165,10 @@ class Blocks(NamedTuple):
 def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False,
            structure: Structure | None = None) -> Blocks:
     """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
-    the output layer (shapes in the module docstring); blocks ``structure`` (default
-    ``d.structure``) lacks are not built."""
+    the output layer (shapes in the module docstring); blocks ``structure`` (default: read
+    from the concrete leaves, :func:`~cpo_opt.model.structure.resolve`) lacks are not built."""
     h, a, tp, t = model.hidden, model.heads, plan.tp, d.tokens
-    s = d.structure if structure is None else structure
+    s = resolve(structure, model, plan)
     g = _GemmTable()
     mla = weight(s.mla, model.mla > 0)
     std = 1.0 - mla
