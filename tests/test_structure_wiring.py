@@ -111,7 +111,8 @@ def test_a_structure_that_contradicts_the_values_is_refused(presets):
     with pytest.raises(ValueError, match="structure.moe"):
         step_time(model, system, plan, structure=Structure(**{**st.__dict__, "moe": True}))
     with pytest.raises(ValueError, match="structure.flash"):
-        step_time(model, system, plan, structure=Structure(**{**st.__dict__, "flash": not st.flash}))
+        flipped = Structure(**{**st.__dict__, "flash": not st.flash})
+        step_time(model, system, plan, structure=flipped)
 
 
 @pytest.mark.parametrize("name,most", [("dense", 0.8), ("materialized", 0.8),

@@ -100,8 +100,9 @@ def _value_and_grads(x, model, system, plan, tokens, structure=None):
 
     Jitted once per dtype and :class:`~cpo_opt.model.structure.Structure` (the blocks the
     model and plan have: a dense model's backward carries no MoE/MLA blocks), so every
-    model/system/plan of a structure reuses the compilation. (``jax.jacrev`` of the stacked ``[step, days]`` vmaps the backward pass and
-    compiles an order of magnitude slower on CPU; two ``jax.value_and_grad`` compile twice.)
+    model/system/plan of a structure reuses the compilation. (``jax.jacrev`` of the stacked
+    ``[step, days]`` vmaps the backward pass and compiles an order of magnitude slower on
+    CPU; two ``jax.value_and_grad`` compile twice.)
     """
     def outputs(x):
         r = step_time(model, schema.with_fields(system, NAMES, x), plan, 0.0, stacked=True,

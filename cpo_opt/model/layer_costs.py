@@ -109,9 +109,10 @@ class _GemmTable:
 
     def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
         """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a Python 0 (the structure) is not built at all. ``grouped``: the ``count``
-        GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped GEMM, Megatron-Core
-        ``TEGroupedMLP``): one launch overhead in total instead of one per GEMM."""
+        and a row switched off by a Python 0 (the structure) is not built at all.
+        ``grouped``: the ``count`` GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped
+        GEMM, Megatron-Core ``TEGroupedMLP``): one launch overhead in total instead of one
+        per GEMM."""
         if decided(when) and float(when) == 0.0:
             return
         self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))

@@ -28,7 +28,8 @@ def ffn_matrices(m: Model):
 
 def qk_dim(m: Model, structure: Structure | None = None):
     """Per-head query/key dimension."""
-    return branch(resolve(structure, m).mla, m.mla > 0, lambda: m.qk_nope_head_dim + m.qk_rope_head_dim,
+    return branch(resolve(structure, m).mla, m.mla > 0,
+                  lambda: m.qk_nope_head_dim + m.qk_rope_head_dim,
                   lambda: m.head_dim)
 
 
@@ -39,7 +40,8 @@ def v_dim(m: Model, structure: Structure | None = None):
 
 def attention_norm_params(m: Model, structure: Structure | None = None):
     """Norm weights inside one attention block (MLA's two latent norms; none otherwise)."""
-    return branch(resolve(structure, m).mla, m.mla > 0, lambda: m.q_lora_rank + m.kv_lora_rank, lambda: 0.0)
+    return branch(resolve(structure, m).mla, m.mla > 0,
+                  lambda: m.q_lora_rank + m.kv_lora_rank, lambda: 0.0)
 
 
 def attention_params(m: Model, structure: Structure | None = None):
@@ -85,7 +87,8 @@ def router_params(m: Model):
 
 def moe_layers(m: Model, structure: Structure | None = None):
     """Number of layers with an MoE FFN (0 for a dense model)."""
-    return branch(resolve(structure, m).moe, m.experts > 0, lambda: m.layers - m.dense_layers, lambda: 0.0)
+    return branch(resolve(structure, m).moe, m.experts > 0,
+                  lambda: m.layers - m.dense_layers, lambda: 0.0)
 
 
 def dense_layers(m: Model, structure: Structure | None = None):
