@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
-from cpo_opt.model.structure import Structure, resolve
+from cpo_opt.model.structure import DYNAMIC, Structure, resolve
 from cpo_opt.model.switch import branch, weight
 
 
@@ -43,9 +43,10 @@ class Dims:
     is_moe: object
     dqk: object
     dv: object
-    structure: Structure = Structure()
+    structure: Structure = DYNAMIC
     """The (resolved) structure the sizes were computed for; the functions that take ``d``
-    and no ``structure`` read its model fields (``moe``, ``mla``, ``shared_experts``)."""
+    and no ``structure`` read its model fields (``moe``, ``mla``, ``shared_experts``).
+    (Default for a hand-built ``Dims``: every choice blended.)"""
 
 
 def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0,
