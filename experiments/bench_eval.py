@@ -4,6 +4,7 @@ Prints one line per (scenario, dtype): evaluations/s of the full exact model (ev
 StepTime) on distinct valid plans, after compilation, results blocked on.
 
     python experiments/bench_eval.py [--n 4000000] [--batch 16384] [--dtypes float32]
+                                     [--only deepseek-v3 ...]
 
 With each rate: XLA's cost analysis per plan (flops, transcendentals, bytes accessed) and
 the load average (the machine is shared).
@@ -28,11 +29,15 @@ def main():
     ap.add_argument("--n", type=int, default=4_000_000)
     ap.add_argument("--batch", type=int, default=None, help="default: bench's (16k on CPU)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument("--only", nargs="+", default=None, metavar="MODEL",
+                    help="run only the scenarios of these models")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
     for dtype in args.dtypes:  # float64 last: enabling x64 is one-way
         for model, system in SCENARIOS:
+            if args.only and model not in args.only:
+                continue
             try:
                 m, s = load_model(model), load_system(system)
             except Exception as e:  # a preset not shipped yet

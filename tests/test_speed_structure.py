@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import batching, exhaustive, lattice, make_space
 from cpo_opt.search import score as S
@@ -34,8 +35,9 @@ def test_pin_keeps_every_value(presets, name):
 
 
 def test_a_second_search_does_not_recompile(presets):
-    """Same structure, model, free fields and batch shape: the jitted scorer is reused, even
-    across searches and row counts (every call is padded to one batch shape)."""
+    """Same structure, free fields and batch shape: the jitted scorer is reused, even across
+    searches, row counts (every call is padded to one batch shape), systems and models (the
+    model is data: a second model of the same structure compiles nothing)."""
     m, s, _ = presets("megatron-1t", "dgx-a100-selene")
     space = make_space(m, s, 3072)
     cols = lattice.enumerate_plans(m.values, s.values, 3072)
@@ -49,6 +51,23 @@ def test_a_second_search_does_not_recompile(presets):
     S.score(make_space(m, s2, 3072), {k: v[:10] for k, v in cols.items()},
             batch=batching.SMALL_BATCH)
     assert S.score_rows._cache_size() == size
+    # a second model of the same structure (GPT-3 175B: dense, standard attention, ungated,
+    # tied, as Megatron-1T) reuses it too, and scores what its own fresh evaluation gives
+    m2, _, _ = presets("gpt3-175b", "dgx-a100-selene")
+    space2 = make_space(m2, s, 1536)
+    assert S.structure(space2) == S.structure(space)
+    cols2 = lattice.enumerate_plans(m2.values, s.values, 1536)
+    part2 = {k: v[:500] for k, v in cols2.items()}
+    scores2 = S.score(space2, part2, batch=batching.SMALL_BATCH)
+    assert S.score_rows._cache_size() == size
+    ref = jax.vmap(lambda row: step_time(m2.model, s.system, lattice.to_plan(
+        row, *S.structure(space2).plan_switches())))(
+        S.columns_for_scoring(part2))
+    contiguous = scores2["placement"] == 0
+    assert contiguous.any()
+    np.testing.assert_allclose(scores2["raw_step_time_s"][contiguous],
+                               np.asarray(ref.step_time_s)[contiguous], rtol=1e-12)
+    assert not np.array_equal(scores2["raw_step_time_s"], first["raw_step_time_s"][:500])
 
 
 def test_batched_map_pads_to_one_shape():

@@ -4,8 +4,11 @@ Plans are drawn from the discrete plan space (:mod:`cpo_opt.search.lattice`) of 
 system; when the space has fewer plans than requested, copies with larger (still valid)
 global batches make every evaluated plan distinct. The timed function is
 ``jit(vmap(step_time))`` returning the full :class:`~cpo_opt.model.step.StepTime` (every field,
-the same function ``evaluate`` runs), with model and system fixed; batches are on the device
-before timing starts and every result is blocked on. Compilation is timed separately.
+the same function ``evaluate`` runs), with the model as traced (unbatched) data and its
+:class:`~cpo_opt.model.structure.Structure` static, as the searches' scorer runs it, and the
+system fixed (a compile-time constant: the rate of the model itself; the scorer also traces
+the system, docs/speed.md); batches are on the device before timing starts and every result
+is blocked on. Compilation is timed separately.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from cpo_opt.inputs import schema
 from cpo_opt.inputs.loaders import ModelSpec, SystemSpec
 from cpo_opt.search.batching import batch_sharding, default_batch
 from cpo_opt.model.step import step_time
+from cpo_opt.model.structure import Structure, structure_of
+
+
+def evaluator(system, structure: Structure):
+    """``jit((model, rows) -> StepTime of every row)`` for lattice columns ``rows`` (``vmap``;
+    the model unbatched data of ``structure``, the system a constant, fp8/flash the
+    structure's)."""
+    fp8, flash = structure.plan_switches()
+    return jax.jit(lambda model, rows: jax.vmap(lambda row: step_time(
+        model, system, lattice.to_plan(row, fp8, flash), structure=structure))(rows))
 
 
 def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:
@@ -46,14 +59,17 @@ def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
     return out
 
 
-def cost_per_plan(f, rows: dict, batch: int) -> dict[str, float]:
+def cost_per_plan(f, rows, batch: int, **static) -> dict[str, float]:
     """XLA's own count of the compiled evaluation, per plan: ``flops`` (arithmetic),
     ``transcendentals`` (exp/log/pow), ``bytes`` (bytes accessed: the plan columns read, the
     StepTime fields written, and any intermediate XLA did not fuse). Empty when the backend
     gives no cost analysis. ``rate * flops`` against the peak, and ``rate * bytes`` against
-    memory bandwidth, say which bound the rate is nearer (docs/speed.md)."""
+    memory bandwidth, say which bound the rate is nearer (docs/speed.md). ``rows``: the
+    argument, or a tuple of the arguments, of the jitted ``f``; ``static``: its static
+    keyword arguments."""
     try:
-        ca = f.lower(rows).compile().cost_analysis()
+        args = rows if isinstance(rows, tuple) else (rows,)
+        ca = f.lower(*args, **static).compile().cost_analysis()
     except Exception:  # not every backend/version implements it
         return {}
     if isinstance(ca, (list, tuple)):
@@ -81,7 +97,12 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int |
     fp8, flash = 0, schema.resolve_attention(-1, system.values["gpu"]["matmul_tflops_bf16"],
                                              "matmul_tflops_fp8" in system.values["gpu"])
     m, s = model.model, system.system
-    f = jax.jit(jax.vmap(lambda row: step_time(m, s, lattice.to_plan(row, fp8, flash))))
+    st = structure_of(m, fp8, flash)
+
+    g = evaluator(s, st)
+
+    def f(rows):
+        return g(m, rows)
     npdt = np.float32 if dt == jnp.float32 else np.float64
     names = lattice.COLUMNS + ("global_batch",)
     ndev = jax.device_count()
@@ -95,7 +116,7 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int |
     t0 = time.perf_counter()
     jax.block_until_ready(f(batches[0]))
     compile_s = time.perf_counter() - t0
-    cost = cost_per_plan(f, batches[0], batch)
+    cost = cost_per_plan(g, (m, batches[0]), batch)
     t0 = time.perf_counter()
     checksum = 0.0
     for p in batches:

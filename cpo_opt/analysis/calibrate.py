@@ -45,6 +45,7 @@ the same ``theta0`` and with the same constrained set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -57,6 +58,7 @@ import numpy as np
 import optax
 
 from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.model.structure import structure_of_cases
 from cpo_opt.inputs.constants_file import ConstantsTable, as_table
 from cpo_opt.inputs.loaders import ArgumentError, Case, load_cases
 from cpo_opt.model.constants import INFO, constants_for, generation_of
@@ -193,7 +195,9 @@ def log_predictions(theta, data: dict, fit: Sequence[str]):
     s = data["system"]
     values = {name: from_theta(name, per_case[:, j]) for j, name in enumerate(fit)}
     system = dataclasses.replace(s, constants=dataclasses.replace(s.constants, **values))
-    r = jax.vmap(step_time_jit)(data["model"], system, data["plan"])
+    structure = structure_of_cases(data["model"], data["plan"])  # static: host values
+    r = jax.vmap(functools.partial(step_time_jit, structure=structure))(
+        data["model"], system, data["plan"])
     return jnp.log(r.step_time_s)
 
 

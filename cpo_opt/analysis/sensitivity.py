@@ -44,6 +44,7 @@ in float32 and ``dtype`` in the result says so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -53,7 +54,7 @@ import numpy as np
 
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import System
-from cpo_opt.analysis.evaluate import SECONDS_PER_DAY
+from cpo_opt.analysis.evaluate import SECONDS_PER_DAY, structure_of_plan
 from cpo_opt.inputs.loaders import ArgumentError, ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.step import step_time
 
@@ -93,16 +94,19 @@ def field_values(system: SystemSpec) -> dict[str, float]:
     return out
 
 
-@jax.jit
-def _value_and_grads(x, model, system, plan, tokens):
+@functools.partial(jax.jit, static_argnames="structure")
+def _value_and_grads(x, model, system, plan, tokens, structure=None):
     """``(step, days, d step/dx, d days/dx)``: one forward pass, two scalar reverse passes.
 
-    Jitted once per dtype and pytree structure, so every model/system/plan reuses the
-    compilation. (``jax.jacrev`` of the stacked ``[step, days]`` vmaps the backward pass and
-    compiles an order of magnitude slower on CPU; two ``jax.value_and_grad`` compile twice.)
+    Jitted once per dtype and :class:`~cpo_opt.model.structure.Structure` (the blocks the
+    model and plan have: a dense model's backward carries no MoE/MLA blocks), so every
+    model/system/plan of a structure reuses the compilation. (``jax.jacrev`` of the stacked
+    ``[step, days]`` vmaps the backward pass and compiles an order of magnitude slower on
+    CPU; two ``jax.value_and_grad`` compile twice.)
     """
     def outputs(x):
-        r = step_time(model, schema.with_fields(system, NAMES, x), plan, 0.0, stacked=True)
+        r = step_time(model, schema.with_fields(system, NAMES, x), plan, 0.0, stacked=True,
+                      structure=structure)
         return r.step_time_s, tokens / r.tokens_per_s / SECONDS_PER_DAY
 
     (step, days), pullback = jax.vjp(outputs, x)
@@ -149,7 +153,8 @@ def sensitivity(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
     dtype = _float_dtype()
     x = jnp.asarray([values[n] for n in NAMES], dtype=dtype)
     tok = jnp.asarray(1.0 if tokens is None else float(tokens), dtype=dtype)
-    step, days, grad, grad_days = _value_and_grads(x, model.model, system.system, plan.plan, tok)
+    step, days, grad, grad_days = _value_and_grads(x, model.model, system.system, plan.plan, tok,
+                                                   structure=structure_of_plan(model, plan))
     step, grad = float(step), np.asarray(grad, dtype=float)
     _check_finite("step time", step, grad)
     if tokens is not None:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.structure import DYNAMIC, Structure, resolve
 from cpo_opt.model.switch import branch, weight
 
 
@@ -42,10 +43,17 @@ class Dims:
     is_moe: object
     dqk: object
     dv: object
+    structure: Structure = DYNAMIC
+    """The (resolved) structure the sizes were computed for; the functions that take ``d``
+    and no ``structure`` read its model fields (``moe``, ``mla``, ``shared_experts``).
+    (Default for a hand-built ``Dims``: every choice blended.)"""
 
 
-def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> Dims:
-    """Compute :class:`Dims` for one (model, system, plan)."""
+def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0,
+         structure: Structure | None = None) -> Dims:
+    """Compute :class:`Dims` for one (model, system, plan); ``structure``: the static blocks
+    (default: :func:`~cpo_opt.model.structure.resolve` from the concrete leaves)."""
+    s = resolve(structure, model, plan)
     dp = system.gpus / (plan.tp * plan.cp * plan.pp)
     edp = plan.tp * plan.cp * dp / (plan.etp * plan.ep)
     microbatches = plan.global_batch / (plan.micro_batch * dp)
@@ -54,8 +62,8 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> 
     tokens = plan.micro_batch * model.seq_len / plan.cp
     per_stage = smooth.ceil(model.layers / (plan.pp * plan.vpp), temperature)
     layers_rank = plan.vpp * per_stage
-    l_moe = transformer.moe_layers(model)
-    moe_rank = branch(model.experts > 0,
+    l_moe = transformer.moe_layers(model, s)
+    moe_rank = branch(s.moe, model.experts > 0,
                       lambda: smooth.smin(layers_rank, jnp.maximum(l_moe, 1e-9), temperature),
                       lambda: 0.0 * layers_rank)
     return Dims(
@@ -69,7 +77,8 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0) -> 
         layers_rank=layers_rank,
         moe_rank=moe_rank,
         dense_rank=layers_rank - moe_rank,
-        is_moe=weight(model.experts > 0),
-        dqk=transformer.qk_dim(model),
-        dv=transformer.v_dim(model),
+        is_moe=weight(s.moe, model.experts > 0),
+        dqk=transformer.qk_dim(model, s),
+        dv=transformer.v_dim(model, s),
+        structure=s,
     )

@@ -55,7 +55,8 @@ from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
 from cpo_opt.model.dims import Dims
 from cpo_opt.model.fabric import Comm
-from cpo_opt.model.switch import known, mix, weight
+from cpo_opt.model.structure import Structure, resolve
+from cpo_opt.model.switch import decided, known, mix, weight
 
 ELEM_SEQ_PASSES = 10.0
 """Activation-sized (``h`` bf16) HBM passes per token per layer in the sequence region:
@@ -108,15 +109,17 @@ class _GemmTable:
 
     def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
         """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a known 0 is not built at all. ``grouped``: the ``count``
-        GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped GEMM, Megatron-Core
-        ``TEGroupedMLP``): one launch overhead in total instead of one per GEMM."""
-        if known(when) and float(when) == 0.0:
+        and a row switched off by a Python 0 (the structure) is not built at all.
+        ``grouped``: the ``count`` GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped
+        GEMM, Megatron-Core ``TEGroupedMLP``): one launch overhead in total instead of one
+        per GEMM."""
+        if decided(when) and float(when) == 0.0:
             return
         self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))
         self.owner.append(block)
 
-    def evaluate(self, system: System, plan: Plan, stacked: bool) -> dict[str, Kernels]:
+    def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure
+                 ) -> dict[str, Kernels]:
         """Kernels per block; ``stacked`` evaluates all rows as one array (small graph, fast
         to compile and differentiate) instead of one expression per row (fused into one
         loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
@@ -126,13 +129,15 @@ class _GemmTable:
         # fp8 plans: one quantisation (cast-transpose) kernel before each forward GEMM and
         # before the backward pair, on the rows' whole input / output-gradient
         # (:func:`compute.fp8_cast_time`), each one more launch
-        fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0) if not known(plan.fp8) else float(plan.fp8 > 0)
+        fp8 = weight(structure.fp8, plan.fp8 > 0)
+        cast = compute.fp8_cast_time if structure.fp8 is not False else (
+            lambda m, *a, **k: (jnp.zeros_like(m),) * 2)
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
                     for i in range(5)]
             m, n, k, count, launches = cols
             fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-            c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
             times = [(fwd[i] * count[i] + c_f[i] + launches[i] * ovh * (1.0 + fp8),
                       bwd[i] * count[i] + c_b[i] + launches[i] * ovh * (2.0 + fp8))
                      for i in range(len(self.rows))]
@@ -140,7 +145,7 @@ class _GemmTable:
             times = []
             for m, n, k, count, launches in self.rows:
                 fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-                c_f, c_b = compute.fp8_cast_time(m * count, n, k, system, plan, launches=0.0)
+                c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
                 times.append((fwd * count + c_f + launches * ovh * (1.0 + fp8),
                               bwd * count + c_b + launches * ovh * (2.0 + fp8)))
         out: dict[str, Kernels] = {}
@@ -158,17 +163,20 @@ class Blocks(NamedTuple):
     output: Kernels
 
 
-def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False) -> Blocks:
+def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False,
+           structure: Structure | None = None) -> Blocks:
     """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
-    the output layer (shapes in the module docstring)."""
+    the output layer (shapes in the module docstring); blocks ``structure`` (default: read
+    from the concrete leaves, :func:`~cpo_opt.model.structure.resolve`) lacks are not built."""
     h, a, tp, t = model.hidden, model.heads, plan.tp, d.tokens
+    s = resolve(structure, model, plan)
     g = _GemmTable()
-    mla = weight(model.mla > 0)
+    mla = weight(s.mla, model.mla > 0)
     std = 1.0 - mla
     # attention projections: standard/GQA or MLA
     g.add("attention", t, (a + 2.0 * model.kv_heads) * model.head_dim / tp, h, when=std)
     g.add("attention", t, h, a * model.head_dim / tp, when=std)
-    q_lora = weight(model.q_lora_rank > 0)
+    q_lora = weight(s.q_lora, model.q_lora_rank > 0)
     g.add("attention", t, model.q_lora_rank, h, when=mla * q_lora)
     g.add("mla_up", t, a * d.dqk / tp, q_lora * model.q_lora_rank + (1.0 - q_lora) * h,
           when=mla)
@@ -177,7 +185,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
           model.kv_lora_rank, when=mla)
     g.add("attention", t, h, a * d.dv / tp, when=mla)
     # materialized attention core: batched Q K^T and P V over (micro-batch x local heads)
-    flash = plan.flash_attention
+    flash = plan.flash_attention if s.flash is None else float(s.flash)
     unfused = 1.0 - flash
     b_heads = plan.micro_batch * a / tp
     s_q = model.seq_len / plan.cp
@@ -191,7 +199,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     m_e = expert_tokens(model, plan, d)
     local = model.experts / plan.ep
     shared = model.shared_experts * model.expert_ffn_hidden
-    has_shared = moe * weight(model.shared_experts > 0)
+    has_shared = moe * weight(s.shared_experts, model.shared_experts > 0)
     g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe)
     g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe,
           grouped=True)
@@ -200,14 +208,14 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
-    k = g.evaluate(system, plan, stacked)
+    k = g.evaluate(system, plan, stacked, s)
     for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
         k.setdefault(block, Kernels())
 
     # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
     def flash_core():
         flops = plan.micro_batch * model.seq_len * transformer.attention_core_flops_per_token(
-            model) / (plan.cp * tp)
+            model, s) / (plan.cp * tp)
         f, b = compute.attention_core_time(flops, s_q, d.dqk, system)
         return Kernels(attn_fwd=f, attn_bwd=b)
 
@@ -224,7 +232,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
     # every small (non-GEMM) kernel also costs its fixed launch/tail time on the GPU
     ovh = system.constants.kernel_overhead_s
-    n_attn, n_dense, n_moe = small_kernels(model)
+    n_attn, n_dense, n_moe = small_kernels(model, s, plan)
     # recompute modules (Megatron-Core --recompute-modules): the norm of each block
     # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
     # (``recompute_norm_act``); the MLA up-projections' forward GEMMs (``recompute_mla_up``)
@@ -282,7 +290,7 @@ FP8_CAST_KERNELS_PER_GEMM = 1.0
 blockwise or MXFP8 alike); weights are quantised once per step (not counted per layer)."""
 
 
-def host_kernels(model: Model, plan: Plan):
+def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     """``(dense layer, MoE layer)`` kernels issued by the host per forward, and the share of
     them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
     ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
@@ -290,21 +298,22 @@ def host_kernels(model: Model, plan: Plan):
 
     Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
     """
-    mla = weight(model.mla > 0)
-    q_lora = weight(model.q_lora_rank > 0)
+    s = resolve(structure, model, plan)
+    mla = weight(s.mla, model.mla > 0)
+    q_lora = weight(s.q_lora, model.q_lora_rank > 0)
     attn_gemms = (1.0 - mla) * 2.0 + mla * (4.0 + q_lora)
     cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM
     attn = (NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS
             + attn_gemms * (1.0 + cast))
     ffn = NORM_KERNELS + 2.0 * (1.0 + cast) + 2.0  # 2 GEMMs, activation, residual add
-    has_shared = weight(model.shared_experts > 0)
+    has_shared = weight(s.shared_experts, model.shared_experts > 0)
     router = 1.0 + ROUTER_KERNELS
     experts = DISPATCH_KERNELS + 2.0 * (1.0 + cast) + 1.0  # two grouped GEMMs, activation
     moe = NORM_KERNELS + router + experts + has_shared * 3.0 * (1.0 + cast) + 1.0
     return (attn + ffn, attn), (attn + moe, attn + router)
 
 
-def small_kernels(model: Model):
+def small_kernels(model: Model, structure: Structure | None = None, plan: Plan | None = None):
     """``(attention, dense FFN, MoE FFN)`` forward kernels of a layer that are neither GEMMs,
     fp8 casts nor the flash-attention core (those carry their own ``KERNEL_OVERHEAD_S``):
     norms, RoPE, residual adds, activations, the router's and the dispatcher's small kernels
@@ -312,11 +321,12 @@ def small_kernels(model: Model):
     launch/tail time ``KERNEL_OVERHEAD_S`` on the GPU besides its HBM traffic; the backward
     runs about twice as many (charged through ``elem_fwd``, which the backward counts twice).
     Counts from :func:`host_kernels` (Megatron-Core with Transformer Engine)."""
-    mla = weight(model.mla > 0)
-    q_lora = weight(model.q_lora_rank > 0)
+    s = resolve(structure, model, plan)
+    mla = weight(s.mla, model.mla > 0)
+    q_lora = weight(s.q_lora, model.q_lora_rank > 0)
     attn = NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS - 1.0
     dense = NORM_KERNELS + 2.0  # activation, residual add
-    shared = weight(model.shared_experts > 0)
+    shared = weight(s.shared_experts, model.shared_experts > 0)
     moe = (NORM_KERNELS + ROUTER_KERNELS + (DISPATCH_KERNELS - 2.0) + 1.0 + shared + 1.0)
     return attn, dense, moe
 
@@ -328,12 +338,13 @@ def sync_stall(model: Model, system: System):
     return dropless * system.constants.host_sync_s
 
 
-def host_issue_time(model: Model, system: System, plan: Plan):
+def host_issue_time(model: Model, system: System, plan: Plan,
+                    structure: Structure | None = None):
     """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels:
     ``(total - captured (1 - f)) HOST_LAUNCH_S`` with CUDA graphs (``f`` the
     graph launch fraction), ``total HOST_LAUNCH_S`` without."""
     k = system.constants
-    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan)
+    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
     saved = plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
     return ((d_all - saved * d_cap) * k.host_launch_s, (m_all - saved * m_cap) * k.host_launch_s)
 
@@ -406,7 +417,7 @@ def tp_dense_layer(model: Model, system: System, d: Dims, pl: Placement) -> Comm
 def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement) -> Comm:
     """Forward TP communication of an MoE layer: attention pair, shared-expert pair, and the
     expert-TP pair over ``etp`` on the dispatched tokens."""
-    pairs = 1.0 + weight(model.shared_experts > 0)
+    pairs = 1.0 + weight(d.structure.shared_experts, model.shared_experts > 0)
     attn = 2.0 * pairs * tp_collective(model, system, d, pl)
     etp_bytes = plan.etp * d.tokens_moe * model.top_k * capacity(model) * model.hidden * BF16
     return attn + 2.0 * fabric.reduce_scatter_on(etp_bytes, pl.etp, system)
@@ -415,7 +426,7 @@ def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placemen
 def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
              t: float) -> Comm:
     """Forward CP ring exchange of one layer: ``cp - 1`` K/V chunk transfers."""
-    w_kv = mix(weight(model.mla > 0), lambda: model.heads * (d.dqk + d.dv),
+    w_kv = mix(weight(d.structure.mla, model.mla > 0), lambda: model.heads * (d.dqk + d.dv),
                lambda: 2.0 * model.kv_heads * model.head_dim)
     chunk = d.tokens * w_kv * BF16 / plan.tp
     return (plan.cp - 1.0) * fabric.p2p(chunk, fabric.crosses(pl.cp, t), system)

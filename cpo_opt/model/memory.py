@@ -64,6 +64,7 @@ from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
 from cpo_opt.model.dims import Dims
+from cpo_opt.model.structure import Structure
 
 BF16 = 2.0
 
@@ -83,10 +84,10 @@ class Memory:
 
 def local_params(model: Model, plan: Plan, d: Dims):
     """``(dense, expert)`` parameters held by the most loaded rank (first pipeline stage)."""
-    h = model.hidden
+    h, s = model.hidden, d.structure
     emb = model.vocab * h / plan.tp * jnp.where(plan.pp > 1, 1.0, 2.0 - model.tied_embeddings)
     shared = model.shared_experts * transformer.expert_params(model) / plan.tp
-    dense = (d.layers_rank * (transformer.attention_params(model) / plan.tp + 2.0 * h)
+    dense = (d.layers_rank * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
              + d.dense_rank * transformer.dense_ffn_params(model) / plan.tp
              + d.moe_rank * (shared + transformer.router_params(model)) + emb)
     experts = (d.moe_rank * model.experts / plan.ep
@@ -164,9 +165,10 @@ def weight_of(flag):
 def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     """Activation bytes of the most loaded rank (see module docstring)."""
     a_dense, a_moe = layer_activations(model, plan, d)
-    per_mb = d.dense_rank * a_dense + d.moe_rank * a_moe
+    dense_only = d.structure.moe is False  # no MoE layer to hold (and none built)
+    per_mb = d.dense_rank * a_dense + (0.0 if dense_only else d.moe_rank * a_moe)
     full_input = BF16 * model.hidden * d.tokens_sp
-    working = jnp.maximum(a_dense, jnp.where(d.moe_rank > 0, a_moe, 0.0))
+    working = jnp.maximum(a_dense, 0.0 if dense_only else jnp.where(d.moe_rank > 0, a_moe, 0.0))
     per_mb = jnp.where(plan.recompute >= 2, d.layers_rank * full_input + 0.0, per_mb)
     extra = jnp.where(plan.recompute >= 2, working, 0.0)
     interleave = jnp.where(plan.vpp > 1, 1.0 + (plan.pp - 1.0) / (plan.pp * plan.vpp), 1.0)
@@ -177,16 +179,21 @@ def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     last = per_mb + logits
     staged = jnp.where(plan.pp > 1, smooth.smax(first, last, temperature), first + logits)
     a2a = 2.0 * BF16 * d.tokens_moe * model.top_k * layer_costs.capacity(model) * model.hidden
-    # offloaded expert activations: two layers' worth stay resident (the layer being
-    # offloaded or reloaded and the one computing)
-    staging = plan.offload_expert_act * 2.0 * routed_saved(model, plan, d)
-    transient = BF16 * d.tokens * model.hidden + d.is_moe * (a2a + staging)
+    transient = BF16 * d.tokens * model.hidden
+    if not dense_only:
+        # offloaded expert activations: two layers' worth stay resident (the layer being
+        # offloaded or reloaded and the one computing)
+        staging = plan.offload_expert_act * 2.0 * routed_saved(model, plan, d)
+        transient = transient + d.is_moe * (a2a + staging)
     return staged + extra + transient
 
 
 def memory(model: Model, system: System, plan: Plan, d: Dims,
-           temperature: float = 0.0) -> Memory:
-    """HBM bytes per GPU on the most loaded rank."""
+           temperature: float = 0.0, structure: Structure | None = None) -> Memory:
+    """HBM bytes per GPU on the most loaded rank; ``structure`` (default ``d.structure``,
+    the one ``d`` was computed for) decides which blocks are built."""
+    if structure is not None:
+        d = dataclasses.replace(d, structure=structure)
     w, g, o = model_state(model, plan, d)
     act = activations(model, plan, d, temperature)
     reserved = system.constants.reserved_bytes + 0.0 * system.gpu.hbm_bytes

@@ -97,7 +97,7 @@ from cpo_opt.model.config import Model, Plan, System, pytree
 from cpo_opt.model.dims import Dims, dims
 from cpo_opt.model.fabric import NO_COMM, Comm
 from cpo_opt.model.memory import Memory, local_params, memory, routed_saved
-from cpo_opt.model.switch import known
+from cpo_opt.model.structure import Structure, check, resolve
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
@@ -189,7 +189,7 @@ def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, expe
 
 
 def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0,
-              stacked: bool = False) -> StepTime:
+              stacked: bool = False, *, structure: Structure | None = None) -> StepTime:
     """Time and memory of one training step; see the module docstring for the structure.
 
     Args:
@@ -200,13 +200,20 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         from a much smaller graph, which compiles and differentiates 2-3x faster; off, each
         is its own expression, which XLA fuses into one loop for the fastest batched
         evaluation. Gradient users (the relaxed search, ``sensitivity``) turn it on.
+      structure: the static blocks (:class:`~cpo_opt.model.structure.Structure`; a ``jit``
+        static argument): blocks it lacks are not built, ``None`` fields are blended per row.
+        Default: read from the concrete leaves (:func:`~cpo_opt.model.structure.resolve`).
+        An explicit structure that contradicts a concrete leaf raises ``ValueError``.
 
     Returns:
       :class:`StepTime`.
     """
     t = temperature
-    d = dims(model, system, plan, t)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked)
+    if structure is not None:
+        check(structure, model, plan)
+    s = resolve(structure, model, plan)
+    d = dims(model, system, plan, t, s)
+    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s)
     dense_k = att + dense_ffn
     moe_k = att + moe
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
@@ -215,7 +222,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # the layer's kernels (disjoint windows, so faster kernels never expose more in total)
     pl = layer_costs.placement(system, plan, d, t, stacked)
     tp_d = layer_costs.tp_dense_layer(model, system, d, pl)
-    dense_only = known(d.is_moe) and float(d.is_moe) == 0.0  # no MoE blocks to build
+    dense_only = s.moe is False  # no MoE blocks to build
     tp_m = NO_COMM if dense_only else layer_costs.tp_moe_layer(model, system, plan, d, pl)
     cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)
     ep_f, ep_b = ((NO_COMM, NO_COMM) if dense_only
@@ -268,7 +275,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     # --- host issue (module docstring): a layer pass runs at the slower of its GPU wall time
     # and the host's time to issue its kernels (synchronised per MoE layer by the dispatch)
-    host_d, host_m = layer_costs.host_issue_time(model, system, plan)
+    host_d, host_m = layer_costs.host_issue_time(model, system, plan, s)
 
     def host_exposed(host_f, kern, exps):
         """Host time beyond a layer's forward / backward GPU wall (kernels + exposures)."""
@@ -282,15 +289,16 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
     host_moe = host_exposed(host_m, moe_k, list(exp_moe.values()))
-    # the dropless MoE forward (and its recomputed forward) waits once on the host
-    sync = layer_costs.sync_stall(model, system)
-    # offloaded expert activations: out to the host in the forward, back in the backward, on
-    # a copy engine behind the layer's own kernels; only the excess is exposed
-    t_off = (plan.offload_expert_act * routed_saved(model, plan, d)
-             / system.constants.host_link_bw)
-    off_f = smooth.relu(t_off - moe_k.fwd, moe_k.fwd + 1e-9, t)
-    off_b = smooth.relu(t_off - moe_k.bwd, moe_k.bwd + 1e-9, t)
-    host_moe = (host_moe[0] + sync + off_f, host_moe[1] + full * sync + off_b)
+    if not dense_only:
+        # the dropless MoE forward (and its recomputed forward) waits once on the host
+        sync = layer_costs.sync_stall(model, system)
+        # offloaded expert activations: out to the host in the forward, back in the backward,
+        # on a copy engine behind the layer's own kernels; only the excess is exposed
+        t_off = (plan.offload_expert_act * routed_saved(model, plan, d)
+                 / system.constants.host_link_bw)
+        off_f = smooth.relu(t_off - moe_k.fwd, moe_k.fwd + 1e-9, t)
+        off_b = smooth.relu(t_off - moe_k.bwd, moe_k.bwd + 1e-9, t)
+        host_moe = (host_moe[0] + sync + off_f, host_moe[1] + full * sync + off_b)
 
     def rank(n_dense, n_moe, n_head):
         """One micro-batch on a rank holding these blocks: kernels, then the layer-level
@@ -321,7 +329,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         return out
 
     slow = rank(d.dense_rank, d.moe_rank, 1.0)
-    l_moe = transformer.moe_layers(model)
+    l_moe = transformer.moe_layers(model, s)
     avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
     # gradient reduction (last micro-batch's backward) and parameter gather (first one's
@@ -381,7 +389,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     mem = memory(model, system, plan, d, t)
 
     tokens = plan.global_batch * model.seq_len
-    fpt = transformer.flops_per_token(model)
+    fpt = transformer.flops_per_token(model, s)
     tps = tokens / step
     flops_gpu = fpt * tps / system.gpus
     peak = jnp.where(plan.fp8 > 0, system.gpu.matmul_flops_fp8, system.gpu.matmul_flops_bf16)

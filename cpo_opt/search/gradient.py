@@ -56,16 +56,16 @@ def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch
     """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``.
 
     The model is traced (one compilation per :class:`Structure` and free-field tuple, shared
-    by every model of that structure); ``structure.pin`` makes the leaves it decides Python
-    numbers, so blocks the model lacks are not built (a smaller graph to differentiate)."""
-    model = structure.pin(model)
+    by every model of that structure); the formulas read ``structure``, so blocks the model
+    lacks are not built (a smaller graph to differentiate)."""
     opt = optax.adam(lr)
 
     def run(z0, rc, zr):
         def step(carry, t):
             z, state = carry
             (val, st), g = jax.value_and_grad(relaxed.objective, has_aux=True)(
-                z, rc, zr, t, model, system, global_batch, fp8, flash, power_budget_w, free)
+                z, rc, zr, t, model, system, global_batch, fp8, flash, power_budget_w, free,
+                structure)
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             upd, state = opt.update(g, state)
             z = jnp.clip(z + upd, lo, hi)

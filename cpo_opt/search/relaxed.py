@@ -30,6 +30,7 @@ from cpo_opt.inputs import schema
 from cpo_opt.model import fabric_cost
 from cpo_opt.search import lattice
 from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.structure import Structure
 from cpo_opt.search.space import SearchSpace, log_bounds
 from cpo_opt.model.step import step_time
 
@@ -75,15 +76,17 @@ def plan_of(z, global_batch, recompute, zero, fp8, flash) -> Plan:
 
 
 def objective(z, recompute, zero, temperature, model: Model, system: System, global_batch,
-              fp8, flash, power_budget_w, free: tuple[str, ...]):
+              fp8, flash, power_budget_w, free: tuple[str, ...],
+              structure: Structure | None = None):
     """Relaxed objective at ``z`` (see module docstring); also returns the step time.
 
-    Everything but ``free`` (the names of the free hardware fields) may be traced.
+    Everything but ``free`` (the names of the free hardware fields) and ``structure`` (the
+    static blocks, :func:`cpo_opt.model.step.step_time`) may be traced.
     """
     n = len(DEGREES)
     plan = plan_of(z, global_batch, recompute, zero, fp8, flash)
     system = schema.with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
-    r = step_time(model, system, plan, temperature, stacked=True)
+    r = step_time(model, system, plan, temperature, stacked=True, structure=structure)
     lg = {name: z[i] for i, name in enumerate(DEGREES)}
     log2_gpus = jnp.log2(system.gpus)
     dp_log = log2_gpus - lg["tp"] - lg["cp"] - lg["pp"]

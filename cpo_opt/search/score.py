@@ -7,18 +7,17 @@ step time; a candidate is feasible when it fits in HBM and respects every fabric
 
 Compiled scorers. :func:`score_rows` is one ``jax.jit`` function whose static arguments are
 the model's :class:`~cpo_opt.model.structure.Structure` (which blocks the program has), the
-model's numeric leaves (a tuple of floats), the free hardware fields and the batch shape; the
-system, the rows and the power budget are traced. So ``jit``'s own cache holds one
-executable per (structure, model, free fields, batch shape) and nothing else: no global dict,
-and the searches use two batch shapes (:mod:`cpo_opt.search.batching`).
+free hardware fields and (implicitly) the batch shape; the model, the system, the rows and
+the power budget are traced data. So ``jit``'s own cache holds one executable per
+(structure, free fields, batch shape), shared by every model and system of that structure
+(and by the persistent compilation cache across processes): no global dict, and the searches
+use one batch shape (:mod:`cpo_opt.search.batching`).
 
-Why the model is a compile-time constant and not a traced argument (measured, docs/speed.md):
-the model's blocks are chosen at trace time by :func:`cpo_opt.model.switch.known`, which needs
-the deciding leaves as Python numbers. Passing the model as data with the structure's leaves
-pinned (:meth:`Structure.pin`) compiles once per structure and scores dense models as fast, but
-an MoE model then carries traced ``experts > 0`` blends: on DeepSeek-V3 it compiled in 18 s
-instead of 11 s and scored ~20% slower. Until the formulas read :class:`Structure` instead of
-``known()``, the constant model is both the faster cold start and the faster scorer.
+The model is data, not a compile-time constant: the formulas read which blocks to build
+from the structure (:mod:`cpo_opt.model.switch`), not from the model's leaves, so a traced
+model builds the same pruned program a constant one did (before the structure was wired into
+the formulas, a traced MoE model blended both sides of every MoE choice per row and scored
+~20% slower; docs/speed.md).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import numpy as np
 
 from cpo_opt.inputs import schema
 from cpo_opt.model import fabric_cost
-from cpo_opt.model.config import Model
 from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import distributed, lattice
@@ -48,34 +46,21 @@ contiguous, 1 aligned)."""
 PLACEMENTS = {0: "contiguous", 1: "aligned"}
 
 
-def model_key(model: Model) -> tuple[float, ...]:
-    """The model's leaves as a hashable tuple of Python floats (a static ``jit`` argument)."""
-    return tuple(float(np.asarray(x)) for x in jax.tree.leaves(model))
-
-
-def _model_from(key: tuple[float, ...]) -> Model:
-    """Inverse of :func:`model_key`: a :class:`Model` whose leaves are Python floats."""
-    return jax.tree.unflatten(jax.tree.structure(_TEMPLATE), list(key))
-
-
-_TEMPLATE = Model(*([0.0] * len(Model.__dataclass_fields__)))
-
-
-@functools.partial(jax.jit, static_argnames=("structure", "model", "free"))
-def score_rows(system, rows, power_budget_w, *, structure: Structure,
-               model: tuple[float, ...], free: tuple[str, ...]) -> dict:
+@functools.partial(jax.jit, static_argnames=("structure", "free"))
+def score_rows(model, system, rows, power_budget_w, *, structure: Structure,
+               free: tuple[str, ...]) -> dict:
     """``vmap(row -> scores)`` of one batch of rows (see module docstring).
 
     Args:
+      model: the :class:`~cpo_opt.model.config.Model` (traced: every model of ``structure``
+        reuses one compilation).
       system: the :class:`~cpo_opt.model.config.System` (traced: hardware sweeps reuse one
         compilation).
       rows: lattice columns (and ``"hw:" + k`` columns for ``free``), one batch.
       power_budget_w: cap on interconnect power (``inf`` for none).
-      structure: static; the blocks the program has (and fp8 / flash).
-      model: static; :func:`model_key` of the model.
+      structure: static; the blocks the program has (and fp8 / flash); must be the model's.
       free: static; the free hardware fields.
     """
-    m = structure.pin(_model_from(model))
     fp8, flash = structure.plan_switches()
 
     def one(row):
@@ -85,7 +70,8 @@ def score_rows(system, rows, power_budget_w, *, structure: Structure,
         fabric_ok = fabric_cost.feasible(s, power_budget_w)
         best = None
         for placement in (0.0, 1.0):
-            r = step_time(m, s, lattice.to_plan(row, fp8, flash, placement=placement))
+            r = step_time(model, s, lattice.to_plan(row, fp8, flash, placement=placement),
+                          structure=structure)
             ok = r.fits_memory * fabric_ok
             out = {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
                    "raw_step_time_s": r.step_time_s, "feasible": ok,
@@ -109,14 +95,13 @@ def structure(space: SearchSpace) -> Structure:
 
 def make_exact_scorer(space: SearchSpace) -> Callable[[dict], dict]:
     """``rows -> scores`` for this space: :func:`score_rows` with the space's static
-    arguments bound (compiled once per structure, model, free fields and batch shape)."""
+    arguments bound (compiled once per structure, free fields and batch shape)."""
     budget = np.inf if space.power_budget_w is None else space.power_budget_w
-    static = {"structure": structure(space), "model": model_key(space.model.model),
-              "free": tuple(space.free)}
-    system = space.system.system
+    static = {"structure": structure(space), "free": tuple(space.free)}
+    model, system = space.model.model, space.system.system
 
     def scorer(rows):
-        return score_rows(system, rows, budget, **static)
+        return score_rows(model, system, rows, budget, **static)
 
     return scorer
 
