@@ -7,8 +7,6 @@ test holds half the cases out by weight.
 """
 
 import json
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -76,14 +74,16 @@ def test_malformed_constants_file_is_bad_input(tmp_path, text, rule):
     assert "bad.toml" in msg and rule in msg and "\n" not in msg
 
 
-def test_malformed_constants_file_exits_2_with_one_line(tmp_path):
+def test_malformed_constants_file_exits_2_with_one_line(tmp_path, capsys):
+    """In-process ``main(argv)`` (the real process's exit status is tested once, in
+    tests/test_sensitivity.py)."""
+    from cpo_opt.cli.main import main
     path = tmp_path / "bad.toml"
     path.write_text('[ampere]\ngemm_eff_bf16 = 1.2\n')
-    p = subprocess.run([sys.executable, "-m", "cpo_opt", "validate", "--constants", str(path),
-                        "--json"], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 2
-    assert p.stdout == ""
-    lines = p.stderr.strip().splitlines()
+    assert main(["validate", "--constants", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "bad.toml" in lines[0] and "ampere.gemm_eff_bf16" in lines[0]
     assert "(0, 1]" in lines[0]
 
@@ -247,12 +247,12 @@ def test_calibrate_cli_writes_a_file_that_constants_reads(tmp_path, capsys, fitt
     assert v["mean_abs_error"] == pytest.approx(r["after"]["mean_abs_error"], rel=1e-6)
 
 
-def test_unknown_fit_name_is_bad_input():
-    p = subprocess.run([sys.executable, "-m", "cpo_opt", "calibrate", "--cases", A100,
-                        "--fit", "warp_speed", "--json"], capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 2 and p.stdout == ""
-    assert len(p.stderr.strip().splitlines()) == 1 and "warp_speed" in p.stderr
+def test_unknown_fit_name_is_bad_input(capsys):
+    from cpo_opt.cli.main import main
+    assert main(["calibrate", "--cases", A100, "--fit", "warp_speed", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and "warp_speed" in err
 
 
 def test_study_runs_with_a_constants_table_and_takes_its_intervals():

@@ -2,7 +2,7 @@
 interval, the batch sweep's split, and the committed notebooks being current.
 
 The figure test runs the three bars in the ``tiny`` mode (gradient search only, a few
-seconds each with a warm compile cache).
+seconds each with a warm compile cache); it is marked ``slow``.
 """
 
 import dataclasses
@@ -78,6 +78,7 @@ def test_every_figure_assumption_has_a_source(study):
         assert key in a and len(a[key]["source"]) > 20, key
 
 
+@pytest.mark.slow  # three gradient searches on the study's pod (10-16 s warm)
 def test_figure_columns_are_computed(study, cache):
     fig = paper_figure.figure(study)
     rows = fig["rows"]
