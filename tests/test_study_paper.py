@@ -136,6 +136,7 @@ def test_speedup_interval_reads_a_constants_file(tmp_path):
     assert r["hbm_eff"] == uncertainty.STATED_RANGES["hbm_eff"]
 
 
+@pytest.mark.slow  # one batch-sweep point: config4 optimized on both fabrics
 def test_batch_split_adds_up_to_the_speedup(study, cache):
     row = sweeps.batch_point(study, "config4", study.tokens_per_gpu)
     assert row["speedup"] is not None
