@@ -8,7 +8,8 @@ test holds half the cases out by weight.
 The tests that fit (and the loss-gradient check) are marked ``slow``: tracing the fit's
 functions (the vmapped, scanned descent, the Jacobian and the Hessian of the 18-case loss)
 takes 10-20 s even with a warm compile cache, and compiling them cold about 4 minutes. The
-constants files, their bad-input errors and the step-time interval stay in the fast loop.
+step-time interval (its own compilation) is ``slow`` too. The constants files and their
+bad-input errors stay in the fast loop.
 """
 
 import json
@@ -205,6 +206,7 @@ def test_fitting_half_predicts_the_other_half(cases):
 
 
 # --------------------------------------------------------------------------- intervals
+@pytest.mark.slow  # compiles the interval's derivatives for an A100 case (4-6 s warm)
 def test_step_time_interval_brackets_the_point_and_widens_with_the_interval(cases):
     from cpo_opt.analysis.uncertainty import step_time_interval
     from cpo_opt import api

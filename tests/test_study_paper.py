@@ -106,6 +106,7 @@ def test_gap_closed_measures_the_log_distance():
     assert paper_figure.gap_closed(base, half)[1] == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # compiles the study's interval derivatives for config1 on both fabrics
 def test_speedup_interval_brackets_the_point_and_shrinks_to_it(study, cache):
     model = load_model("config1")
     plan = "tp=1,cp=1,pp=4,ep=64,micro_batch=1,global_batch=9216"

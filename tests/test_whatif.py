@@ -120,6 +120,7 @@ def test_compare_speedups_are_ratios_of_the_optima(cmp_gpt):
     assert cmp_gpt.speedup == r["speedup"] and cmp_gpt.why == r["why"]
 
 
+@pytest.mark.slow  # two more exhaustive searches, one on another system (H100)
 def test_compare_cli_json_shape(capsys):
     rc, out, err = run_cli(capsys, "compare", "--model", "gpt3-175b", "--system",
                            "dgx-a100-selene", "--against", "dgx-h100", "--exhaustive", "--json")
