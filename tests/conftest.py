@@ -10,11 +10,25 @@ Tests marked ``slow`` (large searches, the study run, notebooks, subprocesses) a
 the fast loop ``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
 """
 
+import jax
 import pytest
 
 from cpo_opt import runtime
 
 runtime.setup(x64=True)
+
+
+@pytest.fixture(autouse=True)
+def _cache_every_compilation():
+    """Keep even sub-0.5 s compilations in the persistent cache during tests.
+
+    ``runtime.setup`` (and every in-process ``main(argv)``) keeps only compilations over
+    0.5 s. The gradient tests run op by op (eagerly), which compiles hundreds of small
+    executables, several seconds in all on a fresh process; cached, the first eager
+    gradient takes about 2 s instead of 5.5 s. Set before every test because the in-process
+    CLI tests reset the threshold.
+    """
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")
