@@ -6,8 +6,9 @@ the persistent compilation cache on, in ``CPO_OPT_CACHE_DIR`` (default
 ``~/.cache/cpo-opt/jax``; empty disables it), shared with the CLI, the notebooks and the
 subprocess tests. Warm, the suite skips most XLA compilation; a cold cache only costs time.
 
-Tests marked ``slow`` (large searches, the study run, notebooks, subprocesses) are left out of
-the fast loop ``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
+Tests marked ``slow`` (large searches, calibration fits, the study run, notebooks,
+multi-process runs; docs/testing.md lists them and why) are left out of the fast loop
+``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
 """
 
 import jax
