@@ -6,15 +6,30 @@ the persistent compilation cache on, in ``CPO_OPT_CACHE_DIR`` (default
 ``~/.cache/cpo-opt/jax``; empty disables it), shared with the CLI, the notebooks and the
 subprocess tests. Warm, the suite skips most XLA compilation; a cold cache only costs time.
 
-Tests marked ``slow`` (large searches, the study run, notebooks, subprocesses) are left out of
-the fast loop ``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
+Tests marked ``slow`` (large searches, calibration fits, the study run, notebooks,
+multi-process runs; docs/testing.md lists them and why) are left out of the fast loop
+``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
 """
 
+import jax
 import pytest
 
 from cpo_opt import runtime
 
 runtime.setup(x64=True)
+
+
+@pytest.fixture(autouse=True)
+def _cache_every_compilation():
+    """Keep even sub-0.5 s compilations in the persistent cache during tests.
+
+    ``runtime.setup`` (and every in-process ``main(argv)``) keeps only compilations over
+    0.5 s. The gradient tests run op by op (eagerly), which compiles hundreds of small
+    executables, several seconds in all on a fresh process; cached, the first eager
+    gradient takes about 2 s instead of 5.5 s. Set before every test because the in-process
+    CLI tests reset the threshold.
+    """
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")

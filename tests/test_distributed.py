@@ -28,6 +28,7 @@ def _env(tmp_path):
     return env
 
 
+@pytest.mark.slow  # three cold-cache processes (one plus a jax.distributed pair): 25-65 s
 def test_two_processes_equal_one(tmp_path):
     env = _env(tmp_path)
     one = subprocess.run([sys.executable, "-m", "cpo_opt", *ARGS], capture_output=True,

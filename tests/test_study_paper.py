@@ -2,7 +2,7 @@
 interval, the batch sweep's split, and the committed notebooks being current.
 
 The figure test runs the three bars in the ``tiny`` mode (gradient search only, a few
-seconds each with a warm compile cache).
+seconds each with a warm compile cache); it is marked ``slow``.
 """
 
 import dataclasses
@@ -78,6 +78,7 @@ def test_every_figure_assumption_has_a_source(study):
         assert key in a and len(a[key]["source"]) > 20, key
 
 
+@pytest.mark.slow  # three gradient searches on the study's pod (10-16 s warm)
 def test_figure_columns_are_computed(study, cache):
     fig = paper_figure.figure(study)
     rows = fig["rows"]
@@ -105,6 +106,7 @@ def test_gap_closed_measures_the_log_distance():
     assert paper_figure.gap_closed(base, half)[1] == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # compiles the study's interval derivatives for config1 on both fabrics
 def test_speedup_interval_brackets_the_point_and_shrinks_to_it(study, cache):
     model = load_model("config1")
     plan = "tp=1,cp=1,pp=4,ep=64,micro_batch=1,global_batch=9216"
@@ -135,6 +137,7 @@ def test_speedup_interval_reads_a_constants_file(tmp_path):
     assert r["hbm_eff"] == uncertainty.STATED_RANGES["hbm_eff"]
 
 
+@pytest.mark.slow  # one batch-sweep point: config4 optimized on both fabrics
 def test_batch_split_adds_up_to_the_speedup(study, cache):
     row = sweeps.batch_point(study, "config4", study.tokens_per_gpu)
     assert row["speedup"] is not None

@@ -120,6 +120,7 @@ def test_compare_speedups_are_ratios_of_the_optima(cmp_gpt):
     assert cmp_gpt.speedup == r["speedup"] and cmp_gpt.why == r["why"]
 
 
+@pytest.mark.slow  # two more exhaustive searches, one on another system (H100)
 def test_compare_cli_json_shape(capsys):
     rc, out, err = run_cli(capsys, "compare", "--model", "gpt3-175b", "--system",
                            "dgx-a100-selene", "--against", "dgx-h100", "--exhaustive", "--json")
@@ -237,6 +238,7 @@ def codesign_gpt():
                                        "scale_up.switch_radix": "256"})
 
 
+@pytest.mark.slow  # an exhaustive search over plans x domain sizes, then the trim's evaluations
 def test_codesign_stops_at_the_smallest_domain_that_earns_its_cost(codesign_gpt, presets):
     from cpo_opt.analysis.optimize import domain_candidates
     r = codesign_gpt
@@ -257,6 +259,7 @@ def test_codesign_stops_at_the_smallest_domain_that_earns_its_cost(codesign_gpt,
             assert e.step_time_s > trim["step_time_searched_s"] * (1 + trim["tolerance"])
 
 
+@pytest.mark.slow  # two exhaustive searches over plans x scale-up bandwidths (one per budget)
 def test_power_reported_against_budget_and_swept(capsys):
     rc, out, err = run_cli(capsys, "optimize", "--model", "gpt3-175b", "--system",
                            "dgx-a100-selene", "--free", "scale_up.bandwidth_GB_s",
