@@ -34,6 +34,7 @@ three MoE runs actually constrain; the others keep their physical values.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import pprint
 
@@ -82,7 +83,9 @@ def main() -> None:
     ap.add_argument("--no-cv", action="store_true", help="skip leave-one-out")
     args = ap.parse_args()
     setup()
-    r = cpo_opt.calibrate([str(c) for c in CASES], list(FIT), out=str(TOML),
+    os.chdir(ROOT)  # the written files name the cases by their path in the repository
+    r = cpo_opt.calibrate([str(c.relative_to(ROOT)) for c in CASES], list(FIT),
+                          out=str(TOML.relative_to(ROOT)),
                           prior="physical", steps=args.steps, cross_validate=not args.no_cv)
     d = r.to_dict()
     about = {"command": "python experiments/fit_shipped_constants.py",

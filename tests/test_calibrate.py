@@ -309,6 +309,7 @@ def test_malformed_fit_entry_is_bad_input(entry):
         C.parse_fit([entry])
 
 
+@pytest.mark.slow  # traces the fit's functions for another set of names (10-20 s warm)
 def test_a_level_restricted_fit_leaves_other_levels_alone(cases):
     """Only the named level's constant moves; at any other level it is neither fitted nor
     reported."""
