@@ -281,12 +281,30 @@ def test_study_runs_with_a_constants_table_and_takes_its_intervals():
         assert float(spec.system.constants.gemm_eff_fp8) == pytest.approx(0.6)
         assert float(spec.system.constants.hbm_eff) == pytest.approx(0.8)
     plain = load_study("tiny")
+    from cpo_opt.model.constants import constants_for
+    gpu = study.fabrics["copper"].gpu_name
     assert float(plain.fabrics["copper"].system.constants.gemm_eff_fp8) == pytest.approx(
-        INFO["gemm_eff_fp8"].default)
-    r = ranges_from_table(t, study.fabrics["copper"].gpu_name)
+        float(constants_for(gpu).gemm_eff_fp8))
+    r = ranges_from_table(t, gpu, study.fabrics["copper"].system.constants)
     assert r["gemm_eff_fp8"] == (0.55, 0.65)
-    assert r["hbm_eff"] == STATED_RANGES["hbm_eff"]  # no interval in the table: stated range
+    # no interval in the table: the stated range around the value the system uses (0.8)
+    assert r["hbm_eff"] == pytest.approx((0.8 * 0.9, 0.8 * 1.1))
     assert ranges_from_table(t, "A100-SXM-80GB")["gemm_eff_fp8"] == STATED_RANGES["gemm_eff_fp8"]
+
+
+def test_default_ranges_sit_around_the_gpus_own_constants_and_take_the_shipped_fit():
+    """The study's default speedup interval ranges: around the GPU's per-generation constants
+    (Blackwell's fp8 GEMM fraction 0.55, not the global 0.70), and the shipped fit's 90%
+    interval where it set a constant."""
+    from cpo_opt.model import fitted
+    from cpo_opt.model.constants import constants_for
+    from cpo_opt.study.uncertainty import ranges_for
+    base = constants_for("GB200")
+    r = ranges_for("GB200", base)
+    lo, hi = r["gemm_eff_fp8"]
+    assert lo < float(base.gemm_eff_fp8) < hi
+    for name, iv in fitted.INTERVALS.get("blackwell", {}).items():
+        assert r[name] == tuple(iv)
 
 
 # --------------------------------------------------------------------------- levels, prior

@@ -64,7 +64,8 @@ def interval(study: Study, config: str, full: dict[str, dict[str, Any]],
     (:func:`cpo_opt.study.uncertainty.speedup_interval`)."""
     model = study.models[config]
     if ranges is None and study.constants is not None:
-        ranges = ranges_from_table(study.constants, study.fabrics["copper"].gpu_name)
+        copper = study.fabrics["copper"]
+        ranges = ranges_from_table(study.constants, copper.gpu_name, copper.system.constants)
     sides = []
     for f in FABRICS:
         s = study.fabrics[f]

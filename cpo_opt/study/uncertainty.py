@@ -7,13 +7,14 @@ the speedup
 
     S(c) = T_copper(plan_copper; c) / T_passage(plan_passage; c)
 
-is re-evaluated for constants ``c`` at every corner of the box of ranges (2^9 = 512 points for
-the 9 constants, all in one ``jax.vmap``), plus the shipped values, and the interval is
+is re-evaluated for constants ``c`` at every corner of the box of ranges (2^n points for the
+n constants with a range, all in one ``jax.vmap``), plus the shipped values, and the interval is
 ``[min S, max S]``. The model is smooth and, in each constant, monotone over these ranges for
 both step times, so the extreme ratio lies at a corner.
 
-Ranges (:data:`STATED_RANGES`, until ``calibrate`` supplies fitted ones): a fraction of a peak
-``+-10 %`` of its value, capped at 1 (the spread of the published micro-benchmarks each
+Ranges (:func:`ranges_for`): around the GPU's actual constants (per generation, with the
+shipped fit), the 90% interval of the shipped fit (:mod:`cpo_opt.model.fitted`) where it set a
+constant, else the stated range: a fraction of a peak ``+-10 %`` of its value, capped at 1 (the spread of the published micro-benchmarks each
 constant's docstring cites: e.g. cuBLAS 75-85 % of H100 bf16 peak around 0.75+-0.075); the
 kernel launch overhead x0.5-x2 (2-8 us, CUDA launch without / with host jitter); the reserved
 HBM +-1 GB (it moves memory, not time, at fixed plans). ``ranges_from_constants_file`` reads a
@@ -61,7 +62,29 @@ def stated_range(name: str, value: float | None = None) -> tuple[float, float]:
 
 
 STATED_RANGES: dict[str, tuple[float, float]] = {n: stated_range(n) for n in INFO}
-"""``{constant: (low, high)}`` around the shipped defaults."""
+"""``{constant: (low, high)}`` around the global defaults (:data:`INFO`)."""
+
+
+def stated_ranges(base: Constants | None = None) -> dict[str, tuple[float, float]]:
+    """The stated range of every constant around ``base`` (a GPU's actual constants, per
+    generation and fitted values included), or around the global defaults."""
+    if base is None:
+        return dict(STATED_RANGES)
+    return {n: stated_range(n, float(np.asarray(getattr(base, n)))) for n in INFO}
+
+
+def ranges_for(gpu_name: str, base: Constants | None = None) -> dict[str, tuple[float, float]]:
+    """The ranges a GPU's speedup interval uses by default: the stated range around the GPU's
+    constants (``base``), replaced by the 90% interval of the shipped fit
+    (:mod:`cpo_opt.model.fitted`) for every constant that fit set at the GPU's levels."""
+    from cpo_opt.model import fitted
+    from cpo_opt.model.constants import generation_of
+    out = stated_ranges(base)
+    for level in ("*", generation_of(gpu_name) or "", str(gpu_name)):
+        for name, (lo, hi) in fitted.INTERVALS.get(level, {}).items():
+            if name in INFO:
+                out[name] = (float(lo), float(hi))
+    return out
 
 
 def ranges_from_constants_file(path: str | pathlib.Path) -> dict[str, tuple[float, float]]:
@@ -77,12 +100,14 @@ def ranges_from_constants_file(path: str | pathlib.Path) -> dict[str, tuple[floa
     return out
 
 
-def ranges_from_table(table, gpu_name: str) -> dict[str, tuple[float, float]]:
+def ranges_from_table(table, gpu_name: str, base: Constants | None = None
+                      ) -> dict[str, tuple[float, float]]:
     """``{name: (low, high)}`` from a constants table's fitted intervals (``calibrate``) at
     the levels that apply to ``gpu_name`` (``"*"``, its generation, its name; the most
-    specific wins); constants without an interval keep :data:`STATED_RANGES`."""
+    specific wins); constants without an interval keep :func:`ranges_for` (around ``base``,
+    the GPU's constants with the table applied, when given)."""
     from cpo_opt.model.constants import generation_of
-    out = dict(STATED_RANGES)
+    out = ranges_for(gpu_name, base)
     intervals = getattr(table, "intervals", {}) or {}
     for level in ("*", generation_of(gpu_name) or "", str(gpu_name)):
         for name, (lo, hi) in intervals.get(level, {}).items():
@@ -119,10 +144,11 @@ def speedup_interval(model: ModelSpec, baseline: tuple[SystemSpec, PlanSpec],
                      tokens_ratio: float = 1.0) -> dict[str, Any]:
     """``{"interval": [min, max], "at_defaults", "ranges", "method"}`` of
     ``T_baseline / T_candidate`` over the corners of ``ranges`` (default
-    :data:`STATED_RANGES`), each side's plan fixed. ``tokens_ratio`` multiplies the ratio when
+    :func:`ranges_for` the baseline's GPU: stated ranges around its actual constants, the
+    shipped fit's intervals where it has them), each side's plan fixed. ``tokens_ratio`` multiplies the ratio when
     the two steps carry different tokens (candidate tokens / baseline tokens)."""
-    ranges = dict(STATED_RANGES if ranges is None else ranges)
     base = baseline[0].system.constants
+    ranges = dict(ranges_for(baseline[0].gpu_name, base) if ranges is None else ranges)
     batch = corners(base, ranges)
     tb = _step_times(model, baseline[0], baseline[1], batch)
     tc = _step_times(model, candidate[0], candidate[1], batch)
