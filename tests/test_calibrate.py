@@ -305,6 +305,11 @@ def test_default_ranges_sit_around_the_gpus_own_constants_and_take_the_shipped_f
     assert lo < float(base.gemm_eff_fp8) < hi
     for name, iv in fitted.INTERVALS.get("blackwell", {}).items():
         assert r[name] == tuple(iv)
+    # a user table that sets a fitted constant replaces its interval by the stated range
+    from cpo_opt.study.uncertainty import ranges_from_table, stated_range
+    t = as_table({"*": {"host_sync_s": 1e-4}})
+    assert ranges_from_table(t, "GB200", constants_for("GB200", t))["host_sync_s"] == \
+        stated_range("host_sync_s", 1e-4)
 
 
 # --------------------------------------------------------------------------- levels, prior

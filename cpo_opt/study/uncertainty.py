@@ -104,12 +104,18 @@ def ranges_from_table(table, gpu_name: str, base: Constants | None = None
                       ) -> dict[str, tuple[float, float]]:
     """``{name: (low, high)}`` from a constants table's fitted intervals (``calibrate``) at
     the levels that apply to ``gpu_name`` (``"*"``, its generation, its name; the most
-    specific wins); constants without an interval keep :func:`ranges_for` (around ``base``,
-    the GPU's constants with the table applied, when given)."""
+    specific wins); a constant the table sets without an interval takes the stated range
+    around its value (the shipped fit's interval no longer applies to it); the others keep
+    :func:`ranges_for` (around ``base``, the GPU's constants with the table applied)."""
     from cpo_opt.model.constants import generation_of
     out = ranges_for(gpu_name, base)
     intervals = getattr(table, "intervals", {}) or {}
-    for level in ("*", generation_of(gpu_name) or "", str(gpu_name)):
+    levels = ("*", generation_of(gpu_name) or "", str(gpu_name))
+    for level in levels:
+        for name, value in (table or {}).get(level, {}).items():
+            if name in INFO:
+                out[name] = stated_range(name, float(value))
+    for level in levels:
         for name, (lo, hi) in intervals.get(level, {}).items():
             if name in INFO:
                 out[name] = (float(lo), float(hi))
