@@ -560,6 +560,7 @@ def _write(tmp_path, model, system, suffix):
     return m, s
 
 
+@pytest.mark.slow  # hypothesis runs the CLI in-process on many generated files (~2 s)
 @PROPERTY
 @given(doc=documents(CORRUPTIBLE), suffix=st.sampled_from([".toml", ".json"]))
 def test_property_evaluate_generated_files(capsys, tmp_path, doc, suffix):

@@ -67,7 +67,8 @@ def test_explicit_structure_changes_no_number_eager(presets, name):
     _same(base, step_time(model, system, plan, structure=DYNAMIC))
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [n if n in ("dense", "moe_mla_fp8") else
+                                  pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
 def test_explicit_structure_changes_no_number_under_jit_with_model_traced(presets, name):
     """``jit`` traces the model: the default structure is then all-``None`` (every block
     built, blended); the explicit one builds only the model's blocks. Same numbers."""
@@ -78,7 +79,13 @@ def test_explicit_structure_changes_no_number_under_jit_with_model_traced(preset
     np.testing.assert_array_equal(np.asarray(blended.step_time_s), np.asarray(pruned.step_time_s))
 
 
-@pytest.mark.parametrize("name", ["dense", "moe_mla_fp8", "materialized"])
+# full suite only: each case compiles its own relaxed, gradient and vmapped programs (3-6 s);
+# the fast loop checks the identity eagerly and under jit (tests above)
+SLOW_OTHERS = [pytest.param(n, marks=pytest.mark.slow)
+               for n in ("dense", "moe_mla_fp8", "materialized")]
+
+
+@pytest.mark.parametrize("name", SLOW_OTHERS)
 def test_explicit_structure_changes_no_number_stacked_relaxed_and_in_gradients(presets, name):
     model, system, plan, st = _case(presets, name)
 
@@ -92,7 +99,7 @@ def test_explicit_structure_changes_no_number_stacked_relaxed_and_in_gradients(p
     _same(g0, g1, RTOL)
 
 
-@pytest.mark.parametrize("name", ["dense", "moe_mla_fp8", "materialized"])
+@pytest.mark.parametrize("name", SLOW_OTHERS)
 def test_explicit_structure_changes_no_number_vmapped_rows(presets, name):
     """The scorer's shape: model and system traced and unbatched, plan rows batched."""
     model, system, plan, st = _case(presets, name)
