@@ -88,10 +88,16 @@ def level_of(gpu_name: str) -> str:
     return generation_of(gpu_name) or str(gpu_name)
 
 
+NOT_BY_DEFAULT = ("clock_fraction",)
+"""Constants fitted only when asked for (``--fit clock_fraction``): the sustained clock
+fraction multiplies every tensor-core rate, so on runs of one dtype it is collinear with that
+dtype's GEMM fraction and neither would be identified."""
+
+
 def default_fit() -> tuple[str, ...]:
-    """Every constant the model has (:data:`INFO`); those step time does not depend on are
-    reported unconstrained."""
-    return tuple(INFO)
+    """Every constant the model has (:data:`INFO`) but :data:`NOT_BY_DEFAULT`; those step
+    time does not depend on are reported unconstrained."""
+    return tuple(n for n in INFO if n not in NOT_BY_DEFAULT)
 
 
 # --------------------------------------------------------------------------- parameterisation
