@@ -294,22 +294,26 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     """``(dense layer, MoE layer)`` kernels issued by the host per forward, and the share of
     them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
     ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
-    issues about twice the forward's kernels.
+    issues about twice the forward's kernels. The small kernels are :func:`small_kernels`'
+    count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM and
+    the two all-to-all kernels.
 
     Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
     """
     s = resolve(structure, model, plan)
+    n_attn, n_dense, n_moe = small_kernels(model, s, plan)
     mla = weight(s.mla, model.mla > 0)
     q_lora = weight(s.q_lora, model.q_lora_rank > 0)
     attn_gemms = (1.0 - mla) * 2.0 + mla * (4.0 + q_lora)
     cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM
-    attn = (NORM_KERNELS * (1.0 + mla * (1.0 + q_lora)) + ATTN_OTHER_KERNELS
-            + attn_gemms * (1.0 + cast))
-    ffn = NORM_KERNELS + 2.0 * (1.0 + cast) + 2.0  # 2 GEMMs, activation, residual add
+    attn = n_attn + 1.0 + attn_gemms * (1.0 + cast)  # + the attention core
+    ffn = n_dense + 2.0 * (1.0 + cast)  # + 2 GEMMs
     has_shared = weight(s.shared_experts, model.shared_experts > 0)
     router = 1.0 + ROUTER_KERNELS
-    experts = DISPATCH_KERNELS + 2.0 * (1.0 + cast) + 1.0  # two grouped GEMMs, activation
-    moe = NORM_KERNELS + router + experts + has_shared * 3.0 * (1.0 + cast) + 1.0
+    # + router GEMM, the two all-to-alls, two grouped GEMMs; shared experts count 3 kernels
+    # with casts in all, their activation already among the small ones
+    moe = (n_moe + 1.0 + 2.0 + 2.0 * (1.0 + cast)
+           + has_shared * (3.0 * (1.0 + cast) - 1.0))
     return (attn + ffn, attn), (attn + moe, attn + router)
 
 
@@ -320,7 +324,7 @@ def small_kernels(model: Model, structure: Structure | None = None, plan: Plan |
     (the all-to-all kernels themselves are timed as communication). Each costs the fixed
     launch/tail time ``KERNEL_OVERHEAD_S`` on the GPU besides its HBM traffic; the backward
     runs about twice as many (charged through ``elem_fwd``, which the backward counts twice).
-    Counts from :func:`host_kernels` (Megatron-Core with Transformer Engine)."""
+    Counts of Megatron-Core with Transformer Engine; :func:`host_kernels` adds the GEMMs."""
     s = resolve(structure, model, plan)
     mla = weight(s.mla, model.mla > 0)
     q_lora = weight(s.q_lora, model.q_lora_rank > 0)

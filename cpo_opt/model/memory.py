@@ -150,10 +150,11 @@ def layer_activations(model: Model, plan: Plan, d: Dims):
 
     dense_ffn = seq + ffn(model.ffn_hidden / tp, d.tokens)
     copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
-    routed = copies * w * h + ffn(model.expert_ffn_hidden / plan.etp, copies)
+    # per routed copy: FC1 input and activation input (what offloading moves), FC2 input
+    routed = ((1.0 - plan.offload_expert_act) * routed_saved(model, plan, d)
+              + copies * keep_in * w * model.expert_ffn_hidden / plan.etp)
     shared = ffn(model.shared_experts * model.expert_ffn_hidden / tp, d.tokens)
-    moe_ffn = ((BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
-               - plan.offload_expert_act * routed_saved(model, plan, d))
+    moe_ffn = (BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
     return attn + dense_ffn, attn + moe_ffn
 
 
