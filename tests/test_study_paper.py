@@ -130,11 +130,18 @@ def test_speedup_interval_brackets_the_point_and_shrinks_to_it(study, cache):
 
 
 def test_speedup_interval_reads_a_constants_file(tmp_path):
+    """A calibrate file's interval replaces the range at its level; the others stay around
+    the GPU's own constants (not the global defaults)."""
+    from cpo_opt.inputs.constants_file import read_constants
+    from cpo_opt.model.constants import constants_for
     f = tmp_path / "c.toml"
-    f.write_text("[gemm_eff_fp8]\nvalue = 0.6\nlow = 0.55\nhigh = 0.65\n")
-    r = uncertainty.ranges_from_constants_file(f)
+    f.write_text('["blackwell".gemm_eff_fp8]\nvalue = 0.6\nlow = 0.55\nhigh = 0.65\n')
+    t = read_constants(f)
+    base = constants_for("GB200", t)
+    r = uncertainty.ranges_from_table(t, "GB200", base)
     assert r["gemm_eff_fp8"] == (0.55, 0.65)
-    assert r["hbm_eff"] == uncertainty.STATED_RANGES["hbm_eff"]
+    assert r["hbm_eff"] == uncertainty.stated_range("hbm_eff", float(base.hbm_eff))
+    assert not hasattr(uncertainty, "ranges_from_constants_file")
 
 
 @pytest.mark.slow  # one batch-sweep point: config4 optimized on both fabrics

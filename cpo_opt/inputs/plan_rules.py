@@ -27,6 +27,10 @@ def resolve_plan(plan: dict, model: dict, system: dict, where: str) -> dict:
     _check_sequence(plan, m, where)
     _check_pipeline(plan, m, where)
     plan["global_batch"] = _global_batch(plan, m["seq_len"], dp, system["cluster"]["gpus"], where)
+    _check_schedule(plan, dp, where)
+    if plan.get("low_precision_storage") and plan["dtype"] != "fp8":
+        raise error(where, "plan.low_precision_storage", "needs dtype = 'fp8' (fp8 and "
+                    "12-bit activation caches of fp8 training)", True)
     if plan["dtype"] == "fp8" and "matmul_tflops_fp8" not in system["gpu"]:
         raise error(where, "plan.dtype", "'fp8' needs gpu.matmul_tflops_fp8 in the system",
                     "fp8")
@@ -105,6 +109,25 @@ def _check_pipeline(plan: dict, m: dict, where: str) -> None:
     if stages > m["layers"]:
         raise error(where, "plan.pp", f"pp*vpp = {stages} must be <= model.layers = "
                     f"{m['layers']}")
+
+
+def _check_schedule(plan: dict, dp: int, where: str) -> None:
+    """DualPipe's own requirements (deepseek-ai/DualPipe ``DualPipe.step``): an even number of
+    ranks, two stages per rank and no further interleaving, and an even number of
+    micro-batches, at least twice the ranks."""
+    if plan.get("schedule", "1f1b") != "dualpipe":
+        return
+    pp, vpp = plan["pp"], plan["vpp"]
+    if pp < 2 or pp % 2:
+        raise error(where, "plan.pp", "schedule 'dualpipe' needs an even pp >= 2", pp)
+    if vpp != 1:
+        raise error(where, "plan.vpp", "schedule 'dualpipe' holds two stages per rank by "
+                    "itself: vpp must be 1", vpp)
+    m = plan["global_batch"] // (plan["micro_batch"] * dp)
+    if m < 2 * pp or m % 2:
+        raise error(where, "plan.global_batch", f"schedule 'dualpipe' needs an even number of "
+                    f"micro-batches >= 2 pp = {2 * pp}; global_batch / (micro_batch*dp) = {m}",
+                    plan["global_batch"])
 
 
 def _global_batch(plan: dict, seq_len: int, dp: int, gpus: int, where: str) -> int:

@@ -15,7 +15,7 @@ import math
 from typing import Any, Callable
 
 from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, PLACEMENT_CODES,
-                                  RECOMPUTE_CODES)
+                                  RECOMPUTE_CODES, SCHEDULE_CODES)
 
 GB = 1e9
 TB = 1e12
@@ -265,6 +265,17 @@ PLAN_KEYS: tuple[Key, ...] = (
         "routed experts' saved activations (FC1 input, activation input) offloaded to host "
         "memory between forward and backward (fine-grained activation offloading, "
         "--offload-modules expert_fc1 moe_act)", default=False),
+    Key("schedule", "schedule", "enum",
+        "pipeline schedule: 1f1b (Megatron; interleaved with vpp > 1) or dualpipe (DeepSeek-V3: "
+        "two stages per rank, micro-batches from both ends; needs an even pp, vpp = 1 and an "
+        "even number of micro-batches >= 2 pp)", default="1f1b", choices=SCHEDULE_CODES),
+    Key("low_precision_storage", "low_precision_storage", "bool",
+        "DeepSeek-V3 low-precision activation storage (fp8 plans): attention output cached at "
+        "12 bits (E5M6), SwiGLU inputs cached in fp8 and the SwiGLU output recomputed",
+        default=False),
+    Key("bf16_moments", "bf16_moments", "bool",
+        "Adam moments in bf16 (DeepSeek-V3; Megatron-Core --use-precision-aware-optimizer "
+        "--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16)", default=False),
 )
 
 SECTIONS: dict[str, tuple[Key, ...]] = {

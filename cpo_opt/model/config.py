@@ -33,6 +33,10 @@ DISPATCHER_CODES = {"alltoall": 0, "deepep": 1}
 """Numeric codes of the ``dispatcher`` plan field (``deepep``: DeepEP / HybridEP-style
 hierarchical dispatch with de-duplication across domains)."""
 
+SCHEDULE_CODES = {"1f1b": 0, "dualpipe": 1}
+"""Numeric codes of the ``schedule`` plan field: Megatron's 1F1B (interleaved when
+``vpp > 1``) or DeepSeek's DualPipe (bidirectional, two stages per rank)."""
+
 
 def pytree(cls):
     """Register ``cls`` as a frozen dataclass pytree whose fields are all leaves."""
@@ -152,7 +156,14 @@ class Plan:
     moments in host memory (Megatron-Core ``--optimizer-cpu-offload``); ``offload_expert_act``
 moves the routed experts' saved activations (FC1 input and activation input) to host memory
 between forward and backward (Megatron-Core fine-grained activation offloading,
-``--offload-modules expert_fc1 moe_act``, :mod:`cpo_opt.model.memory`). The fields after ``flash_attention`` default to 0 so older
+``--offload-modules expert_fc1 moe_act``, :mod:`cpo_opt.model.memory`); ``schedule`` 0 1F1B
+(interleaved with ``vpp > 1``) / 1 DualPipe (DeepSeek-V3 report sec. 3.2.1: each rank holds
+stage ``r`` and stage ``pp - 1 - r``, micro-batches enter from both ends;
+:mod:`cpo_opt.model.step`, :mod:`cpo_opt.model.memory`); ``low_precision_storage``
+DeepSeek-V3's low-precision activation storage (sec. 3.3.3: attention output cached at 12
+bits, SwiGLU inputs cached in fp8 and its output recomputed); ``bf16_moments`` Adam moments
+kept in bf16 (DeepSeek-V3 sec. 3.3.3; Megatron-Core ``--use-precision-aware-optimizer
+--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``). The fields after ``flash_attention`` default to 0 so older
     constructors keep working; batched callers pass arrays for them.
     """
 
@@ -181,6 +192,9 @@ between forward and backward (Megatron-Core fine-grained activation offloading,
     offload_optimizer: Array = 0.0
     perfect_balance: Array = 0.0
     offload_expert_act: Array = 0.0
+    schedule: Array = 0.0
+    low_precision_storage: Array = 0.0
+    bf16_moments: Array = 0.0
 
 
 def replace(obj, **changes):

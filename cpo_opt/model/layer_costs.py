@@ -252,8 +252,11 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
         act_bytes = (act * model.expert_ffn_hidden / plan.etp * act_tokens
                      + has_shared * act * shared / tp * t)
         nbytes = act_bytes + 2.0 * 2.0 * BF16 * h * act_tokens
+        # the expert activation is also recomputed under low_precision_storage (its fp8
+        # input cached, its output not: DeepSeek-V3 sec. 3.3.3)
+        r_act = jnp.maximum(r_na, plan.low_precision_storage)
         return Kernels(elem_fwd=compute.memory_time(nbytes, system) + n_moe * ovh,
-                       rec_bwd=norm_rec + r_na * compute.memory_time(act_bytes, system))
+                       rec_bwd=norm_rec + r_act * compute.memory_time(act_bytes, system))
 
     moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(

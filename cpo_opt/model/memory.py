@@ -1,9 +1,16 @@
 """HBM use per GPU on the most loaded pipeline rank, bytes.
 
 Model state (mixed-precision Adam, Megatron-LM): bf16 weights (2 bytes/param; fp8 plans keep
-an extra 1-byte fp8 copy), fp32 main gradients (4), fp32 master weights + Adam moments (12).
+an extra 1-byte fp8 copy), fp32 main gradients (4), fp32 master weights + Adam moments (12;
+8 with ``bf16_moments``: DeepSeek-V3 sec. 3.3.3 keeps both moments in bf16).
 ZeRO shards over the data-parallel group of each parameter (``dp cp`` ranks for dense
 weights, ``edp`` for experts): stage 1 the optimizer states, 2 also gradients, 3 also weights.
+DualPipe (``schedule = "dualpipe"``, deepseek-ai/DualPipe: "Parameter per device 2x") puts
+stage ``r`` and stage ``pp - 1 - r`` on rank ``r``: the rank holds two stages' weights and
+gradients, and rank 0 both the embedding and the output head (DeepSeek-V3 sec. 3.2.3 places
+them, with the MTP module, on the same rank). The two copies of a stage are data-parallel
+replicas of each other, so ZeRO shards a stage's states over both (``2 x`` the group): the
+sharded states per rank are those of 1F1B.
 With ``offload_optimizer`` the optimizer states (master weights and moments, 12 bytes) live
 in host memory (Megatron-Core ``--optimizer-cpu-offload``, used on GB200 in arXiv
 2603.07685); the step then moves gradients and weights over the host link
@@ -21,8 +28,11 @@ weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
   Q, K, V and the output for flash attention ``2 (a d_qk + kv d_qk + kv d_v + a d_v) / tp``
   and the output projection's input ``(w - 2)^+ ...`` (an extra fp8 copy, ``a d_v / tp``
   bytes, only in fp8); MLA latents: norm inputs ``2 (r_q + r_kv)``, up-projection inputs
-  ``w (r_q + r_kv)``, ``2 d_rope``; with ``recompute_mla_up`` (``--recompute-modules
-  mla_up_proj``) the expanded Q, K, V are recomputed from the latents, not stored.
+  ``w (r_q + r_kv)`` (the latent norms' outputs: dropped with ``recompute_norm_act``),
+  ``2 d_rope``; with ``recompute_mla_up`` (``--recompute-modules mla_up_proj``) the expanded Q, K, V are recomputed from the latents, not stored. With
+  ``low_precision_storage`` (DeepSeek-V3 sec. 3.3.3: the output projection's input, which the
+  attention backward also reads, is cached once in the 12-bit E5M6 format) the attention
+  output is one ``1.5 a d_v / tp`` copy instead of bf16 + fp8.
 * dense FFN (and shared experts): norm input ``2h`` and FC1 input ``w h`` (SP-split; the
   FC1 input dropped with ``recompute_norm_act``), FC1 output ``2 (n - 1) f / tp`` (the
   activation's input), activation output = FC2 input ``w f / tp`` (dropped with
@@ -33,6 +43,10 @@ weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
   ``w f_e / etp`` (dropped with activation recompute). Router probabilities are applied
   inside the expert activation (Megatron-Core ``TEGroupedMLP`` with
   ``weighted_bias_swiglu_impl``), so no expert-output copy is kept for the combine.
+  With ``low_precision_storage`` (DeepSeek-V3 sec. 3.3.3: "we cache the inputs of the SwiGLU
+  operator and recompute its output in the backward pass. These activations are also stored
+  in FP8") the routed and shared experts' FC1 outputs are kept at 1 byte and their FC2
+  inputs not at all (the dense layers' FFNs are unchanged).
 * ``offload_expert_act`` (Megatron-Core fine-grained activation offloading, ``--offload-modules
   expert_fc1 moe_act``; arXiv 2603.07685 sec. 4.1.5 and Table 5, required for the Qwen3-235B
   MXFP8 GB200 run): the routed copies' FC1 inputs and activation inputs go to host memory after
@@ -50,6 +64,9 @@ before (no combine buffer).
 Pipelining (1F1B): the first rank holds ``min(microbatches, pp)`` micro-batches in flight;
 interleaving multiplies this by ``1 + (pp - 1) / (pp vpp)`` (Korthikanti et al. sec. 4.2.3).
 The last rank holds fp32 + bf16 logits for one micro-batch (6 bytes per token and vocab/tp).
+DualPipe holds ``pp + 1`` micro-batches of one stage in flight (deepseek-ai/DualPipe,
+"Activation Per Device PP+1", counting the warm-up of ``DualPipe.step``), and rank 0, which
+also holds the last stage, both the embedding output and one micro-batch's logits.
 """
 
 from __future__ import annotations
@@ -82,15 +99,23 @@ class Memory:
     total: object
 
 
+def stages_held(plan: Plan):
+    """Pipeline stages whose weights a rank holds: 2 under DualPipe, else 1."""
+    return 1.0 + plan.schedule
+
+
 def local_params(model: Model, plan: Plan, d: Dims):
-    """``(dense, expert)`` parameters held by the most loaded rank (first pipeline stage)."""
+    """``(dense, expert)`` parameters held by the most loaded rank (first pipeline stage;
+    under DualPipe it also holds the last, with the output head)."""
     h, s = model.hidden, d.structure
-    emb = model.vocab * h / plan.tp * jnp.where(plan.pp > 1, 1.0, 2.0 - model.tied_embeddings)
+    held = stages_held(plan)
+    both_ends = jnp.where((plan.pp > 1) & (plan.schedule < 1), 1.0, 2.0 - model.tied_embeddings)
+    emb = model.vocab * h / plan.tp * both_ends
     shared = model.shared_experts * transformer.expert_params(model) / plan.tp
-    dense = (d.layers_rank * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
-             + d.dense_rank * transformer.dense_ffn_params(model) / plan.tp
-             + d.moe_rank * (shared + transformer.router_params(model)) + emb)
-    experts = (d.moe_rank * model.experts / plan.ep
+    dense = held * (d.layers_rank * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
+                    + d.dense_rank * transformer.dense_ffn_params(model) / plan.tp
+                    + d.moe_rank * (shared + transformer.router_params(model))) + emb
+    experts = (held * d.moe_rank * model.experts / plan.ep
                * transformer.expert_params(model) / plan.etp)
     return dense, experts
 
@@ -103,14 +128,16 @@ def _zero_div(stage, group, zero):
 def model_state(model: Model, plan: Plan, d: Dims):
     """``(weights, gradients, optimizer)`` bytes of the most loaded rank."""
     dense, experts = local_params(model, plan, d)
-    g_dense, g_exp, z = d.dp * plan.cp, d.edp, plan.zero
+    held = stages_held(plan)  # DualPipe's two copies of a stage shard its states together
+    g_dense, g_exp, z = held * d.dp * plan.cp, held * d.edp, plan.zero
 
     def sharded(stage):
         return dense / _zero_div(stage, g_dense, z) + experts / _zero_div(stage, g_exp, z)
 
     weights = (BF16 + plan.fp8) * sharded(3)
     grads = 4.0 * sharded(2)
-    opt = (1.0 - plan.offload_optimizer) * 12.0 * sharded(1)  # offloaded: in host memory
+    opt_bytes = 12.0 - 4.0 * plan.bf16_moments  # fp32 master + two moments (fp32 or bf16)
+    opt = (1.0 - plan.offload_optimizer) * opt_bytes * sharded(1)  # offloaded: in host memory
     return weights, grads, opt
 
 
@@ -121,7 +148,8 @@ def routed_saved(model: Model, plan: Plan, d: Dims):
     w = jnp.where(plan.fp8 > 0, 1.0, BF16)
     n = transformer.ffn_matrices(model)
     copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
-    return copies * (w * model.hidden + BF16 * (n - 1.0) * model.expert_ffn_hidden / plan.etp)
+    act_in = BF16 - plan.low_precision_storage  # SwiGLU input cached in fp8 (DeepSeek-V3)
+    return copies * (w * model.hidden + act_in * (n - 1.0) * model.expert_ffn_hidden / plan.etp)
 
 
 def layer_activations(model: Model, plan: Plan, d: Dims):
@@ -133,9 +161,14 @@ def layer_activations(model: Model, plan: Plan, d: Dims):
     seq = (BF16 + keep_in * w) * h * d.tokens_sp
     qkv = BF16 * (a * d.dqk + kv * d.dqk + kv * d.dv) / tp
     mla_up = weight_of(model.mla) * plan.recompute_mla_up
-    heads = ((1.0 - mla_up) * qkv + BF16 * a * d.dv / tp + 4.0 * a / tp
-             + (BF16 - w) * 0.0 + jnp.where(plan.fp8 > 0, 1.0, 0.0) * a * d.dv / tp)
-    latents = ((BF16 + w) * (model.q_lora_rank + model.kv_lora_rank)
+    # attention output: bf16 for the attention backward plus, in fp8, the output projection's
+    # fp8 input; low_precision_storage: one 12-bit (E5M6) copy serving both
+    lps = plan.low_precision_storage
+    out_bytes = (1.0 - lps) * (BF16 + jnp.where(plan.fp8 > 0, 1.0, 0.0)) + lps * 1.5
+    heads = (1.0 - mla_up) * qkv + out_bytes * a * d.dv / tp + 4.0 * a / tp
+    # latent norm inputs (bf16) and up-projection inputs (the latent norms' outputs, dropped
+    # when norms are recomputed), the rope key
+    latents = ((BF16 + keep_in * w) * (model.q_lora_rank + model.kv_lora_rank)
                + BF16 * model.qk_rope_head_dim)
     attn = seq + d.tokens * (heads + model.mla * latents)
     # materialized attention keeps softmax output, dropout mask and output: 5 a s^2 b / tp
@@ -144,16 +177,20 @@ def layer_activations(model: Model, plan: Plan, d: Dims):
     attn = attn + keep * 5.0 * a / tp * d.tokens * model.seq_len
     n = transformer.ffn_matrices(model)
 
-    def ffn(width, tokens):
-        """FC1 output (bf16) and FC2 input (stored width) of ``tokens`` rows."""
-        return tokens * width * (BF16 * (n - 1.0) + keep_in * w)
+    def ffn(width, tokens, act_in=BF16, keep_out=keep_in):
+        """FC1 output (``act_in`` bytes) and FC2 input (stored width, if kept) of
+        ``tokens`` rows."""
+        return tokens * width * (act_in * (n - 1.0) + keep_out * w)
 
     dense_ffn = seq + ffn(model.ffn_hidden / tp, d.tokens)
     copies = layer_costs.expert_tokens(model, plan, d) * model.experts / plan.ep
+    # experts under low_precision_storage: SwiGLU input in fp8, its output recomputed
+    keep_exp = keep_in * (1.0 - lps)
     # per routed copy: FC1 input and activation input (what offloading moves), FC2 input
     routed = ((1.0 - plan.offload_expert_act) * routed_saved(model, plan, d)
-              + copies * keep_in * w * model.expert_ffn_hidden / plan.etp)
-    shared = ffn(model.shared_experts * model.expert_ffn_hidden / tp, d.tokens)
+              + copies * keep_exp * w * model.expert_ffn_hidden / plan.etp)
+    shared = ffn(model.shared_experts * model.expert_ffn_hidden / tp, d.tokens,
+                 act_in=BF16 - lps, keep_out=keep_exp)
     moe_ffn = (BF16 + keep_in * BF16) * h * d.tokens_sp + routed + shared
     return attn + dense_ffn, attn + moe_ffn
 
@@ -173,12 +210,16 @@ def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     per_mb = jnp.where(plan.recompute >= 2, d.layers_rank * full_input + 0.0, per_mb)
     extra = jnp.where(plan.recompute >= 2, working, 0.0)
     interleave = jnp.where(plan.vpp > 1, 1.0 + (plan.pp - 1.0) / (plan.pp * plan.vpp), 1.0)
-    in_flight = smooth.smin(d.microbatches, plan.pp, temperature) * interleave
+    one_f_one_b = smooth.smin(d.microbatches, plan.pp, temperature) * interleave
+    dual = plan.schedule
+    in_flight = (1.0 - dual) * one_f_one_b + dual * (plan.pp + 1.0)
     embed_out = BF16 * model.hidden * d.tokens_sp
     first = in_flight * (per_mb + embed_out)
     logits = 6.0 * d.tokens * model.vocab / plan.tp
     last = per_mb + logits
-    staged = jnp.where(plan.pp > 1, smooth.smax(first, last, temperature), first + logits)
+    # DualPipe's rank 0 is also the last stage: embedding output and logits on one rank
+    split = (plan.pp > 1) & (dual < 1)
+    staged = jnp.where(split, smooth.smax(first, last, temperature), first + logits)
     a2a = 2.0 * BF16 * d.tokens_moe * model.top_k * layer_costs.capacity(model) * model.hidden
     transient = BF16 * d.tokens * model.hidden
     if not dense_only:

@@ -27,6 +27,16 @@ stages is: ``(m + pp vpp - 1) t / vpp = (m - 1) t / vpp + pp t``. Both are
 every stage: ``pp t``). (Megatron-Core's interleaved schedule asks for ``m >= pp``; a plan
 below that runs, at best, as computed here.)
 
+DualPipe (``schedule = "dualpipe"``, DeepSeek-V3 report sec. 3.2.1; deepseek-ai/DualPipe):
+rank ``r`` holds stages ``r`` and ``pp - 1 - r`` and half the micro-batches enter from each
+end, so a rank still runs each micro-batch through one stage (``t`` as above; the head's
+share on the pacing rank 0 is half). Its bubble (the repository's table, ``m >= 2 pp``, a
+plan rule) is ``(pp/2 - 1)(F&B + B - 3W)`` chunk times, with ``F&B`` the overlapped
+forward-backward pair (the average rank's ``t``), ``B`` its backward and ``W`` the weight
+gradient GEMMs (half of the backward GEMMs) that the zero-bubble steps move into the fill:
+``bubble = (pp/2 - 1)(t + t_b - 1.5 g_b)`` (``>= 0`` since ``t_b >= g_b``; faster kernels
+shrink it).
+
 with ``hide(w, c) = max(w, c)`` when the communication ``c`` overlaps the window ``w`` and
 ``w + c`` when it does not. Every communication hides behind its own, disjoint part of the
 kernels, and outer levels hide behind inner ones, so the model is monotone: faster kernels
@@ -102,6 +112,8 @@ from cpo_opt.model.structure import Structure, check, resolve
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
 gradient (16), write master, m, v (12) and the bf16 weight (2)."""
+BF16_MOMENTS_SAVING = 8.0
+"""Bytes of those 30 saved with ``bf16_moments``: m and v read and written at 2 bytes."""
 
 
 @pytree
@@ -328,7 +340,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         out["total"] = total
         return out
 
-    slow = rank(d.dense_rank, d.moe_rank, 1.0)
+    # DualPipe's rank 0 runs half its micro-batches through the last stage (the head)
+    slow = rank(d.dense_rank, d.moe_rank, 1.0 - 0.5 * plan.schedule)
     l_moe = transformer.moe_layers(model, s)
     avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
@@ -344,19 +357,25 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
 
     # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
     # the average rank; with fewer micro-batches than stages interleaving stops helping
-    bubble = ((plan.pp - 1.0) / plan.vpp
-              + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * avg["total"]
+    bubble_1f1b = ((plan.pp - 1.0) / plan.vpp
+                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * avg["total"]
+    # DualPipe (module docstring): (pp/2 - 1)(F&B + B - 3W), W = half the backward GEMMs
+    bubble_dual = (jnp.maximum(plan.pp / 2.0 - 1.0, 0.0)
+                   * (avg["total"] + avg["wall_bwd"] - 1.5 * avg["kernels"].gemm_bwd))
+    bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
 
     # --- optimizer and other
     z1 = plan.zero >= 1
-    updated = (dense / jnp.where(z1, d.dp * plan.cp, 1.0)
-               + experts / jnp.where(z1, d.edp, 1.0))
+    held = 1.0 + plan.schedule  # DualPipe: a stage's two copies share its ZeRO shards
+    updated = (dense / jnp.where(z1, held * d.dp * plan.cp, 1.0)
+               + experts / jnp.where(z1, held * d.edp, 1.0))
     # offloaded optimizer: fp32 gradients to the host and bf16 weights back over the host
     # link (both directions at once), the update in host memory (not timed: Grace/x86
     # memory streams the 30 bytes/param at a few hundred GB/s, in parallel on every GPU)
     off = plan.offload_optimizer
     host_link = 4.0 * updated / system.constants.host_link_bw
-    optimizer = ((1.0 - off) * compute.memory_time(OPTIMIZER_BYTES_PER_PARAM * updated, system)
+    opt_bytes = OPTIMIZER_BYTES_PER_PARAM - BF16_MOMENTS_SAVING * plan.bf16_moments
+    optimizer = ((1.0 - off) * compute.memory_time(opt_bytes * updated, system)
                  + off * host_link)
     other = 2.0 * fabric.reduce_scatter_on(8.0, pl.world, system).time  # grad-norm / loss
 

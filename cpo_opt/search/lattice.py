@@ -187,7 +187,8 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
         placement=ones * placement, cuda_graphs=ones * cuda_graphs,
         recompute_norm_act=ones * 0.0, recompute_mla_up=ones * 0.0,
         offload_optimizer=ones * 0.0, dispatcher=ones * 0.0,
-        perfect_balance=ones * 0.0, offload_expert_act=ones * 0.0)
+        perfect_balance=ones * 0.0, offload_expert_act=ones * 0.0,
+        schedule=ones * 0.0, low_precision_storage=ones * 0.0, bf16_moments=ones * 0.0)
 
 
 def plan_values(columns: dict[str, np.ndarray], i: int, dtype: str, attention: str) -> dict:

@@ -72,7 +72,8 @@ def plan_of(z, global_batch, recompute, zero, fp8, flash) -> Plan:
         flash_attention=one * flash, placement=0.0 * one, cuda_graphs=0.0 * one,
         recompute_norm_act=0.0 * one, recompute_mla_up=0.0 * one,
         offload_optimizer=0.0 * one, dispatcher=0.0 * one,
-        perfect_balance=0.0 * one, offload_expert_act=0.0 * one)
+        perfect_balance=0.0 * one, offload_expert_act=0.0 * one,
+        schedule=0.0 * one, low_precision_storage=0.0 * one, bf16_moments=0.0 * one)
 
 
 def objective(z, recompute, zero, temperature, model: Model, system: System, global_batch,

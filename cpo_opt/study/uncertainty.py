@@ -17,9 +17,9 @@ shipped fit), the 90% interval of the shipped fit (:mod:`cpo_opt.model.fitted`) 
 constant, else the stated range: a fraction of a peak ``+-10 %`` of its value, capped at 1 (the spread of the published micro-benchmarks each
 constant's docstring cites: e.g. cuBLAS 75-85 % of H100 bf16 peak around 0.75+-0.075); the
 kernel launch overhead x0.5-x2 (2-8 us, CUDA launch without / with host jitter); the reserved
-HBM +-1 GB (it moves memory, not time, at fixed plans). ``ranges_from_constants_file`` reads a
-calibrate output (``[name] value/low/high``) instead, so the same function takes calibrated
-intervals once they exist.
+HBM +-1 GB (it moves memory, not time, at fixed plans). A calibrate output (``--constants``,
+read by :func:`cpo_opt.inputs.constants_file.read_constants`) goes through
+:func:`ranges_from_table`: its values move the centre, its intervals replace the ranges.
 """
 
 from __future__ import annotations
@@ -84,19 +84,6 @@ def ranges_for(gpu_name: str, base: Constants | None = None) -> dict[str, tuple[
         for name, (lo, hi) in fitted.INTERVALS.get(level, {}).items():
             if name in INFO:
                 out[name] = (float(lo), float(hi))
-    return out
-
-
-def ranges_from_constants_file(path: str | pathlib.Path) -> dict[str, tuple[float, float]]:
-    """``{name: (low, high)}`` from a calibrate output (``[name]`` tables with ``low``/``high``
-    or a flat ``name = {value, low, high}``); constants it lacks keep :data:`STATED_RANGES`."""
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
-    table = doc.get("constants", doc)
-    out = dict(STATED_RANGES)
-    for name, entry in table.items():
-        if name in INFO and isinstance(entry, Mapping) and "low" in entry and "high" in entry:
-            out[name] = (float(entry["low"]), float(entry["high"]))
     return out
 
 
