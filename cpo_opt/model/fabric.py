@@ -218,17 +218,27 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     and experts spread evenly, a token's ``k`` experts hit ``n (1 - (1 - 1/n)^k)`` distinct
     domains on average (balanced routing), at most ``max_domains`` with node-limited
     routing (DeepSeek-V3: 4); ``(n - 1) / n`` of them are remote. Scale-out bytes are
-    ``token_bytes`` times the remote domains; scale-up bytes ``k token_bytes (m - 1) / m``
-    (each copy that does not land on the receiving GPU moves once inside a domain). The
-    tiers run concurrently: ``max(t_up, t_out)`` plus one latency of each tier used.
+    ``token_bytes`` times the remote domains. Inside a domain a token moves once per
+    destination GPU, not per expert (DeepEP sends one copy per rank holding any of its
+    experts: ``is_token_in_rank``, ``num_tokens_per_rank``): of the ``G`` GPUs the token can
+    reach (``g``, or the ``m max_domains`` GPUs of its domains under node-limited routing) its
+    ``k`` experts hit ``G (1 - (1 - 1/G)^k)`` distinct ones, and each that is not the GPU
+    holding the copy moves once over the scale-up tier: scale-up bytes
+    ``token_bytes G (1 - (1 - 1/G)^k) (m - 1) / m``. The tiers run concurrently:
+    ``max(t_up, t_out)`` plus one latency of each tier used. Checked against DeepEP's
+    published normal-kernel benchmark (H800, EP 8-64): ``experiments/deepep_check.py``.
     """
     g, m = grp.size, grp.in_domain
     n = g / m
-    distinct = n * (1.0 - (1.0 - 1.0 / n) ** jnp.maximum(top_k, 1.0))
+    k = jnp.maximum(top_k, 1.0)
+    distinct = n * (1.0 - (1.0 - 1.0 / n) ** k)
     limited = smooth.smin(distinct, jnp.maximum(max_domains, 1.0), temperature)
     distinct = jnp.where(max_domains > 0, limited, distinct)
+    reach = jnp.where(max_domains > 0,
+                      m * smooth.smin(n, jnp.maximum(max_domains, 1.0), temperature), g)
+    gpus = reach * (1.0 - (1.0 - 1.0 / jnp.maximum(reach, 1.0)) ** k)
     out = token_bytes * distinct * (n - 1.0) / n
-    up = token_bytes * top_k * (m - 1.0) / m
+    up = token_bytes * gpus * (m - 1.0) / m
     t_up = up * _s_per_byte_up(system)
     t_out = out * _s_per_byte_out(system)
     crosses_out = smooth.step((g - m) / g, temperature)
