@@ -372,3 +372,16 @@ def test_every_text_table_renders(capsys, cmp_gpt):
     s = cpo_opt.sensitivity("gpt3-175b", "dgx-a100-selene", "gpt3-175b-1536")
     assert "elasticity" in text.sensitivity_table(s.to_dict())
     assert "sources:" in text.preset_show(cpo_opt.api.preset_show("deepseek-v3"))
+
+
+def test_explanation_places_groups_as_the_plan_does():
+    """The "why" sentences use the plan's own placement: EP 64 aligned in 72-GPU domains (64
+    used, 8 idle) fits in one domain; laid out contiguously the worst group straddles two."""
+    from cpo_opt.analysis import explain
+    from cpo_opt.inputs.loaders import load_system
+    system = load_system("gb200-nvl72")
+    plan = {"tp": 1, "cp": 1, "pp": 3, "dp": 3072, "ep": 64, "etp": 1, "edp": 48}
+    aligned = explain.placement(dict(plan, placement="aligned"), system)["ep"]
+    contiguous = explain.placement(dict(plan, placement="contiguous"), system)["ep"]
+    assert aligned["fits_in_domain"] and aligned["scale_out_share"] == 0.0
+    assert not contiguous["fits_in_domain"] and contiguous["members_per_domain"] < 64

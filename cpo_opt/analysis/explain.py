@@ -43,10 +43,12 @@ def groups(plan: dict[str, Any]) -> dict[str, tuple[float, float]]:
 
 
 def placement(plan: dict[str, Any], system: SystemSpec) -> dict[str, dict[str, Any]]:
-    """Per group: size, members per domain, domains spanned, scale-out share, fits."""
+    """Per group: size, members per domain, domains spanned, scale-out share, fits; under the
+    plan's own placement (contiguous rank order, or aligned to the domains)."""
     out = {}
+    aligned = 1.0 if plan.get("placement") in ("aligned", 1, 1.0) else 0.0
     for name, (g, stride) in groups(plan).items():
-        m = float(fabric.members_in_domain(g, stride, system.system))
+        m = float(fabric.members_in_domain(g, stride, system.system, aligned=aligned))
         out[name] = {"size": int(round(g)), "stride": int(round(stride)),
                      "members_per_domain": m, "domains_spanned": g / m,
                      "scale_out_share": (g - m) / g if g > 1 else 0.0,
