@@ -43,3 +43,20 @@ def presets():
         return m, s, (load_plan(plan, m, s) if plan is not None else None)
 
     return load
+
+
+@pytest.fixture(scope="session")
+def experiment():
+    """``experiment(name)`` -> the module ``experiments/<name>.py`` (scripts whose numbers the
+    docs quote; tests check those numbers through the same functions)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        path = Path(__file__).parent.parent / "experiments" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

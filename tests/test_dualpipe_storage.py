@@ -166,18 +166,12 @@ def test_deepseek_storage_mechanisms_each_lower_the_published_plans_memory():
     assert np.all(np.diff(totals) < 0), totals
 
 
-def test_moe_layers_match_deepseeks_training_profile():
+def test_moe_layers_match_deepseeks_training_profile(experiment):
     """deepseek-ai/profile-data train.json: one DualPipe forward-backward pair of 4 MoE layers
     (H800, EP 64, TP 1, one 4096-token micro-batch, balanced routing) takes 112.2 ms by the
     step annotation and 129.0 ms from first to last kernel. The model's same work
     (experiments/deepseek_profile_check.py) lies within 10% of that range; no constant was
     set from it."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "experiments" / "deepseek_profile_check.py"
-    spec = importlib.util.spec_from_file_location("deepseek_profile_check", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = experiment("deepseek_profile_check")
     per_mb_ms = check.model_pair()[0]
     assert 0.9 * check.PROFILE_STEP_MS <= per_mb_ms <= 1.1 * check.KERNEL_SPAN_MS, per_mb_ms

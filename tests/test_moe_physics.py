@@ -291,16 +291,11 @@ def test_hierarchical_dispatch_sends_one_copy_per_destination_gpu():
             assert float(c.up_bytes) <= 8 * v * (1 - 1 / float(grp.in_domain)) + 1e-6
 
 
-def test_dispatch_within_25_percent_of_deepeps_benchmark():
+def test_dispatch_within_25_percent_of_deepeps_benchmark(experiment):
     """DeepEP's published normal-kernel table (H800, 4096 tokens, top-8 of 256 experts from 4
     node groups, fp8 dispatch, bf16 combine; EP 8, 16, 32, 64): the model's dispatch and
     combine times, by experiments/deepep_check.py, each within 25% (none set a constant)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).parent.parent / "experiments" / "deepep_check.py"
-    spec = importlib.util.spec_from_file_location("deepep_check", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = experiment("deepep_check")
     rows = check.rows()
     assert [r[0] for r in rows] == [8, 16, 32, 64]
     for ep, _, meas, model in rows:
@@ -486,3 +481,14 @@ def test_ep_overlap_pairs_the_forward_with_the_neighbours_backward():
     want = n_mb * float(d.moe_rank) * (exposed(c_f, w_b) + exposed(c_b, w_f))
     got = float(step_time_jit(m.model, s.system, p.plan).breakdown.ep_comm)
     assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_nvl72_to_8gpu_node_ratio_within_20_percent(experiment):
+    """Issue 14's bar for the ratio the study rests on: tokens/s/GPU of the same model on GB200
+    NVL72 racks over H100 8-GPU nodes (NVIDIA's report, Table 11), by the model within 20% of
+    measured, for DeepSeek-V3 (fp8) and Qwen3-235B (bf16); experiments/nvl72_ratio.py."""
+    check = experiment("nvl72_ratio")
+    rows = check.ratios()
+    assert len(rows) == 2
+    for label, measured, model in rows:
+        assert measured > 2.0 and abs(model / measured - 1.0) <= 0.20, (label, measured, model)
