@@ -25,6 +25,7 @@ from typing import Any
 
 from cpo_opt.model import fabric
 from cpo_opt.inputs.loaders import SystemSpec
+from cpo_opt.model.config import PLACEMENT_CODES
 from cpo_opt.model.step import BREAKDOWN_PARTS
 
 PARTS = BREAKDOWN_PARTS
@@ -46,7 +47,8 @@ def placement(plan: dict[str, Any], system: SystemSpec) -> dict[str, dict[str, A
     """Per group: size, members per domain, domains spanned, scale-out share, fits; under the
     plan's own placement (contiguous rank order, or aligned to the domains)."""
     out = {}
-    aligned = 1.0 if plan.get("placement") in ("aligned", 1, 1.0) else 0.0
+    code = plan.get("placement", "contiguous")
+    aligned = float(PLACEMENT_CODES.get(code, code))  # a name or its numeric code
     for name, (g, stride) in groups(plan).items():
         m = float(fabric.members_in_domain(g, stride, system.system, aligned=aligned))
         out[name] = {"size": int(round(g)), "stride": int(round(stride)),

@@ -29,8 +29,8 @@ weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
   and the output projection's input ``(w - 2)^+ ...`` (an extra fp8 copy, ``a d_v / tp``
   bytes, only in fp8); MLA latents: norm inputs ``2 (r_q + r_kv)``, up-projection inputs
   ``w (r_q + r_kv)`` (the latent norms' outputs: dropped with ``recompute_norm_act``),
-  ``2 d_rope``; with ``recompute_mla_up`` (``--recompute-modules mla_up_proj``) the expanded Q, K, V are recomputed from the latents, not stored. With
-  ``low_precision_storage`` (DeepSeek-V3 sec. 3.3.3: the output projection's input, which the
+  ``2 d_rope``; with ``recompute_mla_up`` (``--recompute-modules mla_up_proj``) the expanded
+  Q, K, V are recomputed from the latents, not stored. With ``low_precision_storage`` (DeepSeek-V3 sec. 3.3.3: the output projection's input, which the
   attention backward also reads, is cached once in the 12-bit E5M6 format) the attention
   output is one ``1.5 a d_v / tp`` copy instead of bf16 + fp8.
 * dense FFN (and shared experts): norm input ``2h`` and FC1 input ``w h`` (SP-split; the
@@ -104,12 +104,18 @@ def stages_held(plan: Plan):
     return 1.0 + plan.schedule
 
 
+def ends_apart(plan: Plan):
+    """True where the first and the last pipeline stage sit on different ranks: ``pp > 1``
+    and not DualPipe (whose rank 0 holds both)."""
+    return (plan.pp > 1) & (plan.schedule < 1)
+
+
 def local_params(model: Model, plan: Plan, d: Dims):
     """``(dense, expert)`` parameters held by the most loaded rank (first pipeline stage;
     under DualPipe it also holds the last, with the output head)."""
     h, s = model.hidden, d.structure
     held = stages_held(plan)
-    both_ends = jnp.where((plan.pp > 1) & (plan.schedule < 1), 1.0, 2.0 - model.tied_embeddings)
+    both_ends = jnp.where(ends_apart(plan), 1.0, 2.0 - model.tied_embeddings)
     emb = model.vocab * h / plan.tp * both_ends
     shared = model.shared_experts * transformer.expert_params(model) / plan.tp
     dense = held * (d.layers_rank * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
@@ -125,14 +131,21 @@ def _zero_div(stage, group, zero):
     return jnp.where(zero >= stage, group, 1.0)
 
 
+def sharded_params(dense, experts, plan: Plan, d: Dims, stage: float):
+    """Of the rank's ``(dense, experts)`` parameters (:func:`local_params`), those whose state
+    ZeRO stage ``stage`` leaves on it: divided by the data-parallel group of each (``dp cp``
+    or ``edp``; under DualPipe both copies of a stage, ``2 x``) when ``zero >= stage``."""
+    held = stages_held(plan)  # DualPipe's two copies of a stage shard its states together
+    return (dense / _zero_div(stage, held * d.dp * plan.cp, plan.zero)
+            + experts / _zero_div(stage, held * d.edp, plan.zero))
+
+
 def model_state(model: Model, plan: Plan, d: Dims):
     """``(weights, gradients, optimizer)`` bytes of the most loaded rank."""
     dense, experts = local_params(model, plan, d)
-    held = stages_held(plan)  # DualPipe's two copies of a stage shard its states together
-    g_dense, g_exp, z = held * d.dp * plan.cp, held * d.edp, plan.zero
 
     def sharded(stage):
-        return dense / _zero_div(stage, g_dense, z) + experts / _zero_div(stage, g_exp, z)
+        return sharded_params(dense, experts, plan, d, stage)
 
     weights = (BF16 + plan.fp8) * sharded(3)
     grads = 4.0 * sharded(2)
@@ -218,8 +231,7 @@ def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     logits = 6.0 * d.tokens * model.vocab / plan.tp
     last = per_mb + logits
     # DualPipe's rank 0 is also the last stage: embedding output and logits on one rank
-    split = (plan.pp > 1) & (dual < 1)
-    staged = jnp.where(split, smooth.smax(first, last, temperature), first + logits)
+    staged = jnp.where(ends_apart(plan), smooth.smax(first, last, temperature), first + logits)
     a2a = 2.0 * BF16 * d.tokens_moe * model.top_k * layer_costs.capacity(model) * model.hidden
     transient = BF16 * d.tokens * model.hidden
     if not dense_only:

@@ -106,7 +106,7 @@ from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System, pytree
 from cpo_opt.model.dims import Dims, dims
 from cpo_opt.model.fabric import NO_COMM, Comm
-from cpo_opt.model.memory import Memory, local_params, memory, routed_saved
+from cpo_opt.model.memory import Memory, local_params, memory, routed_saved, sharded_params
 from cpo_opt.model.structure import Structure, check, resolve
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
@@ -365,10 +365,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
 
     # --- optimizer and other
-    z1 = plan.zero >= 1
-    held = 1.0 + plan.schedule  # DualPipe: a stage's two copies share its ZeRO shards
-    updated = (dense / jnp.where(z1, held * d.dp * plan.cp, 1.0)
-               + experts / jnp.where(z1, held * d.edp, 1.0))
+    updated = sharded_params(dense, experts, plan, d, 1.0)  # the rank's optimizer shard
     # offloaded optimizer: fp32 gradients to the host and bf16 weights back over the host
     # link (both directions at once), the update in host memory (not timed: Grace/x86
     # memory streams the 30 bytes/param at a few hundred GB/s, in parallel on every GPU)
