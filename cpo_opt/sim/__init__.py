@@ -7,6 +7,6 @@ dependencies and the overlap are its own. See docs/simulator.md.
 """
 
 from cpo_opt.sim.layout import Stage, megatron_layout
-from cpo_opt.sim.simulate import Segment, SimResult, default_layout, simulate
+from cpo_opt.sim.simulate import Segment, SimOptions, SimResult, default_layout, simulate
 
-__all__ = ["Segment", "SimResult", "Stage", "default_layout", "megatron_layout", "simulate"]
+__all__ = ["Segment", "SimOptions", "SimResult", "Stage", "default_layout", "megatron_layout", "simulate"]

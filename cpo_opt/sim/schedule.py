@@ -109,8 +109,7 @@ def interleaved(pp: int, vpp: int, m: int, r: int, merged: bool,
     (``send_forward_recv_forward``, ``send_forward_backward_recv_forward_backward``,
     ``send_backward_recv_backward``). ``group``: micro-batches per group, Megatron's
     ``microbatch_group_size_per_vp_stage`` (default ``pp``; below ``pp`` Megatron refuses
-    the plan, the simulator runs it with ``group = m``). ``warmup`` overrides the count
-    (the hypothetical non-interleaved A2A overlap uses ``pp - r``)."""
+    the plan, the simulator runs it with ``group = m``). ``warmup`` overrides the count."""
     group = group or min(pp, m)
     stages = pp * vpp
     total = m * vpp
@@ -174,15 +173,24 @@ def megatron(pp: int, vpp: int, m: int, r: int, merged: bool) -> list[Item]:
     """The program Megatron-Core runs on rank ``r`` for this plan. ``merged``: the A2A
     overlap (``--overlap-moe-expert-parallel-comm``); Megatron-Core requires interleaving for
     it when ``pp > 1``: the non-interleaved case is simulated as the interleaved program
-    with one chunk and ``pp - r`` warm-up forwards (hypothetical, flagged by
-    :func:`megatron_runnable`)."""
+    with one chunk (``2 (pp - r - 1) + 1`` warm-up forwards; hypothetical, flagged by
+    :func:`megatron_runnable`). With ``pp - r`` warm-up forwards instead, each merged step
+    of rank ``r`` would wait for the whole merged step of rank ``r + 1`` (its backward
+    needs that step's gradient), serialising the pipeline."""
     if pp == 1:
         return no_pipelining(m, merged)
     if vpp == 1 and not merged:
         return one_f_one_b(pp, m, r)
     if vpp == 1:
-        return interleaved(pp, 1, m, r, True, warmup=pp - r)
-    return interleaved(pp, vpp, m, r, merged)
+        return interleaved(pp, 1, m, r, True, group=group_size(pp, m))
+    return interleaved(pp, vpp, m, r, merged, group=group_size(pp, m))
+
+
+def group_size(pp: int, m: int) -> int:
+    """Micro-batches per interleaving group: Megatron's default ``pp`` when it divides
+    ``m``, else ``m`` (one group; Megatron runs that with
+    ``--microbatch-group-size-per-virtual-stage m``, and refuses ``m < pp``)."""
+    return pp if m % pp == 0 else m
 
 
 def megatron_runnable(pp: int, vpp: int, m: int, merged: bool) -> list[str]:
@@ -190,9 +198,11 @@ def megatron_runnable(pp: int, vpp: int, m: int, merged: bool) -> list[str]:
     why = []
     if vpp > 1 and m < pp:
         why.append(f"interleaving needs m >= pp (m = {m}, pp = {pp}); simulated with "
-                   f"micro-batch groups of {m}")
+                   f"one micro-batch group of {m}")
     elif vpp > 1 and m % pp:
-        why.append(f"interleaving needs m divisible by pp (m = {m}, pp = {pp})")
+        why.append(f"m = {m} is not a multiple of pp = {pp}: simulated with one "
+                   f"micro-batch group of {m} (--microbatch-group-size-per-virtual-stage "
+                   f"{m}; Megatron's default group of pp refuses it)")
     if merged and pp > 1 and vpp == 1:
         why.append("the A2A overlap needs interleaving when pp > 1")
     return why

@@ -76,6 +76,20 @@ BUCKET_PARAMS_PER_DP_RANK = 1e6
 
 
 @dataclasses.dataclass(frozen=True)
+class SimOptions:
+    """Settings of the simulated software that are not plan keys.
+
+    ``bucket_params``: gradient bucket size in parameters (Megatron ``--ddp-bucket-size``);
+    ``None``: Megatron-Core's default ``max(4e7, 1e6 dp cp)``.
+    ``bucket_all_ranks``: bucket every chunk of every rank (``None``: Megatron-Core's rule,
+    pipeline rank 0's first chunk only).
+    """
+
+    bucket_params: float | None = None
+    bucket_all_ranks: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Segment:
     """A stretch of the critical path: consecutive tasks of one chunk (or one task)."""
 
@@ -109,15 +123,32 @@ class SimResult:
     notes: tuple[str, ...]  # why Megatron-Core / DualPipe would not run it as simulated
     tasks: int
 
-    def summary(self) -> str:
+    def path_totals(self) -> dict[str, float]:
+        """Seconds of the critical path by kind (compute, host issue, each communication,
+        pipeline transfers, DP, optimizer), largest first."""
+        out: dict[str, float] = {}
+        for seg in self.critical_path:
+            kind = seg.name.split(": ", 1)[1] if ": " in seg.name else seg.name
+            kind = _KIND.get(kind.split(" ")[0], kind) if not ": " in seg.name else kind
+            out[kind] = out.get(kind, 0.0) + seg.end_s - seg.start_s
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def summary(self, path: bool = True) -> str:
         lines = [f"simulated step {self.step_time_s * 1e3:.3f} ms ({self.tasks} tasks, "
                  f"{self.microbatches} micro-batches)"]
         lines += [f"  rank {r.rank}: busy {r.busy_s * 1e3:.3f} ms, idle {r.idle_s * 1e3:.3f} ms"
                   for r in self.per_rank]
         lines += [f"  note: {n}" for n in self.notes]
-        lines.append("  critical path:")
-        lines += [f"    {s}" for s in self.critical_path]
+        lines.append("  critical path by kind: " + ", ".join(
+            f"{k} {v * 1e3:.3f} ms" for k, v in self.path_totals().items()))
+        if path:
+            lines.append("  critical path:")
+            lines += [f"    {s}" for s in self.critical_path]
         return "\n".join(lines)
+
+
+_KIND = {"PP": "PP send/recv", "DP": "DP communication", "optimizer": "optimizer",
+         "gradient-norm": "gradient-norm all-reduce", "W": "compute"}
 
 
 def _i(x) -> int:
@@ -137,7 +168,8 @@ def default_layout(model: Model, plan: Plan) -> tuple[Stage, ...]:
 class _Sim:
     """The graph of one step (module docstring)."""
 
-    def __init__(self, model, system, plan, layout):
+    def __init__(self, model, system, plan, layout, options=SimOptions()):
+        self.options = options
         self.tied = f(model.tied_embeddings) > 0
         self.c: Costs
         self.c, self.d = plan_costs(model, system, plan)
@@ -149,6 +181,14 @@ class _Sim:
         self.ovl_tp = f(plan.overlap_tp) > 0
         self.ovl_ep = f(plan.overlap_ep) > 0
         self.ovl_p2p = f(plan.overlap_p2p) > 0
+        self.p2p_note = None
+        if (not self.ovl_p2p and not self.dual and self.vpp > 1
+                and self.c.microbatches % self.pp):
+            # Megatron's interleaved schedule without p2p overlap needs m divisible by pp
+            # (its blocking sends and receives deadlock on one micro-batch group of m)
+            self.ovl_p2p = True
+            self.p2p_note = ("interleaved without overlap_p2p needs m divisible by pp: p2p "
+                             "simulated as overlapped")
         self.ovl_dp = f(plan.overlap_dp) > 0
         self.zero = _i(plan.zero)
         self.full = _i(plan.recompute) >= 2
@@ -166,6 +206,11 @@ class _Sim:
 
     def mark(self, deps, r=-1, label=()):
         return self.g.add(0.0, deps, FIXED, r, label)
+
+    def host_pos(self, r):
+        """The task after which the rank's host reaches the current point of its program
+        (the issue of what comes next), or None at the start."""
+        return self.tail.get((r, "host"))
 
     def direction(self, mb):
         return 1 if (self.dual and mb >= self.half) else 0
@@ -317,17 +362,20 @@ class _Sim:
         lab = ("R" if rec else "F", r, mb, stage)
         fr = frontier
         z3 = self.zero >= 3 and not rec
-        prev = self.z3_chunk_gather(r, stage, fr, lab) if z3 else None
-        for i, moe in enumerate(self.stage_layers(stage)):
+        layers = self.stage_layers(stage)
+        if z3:  # ZeRO-3: each layer's parameters, prefetched when the previous one starts
+            emb = self.z3_chunk_gather(r, stage, [self.host_pos(r)], lab)
+            ag = self.z3_gather(r, layers, 0, [emb], lab)
+        for i, moe in enumerate(layers):
             gate = list(gates.get(i, ())) if gates else []
-            if z3:  # ZeRO-3: this layer's parameters, prefetched when the previous starts
-                gate.append(self.on(r, "dp", self.gather_time(*self.layer_params(moe)),
-                                    [prev], FIXED, lab + (i, "ZeRO-3 all-gather")))
+            if z3:
+                gate.append(ag)
             if gate or starts is not None:
                 fr = [self.mark(list(fr) + gate, r, lab + (i, "start"))]
-                prev = fr[0]
                 if starts is not None:
-                    starts[i] = fr[0]
+                    starts[i] = self.host_pos(r)
+            if z3:
+                ag = self.z3_gather(r, layers, i + 1, [self.host_pos(r)], lab)
             fr = self.layer_forward(r, moe, fr, lab + (i,))
         if self.layout[stage].head and not rec:
             fr = self.emit(r, ("output layer", [("c", self.c.head.fwd, "output layer + loss")],
@@ -357,26 +405,32 @@ class _Sim:
             deferred += h.gemm_b * (1.0 - wk)
         layers = self.stage_layers(stage)
         z3 = self.zero >= 3
-        prev = self.z3_chunk_gather(r, stage, fr, lab) if z3 else None
+        if z3:
+            emb = self.z3_chunk_gather(r, stage, [self.host_pos(r)], lab)
+            ag = self.z3_gather(r, layers, len(layers) - 1, [emb], lab)
         for i in reversed(range(len(layers))):
             if z3:
-                params = self.layer_params(layers[i])
-                ag = self.on(r, "dp", self.gather_time(*params), [prev], FIXED,
-                             lab + (i, "ZeRO-3 all-gather"))
                 fr = [self.mark(list(fr) + [ag], r, lab + (i, "start"))]
-                prev = fr[0]
+                ag = self.z3_gather(r, layers, i - 1, [self.host_pos(r)], lab)
             fr = self.layer_backward(r, layers[i], fr, lab + (i,), wk)
             deferred += self.layer_wgrad(layers[i]) * (1.0 - wk)
             if z3:
-                self.on(r, "dp", self.grad_time(*params), [fr[0]], FIXED,
-                        lab + (i, "ZeRO-3 reduce-scatter"))
+                self.on(r, "dp_rs", self.grad_time(*self.layer_params(layers[i])), [fr[0]],
+                        FIXED, lab + (i, "ZeRO-3 reduce-scatter"))
             if ends is not None:
                 ends[i] = fr[0]
         if z3 and self.stage_params(stage)[1]:
             mats = self.stage_params(stage)[1] * self.c.params_embedding
-            self.on(r, "dp", self.grad_time(mats, 0.0), fr, FIXED,
+            self.on(r, "dp_rs", self.grad_time(mats, 0.0), fr, FIXED,
                     lab + ("ZeRO-3 reduce-scatter of the embedding",))
         return fr, deferred
+
+    def z3_gather(self, r, layers, i, deps, lab):
+        """ZeRO-3 all-gather of layer ``i``'s parameters (``None`` past the ends)."""
+        if not 0 <= i < len(layers):
+            return None
+        return self.on(r, "dp", self.gather_time(*self.layer_params(layers[i])), deps, FIXED,
+                       lab + (i, "ZeRO-3 all-gather"))
 
     def z3_chunk_gather(self, r, stage, fr, lab):
         """ZeRO-3: the embedding / output matrices of ``stage`` gathered at the chunk's
@@ -423,7 +477,7 @@ class _Sim:
             if gate or starts is not None:
                 ff = [self.mark(list(ff) + list(gate), r, flab + (i, "start"))]
                 if starts is not None:
-                    starts[i] = ff[0]
+                    starts[i] = self.host_pos(r)
             fn = self.layer_nodes(fl[i], False)
             if self.full:
                 for node in self.layer_nodes(bl[j], False):
@@ -462,7 +516,7 @@ class _Sim:
             if gate or starts is not None:
                 ff = [self.mark(list(ff) + list(gate), r, flab + (i, "start"))]
                 if starts is not None:
-                    starts[i] = ff[0]
+                    starts[i] = self.host_pos(r)
             ff = self.layer_forward(r, fl[i], ff, flab + (i,))
         if self.layout[fst].head:
             ff = self.emit(r, ("output layer", [("c", self.c.head.fwd, "output layer + loss")],
@@ -481,7 +535,7 @@ class _Sim:
     def build(self):
         pp = self.pp
         progs, notes = self.programs()
-        self.notes = list(notes)
+        self.notes = list(notes) + ([self.p2p_note] if self.p2p_note else [])
         c = self.c
         # chunk bookkeeping
         f_end, b_start_marks, f_start_marks, b_end = {}, {}, {}, {}
@@ -497,7 +551,7 @@ class _Sim:
             batch_waits = []
             for idx, item in enumerate(prog):
                 # where the rank's stream is when it reaches this item
-                self.post_points[r].append(self.tail.get((r, "comp")))
+                self.post_points[r].append(self.host_pos(r))
                 kind = item[0]
                 if kind == "P":
                     _, sends, recvs = item
@@ -565,7 +619,7 @@ class _Sim:
                     if self.ovl_ep and self.zero >= 3:
                         dense, experts = self.bytes_of(bst, range(len(self.stage_layers(bst))),
                                                        True)
-                        self.on(r, "dp", self.grad_time(dense, experts), bf, FIXED,
+                        self.on(r, "dp_rs", self.grad_time(dense, experts), bf, FIXED,
                                 ("ZeRO-3 reduce-scatter", r, (bmb, bst)))
                     b_layer_ends[(bmb, bst)] = ends
                     self.rank_last_b[r] = bf[0]
@@ -632,10 +686,11 @@ class _Sim:
         rank 0's first chunk (DualPipe: rank 0's), one bucket elsewhere (module docstring)."""
         per_layer, mats = self.stage_params(stage)
         n = len(per_layer)
-        bucketed = (self.ovl_dp and r == 0 and j == 0)
+        bucketed = self.ovl_dp and (self.options.bucket_all_ranks or (r == 0 and j == 0))
         if not bucketed or n == 0:
             return [list(range(n))]
-        size = max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp * f(self.plan.cp))
+        size = self.options.bucket_params or max(
+            BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp * f(self.plan.cp))
         groups, cur, acc = [], [], 0.0
         for i in reversed(range(n)):
             cur.append(i)
@@ -727,27 +782,30 @@ class _Sim:
                 s = self.f_layer_starts.get(key, {}).get(layer)
                 if s is not None:
                     self.g.deps[t].append(s)
-        # gradient reduction
+        # gradient reduction, launched in program order
         grads_done = []
         for r in range(pp):
             last = []
+            launches = []
             for j, st in self.rank_stages(r):
+                if self.zero >= 3:
+                    continue
                 groups = self.buckets(r, j, st)
                 last_mb = self.last_backward(r, st)
                 ends = self.b_layer_ends.get(last_mb, {})
-                trigger = self.grad_trigger(r, j, st)
+                trigger, key = self.grad_trigger(r, j, st)
                 for gi, g in enumerate(groups):
                     dense, experts = self.bytes_of(st, g, gi == len(groups) - 1)
-                    if self.zero >= 3:
-                        continue
                     if trigger is None:  # per-bucket hooks during the last backward
                         dep = ends.get(min(g)) if g else self.b_end[last_mb]
                     else:
                         dep = trigger
-                    t = self.on(r, "dp", self.grad_time(dense, experts), [dep], FIXED,
-                                ("DP gradient reduce-scatter", r, "chunk", j, "bucket", gi))
-                    last.append(t)
-            grads_done.append(self.mark(last + [self.rank_end[r], self.tail.get((r, "dp"))],
+                    launches.append(((key, gi), dep, self.grad_time(dense, experts),
+                                     ("DP gradient reduce-scatter", r, "chunk", j, "bucket", gi)))
+            for _, dep, dur, label in sorted(launches, key=lambda x: x[0]):
+                last.append(self.on(r, "dp", dur, [dep], FIXED, label))
+            grads_done.append(self.mark(last + [self.rank_end[r], self.tail.get((r, "dp")),
+                                               self.tail.get((r, "dp_rs"))],
                                         r, ("grads ready", r)))
         norm = self.g.add(c.other, grads_done, FIXED, -1, ("gradient-norm all-reduce",))
         self.opt_end = []
@@ -773,23 +831,24 @@ class _Sim:
         return last
 
     def grad_trigger(self, r, j, stage):
-        """The task after which chunk ``j``'s gradient reduction is launched (``None``:
-        bucket by bucket during its last backward)."""
+        """``(task, program position)`` after which chunk ``j``'s gradient reduction is
+        launched; task ``None``: bucket by bucket during its last backward."""
+        prog = self.progs[r]
+        end = (self.rank_end[r], len(prog))
         if not self.ovl_dp or self.dual:
-            return self.rank_end[r]
-        if self.vpp == 1:
-            return None if r == 0 else self.rank_end[r]
-        # interleaved: pp_rank backward steps after the chunk's last micro-batch
-        bidx = [i for i, it in enumerate(self.progs[r]) if it[0] in ("B", "FB")]
-        order = []
-        for i in bidx:
-            it = self.progs[r][i]
-            order.append((it[1], it[2]) if it[0] == "B" else (it[3], it[4]))
+            return end
         last = self.last_backward(r, stage)
-        k = order.index(last) + r
+        bidx = [i for i, it in enumerate(prog) if it[0] in ("B", "FB")]
+        order = [(prog[i][1], prog[i][2]) if prog[i][0] == "B" else (prog[i][3], prog[i][4])
+                 for i in bidx]
+        k = order.index(last)
+        if self.vpp == 1:
+            return (None, bidx[k]) if r == 0 else end
+        # interleaved: pp_rank backward steps after the chunk's last micro-batch
+        k += r
         if k >= len(order):
-            return self.rank_end[r]
-        return self.b_end[order[k]]
+            return end
+        return self.b_end[order[k]], bidx[k]
 
     # ------------------------------------------------------------------ result
     def result(self):
@@ -813,39 +872,45 @@ def _chunk_name(label) -> str | None:
     return f"rank {label[1]} {what} mb {label[2]} stage {label[3]}"
 
 
-def _task_name(label) -> str:
-    chunk = _chunk_name(label)
-    if chunk:
-        rest = [str(x) for x in label[4:] if x not in ("end", "start")]
-        return chunk + (" layer " + " ".join(rest) if rest else "")
-    return " ".join(str(x) for x in label)
+def _category(g, t) -> str:
+    """What a task of a chunk is, for the critical path: compute, host issue, or the
+    communication's name."""
+    lab = g.label[t]
+    if "host" in lab:
+        return "host issue"
+    if g.kind[t] == COMPUTE:
+        return "compute"
+    return str(lab[-1])
 
 
 def _segments(g, path, start, finish):
-    """Critical-path tasks merged into stretches of one chunk; zero-length markers of other
-    kinds dropped."""
+    """Critical-path tasks merged into stretches of one chunk and one kind (compute, host,
+    each communication); zero-length markers dropped."""
     out: list[Segment] = []
-    cur_name, cur_start, cur_end = None, 0.0, 0.0
+    cur, cur_start, cur_end = None, 0.0, 0.0
     for t in path:
+        if finish[t] - start[t] <= 0.0:
+            continue
         lab = g.label[t]
-        name = _chunk_name(lab) or _task_name(lab)
-        if finish[t] - start[t] <= 0.0 and _chunk_name(lab) is None and name != cur_name:
-            if name.startswith(("post", "p2p wait", "F start", "B start", "rank end",
-                                "grads ready", "step end")):
-                continue
-        if name == cur_name:
+        chunk = _chunk_name(lab)
+        if chunk:
+            name = f"{chunk}: {_category(g, t)}"
+        else:
+            name = " ".join(str(x) for x in lab)
+        if name == cur:
             cur_end = finish[t]
             continue
-        if cur_name is not None:
-            out.append(Segment(cur_name, cur_start, cur_end))
-        cur_name, cur_start, cur_end = name, start[t], finish[t]
-    if cur_name is not None:
-        out.append(Segment(cur_name, cur_start, cur_end))
+        if cur is not None:
+            out.append(Segment(cur, cur_start, cur_end))
+        cur, cur_start, cur_end = name, start[t], finish[t]
+    if cur is not None:
+        out.append(Segment(cur, cur_start, cur_end))
     return out
 
 
 def simulate(model: Model, system: System, plan: Plan,
-             layout: tuple[Stage, ...] | None = None) -> SimResult:
+             layout: tuple[Stage, ...] | None = None,
+             options: SimOptions = SimOptions()) -> SimResult:
     """Simulate one training step of ``plan`` (the config pytrees the model takes, one plan,
     host values); ``layout``: the virtual stages (default :func:`default_layout`).
 
@@ -853,7 +918,7 @@ def simulate(model: Model, system: System, plan: Plan,
     and idle compute time, and notes where the schedule is one Megatron-Core would refuse.
     """
     lay = layout if layout is not None else default_layout(model, plan)
-    sim = _Sim(model, system, plan, lay)
+    sim = _Sim(model, system, plan, lay, options)
     want = _i(plan.pp) * (1 if sim.dual else _i(plan.vpp))
     if len(lay) != want:
         raise ValueError(f"layout has {len(lay)} stages, the plan {want}")
