@@ -361,10 +361,13 @@ class _Sim:
         """Forward of ``mb`` through ``stage``: layers, then the output layer and loss."""
         lab = ("R" if rec else "F", r, mb, stage)
         fr = frontier
-        z3 = self.zero >= 3 and not rec
+        z3 = self.zero >= 3 and not rec and self.ovl_dp
         layers = self.stage_layers(stage)
+        block = self.zero >= 3 and not rec and not self.ovl_dp
+        if block:  # ZeRO-3 without overlap: each gather on the compute stream's path
+            fr = self.z3_block(r, self.z3_mats(stage), fr, lab + ("ZeRO-3 all-gather",))
         if z3:  # ZeRO-3: each layer's parameters, prefetched when the previous one starts
-            emb = self.z3_chunk_gather(r, stage, [self.host_pos(r)], lab)
+            emb = self.z3_chunk_gather(r, stage, [self.tail.get((r, "comp"))], lab)
             ag = self.z3_gather(r, layers, 0, [emb], lab)
         for i, moe in enumerate(layers):
             gate = list(gates.get(i, ())) if gates else []
@@ -375,7 +378,10 @@ class _Sim:
                 if starts is not None:
                     starts[i] = self.host_pos(r)
             if z3:
-                ag = self.z3_gather(r, layers, i + 1, [self.host_pos(r)], lab)
+                ag = self.z3_gather(r, layers, i + 1, fr, lab)
+            if block:
+                fr = self.z3_block(r, self.gather_time(*self.layer_params(moe)), fr,
+                                   lab + (i, "ZeRO-3 all-gather"))
             fr = self.layer_forward(r, moe, fr, lab + (i,))
         if self.layout[stage].head and not rec:
             fr = self.emit(r, ("output layer", [("c", self.c.head.fwd, "output layer + loss")],
@@ -404,26 +410,54 @@ class _Sim:
                            fr, lab + ("head",))
             deferred += h.gemm_b * (1.0 - wk)
         layers = self.stage_layers(stage)
-        z3 = self.zero >= 3
+        z3 = self.zero >= 3 and self.ovl_dp
+        block = self.zero >= 3 and not self.ovl_dp
+        if block:
+            fr = self.z3_block(r, self.z3_mats(stage), fr, lab + ("ZeRO-3 all-gather",))
         if z3:
-            emb = self.z3_chunk_gather(r, stage, [self.host_pos(r)], lab)
+            emb = self.z3_chunk_gather(r, stage, [self.tail.get((r, "comp"))], lab)
             ag = self.z3_gather(r, layers, len(layers) - 1, [emb], lab)
         for i in reversed(range(len(layers))):
             if z3:
                 fr = [self.mark(list(fr) + [ag], r, lab + (i, "start"))]
-                ag = self.z3_gather(r, layers, i - 1, [self.host_pos(r)], lab)
+                ag = self.z3_gather(r, layers, i - 1, fr, lab)
+            params = self.layer_params(layers[i])
+            if block:
+                fr = self.z3_block(r, self.gather_time(*params), fr,
+                                   lab + (i, "ZeRO-3 all-gather"))
             fr = self.layer_backward(r, layers[i], fr, lab + (i,), wk)
             deferred += self.layer_wgrad(layers[i]) * (1.0 - wk)
             if z3:
-                self.on(r, "dp_rs", self.grad_time(*self.layer_params(layers[i])), [fr[0]],
-                        FIXED, lab + (i, "ZeRO-3 reduce-scatter"))
+                self.on(r, "dp", self.grad_time(*params), [fr[0]], FIXED,
+                        lab + (i, "ZeRO-3 reduce-scatter"))
+            if block:
+                fr = self.z3_block(r, self.grad_time(*params), fr,
+                                   lab + (i, "ZeRO-3 reduce-scatter"))
             if ends is not None:
                 ends[i] = fr[0]
-        if z3 and self.stage_params(stage)[1]:
-            mats = self.stage_params(stage)[1] * self.c.params_embedding
-            self.on(r, "dp_rs", self.grad_time(mats, 0.0), fr, FIXED,
-                    lab + ("ZeRO-3 reduce-scatter of the embedding",))
+        if (z3 or block) and self.stage_params(stage)[1]:
+            dur = self.grad_time(self.z3_mat_params(stage), 0.0)
+            if block:
+                fr = self.z3_block(r, dur, fr, lab + ("ZeRO-3 reduce-scatter",))
+            else:
+                self.on(r, "dp", dur, fr, FIXED,
+                        lab + ("ZeRO-3 reduce-scatter of the embedding",))
         return fr, deferred
+
+    def z3_mat_params(self, stage):
+        return self.stage_params(stage)[1] * self.c.params_embedding
+
+    def z3_mats(self, stage):
+        """Seconds to gather ``stage``'s embedding / output matrices."""
+        return self.gather_time(self.z3_mat_params(stage), 0.0)
+
+    def z3_block(self, r, dur, fr, label):
+        """A ZeRO-3 collective the compute stream waits for (no ``overlap_dp``)."""
+        if dur <= 0.0:
+            return fr
+        t = self.on(r, "dp", dur, list(fr) + [self.tail.get((r, "comp"))], FIXED, label)
+        self.tail[(r, "comp")] = t
+        return [t]
 
     def z3_gather(self, r, layers, i, deps, lab):
         """ZeRO-3 all-gather of layer ``i``'s parameters (``None`` past the ends)."""
@@ -619,7 +653,7 @@ class _Sim:
                     if self.ovl_ep and self.zero >= 3:
                         dense, experts = self.bytes_of(bst, range(len(self.stage_layers(bst))),
                                                        True)
-                        self.on(r, "dp_rs", self.grad_time(dense, experts), bf, FIXED,
+                        self.on(r, "dp", self.grad_time(dense, experts), bf, FIXED,
                                 ("ZeRO-3 reduce-scatter", r, (bmb, bst)))
                     b_layer_ends[(bmb, bst)] = ends
                     self.rank_last_b[r] = bf[0]
@@ -804,8 +838,7 @@ class _Sim:
                                      ("DP gradient reduce-scatter", r, "chunk", j, "bucket", gi)))
             for _, dep, dur, label in sorted(launches, key=lambda x: x[0]):
                 last.append(self.on(r, "dp", dur, [dep], FIXED, label))
-            grads_done.append(self.mark(last + [self.rank_end[r], self.tail.get((r, "dp")),
-                                               self.tail.get((r, "dp_rs"))],
+            grads_done.append(self.mark(last + [self.rank_end[r], self.tail.get((r, "dp"))],
                                         r, ("grads ready", r)))
         norm = self.g.add(c.other, grads_done, FIXED, -1, ("gradient-norm all-reduce",))
         self.opt_end = []
