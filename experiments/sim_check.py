@@ -68,7 +68,13 @@ def _pow2(limit: int) -> list[int]:
     return out
 
 
-def sample_plan(rng: np.random.Generator, model, system) -> dict | None:
+CLEAN = {"pp": 1, "cp": 1, "overlap_dp": False, "zero": (0, 1, 2)}
+"""Plans without a pipeline, context parallelism, overlapped DP or ZeRO-3: the mechanisms of
+the known disagreements (docs/simulator.md) are absent, so the two should agree to the
+stated tolerance."""
+
+
+def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict | None:
     """One random plan table for ``model`` on ``system`` (None when the draw is invalid;
     the caller draws again). Micro-batch counts are drawn around the pipeline depth (1, 2,
     3, pp - 1, pp, 2 pp, up to 48) so that fill, drain and steady state all occur."""
@@ -79,6 +85,8 @@ def sample_plan(rng: np.random.Generator, model, system) -> dict | None:
     tp = int(rng.choice(_pow2(8)))
     cp = int(rng.choice([1, 1, 2, 4, 8]))
     pp = int(rng.choice([1, 1, 2, 3, 4, 6, 8, 9, 12, 16]))
+    fixed = restrict or {}
+    tp, cp, pp = (int(fixed.get("tp", tp)), int(fixed.get("cp", cp)), int(fixed.get("pp", pp)))
     if gpus % (tp * cp * pp):
         return None
     dp = gpus // (tp * cp * pp)
@@ -115,12 +123,20 @@ def sample_plan(rng: np.random.Generator, model, system) -> dict | None:
         plan["overlap_p2p"] = bool(rng.random() < 0.2)
     if "matmul_tflops_fp8" in sv["gpu"] and rng.random() < 0.5:
         plan["dtype"] = "fp8"
+    for key, value in (restrict or {}).items():
+        if isinstance(value, tuple):
+            if plan.get(key) not in value:
+                plan[key] = int(rng.choice(value))
+        else:
+            plan[key] = value
     return plan
 
 
-def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 200):
+def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 400,
+           restrict=None):
     """``n`` random ``(model name, system name, resolved PlanSpec)`` triples, valid under
-    the plan rules, reproducible from ``seed``."""
+    the plan rules, reproducible from ``seed``; ``restrict``: plan keys forced to a value
+    (or drawn from a tuple of values), e.g. :data:`CLEAN`."""
     rng = np.random.default_rng(seed)
     models = list(models or MODELS)
     systems = list(systems or SYSTEMS)
@@ -130,7 +146,7 @@ def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 200):
         sname = str(rng.choice(systems))
         model, system = specs(mname, sname)
         for _ in range(max_tries):
-            table = sample_plan(rng, model, system)
+            table = sample_plan(rng, model, system, restrict)
             if table is None:
                 continue
             try:
@@ -237,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--study", action="store_true")
     ap.add_argument("--worst", type=int, default=5)
+    ap.add_argument("--clean", action="store_true",
+                    help="only plans of the CLEAN class (pp = 1, cp = 1, DP not overlapped, "
+                         "no ZeRO-3)")
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.study:
@@ -249,7 +268,8 @@ def main(argv=None) -> int:
                   f"{r['ratio']:+.2%} |")
         print()
     rows = []
-    for mname, sname, plan in sample(args.plans, args.seed):
+    for mname, sname, plan in sample(args.plans, args.seed,
+                                     restrict=CLEAN if args.clean else None):
         rows.append(compare(mname, sname, plan))
     print(f"## {len(rows)} random plans (seed {args.seed}): closed form / simulator - 1\n")
     print("| feature | value | plans | median | p5 | p95 | p95 of abs | max abs |")

@@ -358,3 +358,64 @@ def dualpipe(pp: int, m: int, r: int) -> list[Item]:
         weight_chunk()
     commit()
     return out
+
+
+def makespan(programs: list[list[Item]], fwd, bwd, wgrad=0.0, p2p: float = 0.0,
+             blocking: bool = False, rank_of=None) -> float:
+    """End of the last chunk of ``programs`` (one per rank) when every forward chunk takes
+    ``fwd``, every backward ``bwd`` (of which ``wgrad`` is the weight-gradient part a
+    zero-bubble ``B`` defers to its ``W``), a merged pair ``FB`` the two in sequence, and
+    each transfer ``p2p``; ``fwd`` / ``bwd`` may be callables of the virtual stage.
+    ``blocking``: p2p batches as in the simulator without p2p overlap (both sides post,
+    both wait); else a transfer starts when its data is ready. The schedule alone, for
+    checking the programs against published bubble formulas."""
+    from cpo_opt.sim import engine
+
+    def dur(x, stage):
+        return x(stage) if callable(x) else x
+
+    g = engine.Graph()
+    f_end, f_start, b_end, b_start, trans = {}, {}, {}, {}, {}
+    for r, prog in enumerate(programs):
+        prev = None
+        deferred: list[float] = []
+        for it in prog:
+            k = it[0]
+            if k == "P":
+                post = g.add(0.0, [prev])
+                wait = g.add(0.0, [])
+                for key in it[1]:
+                    trans.setdefault(key, {})["s"] = (post, wait)
+                for key in it[2]:
+                    trans.setdefault(key, {})["r"] = (post, wait)
+                if blocking:
+                    prev = wait
+                continue
+            if k in ("F", "FB"):
+                key = (it[1], it[2])
+                f_start[key] = g.add(0.0, [])
+                prev = g.add(dur(fwd, it[2]), [f_start[key], prev])
+                f_end[key] = prev
+            if k in ("B", "FB"):
+                key = (it[1], it[2]) if k == "B" else (it[3], it[4])
+                zb = k == "B" and it[3]
+                b_start[key] = g.add(0.0, [f_end[key]])
+                w = dur(wgrad, key[1])
+                prev = g.add(dur(bwd, key[1]) - (w if zb else 0.0), [b_start[key], prev])
+                b_end[key] = prev
+                if zb:
+                    deferred.append(w)
+            if k == "W":
+                prev = g.add(deferred.pop(0), [prev])
+    for key, t in trans.items():
+        kind, mb, st = key
+        deps = [f_end[(mb, st)] if kind == "a" else b_end[(mb, st)]]
+        if blocking:
+            deps += [t["s"][0], t["r"][0]]
+        x = g.add(p2p, deps)
+        g.deps[f_start[(mb, st + 1)] if kind == "a" else b_start[(mb, st - 1)]].append(x)
+        if blocking:
+            g.deps[t["s"][1]].append(x)
+            g.deps[t["r"][1]].append(x)
+    _, finish, _ = engine.run(g, 0.0, 1)
+    return max(finish)

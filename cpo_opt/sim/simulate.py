@@ -252,16 +252,22 @@ class _Sim:
 
     def _ops_mlp(self, bwd, w_keep):
         c = self.c
-        ops = [("x", "tp", c.etp, "expert-TP all-gather", False)]
+        ops = []
         if c.shared_tp:
             ops += self._ops_ffn(c.shared, bwd, w_keep, "shared experts")
         e = c.experts
         ops.append(("c", (e.gemm_b * w_keep + e.rest_b) if bwd else e.fwd, "experts"))
-        ops.append(("x", "tp", c.etp, "expert-TP reduce-scatter", False))
         return ops
 
-    def _a2a(self, dur, name):
-        return [("x", "ep", dur, name, self.ovl_ep)]
+    def _a2a(self, dur, name, etp_first):
+        """An all-to-all of the token dispatcher with its expert-TP collective (Megatron-Core
+        ``MoEAlltoAllTokenDispatcher``: dispatch = all-to-all then all-gather over the
+        expert-TP group, combine = reduce-scatter then all-to-all): on the ``ep`` queue,
+        overlapped with the neighbour micro-batch under ``overlap_ep``."""
+        a2a = ("x", "ep", dur, name, self.ovl_ep)
+        etp = ("x", "ep", self.c.etp, "expert-TP " + ("reduce-scatter" if etp_first
+                                                        else "all-gather"), self.ovl_ep)
+        return [etp, a2a] if etp_first else [a2a, etp]
 
     def layer_nodes(self, moe, bwd, w_keep=1.0):
         """The nodes of one layer pass: ``(name, ops, host seconds, sync)`` in the order of
@@ -279,13 +285,13 @@ class _Sim:
         pre = ("pre-dispatch", pre_ops, hb * (c.host_attn + c.host_router),
                (not bwd) and c.sync > 0)
         mlp = ("experts", self._ops_mlp(bwd, w_keep), hb * c.host_moe_mlp, False)
-        if bwd:
-            return [("combine-backward", self._a2a(c.combine_b, "EP combine-backward"), 0.0,
-                     False), mlp,
-                    ("dispatch-backward", self._a2a(c.dispatch_b, "EP dispatch-backward"),
-                     0.0, False), pre]
-        return [pre, ("dispatch", self._a2a(c.dispatch_f, "EP dispatch"), 0.0, False), mlp,
-                ("combine", self._a2a(c.combine_f, "EP combine"), 0.0, False)]
+        if bwd:  # combine-backward is a dispatch of gradients, dispatch-backward a combine
+            return [("combine-backward", self._a2a(c.combine_b, "EP combine-backward", False),
+                     0.0, False), mlp,
+                    ("dispatch-backward", self._a2a(c.dispatch_b, "EP dispatch-backward",
+                                                    True), 0.0, False), pre]
+        return [pre, ("dispatch", self._a2a(c.dispatch_f, "EP dispatch", False), 0.0, False),
+                mlp, ("combine", self._a2a(c.combine_f, "EP combine", True), 0.0, False)]
 
     # ------------------------------------------------------------------ node emission
     def emit(self, r, node, frontier, label, gate=()):
