@@ -68,10 +68,11 @@ def _pow2(limit: int) -> list[int]:
     return out
 
 
-CLEAN = {"pp": 1, "cp": 1, "overlap_dp": False, "zero": (0, 1, 2)}
-"""Plans without a pipeline, context parallelism, overlapped DP or ZeRO-3: the mechanisms of
-the known disagreements (docs/simulator.md) are absent, so the two should agree to the
-stated tolerance."""
+CLEAN = {"pp": 1, "cp": 1, "etp": 1, "overlap_dp": False, "overlap_ep": False,
+         "overlap_tp": False, "zero": (0, 1, 2), "recompute": ("none", "selective")}
+"""Plans without a pipeline, context parallelism, expert TP, overlapped TP, DP or EP,
+ZeRO-3 or full recompute: the mechanisms of the known disagreements (docs/simulator.md) are
+absent, so the two should agree to the stated tolerance."""
 
 
 def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict | None:
@@ -124,9 +125,11 @@ def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict 
     if "matmul_tflops_fp8" in sv["gpu"] and rng.random() < 0.5:
         plan["dtype"] = "fp8"
     for key, value in (restrict or {}).items():
+        if key in ("pp", "cp", "tp") or (key == "etp" and "etp" not in plan):
+            continue
         if isinstance(value, tuple):
             if plan.get(key) not in value:
-                plan[key] = int(rng.choice(value))
+                plan[key] = value[int(rng.integers(len(value)))]
         else:
             plan[key] = value
     return plan
@@ -254,8 +257,8 @@ def main(argv=None) -> int:
     ap.add_argument("--study", action="store_true")
     ap.add_argument("--worst", type=int, default=5)
     ap.add_argument("--clean", action="store_true",
-                    help="only plans of the CLEAN class (pp = 1, cp = 1, DP not overlapped, "
-                         "no ZeRO-3)")
+                    help="only plans of the CLEAN class (no pipeline, CP or expert TP; "
+                         "TP, DP and EP not overlapped; no ZeRO-3, no full recompute)")
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.study:

@@ -267,7 +267,7 @@ def _closed_and_sim(m, s, p, system=None, options=SimOptions()):
 
 CLEAN = [  # (model, system, gpus, plan) with nothing the two model differently
     ("llama3-405b", "dgx-h100", 8, dict(tp=8, global_batch=8, overlap_dp=False)),
-    ("gpt3-175b", "dgx-a100-selene", 16, dict(tp=8, cp=2, global_batch=4, overlap_dp=False,
+    ("gpt3-175b", "dgx-a100-selene", 16, dict(tp=8, global_batch=8, overlap_dp=False,
                                               recompute="full")),
     ("mixtral-8x22b", "dgx-h100", 8, dict(ep=8, global_batch=64, overlap_dp=False)),
     ("mixtral-8x22b", "dgx-h100", 8, dict(ep=8, global_batch=64, overlap_ep=True,
@@ -275,15 +275,167 @@ CLEAN = [  # (model, system, gpus, plan) with nothing the two model differently
     ("deepseek-v3", "h800-cluster", 64, dict(tp=2, ep=32, global_batch=32, dtype="fp8",
                                              overlap_dp=False)),
     ("config1", "study-copper", 16, dict(tp=2, ep=8, global_batch=16, dtype="fp8",
-                                         overlap_tp=True, overlap_dp=False)),
+                                         overlap_dp=False)),
 ]
+TOLERANCE = 0.01
+"""The stated agreement of the closed form with the simulator on plans of the CLEAN class
+(experiments/sim_check.py: no pipeline, CP or expert TP; TP, DP and EP not overlapped; no
+ZeRO-3 or full recompute): |closed / simulated - 1| <= 1% (150 random plans, seed 3:
+median 0.00%, 95th percentile of |.| 0.12%, largest 0.20%; docs/simulator.md)."""
 
 
 @pytest.mark.parametrize("case", CLEAN, ids=lambda c: f"{c[0]}-{c[1]}")
 def test_closed_form_agrees_without_a_pipeline(case):
     """pp = 1 and DP not overlapped: the closed form's per-layer sums are the simulator's
-    schedule, to within 1% (host run-ahead and the A2A pairing are the differences)."""
+    schedule, to within the stated tolerance (host run-ahead, TP overlap per block and the
+    A2A pairing are the differences)."""
     model, system, gpus, plan = case
     m, s, p = _load(model, system, gpus, **plan)
     closed, sim = _closed_and_sim(m, s, p)
-    assert closed == pytest.approx(sim, rel=0.01)
+    assert closed == pytest.approx(sim, rel=TOLERANCE)
+
+
+def _check_sample(n, seed, experiment):
+    sc = experiment("sim_check")
+    rows = [sc.compare(*t) for t in sc.sample(n, seed, restrict=sc.CLEAN)]
+    families = {r["features"]["family"] for r in rows}
+    assert families == {"dense", "moe", "mla"}
+    worst = max(rows, key=lambda r: abs(r["ratio"]))
+    assert abs(worst["ratio"]) <= TOLERANCE, (worst["model"], worst["system"],
+                                              worst["plan"].values, worst["ratio"])
+    return rows
+
+
+def test_closed_form_agrees_on_random_clean_plans(experiment):
+    """Two dozen random plans of the CLEAN class over the shipped models and systems
+    (derandomized: seed 11)."""
+    _check_sample(24, 11, experiment)
+
+
+@pytest.mark.slow
+def test_closed_form_agrees_on_a_thousand_clean_plans(experiment):
+    """The tolerance on 1000 random CLEAN plans (a few minutes)."""
+    rows = _check_sample(1000, 12, experiment)
+    assert np.percentile([abs(r["ratio"]) for r in rows], 95) < 0.005
+
+
+def _gap(model, system, gpus, plan, host=True, options=SimOptions()):
+    m, s, p = _load(model, system, gpus, **plan)
+    sy = s.system if host else _no_host(s.system)
+    closed, sim = _closed_and_sim(m, s, p, sy, options)
+    return closed / sim - 1.0
+
+
+def _disagreement(name, why, *args, **kw):
+    return pytest.param(args, kw, id=name,
+                        marks=pytest.mark.xfail(strict=True, reason=why))
+
+
+DISAGREEMENTS = [  # docs/simulator.md, "Disagreements": the closed form should change
+    _disagreement("layout", "D1: the pacing rank is counted with ceil(L / (pp vpp)) vpp layers, "
+                  "all MoE, plus the head; the real split is lighter (+6%)",
+                  "deepseek-v3", "dgx-h100", 256,
+                  dict(tp=8, pp=2, ep=16, global_batch=32, dtype="fp8", overlap_dp=False),
+                  host=False),
+    _disagreement("dp-buckets", "D2: Megatron's default DDP bucket of max(4e7, 1e6 dp cp) "
+                  "parameters is one bucket at dp = 9216: the reduction cannot start before "
+                  "the backward ends (-31%)",
+                  "config1", "study-passage", None,
+                  dict(tp=1, cp=2, ep=128, global_batch=9216, zero=2, recompute="none",
+                       dtype="fp8")),
+    _disagreement("p2p-hops", "D4: the fill and the drain wait for every PP transfer, "
+                  "2 (pp vpp - 1) of them, which the closed form hides (-4%)",
+                  "config2", "study-copper", None,
+                  dict(tp=1, cp=2, pp=9, vpp=8, ep=128, global_batch=9216, zero=1,
+                       recompute="none", dtype="fp8", placement="aligned",
+                       overlap_dp=False), host=False),
+    _disagreement("sm-stretch", "D5: an overlapped all-to-all of c beside compute w ends at "
+                  "max(c, w + f c), not max(c, w) + f / (1 - f) min(c, w) (+8%)",
+                  "moe-1t-512e", "dgx-h100", None,
+                  dict(tp=4, ep=512, micro_batch=2, global_batch=131072, zero=2,
+                       recompute="selective", overlap_ep=True, overlap_dp=False,
+                       dispatcher="deepep"), host=False),
+    _disagreement("cp-ring", "D7: the last step of the CP ring cannot overlap: exposed "
+                  "(cp - 1) max(step - core / cp, 0), not max((cp - 1) step - core, 0) (-2.5%)",
+                  "gpt3-175b", "dgx-a100-selene", 16,
+                  dict(tp=8, cp=2, global_batch=4, overlap_dp=False, recompute="none"),
+                  host=False),
+    _disagreement("tp-overlap", "D6: each TP pair hides behind its own block's GEMMs "
+                  "(attention, FFN, shared experts), not the layer's pooled (dense) or the "
+                  "attention GEMMs alone (MoE) (+2.6%)",
+                  "moe-1t-512e", "paper-fig-copper-4x128", None,
+                  dict(tp=8, ep=256, micro_batch=2, global_batch=4096, zero=1,
+                       recompute="none", dtype="fp8", overlap_tp=True, overlap_dp=False)),
+    _disagreement("expert-tp", "D10: the expert-TP pair is the dispatcher's, not hidden by "
+                  "overlap_tp behind the attention GEMMs (-8%)",
+                  "deepseek-v3", "paper-fig-passage-512-900", None,
+                  dict(tp=2, ep=16, etp=2, global_batch=4096, zero=1, recompute="none",
+                       overlap_tp=True, overlap_dp=False, placement="aligned")),
+    _disagreement("recompute-ep", "D9: with recompute = full the recomputed forward is charged "
+                  "the backward's all-to-all volume (2 combines) instead of dispatch + combine "
+                  "(+8% in fp8)",
+                  "config4", "hgx-b200", None,
+                  dict(tp=2, ep=64, global_batch=196608, zero=1, recompute="full",
+                       dtype="fp8", overlap_tp=True, overlap_dp=False)),
+    _disagreement("zero3-bubble", "D8: the ZeRO-3 gathers of a rank run on its own link during "
+                  "the pipeline fill and drain; the closed form puts them in the bubble (x5)",
+                  "gpt3-175b", "hgx-b200", None,
+                  dict(tp=8, pp=8, cp=4, vpp=8, micro_batch=2, global_batch=128, zero=3,
+                       recompute="none", overlap_tp=True)),
+    _disagreement("dualpipe", "D11: DualPipe.step's own order idles less than the README's "
+                  "(PP/2 - 1)(F&B + B - 3W) the closed form uses (+8%)",
+                  "llama3-405b", "dgx-h100", 64,
+                  dict(tp=8, pp=8, schedule="dualpipe", global_batch=16, overlap_dp=False,
+                       overlap_p2p=True), host=False),
+]
+
+
+@pytest.mark.parametrize("args,kw", DISAGREEMENTS)
+def test_known_disagreements(args, kw):
+    """Each known disagreement (docs/simulator.md), isolated on one plan: it fails the
+    stated tolerance today (strict xfail); fixing the closed form turns it into a pass,
+    and the marker then comes off."""
+    assert abs(_gap(*args, **kw)) <= TOLERANCE
+
+
+def _optimum(config, fabric, why=None):
+    marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+    return pytest.param(config, fabric, id=f"{config}-{fabric}", marks=marks)
+
+
+@pytest.mark.parametrize("config,fabric", [
+    _optimum("config1", "copper", "D1 layout (61 layers on 32 stages: the closed form counts "
+             "16 MoE layers and the head on one rank) and D3 DP window: +9.5%"),
+    _optimum("config2", "copper"),
+    _optimum("config3", "copper"),
+    _optimum("config4", "copper", "D3: interleaved chunks reduce and gather behind other "
+             "chunks and the fill/drain, not within one micro-batch's time: +4.4%"),
+    _optimum("config1", "passage", "D2: one default DDP bucket at dp = 9216, m = 1: -31%"),
+    _optimum("config2", "passage", "D2: -22%"),
+    _optimum("config3", "passage", "D2: -18%"),
+    _optimum("config4", "passage", "D2: -12%"),
+])
+def test_study_optima_agree_within_3_percent(config, fabric, experiment):
+    """The issue's bar: the copper and Passage optima of docs/study-results.md (fp8, the
+    study's batch) agree within 3%. Those that do not are the known disagreements."""
+    sc = experiment("sim_check")
+    system = f"study-{fabric}"
+    (text,) = [t for c, s, t in sc.study_optima() if c == config and s == system]
+    r = sc.compare(config, system, sc.study_plan(config, system, text))
+    assert abs(r["ratio"]) <= 0.03, r["ratio"]
+
+
+def test_study_optima_agree_with_40m_buckets_on_every_rank(experiment):
+    """With 40M-parameter gradient buckets on every rank (``--ddp-bucket-size 40000000``
+    and bucketing beyond pipeline rank 0: :class:`SimOptions`) the Passage optima come
+    within 3%: the D2 gap is the bucket size, nothing else."""
+    sc = experiment("sim_check")
+    for config, system, text in sc.study_optima():
+        if system != "study-passage":
+            continue
+        m, s = sc.specs(config, system)
+        p = sc.study_plan(config, system, text)
+        closed = float(step_time(m.model, s.system, p.plan).step_time_s)
+        sim = simulate(m.model, s.system, p.plan,
+                       options=SimOptions(bucket_params=4e7, bucket_all_ranks=True))
+        assert closed == pytest.approx(sim.step_time_s, rel=0.03)
