@@ -1,6 +1,6 @@
 """The package's layers import one way (model <- sim <- inputs <- search <- analysis <- study
-<- cli), nothing below the command line imports argparse or the CLI, and at most six modules
-stay flat in ``cpo_opt/``. Parsed from the source, so it cannot drift."""
+<- api <- cli), nothing below the command line imports argparse or the CLI, and at most six
+modules stay flat in ``cpo_opt/``. Parsed from the source, so it cannot drift."""
 
 import ast
 import pathlib
