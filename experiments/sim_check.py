@@ -75,7 +75,8 @@ ZeRO-3 or full recompute: the mechanisms of the known disagreements (docs/simula
 absent, so the two should agree to the stated tolerance."""
 
 
-def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict | None:
+def sample_plan(rng: np.random.Generator, model, system, restrict=None,
+                max_tasks: int = MAX_TASK_ESTIMATE) -> dict | None:
     """One random plan table for ``model`` on ``system`` (None when the draw is invalid;
     the caller draws again). Micro-batch counts are drawn around the pipeline depth (1, 2,
     3, pp - 1, pp, 2 pp, up to 48) so that fill, drain and steady state all occur."""
@@ -107,7 +108,7 @@ def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict 
     if dual:
         plan["schedule"] = "dualpipe"
         nmb = max(2 * pp, nmb + nmb % 2)
-    if nmb * layers * 40 > MAX_TASK_ESTIMATE:
+    if nmb * layers * 40 > max_tasks:
         return None
     plan.update({
         "micro_batch": mb, "global_batch": nmb * mb * dp,
@@ -136,10 +137,11 @@ def sample_plan(rng: np.random.Generator, model, system, restrict=None) -> dict 
 
 
 def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 400,
-           restrict=None):
+           restrict=None, max_tasks: int = MAX_TASK_ESTIMATE):
     """``n`` random ``(model name, system name, resolved PlanSpec)`` triples, valid under
     the plan rules, reproducible from ``seed``; ``restrict``: plan keys forced to a value
-    (or drawn from a tuple of values), e.g. :data:`CLEAN`."""
+    (or drawn from a tuple of values), e.g. :data:`CLEAN`; ``max_tasks``: redraw plans
+    whose graph would be larger (about ``40 m L`` tasks)."""
     rng = np.random.default_rng(seed)
     models = list(models or MODELS)
     systems = list(systems or SYSTEMS)
@@ -149,7 +151,7 @@ def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 400,
         sname = str(rng.choice(systems))
         model, system = specs(mname, sname)
         for _ in range(max_tries):
-            table = sample_plan(rng, model, system, restrict)
+            table = sample_plan(rng, model, system, restrict, max_tasks)
             if table is None:
                 continue
             try:
