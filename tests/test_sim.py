@@ -206,6 +206,9 @@ def test_one_gpu_without_overlap_is_the_sum_of_its_tasks():
     path = res.critical_path
     assert path[0].start_s == 0.0 and path[-1].end_s == pytest.approx(res.step_time_s)
     assert all(a.end_s <= b.start_s + 1e-12 for a, b in zip(path, path[1:]))
+    d = res.to_dict()
+    assert d["step_time_s"] == res.step_time_s and len(d["critical_path"]) == len(path)
+    assert sum(d["critical_path_by_kind_s"].values()) <= res.step_time_s * (1 + 1e-9)
 
 
 def _moe(microbatches, **kw):

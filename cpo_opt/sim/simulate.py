@@ -123,6 +123,21 @@ class SimResult:
     notes: tuple[str, ...]  # why Megatron-Core / DualPipe would not run it as simulated
     tasks: int
 
+    def to_dict(self) -> dict:
+        """The ``"simulated"`` object of ``evaluate --simulate --json`` (SI units): step
+        time, critical path (stretches with start and end), path by kind, per-rank busy and
+        idle seconds, notes."""
+        return {
+            "step_time_s": self.step_time_s,
+            "critical_path": [{"name": s.name, "start_s": s.start_s, "end_s": s.end_s}
+                              for s in self.critical_path],
+            "critical_path_by_kind_s": self.path_totals(),
+            "per_rank": [{"rank": r.rank, "busy_s": r.busy_s, "idle_s": r.idle_s}
+                         for r in self.per_rank],
+            "microbatches": self.microbatches,
+            "notes": list(self.notes),
+        }
+
     def path_totals(self) -> dict[str, float]:
         """Seconds of the critical path by kind (compute, host issue, each communication,
         pipeline transfers, DP, optimizer), largest first."""
@@ -147,7 +162,8 @@ class SimResult:
         return "\n".join(lines)
 
 
-_KIND = {"PP": "PP send/recv", "DP": "DP communication", "optimizer": "optimizer",
+_KIND = {"PP": "PP send/recv", "DP": "DP communication", "ZeRO-3": "ZeRO-3 communication",
+         "optimizer": "optimizer",
          "gradient-norm": "gradient-norm all-reduce", "W": "compute"}
 
 
