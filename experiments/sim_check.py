@@ -29,8 +29,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cpo_opt.inputs.loaders import InputError, load_model, load_system, plan_from_values  # noqa: E402
-from cpo_opt.inputs.loaders import parse_inline_plan  # noqa: E402
+from cpo_opt.inputs.loaders import InputError, load_model, load_system  # noqa: E402
+from cpo_opt.inputs.loaders import parse_inline_plan, plan_from_values  # noqa: E402
 from cpo_opt.model.step import step_time  # noqa: E402
 from cpo_opt.sim import simulate  # noqa: E402
 

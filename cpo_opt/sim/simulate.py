@@ -12,13 +12,13 @@ Queues per rank: ``comp`` (the compute stream), ``tp``, ``cp``, ``ep`` (communic
 
 * Layer, forward: attention block (TP all-gather / reduce-scatter around its GEMMs, the CP
   ring exchange step by step beside the attention core) -> dense FFN, or -> router, EP
-  dispatch, experts (shared experts with their TP pair, expert-TP pair around the routed
-  experts), EP combine. Backward in reverse: combine-backward, experts, dispatch-backward,
+  dispatch (all-to-all, then the expert-TP all-gather), experts (shared experts with their
+  TP pair), EP combine (expert-TP reduce-scatter, then all-to-all). Backward in reverse: combine-backward, experts, dispatch-backward,
   router + attention. ``recompute = full`` re-runs the layer's forward, with its
   communication, before its backward.
 * TP: with ``overlap_tp`` each block's two collectives run on the ``tp`` queue beside the
   block's GEMMs (Transformer Engine's comm-GEMM overlap); without it they block the compute
-  stream. The expert-TP pair belongs to the dispatcher and always blocks. CP: ring step
+  stream. The expert-TP pair belongs to the dispatcher's all-to-alls (below). CP: ring step
   ``k`` of K/V runs while the attention core works on chunk ``k - 1`` (TE ring attention).
 * EP without ``overlap_ep``: dispatch and combine block the compute stream. With it, the
   merged forward/backward pairs of the schedule run the two micro-batches' layers in
@@ -60,7 +60,6 @@ tasks, each the one its successor waited for last, that ends there.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 
 from cpo_opt.model.config import Model, Plan, System
 from cpo_opt.sim import engine
@@ -592,6 +591,9 @@ class _Sim:
         pp = self.pp
         progs, notes = self.programs()
         self.notes = list(notes) + ([self.p2p_note] if self.p2p_note else [])
+        if self.ovl_p2p and self.vpp == 1 and self.pp > 1 and not self.dual:
+            self.notes.append("Megatron forces overlap_p2p off without interleaving "
+                              "(megatron/training/arguments.py); simulated as overlapped")
         c = self.c
         # chunk bookkeeping
         f_end, b_start_marks, f_start_marks, b_end = {}, {}, {}, {}
