@@ -655,6 +655,14 @@ def test_keys_without_megatron_equivalent_are_named():
     assert not megatron_rules(ns, 8, experts=None, mla=False)[0]
 
 
+def test_context_parallel_that_megatron_refuses_is_named():
+    plan = {"tp": 1, "pp": 1, "cp": 3, "vpp": 1, "micro_batch": 1, "global_batch": 8, "dp": 8}
+    out = megatron_args(plan, layers=8, seq_len=3 * 1024 + 3)
+    assert [u.split(" = ")[0] for u in out.unmapped] == ["cp"]
+    assert megatron_rules(parse(out.args), 24, experts=None, mla=False)[0] == [
+        "validate_args: seq-length multiple of 2*cp"]
+
+
 @pytest.mark.parametrize("bad_args", [
     ["--overlap-p2p-communication"],            # not declared at core_v0.19.0 (only --no-...)
     ["--fp8-recipe", "deepseek"],

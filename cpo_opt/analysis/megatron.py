@@ -272,6 +272,9 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
     sp = bool(p.get("sequence_parallel", tp > 1))
     if sp and tp > 1:
         flag("--sequence-parallel")
+    if cp > 1 and seq_len % (2 * cp):
+        unmapped.append(_unmapped("cp", cp, f"Megatron needs the sequence length ({seq_len}) "
+                                  "divisible by 2 * cp (validate_args; causal load balancing)"))
     flag("--num-layers", layers, "--seq-length", seq_len,
          "--micro-batch-size", int(p.get("micro_batch", 1)))
     if p.get("global_batch") is not None:
