@@ -425,7 +425,7 @@ def _load(case):
     mname, sname, plan, over = CASES[case]
     m = loaders.load_model(mname)
     s = loaders.load_system(sname, overrides=over)
-    p = loaders.load_plan(plan, m, s)
+    p = loaders.load_plan(plan, m, s, stack="megatron-defaults")  # the even split below
     return m, s, p.values
 
 

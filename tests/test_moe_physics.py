@@ -112,8 +112,9 @@ def test_ep64_contiguous_on_72_domains_costs_more_than_on_64():
     assert float(r72.traffic.scale_out_bytes) > float(r64.traffic.scale_out_bytes)
     # aligned placement on 72-GPU domains (8 spares idle per domain) = 64-GPU domains with
     # as many working GPUs: 18,432 GPUs in 256 racks work 16,384
-    _, sa, pa = _run("deepseek-v3", "gb200-nvl72", plan + ",placement=aligned", **over)
-    _, s16, p16 = _run("deepseek-v3", "gb200-nvl72", plan,
+    _, sa, pa = _run("deepseek-v3", "gb200-nvl72",
+                     plan + ",placement=aligned,global_batch=16384", **over)
+    _, s16, p16 = _run("deepseek-v3", "gb200-nvl72", plan + ",global_batch=16384",
                        **{"cluster.gpus": 16384, "scale_up.domain_size": 64})
     assert pa.placement["working_gpus"] == 16384 and pa.placement["idle_gpus"] == 2048
     ra = step_time_jit(m.model, sa.system, pa.plan)

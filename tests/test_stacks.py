@@ -109,7 +109,8 @@ PLAN = "tp=2,pp=4,vpp=2,ep=16,micro_batch=1,global_batch=1152,dtype=fp8,recomput
 
 def test_cuda_graphs_change_only_the_host_time(dsv3):
     m, s = dsv3
-    slow = replace(s.system, constants=replace(s.system.constants, host_launch_s=50e-6))
+    slow = replace(s.system, constants=replace(s.system.constants, host_launch_s=200e-6,
+                                               host_sync_s=0.0))
     s2 = dataclasses.replace(s, system=slow)
     a, b = _pair(m, s2, PLAN, cuda_graphs=1.0)
     assert float(b.compute_detail.host) < float(a.compute_detail.host)

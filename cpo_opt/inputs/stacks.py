@@ -35,11 +35,15 @@ import pathlib
 from typing import Any
 
 from cpo_opt.inputs import schema
-from cpo_opt.inputs.sources import InputError, check_top, did_you_mean, resolve, table_of
+from cpo_opt.inputs.sources import (InputError, check_top, did_you_mean, read_document,
+                                    resolve, table_of)
 from cpo_opt.inputs.tables import check_value, error
 
 DEFAULT_STACK = "megatron-core-tuned"
 """The stack every command uses unless told otherwise: the sourced state of practice."""
+
+SHIPPED = pathlib.Path(__file__).parent.parent / "presets" / "stacks"
+"""The shipped stack presets (the default stack is read from here)."""
 
 OPTIONS = ("dispatcher", "overlap_tp", "overlap_ep", "overlap_dp", "overlap_p2p", "cuda_graphs",
            "schedule", "recompute", "recompute_norm_act", "recompute_mla_up",
@@ -161,8 +165,10 @@ def load_stack(ref: Any = None, where: str | None = None,
     """A stack from a preset name, a file or a dict; ``None``: :data:`DEFAULT_STACK`."""
     if isinstance(ref, StackSpec):
         return ref
-    if ref is None:
-        ref = DEFAULT_STACK
+    if ref is None:  # the shipped default, wherever the presets folder points
+        path = SHIPPED / f"{DEFAULT_STACK}.toml"
+        return stack_from_doc(read_document(path, f"stack preset '{DEFAULT_STACK}'"),
+                              f"stack preset '{DEFAULT_STACK}'", DEFAULT_STACK, SHIPPED)
     src = resolve(ref, "stacks", where, base, context)
     folder = src.path.parent if src.path is not None else base
     return stack_from_doc(src.doc, src.where, src.name, folder)
