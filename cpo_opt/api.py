@@ -31,6 +31,7 @@ from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load
                             load_model, load_plan, load_scenario, load_system)
 from cpo_opt.inputs.constants_file import ConstantsTable, as_table
 from cpo_opt.inputs.loaders import Scenario
+from cpo_opt.inputs.stacks import StackSpec, load_stack
 from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
@@ -175,19 +176,23 @@ def _with_constants(system: SystemSpec, table: ConstantsTable | None) -> SystemS
 
 
 def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = None,
-                constants=None):
+                constants=None, stack=None):
     """``(ModelSpec, SystemSpec, PlanSpec | None)`` from names, paths, dicts or specs.
 
     ``overrides`` maps ``"section.key"`` to values (as ``--set``) for the system;
     ``constants`` is a constants file, dict or table (``--constants``) replacing the shipped
-    efficiency constants.
+    efficiency constants (default: the stack's constants file, if it names one); ``stack``
+    is the software stack the plan is resolved on (default: the default stack).
     """
+    st = load_stack(stack)
+    if constants is None and st.constants is not None:
+        constants = st.constants
     table = load_constants(constants)
     m = _spec(model, ModelSpec, load_model, "model")
     s = _with_constants(_spec(system, SystemSpec, load_system, "system", overrides), table)
     p = None
     if plan is not None:
-        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
+        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s, stack=st)
     return m, s, p
 
 
@@ -215,6 +220,7 @@ class _Inputs:
     scenario: str | None
     overrides: dict
     warnings: list
+    stack: StackSpec | None = None
 
     def echo(self, out: dict[str, Any]) -> dict[str, Any]:
         """Add the effective system, the overrides, the scenario and the warnings to ``out``."""
@@ -227,12 +233,17 @@ class _Inputs:
 
 
 def _resolve(model, system, plan=None, overrides=None, scenario=None,
-             constants=None) -> _Inputs:
-    """Load the inputs of a command; a scenario fills what is not given explicitly."""
+             constants=None, stack=None) -> _Inputs:
+    """Load the inputs of a command; a scenario fills what is not given explicitly (its
+    stack too, unless ``stack`` is given)."""
     overrides = {str(k): v for k, v in (overrides or {}).items()}
     sc = None
     if scenario is not None:
-        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides)
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides,
+                                                                           stack)
+    if stack is None and sc is not None:
+        stack = sc.stack
+    st = load_stack(stack)
     if model is None and sc is not None:
         model = sc.model
     if system is None and sc is not None:
@@ -242,9 +253,11 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
         system, s_over = sc.system, None
     else:
         s_over = overrides
-    m, s, p = load_inputs(model, system, plan, s_over)
+    m, s, p = load_inputs(model, system, plan, s_over, stack=st)
     if p is None and sc is not None and sc.plan is not None and sc.system is s:
         p = sc.plan  # the scenario's plan, checked against the scenario's own system
+    if constants is None and st.constants is not None:
+        constants = st.constants
     s = _with_constants(s, load_constants(constants))
     base = None
     if overrides:
@@ -256,16 +269,16 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
     return _Inputs(m, s, p, sc.global_batch if sc else None, sc.tokens if sc else None,
                    sc.name if sc else None, overrides if (overrides and (base is not None or
                                                                        s_over)) else {},
-                   warnings)
+                   warnings, st)
 
 
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
              overrides: Mapping[str, Any] | None = None, scenario=None,
-             constants=None) -> EvaluateResult:
+             constants=None, stack=None) -> EvaluateResult:
     """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
     :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
     are not given; with ``constants`` carrying intervals it adds ``step_time_interval_s``."""
-    x = _resolve(model, system, plan, overrides, scenario, constants)
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
@@ -280,7 +293,8 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
-             num_processes: int | None = None, process_id: int | None = None) -> OptimizeResult:
+             num_processes: int | None = None, process_id: int | None = None,
+             stack=None) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
 
     ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
@@ -291,13 +305,14 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
     binding limit and the key that lifts it when nothing is feasible."""
     start_distributed(coordinator, num_processes, process_id)
-    x = _resolve(model, system, None, overrides, scenario, constants)
+    x = _resolve(model, system, None, overrides, scenario, constants, stack)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return OptimizeResult.from_dict(x.echo(_optimize.optimize(
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple)))
+        tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple,
+        stack=x.stack)))
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -313,10 +328,11 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
 
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
                 overrides: Mapping[str, Any] | None = None, scenario=None,
-                tokens: float | None = None, constants=None, **kwargs) -> Result:
+                tokens: float | None = None, constants=None, stack=None, **kwargs) -> Result:
     """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
     optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
-    x = _resolve(model, system, None, overrides, scenario, constants)
+    x = _resolve(model, system, None, overrides, scenario, constants, stack)
+    kwargs["stack"] = x.stack
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return Result(data=x.echo(_optimize.power_sweep(
@@ -326,18 +342,19 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
 
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
-                progress: bool = False, scenario=None, constants=None) -> SensitivityResult:
+                progress: bool = False, scenario=None, constants=None,
+                stack=None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
     gradient search) and the result says so under ``"plan_source"``."""
-    x = _resolve(model, system, plan, overrides, scenario, constants)
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
     m, s, p = x.model, x.system, x.plan
     tokens = x.tokens if tokens is None else tokens
     source = {"optimized": False}
     if p is None:
-        best = _optimize.optimize(m, s, x.global_batch, progress=progress)
-        p = load_plan(best["plan_arg"], m, s, where="plan_arg")
+        best = _optimize.optimize(m, s, x.global_batch, progress=progress, stack=x.stack)
+        p = load_plan(best["plan_arg"], m, s, where="plan_arg", stack=x.stack)
         source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
                   "search_wall_s": best["search_wall_s"]}
     elif isinstance(plan, str):
@@ -352,7 +369,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
             starts: int = 32, steps: int = 150, seed: int = 0,
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
-            progress: bool = False, scenario=None, constants=None) -> CompareResult:
+            progress: bool = False, scenario=None, constants=None,
+            stack=None) -> CompareResult:
     """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
@@ -365,17 +383,17 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
                                                "scale_up.bandwidth_GB_s": 2000})
         r.speedup, r.speedup_same_plan, r.why
     """
-    x = _resolve(model, system, None, overrides, scenario, constants)
+    x = _resolve(model, system, None, overrides, scenario, constants, stack)
     if against is None:
         raise ArgumentError("against", "required (the candidate system)")
-    y = _resolve(x.model, against, None, against_overrides, None, constants)
+    y = _resolve(x.model, against, None, against_overrides, None, constants, x.stack)
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     out = _compare.compare(
         x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),
         exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        labels=labels, progress=progress)
+        labels=labels, progress=progress, stack=x.stack)
     x.echo(out["baseline"])
     y.echo(out["candidate"])
     out["warnings"] = ([f"baseline: {w}" for w in x.warnings]
@@ -403,6 +421,8 @@ def preset_show(name: str) -> dict[str, Any]:
         from cpo_opt.inputs import schema
         from cpo_opt.inputs.tables import resolve_table
         resolved = {"gpu": resolve_table("gpu", {"name": path.stem, **doc["gpu"]}, str(path))}
+    elif kind == "stacks":
+        resolved = load_stack(path.stem).to_dict()
     elif kind == "scenarios":
         sc = load_scenario(path.stem)
         resolved = {"model": sc.model.name, "system": sc.system.name,
@@ -413,14 +433,16 @@ def preset_show(name: str) -> dict[str, Any]:
             "notes": about.get("notes", []), "content": content, "resolved": resolved}
 
 
-def validate(cases=None, *, constants=None) -> ValidateResult:
+def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set); with
-    ``constants`` every case runs with those constants instead of the shipped ones."""
+    ``constants`` every case runs with those constants instead of the shipped ones; with
+    ``stack`` every case's plan is resolved on it (else on the case's own ``stack``, else on
+    the default stack)."""
     from cpo_opt.analysis.validate import DEFAULT_CASES
     table = load_constants(constants)
     path = DEFAULT_CASES if cases is None else cases
     loaded = [dataclasses.replace(c, system=_with_constants(c.system, table))
-              for c in load_cases(path)]
+              for c in load_cases(path, stack=stack)]
     out = _validate.validate_cases(loaded)
     out["cases_file"] = str(path)
     if table is not None:
@@ -433,7 +455,7 @@ def validate(cases=None, *, constants=None) -> ValidateResult:
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
-              hold_out=(), prior: str = "shipped") -> CalibrateResult:
+              hold_out=(), prior: str = "shipped", stack=None) -> CalibrateResult:
     """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
 
     Args:
@@ -448,6 +470,8 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
         ``"physical"`` (from the physical defaults only: how the shipped fit is regenerated).
       ``fit`` entries may name a level, ``"blackwell:host_launch_s"``.
     """
+    if stack is not None:
+        cases = _cases_on(cases, stack)
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
                                prior=prior)
@@ -458,10 +482,20 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
     return dataclasses.replace(r, table=cal.table)
 
 
+def _cases_on(cases, stack) -> list:
+    """Cases files (or loaded cases) loaded with every plan resolved on ``stack``."""
+    if isinstance(cases, (str, bytes)) or hasattr(cases, "__fspath__"):
+        cases = [cases]
+    out = []
+    for c in cases:
+        out.extend(load_cases(c, stack=stack) if not hasattr(c, "plan") else [c])
+    return out
+
+
 def reproduce(quick: bool = False, out_dir: str | None = None,
               progress: bool = False, coordinator: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,
-              constants=None) -> ReproduceResult:
+              constants=None, stack=None) -> ReproduceResult:
     """The copper-vs-Passage study (``cpo-opt reproduce``); ``out_dir=None`` writes nothing.
 
     With ``jax.distributed`` settings (see :func:`optimize`) the exhaustive searches split
@@ -477,6 +511,8 @@ def reproduce(quick: bool = False, out_dir: str | None = None,
             raise ArgumentError("constants", "the study in this build does not take constants "
                                 "yet (cpo_opt.study.reproduce has no constants argument)")
         kw["constants"] = table
+    if stack is not None:
+        kw["stack"] = load_stack(stack)
     start_distributed(coordinator, num_processes, process_id)
     main = distributed.is_main()
     out = _reproduce(quick=quick, out_dir=out_dir if main else None,

@@ -29,10 +29,11 @@ def cases() -> dict:
 
 
 def tokens_per_s_per_gpu(case: dict, predicted: bool) -> float:
-    t = (cpo_opt.evaluate(case["model"], case["system"], case["plan"])["step_time_s"]
-         if predicted else case["measured"]["step_time_s"])
+    """Tokens per second per working GPU (aligned runs idle some GPUs of their racks)."""
+    r = cpo_opt.evaluate(case["model"], case["system"], case["plan"], stack=case.get("stack"))
+    t = r["step_time_s"] if predicted else case["measured"]["step_time_s"]
     tokens = case["plan"]["global_batch"] * case["model"]["seq_len"]
-    return tokens / (t * case["system"]["cluster"]["gpus"])
+    return tokens / (t * r["placement"]["working_gpus"])
 
 
 def ratios() -> list[tuple[str, float, float]]:

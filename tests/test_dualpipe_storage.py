@@ -12,7 +12,7 @@ import pytest
 from cpo_opt.analysis.evaluate import step_time_jit
 from cpo_opt.cli.main import main
 from cpo_opt.inputs.loaders import load_model, load_plan, load_system
-from cpo_opt.model import layer_costs, memory, transformer
+from cpo_opt.model import layer_costs, memory, pipeline, transformer
 from cpo_opt.model.config import replace
 from cpo_opt.model.dims import dims
 from cpo_opt.model.step import BF16_MOMENTS_SAVING, OPTIMIZER_BYTES_PER_PARAM
@@ -25,41 +25,47 @@ PLAN = ("tp=1,pp=16,ep=64,vpp=1,micro_batch=1,global_batch=15360,zero=1,dtype=fp
 def dsv3():
     m = load_model("deepseek-v3")
     s = load_system("h800-cluster")
-    one = load_plan(PLAN, m, s).plan
-    dual = load_plan(PLAN + ",schedule=dualpipe", m, s).plan
+    one = load_plan(PLAN, m, s, stack="megatron-defaults").plan
+    dual = load_plan(PLAN + ",schedule=dualpipe", m, s, stack="megatron-defaults").plan
     return m.model, s.system, one, dual
 
 
+def _layout(model, system, plan):
+    """``(dims, layout)`` of an even-split plan (the split needs no kernel times)."""
+    d = dims(model, system, plan)
+    return d, pipeline.layout(model, plan, d.microbatches, 1.0, 1.0, d.structure)
+
+
 def test_dualpipe_holds_two_stages_and_both_ends(dsv3):
+    """deepseek-ai/DualPipe: "Parameter per device 2x": a middle rank holds two stages, rank 0
+    the first and the last stage with the embedding and the output layer."""
     model, system, one, dual = dsv3
-    d1, d2 = dims(model, system, one), dims(model, system, dual)
-    dense1, exp1 = memory.local_params(model, one, d1)
-    dense2, exp2 = memory.local_params(model, dual, d2)
-    emb = model.vocab * model.hidden  # untied: embedding and head, one each
+    (d1, l1), (d2, l2) = _layout(model, system, one), _layout(model, system, dual)
+    dense1, exp1 = memory.local_params(model, one, d1, l1.middle)
+    dense2, exp2 = memory.local_params(model, dual, d2, l2.middle)
     assert float(exp2) == pytest.approx(2.0 * float(exp1), rel=1e-12)
-    assert float(dense2) == pytest.approx(2.0 * (float(dense1) - emb) + 2.0 * emb, rel=1e-12)
-    a, b = step_time_jit(model, system, one), step_time_jit(model, system, dual)
-    ratio = (float(dense2) + float(exp2)) / (float(dense1) + float(exp1))
-    assert float(b.memory.weights) == pytest.approx(ratio * float(a.memory.weights), rel=1e-12)
-    assert float(b.memory.gradients) == pytest.approx(ratio * float(a.memory.gradients),
-                                                      rel=1e-12)
-    # ZeRO-1 shards a stage's optimizer states over both its copies (the head on rank 0 is
-    # a copy of the last stage's): unchanged per rank
-    assert float(b.memory.optimizer) == pytest.approx(float(a.memory.optimizer), rel=1e-12)
+    assert float(dense2) == pytest.approx(2.0 * float(dense1), rel=1e-12)
+    assert float(l2.first.embedding) == float(l2.first.head) == 1.0
+    assert float(l1.first.head) == 0.0 and float(l1.last.embedding) == 0.0
+    assert float(l2.first.layers) == float(l1.first.layers + l1.last.layers)
+    # ZeRO-1 shards a stage's optimizer states over both its copies: per rank unchanged
+    w1, g1, o1 = memory.model_state(model, one, d1, l1.middle)
+    w2, g2, o2 = memory.model_state(model, dual, d2, l2.middle)
+    assert float(o2) == pytest.approx(float(o1), rel=1e-12)
+    assert float(w2) == pytest.approx(2.0 * float(w1), rel=1e-12)
 
 
 def test_dualpipe_keeps_pp_plus_one_microbatches_in_flight(dsv3):
-    """Activation per device: PP for 1F1B, PP + 1 for DualPipe (the repository's table); the
-    DualPipe rank 0 also holds the last stage's logits."""
+    """Activation per device: PP for 1F1B (rank 1: pp - 1), PP + 1 for DualPipe (the
+    repository's table), each of one stage's layers."""
     model, system, one, dual = dsv3
-    d = dims(model, system, one)
-    a_dense, a_moe = memory.layer_activations(model, one, d)
-    per_mb = float(d.dense_rank * a_dense + d.moe_rank * a_moe
-                   + 2.0 * model.hidden * d.tokens_sp)
-    logits = 6.0 * float(d.tokens) * model.vocab
-    a1 = float(memory.activations(model, one, d))
-    a2 = float(memory.activations(model, dual, dims(model, system, dual)))
-    assert a2 - a1 == pytest.approx(per_mb + logits, rel=1e-9)
+    (d1, l1), (d2, l2) = _layout(model, system, one), _layout(model, system, dual)
+    assert float(l1.middle.in_flight) == 15.0 and float(l2.middle.in_flight) == 17.0
+    a_dense, a_moe = memory.layer_activations(model, one, d1)
+    stage = float(l1.middle.dense * a_dense + l1.middle.moe * a_moe)  # one middle stage
+    a1 = float(memory.activations(model, one, d1, l1.middle))
+    a2 = float(memory.activations(model, dual, d2, l2.middle))
+    assert a2 - a1 == pytest.approx(2.0 * stage, rel=1e-9)
 
 
 def test_dualpipe_bubble_against_1f1b(dsv3):
@@ -144,8 +150,11 @@ def test_bf16_moments_shrink_optimizer_state_and_update(dsv3):
     model, system, one, _ = dsv3
     half = replace(one, bf16_moments=1.0)
     a, b = step_time_jit(model, system, one), step_time_jit(model, system, half)
-    assert float(b.memory.optimizer) == pytest.approx(8.0 / 12.0 * float(a.memory.optimizer),
-                                                      rel=1e-12)
+    d, lay = _layout(model, system, one)
+    for load in lay.ranks():  # every rank: fp32 master + bf16 moments, 8 bytes instead of 12
+        o_a = memory.model_state(model, one, d, load)[2]
+        o_b = memory.model_state(model, half, d, load)[2]
+        assert float(o_b) == pytest.approx(8.0 / 12.0 * float(o_a), rel=1e-12)
     keep = (OPTIMIZER_BYTES_PER_PARAM - BF16_MOMENTS_SAVING) / OPTIMIZER_BYTES_PER_PARAM
     assert float(b.breakdown.optimizer) == pytest.approx(keep * float(a.breakdown.optimizer),
                                                          rel=1e-9)

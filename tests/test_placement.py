@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import pytest
 
@@ -31,8 +32,9 @@ def _f(x):
 # --------------------------------------------------------------------------- members in a domain
 # contiguous placement (issue 14): the worst-placed group's piece; EP 64 on 72-GPU domains
 # straddles (blocks of 64 start at 0, 64, 56, ... mod 72: a piece of 8), EP 64 with stride 4
-# (blocks of 256) likewise (gcd(256, 72) = 8 ranks = 2 members). Aligned placement uses 64 of
-# the 72 GPUs (the old counts 64 and 18 -> 16).
+# (blocks of 256) likewise (gcd(256, 72) = 8 ranks = 2 members). Aligned placement keeps the
+# group's block (g x stride GPUs) whole: 64 of each 72 GPUs work (EP 64), a block of 256 takes
+# four 72-GPU domains with 64 working in each (stride 4: 16 members per domain).
 @pytest.mark.parametrize("group, stride, domain, expected, aligned", [
     (8, 1, 8, 8, 8), (64, 1, 8, 8, 8), (64, 1, 72, 8, 64), (8, 8, 8, 1, 1), (16, 2, 8, 4, 4),
     (64, 4, 72, 2, 16), (4, 16, 8, 1, 1), (2, 8, 576, 2, 2), (64, 1, 64, 64, 64),
@@ -41,7 +43,25 @@ def _f(x):
 def test_members_in_domain(group, stride, domain, expected, aligned):
     s = _system(domain, 4608)
     assert _f(fabric.members_in_domain(group, stride, s)) == expected
-    assert _f(fabric.members_in_domain(group, stride, s, aligned=1.0)) == aligned
+    at = _aligned(s, group * stride)
+    assert _f(fabric.members_in_domain(group, stride, s, at=at)) == aligned
+
+
+def _aligned(s, unit):
+    """The aligned fill of a plan whose placement unit is ``unit`` GPUs."""
+    plan = types.SimpleNamespace(tp=float(unit), cp=1.0, ep=1.0, etp=1.0, placement=1.0)
+    return fabric.fill(s, plan)
+
+
+def test_aligned_fill_counts_working_and_idle_gpus():
+    """Aligned placement works whole units per domain; the rest idle (hand counts)."""
+    cases = [  # domain, gpus, unit -> working per domain, working in all
+        (144, 18432, 128, 128, 16384), (72, 4608, 64, 64, 4096), (72, 4608, 8, 72, 4608),
+        (512, 18432, 128, 512, 18432), (72, 4608, 128, 64, 4096), (72, 72, 64, 64, 64),
+        (72, 72, 8, 72, 72), (8, 2048, 64, 8, 2048), (72, 100, 8, 72, 96)]
+    for d, n, u, per, world in cases:
+        at = _aligned(_system(d, n), u)
+        assert (_f(at.domain), _f(at.world)) == (per, world), (d, n, u)
 
 
 def test_few_blocks_are_enumerated_not_worst_case():
@@ -54,7 +74,7 @@ def test_few_blocks_are_enumerated_not_worst_case():
 
 def test_domain_larger_than_cluster_is_capped_at_cluster():
     s = _system(domain=72, gpus=16)
-    assert _f(fabric.domain_gpus(s)) == 16
+    assert _f(fabric.fill(s, types.SimpleNamespace(placement=0.0)).domain) == 16
     assert _f(fabric.members_in_domain(16, 1, s)) == 16
     assert _f(fabric.members_in_domain(16, 2, s)) == 8  # 16 / stride 2, not 72 / 2 = 36
     assert _f(fabric.members_in_domain(8, 4, s)) == 4
@@ -95,7 +115,7 @@ def test_ep64_fits_a_72_domain_and_nothing_crosses():
     assert _f(c.out_bytes) == 0.0 and _f(c.up_bytes) == pytest.approx(V * 63 / 64, rel=1e-15)
     # aligned placement on many 72-GPU domains (64 used): nothing crosses either
     s = _system(72, 4608)
-    grp = fabric.place([64.0], [1.0], s, aligned=1.0)[0]
+    grp = fabric.place([64.0], [1.0], s, at=_aligned(s, 64))[0]
     assert _f(fabric.all_to_all_on(V, grp, s).out_bytes) == 0.0
 
 
@@ -164,8 +184,9 @@ def test_larger_domain_moves_reduce_scatter_bytes_in():
     assert outs[4] == 0.0
     # contiguous on 72-GPU domains the worst group straddles (8 | 56): more than on 64
     assert outs[5] > outs[4]
-    aligned = fabric.place([64.0], [1.0], _system(72, 4608), aligned=1.0)[0]
-    assert _f(fabric.reduce_scatter_on(V, aligned, _system(72, 4608)).out_bytes) == 0.0
+    s72 = _system(72, 4608)
+    aligned = fabric.place([64.0], [1.0], s72, at=_aligned(s72, 64))[0]
+    assert _f(fabric.reduce_scatter_on(V, aligned, s72).out_bytes) == 0.0
 
 
 # --------------------------------------------------------------------------- full model
@@ -175,10 +196,11 @@ def deepseek():
 
 
 def _run(model, system_name, overrides, plan, aligned=False):
+    """The plan on the system on the plain Megatron stack (every routed copy sent, no
+    overlap choices: the hand byte counts below); ``aligned``: aligned placement."""
     s = load_system(system_name, overrides=overrides)
-    p = load_plan(plan, model, s)
-    if aligned:
-        p = dataclasses.replace(p, plan=replace(p.plan, placement=1.0))
+    p = load_plan(plan + (",placement=aligned" if aligned else ""), model, s,
+                  stack="megatron-defaults")
     return s, p, step_time_jit(model.model, s.system, p.plan)
 
 
@@ -194,8 +216,8 @@ ELEMS = 4096 * 8 * 7168  # tokens of one micro-batch (b s, tp = cp = 1) x top_k 
 def _ep_bytes(s, p):
     """(up, out) bytes of one MoE layer's EP all-to-alls, forward + backward, by the fabric
     functions: dispatch (fp8 or bf16) and combine (bf16) forward, 2 x combine backward."""
-    grp = fabric.place([float(p.values["ep"])], [float(p.values["etp"])], s.system,
-                       aligned=float(p.plan.placement))[0]
+    at = fabric.fill(s.system, p.plan)
+    grp = fabric.place([float(p.values["ep"])], [float(p.values["etp"])], s.system, at=at)[0]
     dispatch = fabric.all_to_all_on(ELEMS * (1.0 if p.values["dtype"] == "fp8" else 2.0),
                                     grp, s.system)
     combine = fabric.all_to_all_on(ELEMS * 2.0, grp, s.system)
@@ -227,9 +249,32 @@ def test_deepseek_ep8_on_domain8_keeps_ep_traffic_on_scale_up(deepseek):
 @pytest.fixture(scope="module")
 def ep64_by_domain(deepseek):
     """The published DeepSeek-V3 plan (pp 16, dp 128, ep 64 over 8 nodes) on domains of 8, 72
-    and 576 H800s, aligned placement (64 of 72 and 512 of 576 GPUs used per domain)."""
-    return {d: _run(deepseek, "h800-cluster", {"scale_up.domain_size": str(d)},
+    and 576 H800s, aligned placement: 2048 working GPUs each time (on 72- and 576-GPU
+    domains 2304 GPUs of which 64 of each 72, 512 of each 576 work; 8-GPU domains: all)."""
+    gpus = {8: 2048, 72: 2304, 576: 2048}
+    return {d: _run(deepseek, "h800-cluster", {"scale_up.domain_size": str(d),
+                                               "cluster.gpus": str(gpus[d])},
                     DSV3_1F1B, aligned=True) for d in (8, 72, 576)}
+
+
+def test_aligned_placement_works_only_its_gpus(ep64_by_domain):
+    """Issue 20: working + idle = the cluster; dp and micro-batches follow the working GPUs."""
+    for d, (s, p, r) in ep64_by_domain.items():
+        gpus = int(s.values["cluster"]["gpus"])
+        assert p.placement["working_gpus"] + p.placement["idle_gpus"] == gpus
+        assert _f(r.working_gpus) == p.placement["working_gpus"] == 2048
+        assert p.values["dp"] == 128 and _f(r.microbatches) == 120
+
+
+def test_one_full_domain_is_the_same_under_both_placements(deepseek):
+    """Issue 20: a 72-GPU job on one 72-GPU domain: aligned and contiguous lay it out alike
+    (the bug: aligned placement counted a 64-GPU domain and sent DP traffic out)."""
+    plan = "tp=1,pp=1,ep=8,micro_batch=1,global_batch=72,recompute=selective,zero=1"
+    over = {"scale_up.domain_size": "72", "cluster.gpus": "72"}
+    rc = _run(deepseek, "gb200-nvl72", over, plan)[2]
+    ra = _run(deepseek, "gb200-nvl72", over, plan, aligned=True)[2]
+    assert _f(ra.step_time_s) == _f(rc.step_time_s)
+    assert _f(ra.traffic.scale_out_bytes) == _f(rc.traffic.scale_out_bytes) == 0.0
 
 
 def test_deepseek_ep64_contiguous_on_72_straddles(deepseek, ep64_by_domain):
@@ -269,8 +314,9 @@ def test_deepseek_larger_domain_moves_ep_bytes_in(deepseek, ep64_by_domain):
             assert _ep_bytes(s, p)[1] == 0.0  # ep 64 fits a domain of 72 or 576
     assert outs[72] < 0.1 * outs[8]
     assert outs[576] <= outs[72]
-    # with 576, EP and DP (128) are inside; only PP (stride 128) still leaves the domain
-    assert outs[576] == pytest.approx(120 * 2 * 2 * (2 * 4096 * 7168), rel=1e-14)
+    # with 576, EP is inside; PP (stride 128) leaves the domain, and some 128-GPU DP groups
+    # straddle (576 = 4.5 x 128: aligned placement keeps EP groups whole, not DP groups)
+    assert outs[576] >= 120 * 2 * 2 * (2 * 4096 * 7168) * (1 - 1e-12)
     assert steps[72] < steps[8] and steps[576] <= steps[72] * (1 + 1e-12)
     ep = {d: _f(r.breakdown.ep_comm) for d, (_, _, r) in ep64_by_domain.items()}
     assert ep[72] < ep[8]

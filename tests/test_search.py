@@ -82,8 +82,11 @@ def test_lattice_agrees_with_plan_rules():
 
 def test_exhaustive_is_the_true_minimum_and_counts_honestly(truths):
     space, res = truths("megatron-1t-a100")
-    cols = lattice.enumerate_plans(space.model.values, space.system.values, space.global_batch)
+    cols = lattice.enumerate_plans(space.model.values, space.system.values, space.global_batch,
+                                   options=space.options, fp8=space.fp8)
     assert res.evaluations == len(cols["tp"])
+    # the stack's options are columns: every combination where it applies, once
+    assert "pipeline_layout" in cols
     scores = S.score(space, cols)
     # the batched scoring boundary: one float64 value per row in every output
     n = len(cols["tp"])
@@ -120,8 +123,8 @@ def test_relaxed_objective_equals_exact_at_integer_points_as_temperature_vanishe
     values = {"tp": 8, "pp": 16, "cp": 1, "ep": 1, "etp": 1, "vpp": 8, "micro_batch": 1,
               "global_batch": 3072, "recompute": "selective", "zero": 2,
               "sequence_parallel": True, "attention": "unfused", "overlap_p2p": True}
-    exact = float(step_time(m, s, plan_from_values(values, space.model, space.system,
-                                                   "test").plan).step_time_s)
+    exact = float(step_time(m, s, plan_from_values(values, space.model, space.system, "test",
+                                                   "megatron-defaults").plan).step_time_s)
     errs = []
     for t in (0.3, 0.05, 0.01, 0.001):
         _, st = relaxed.objective(z, 1.0, 2.0, t, m, s, 3072.0, 0.0, 0.0, np.inf, ())

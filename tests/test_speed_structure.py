@@ -85,5 +85,5 @@ def test_batched_map_pads_to_one_shape():
 def test_space_size_counts_plans_times_hardware_points(presets):
     m, s, _ = presets("megatron-1t", "dgx-a100-selene")
     space = make_space(m, s, 3072, free=("scale_up.bandwidth_GB_s",))
-    n_plans = len(lattice.enumerate_plans(m.values, s.values, 3072)["tp"])
+    n_plans = len(lattice.enumerate_plans(m.values, s.values, 3072, options=space.options)["tp"])
     assert exhaustive.space_size(space, grid=9) == 9 * n_plans

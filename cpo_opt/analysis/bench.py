@@ -23,18 +23,22 @@ import numpy as np
 from cpo_opt.search import lattice
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.loaders import ModelSpec, SystemSpec
+from cpo_opt.inputs.stacks import load_stack
 from cpo_opt.search.batching import batch_sharding, default_batch
+from cpo_opt.search.space import search_options
 from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 
 
-def evaluator(system, structure: Structure):
+def evaluator(system, structure: Structure, fixed: tuple = ()):
     """``jit((model, rows) -> StepTime of every row)`` for lattice columns ``rows`` (``vmap``;
     the model unbatched data of ``structure``, the system a constant, fp8/flash the
-    structure's)."""
+    structure's, the software options ``fixed`` (a stack's, :func:`search_options`))."""
     fp8, flash = structure.plan_switches()
+    opts = dict(fixed)
     return jax.jit(lambda model, rows: jax.vmap(lambda row: step_time(
-        model, system, lattice.to_plan(row, fp8, flash), structure=structure))(rows))
+        model, system, lattice.to_plan(row, fp8, flash, fixed=opts),
+        structure=structure))(rows))
 
 
 def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:
@@ -82,10 +86,13 @@ def cost_per_plan(f, rows, batch: int, **static) -> dict[str, float]:
 
 
 def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int | None = None,
-          dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+          dtype: str = "float32", seed: int = 0, stack=None) -> dict[str, Any]:
     """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object.
 
-    ``batch`` defaults to :func:`cpo_opt.search.batching.default_batch` (16k rows on CPU)."""
+    ``batch`` defaults to :func:`cpo_opt.search.batching.default_batch` (16k rows on CPU);
+    the plans run the software ``stack``'s options (default: the default stack; contiguous
+    placement)."""
+    fixed = tuple((k, v) for k, v in search_options(load_stack(stack))[1] if k != "schedule")
     batch = batch or default_batch()
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("bench: dtype='float64' needs float64 enabled by the caller "
@@ -99,7 +106,7 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int |
     m, s = model.model, system.system
     st = structure_of(m, fp8, flash)
 
-    g = evaluator(s, st)
+    g = evaluator(s, st, fixed)
 
     def f(rows):
         return g(m, rows)

@@ -45,17 +45,18 @@ def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
             global_batch: int | None = None, *, tokens: float | None = None,
             exhaustive: bool | None = None, dtype: str = "bf16", starts: int = 32, steps: int = 150,
             seed: int = 0, labels: tuple[str, str] | None = None,
-            progress: bool = False) -> dict[str, Any]:
-    """The ``compare --json`` object (see the module docstring)."""
+            progress: bool = False, stack=None) -> dict[str, Any]:
+    """The ``compare --json`` object (see the module docstring); both sides run on the same
+    software ``stack``."""
     kw = dict(exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
-              tokens=tokens, progress=progress)
+              tokens=tokens, progress=progress, stack=stack)
     a = _side("baseline", model, baseline, global_batch, kw)
     b = _side("candidate", model, candidate, global_batch, kw)
     sys_a = system_with(baseline, a["hardware"])
     sys_b = system_with(candidate, b["hardware"])
     same, same_error = None, None
     try:
-        plan = load_plan(a["plan_arg"], model, sys_b, where="--plan")
+        plan = load_plan(a["plan_arg"], model, sys_b, where="--plan", stack=stack)
         same = evaluate(model, sys_b, plan, tokens)
     except InputError as e:
         same_error = str(e)

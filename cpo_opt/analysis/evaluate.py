@@ -16,22 +16,11 @@ import numpy as np
 from cpo_opt.inputs import schema
 from cpo_opt.model import transformer
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
-from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time
+from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time, step_time_jit
 from cpo_opt.model.structure import Structure, structure_of
 
 SECONDS_PER_DAY = 86400.0
 BITS_PER_BYTE = 8.0
-
-
-@functools.partial(jax.jit, static_argnames=("temperature", "structure"))
-def step_time_jit(model, system, plan, temperature: float = 0.0,
-                  structure: Structure | None = None) -> StepTime:
-    """:func:`cpo_opt.model.step.step_time` under ``jax.jit`` (one compilation per dtype, shape
-    and ``structure``). The inputs are traced, so ``structure=None`` builds every block and
-    blends them per row (:data:`~cpo_opt.model.structure.DYNAMIC`: one program for every
-    model, e.g. ``validate``'s cases); the model's own structure builds only its blocks (half
-    the compile time for a dense model; same numbers)."""
-    return step_time(model, system, plan, temperature, structure=structure)
 
 
 def structure_of_plan(model: ModelSpec, plan: PlanSpec) -> Structure:
@@ -68,13 +57,17 @@ def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpe
     step = _f(r.step_time_s)
     resolved = dict(plan.values)
     resolved["microbatches"] = int(round(_f(r.microbatches)))
+    working = int(round(_f(r.working_gpus)))
+    placement = {**(plan.placement or {"mode": plan.values.get("placement", "contiguous"),
+                                        "why": ""}),
+                 "working_gpus": working, "idle_gpus": int(round(gpus)) - working}
     out_d: dict[str, Any] = {
         "step_time_s": step,
         "breakdown_s": {k: _f(getattr(b, k)) for k in BREAKDOWN_PARTS},
         "compute_detail_s": {k: _f(getattr(r.compute_detail, k)) for k in (
             "gemm", "attention", "memory_bound", "recompute")},
         "tokens_per_s": _f(r.tokens_per_s),
-        "tokens_per_s_per_gpu": _f(r.tokens_per_s) / gpus,
+        "tokens_per_s_per_gpu": _f(r.tokens_per_s) / _f(r.working_gpus),
         "flops_per_token": _f(r.flops_per_token),
         "model_tflops_per_gpu": _f(r.model_flops_per_gpu) / 1e12,
         "mfu": _f(r.mfu),
@@ -91,11 +84,42 @@ def result_dict(r: StepTime, model: ModelSpec, system: SystemSpec, plan: PlanSpe
         "model": model.name,
         "system": system.name,
         "gpus": int(round(gpus)),
+        "stack": {"name": plan.stack, "options": plan.options},
+        "placement": placement,
+        "memory_rank": memory_rank(r, plan),
+        "pipeline": pipeline_report(r, plan),
     }
     if tokens is not None:
         out_d["tokens"] = float(tokens)
         out_d["time_to_train_days"] = float(tokens) / _f(r.tokens_per_s) / SECONDS_PER_DAY
     return out_d
+
+
+def memory_rank(r: StepTime, plan: PlanSpec) -> str:
+    """Which pipeline rank ``memory_GB_per_gpu`` reports, in words."""
+    pp = int(plan.values["pp"])
+    i = int(round(_f(r.memory.rank)))
+    if pp == 1:
+        return "rank 0 (the only pipeline rank)"
+    dual = plan.values.get("schedule") == "dualpipe"
+    return {0: "rank 0 (first stage, embedding" + (", and the last stage, output layer)"
+                                                    if dual else ")"),
+            1: "rank 1 (middle stages)",
+            2: f"rank {pp - 1} (last stage, output layer and loss"
+               + (", and the first stage)" if dual else ")")}[i]
+
+
+def pipeline_report(r: StepTime, plan: PlanSpec) -> dict[str, Any]:
+    """The pipeline layout the step ran: layers of the first, largest middle and last
+    virtual stage, and which rank paced it."""
+    names = ("first", "middle", "last")
+    return {"layout": plan.values.get("pipeline_layout", "even"),
+            "first_stage_layers": int(round(_f(r.first_stage_layers))),
+            "middle_stage_layers": int(round(_f(r.middle_stage_layers))),
+            "last_stage_layers": int(round(_f(r.last_stage_layers))),
+            "virtual_stages": int(plan.values["pp"]) * (
+                1 if plan.values.get("schedule") == "dualpipe" else int(plan.values["vpp"])),
+            "pacing_rank": names[int(round(_f(r.pacing_rank)))]}
 
 
 def evaluate(model: ModelSpec, system: SystemSpec, plan: PlanSpec,

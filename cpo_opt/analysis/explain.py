@@ -21,6 +21,8 @@ throughputs (tokens/s), which is the same ratio at equal tokens.
 
 from __future__ import annotations
 
+import types
+
 from typing import Any
 
 from cpo_opt.model import fabric
@@ -48,9 +50,11 @@ def placement(plan: dict[str, Any], system: SystemSpec) -> dict[str, dict[str, A
     plan's own placement (contiguous rank order, or aligned to the domains)."""
     out = {}
     code = plan.get("placement", "contiguous")
-    aligned = float(PLACEMENT_CODES.get(code, code))  # a name or its numeric code
+    ns = types.SimpleNamespace(**{k: float(plan[k]) for k in ("tp", "cp", "ep", "etp")},
+                               placement=float(PLACEMENT_CODES.get(code, code)))
+    at = fabric.fill(system.system, ns)  # the plan's own placement (working GPUs)
     for name, (g, stride) in groups(plan).items():
-        m = float(fabric.members_in_domain(g, stride, system.system, aligned=aligned))
+        m = float(fabric.members_in_domain(g, stride, system.system, at=at))
         out[name] = {"size": int(round(g)), "stride": int(round(stride)),
                      "members_per_domain": m, "domains_spanned": g / m,
                      "scale_out_share": (g - m) / g if g > 1 else 0.0,

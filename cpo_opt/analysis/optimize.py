@@ -159,7 +159,8 @@ def trim_domain(space: SearchSpace, plan_values: dict, hardware: dict, step_time
         hw = {**hardware, key: float(d)}
         try:
             system = system_with(space.system, hw)
-            plan = plan_from_values(plan_values, space.model, system, "domain trim")
+            plan = plan_from_values(plan_values, space.model, system, "domain trim",
+                                    space.stack, space.chosen)
         except InputError:
             continue
         tried += 1
@@ -182,6 +183,8 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
            domain_multiple: int | None = None) -> dict[str, Any]:
     """The ``optimize --json`` object for a search result."""
     out: dict[str, Any] = {
+        "stack": space.stack.name if space.stack is not None else None,
+        "chosen_by_search": list(space.chosen),
         "method": res.method,
         "evaluations": int(res.evaluations),
         "search_wall_s": float(res.search_wall_s),
@@ -200,7 +203,8 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
     hardware, trim = trim_domain(space, res.plan_values, dict(res.hardware), res.step_time_s,
                                  multiple=domain_multiple)
     system = system_with(space.system, hardware)
-    plan = plan_from_values(res.plan_values, space.model, system, where="optimize")
+    plan = plan_from_values(res.plan_values, space.model, system, "optimize", space.stack,
+                            space.chosen)
     result = evaluate(space.model, system, plan, tokens)
     power = float(fabric_cost.interconnect_power_w(system.system))
     out["domain_trim"] = trim
@@ -209,7 +213,7 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
     out.update({
         "feasible": True,
         "plan": result["plan"],
-        "plan_arg": plan_arg(plan.values, space.model, system),
+        "plan_arg": plan_arg(plan.values, space.model, system, space.stack),
         "step_time_s": result["step_time_s"],
         **({"step_time_interval_s": result["step_time_interval_s"]}
            if "step_time_interval_s" in result else {}),
@@ -224,7 +228,8 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
              exhaustive: bool | None = None, free: tuple[str, ...] = (),
              power_budget_kW: float | None = None, dtype: str = "bf16", starts: int = 32,
              steps: int = 150, seed: int = 0, tokens: float | None = None,
-             progress: bool = False, domain_multiple: int | None = None) -> dict[str, Any]:
+             progress: bool = False, domain_multiple: int | None = None,
+             stack=None) -> dict[str, Any]:
     """The best plan (and free hardware values) for ``model`` on ``system``.
 
     Args:
@@ -241,6 +246,8 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
       progress: a progress line on stderr for searches longer than a second.
       domain_multiple: with ``scale_up.domain_size`` free, domain sizes settle on multiples
         of this (a rack) instead of divisors of the cluster (:func:`trim_domain`).
+      stack: the software stack (name, file or spec; default: the default stack): its
+        options fill the plan, and the search chooses what it lets it choose.
 
     Returns:
       The ``optimize --json`` object. Raises :class:`~cpo_opt.inputs.ArgumentError` naming
@@ -253,7 +260,8 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
     if tokens is not None and not (tokens > 0 and math.isfinite(tokens)):
         raise ArgumentError("tokens", f"must be a positive finite number (got {tokens})")
     budget = None if power_budget_kW is None else power_budget_kW * 1e3
-    space = make_space(model, system, global_batch, dtype, tuple(free), power_budget_w=budget)
+    space = make_space(model, system, global_batch, dtype, tuple(free), power_budget_w=budget,
+                       stack=stack)
     check_hardware_feasible(space)
     if domain_multiple is not None and domain_multiple < 1:
         raise ArgumentError("domain_multiple", f"must be >= 1 (got {domain_multiple})")

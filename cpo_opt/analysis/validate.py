@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cpo_opt.analysis.evaluate import step_time_jit
+from cpo_opt.analysis.evaluate import memory_rank, pipeline_report, step_time_jit
 from cpo_opt.model.step import BREAKDOWN_PARTS
 from cpo_opt.inputs.loaders import Case, load_cases
 
@@ -51,6 +51,10 @@ def validate_cases(cases: list[Case]) -> dict[str, Any]:
             "fits_memory": bool(float(r.fits_memory) > 0.5),
             "breakdown_s": {k: float(getattr(r.breakdown, k)) for k in BREAKDOWN_PARTS},
             "source": c.source,
+            "stack": {"name": c.plan.stack, "options": c.plan.options},
+            "placement": placement_of(r, c),
+            "memory_rank": memory_rank(r, c.plan),
+            "pipeline": pipeline_report(r, c.plan),
         })
         groups.setdefault(_group(c.id), []).append(err)
     summary = _summary([r["error"] for r in rows])
@@ -61,6 +65,13 @@ def validate_cases(cases: list[Case]) -> dict[str, Any]:
         "n": summary["n"],
         "groups": {g: _summary(e) for g, e in groups.items()},
     }
+
+
+def placement_of(r, c: Case) -> dict[str, Any]:
+    """The case's placement with the working and idle GPUs the model ran."""
+    gpus = int(c.system.values["cluster"]["gpus"])
+    working = int(round(float(r.working_gpus)))
+    return {**c.plan.placement, "working_gpus": working, "idle_gpus": gpus - working}
 
 
 def validate_file(path: str | pathlib.Path | None = None) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def cmd_evaluate(args) -> None:
     _need_inputs(args)
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
                      overrides=parse_sets(args.set), scenario=args.scenario,
-                     constants=args.constants)
+                     constants=args.constants, stack=args.stack)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.evaluate_table)
 
@@ -193,7 +193,7 @@ def cmd_evaluate(args) -> None:
 def cmd_validate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    r = api.validate(args.cases, constants=args.constants)
+    r = api.validate(args.cases, constants=args.constants, stack=args.stack)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.validate_table)
 
@@ -202,7 +202,8 @@ def cmd_calibrate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
-                      steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior)
+                      steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior,
+                      stack=args.stack)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
 
@@ -213,8 +214,9 @@ def cmd_bench(args) -> None:
     check_int_flags(args, ("n", "batch", "seed"))  # batch None: the backend's default
     from cpo_opt.analysis.evaluate import effective_system, system_warnings
     sets = parse_sets(args.set)
-    model, system, _ = api.load_inputs(args.model, args.system, None, sets)
-    r = bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed)
+    model, system, _ = api.load_inputs(args.model, args.system, None, sets, stack=args.stack)
+    r = bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed,
+              stack=args.stack)
     r.update(system_effective=effective_system(system, sets), overrides=sets,
              warnings=system_warnings(system))
     warn(r, args.json)
@@ -233,6 +235,7 @@ def cmd_optimize(args) -> None:
     if len(budgets) > 1:
         r = api.power_sweep(args.model, args.system, budgets, args.global_batch,
                             overrides=parse_sets(args.set), scenario=args.scenario,
+                            stack=args.stack, constants=args.constants,
                             tokens=_tokens(args), exhaustive=args.exhaustive,
                             free=tuple(args.free), dtype=args.dtype, starts=args.starts,
                             steps=args.steps, seed=args.seed,
@@ -248,7 +251,7 @@ def cmd_optimize(args) -> None:
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json and _main_process(),
-                     constants=args.constants)
+                     constants=args.constants, stack=args.stack)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
         emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
@@ -276,7 +279,7 @@ def cmd_sensitivity(args) -> None:
               file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
                         overrides=parse_sets(args.set), scenario=args.scenario,
-                        constants=args.constants,
+                        constants=args.constants, stack=args.stack,
                         progress=sys.stderr.isatty() and not args.json)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
@@ -291,7 +294,8 @@ def cmd_compare(args) -> None:
                     global_batch=args.global_batch, exhaustive=args.exhaustive,
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
                     against_overrides=parse_sets(args.set_against),
-                    progress=sys.stderr.isatty() and not args.json, constants=args.constants)
+                    progress=sys.stderr.isatty() and not args.json, constants=args.constants,
+                    stack=args.stack)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
 
@@ -301,7 +305,7 @@ def cmd_reproduce(args) -> None:
     from cpo_opt.cli import text
     api.start_distributed(args.coordinator, args.num_processes, args.process_id)
     r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress,
-                      constants=args.constants)
+                      constants=args.constants, stack=args.stack)
     if _main_process():
         emit(r.to_dict(), args.json, text.reproduce_table)
 
@@ -337,7 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(repeatable)")
         constants_flag(sp)
 
+    def stack_flag(sp):
+        sp.add_argument("--stack", metavar="NAME|FILE",
+                        help="software stack (preset or file): the default of every software "
+                             "option a plan does not set, and what a search may choose "
+                             "(default: megatron-core-tuned; `cpo-opt presets` lists stacks)")
+
     def constants_flag(sp):
+        stack_flag(sp)
         sp.add_argument("--constants", metavar="FILE",
                         help="constants file (written by calibrate) replacing the shipped "
                              "efficiency constants")
@@ -438,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plans per vmapped call (default 16384 on CPU, 262144 per GPU)")
     sp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     sp.add_argument("--seed", type=int, default=0)
+    stack_flag(sp)
     return p
 
 

@@ -46,6 +46,35 @@ def plan_line(plan: dict) -> str:
     return " ".join(f"{k}={plan[k]}" for k in keys if k in plan)
 
 
+def stack_lines(r: dict) -> list[str]:
+    """What ran besides the degrees: the software stack's options (and where each came
+    from), the placement with its working and idle GPUs, the pipeline layout and the rank
+    whose memory is reported."""
+    out = []
+    st = r.get("stack")
+    if st:
+        mark = {"plan": "", "stack": "", "search": "*", "default": ""}
+        shown = [f"{k}={v['value']}{mark.get(v['from'], '')}"
+                 for k, v in st.get("options", {}).items()
+                 if k not in ("recompute", "attention", "placement")]
+        out.append(f"stack {st['name']}: " + " ".join(shown)
+                   + ("   (* chosen by the search)" if any(
+                       v["from"] == "search" for v in st.get("options", {}).values()) else ""))
+    pl = r.get("placement")
+    if pl:
+        out.append(f"placement {pl['mode']}: {pl['working_gpus']} GPUs working, "
+                   f"{pl['idle_gpus']} idle" + (f" ({pl['why']})" if pl.get("why") else ""))
+    pipe = r.get("pipeline")
+    if pipe and pipe.get("virtual_stages", 1) > 1:
+        out.append(f"pipeline {pipe['layout']}: {pipe['virtual_stages']} virtual stages, "
+                   f"first/middle/last {pipe['first_stage_layers']}/"
+                   f"{pipe['middle_stage_layers']}/{pipe['last_stage_layers']} layers, "
+                   f"paced by the {pipe['pacing_rank']} rank")
+    if r.get("memory_rank"):
+        out.append(f"memory of {r['memory_rank']}")
+    return out
+
+
 def presets_table(d: dict, width: int = 100) -> str:
     """Each kind, then one line per preset: name, then its description cut to fit ``width``
     (left-aligned; ``presets show NAME`` prints it whole)."""
@@ -121,7 +150,7 @@ def evaluate_table(r: dict) -> str:
     lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)"]
     if r.get("system_effective"):
         lines.append(system_line(r))
-    lines += [f"plan  {plan_line(r['plan'])}", ""]
+    lines += [f"plan  {plan_line(r['plan'])}"] + stack_lines(r) + [""]
     step = r["step_time_s"]
     rows = [["step time", _s(step), "100.0%"]]
     for k, v in r["breakdown_s"].items():
@@ -197,6 +226,7 @@ def optimize_table(r: dict) -> str:
         lines.append(used)
     res = r.get("result", {})
     if res:
+        lines += stack_lines(res)
         lines.append(f"MFU {100 * res['mfu']:.1f}% (of the {mfu_basis(res)})   memory "
                      f"{res['memory_GB_per_gpu']:.1f} GB of {res['hbm_GB']:.0f}"
                      + (f"   time to train {res['time_to_train_days']:.2f} days"

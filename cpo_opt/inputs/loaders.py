@@ -71,11 +71,27 @@ class SystemSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PlanSpec:
-    """A checked plan for one model on one system."""
+    """A checked plan for one model on one system, on one software stack.
+
+    Attributes:
+      plan: the :class:`~cpo_opt.model.config.Plan` pytree (SI, numeric codes).
+      origin: where the plan came from (messages).
+      values: the resolved plan table (file units, every key; ``dp``/``edp`` derived).
+      stack: the name of the software stack it was resolved on.
+      options: ``{key: {"value", "from"[, "note"]}}`` for every software option of a stack
+        (:data:`cpo_opt.inputs.stacks.OPTIONS`): ``from`` is ``"plan"`` (the plan set it),
+        ``"stack"`` (the stack's default) or ``"search"`` (an optimizer chose it).
+      placement: ``{"mode", "working_gpus", "idle_gpus", "why"}``.
+      system_name: the system it was checked for (a plan is re-checked for another).
+    """
 
     plan: Plan
     origin: str
     values: dict
+    stack: str = ""
+    options: dict = dataclasses.field(default_factory=dict)
+    placement: dict = dataclasses.field(default_factory=dict)
+    system_key: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +118,10 @@ class Scenario:
     global_batch: int | None
     tokens: float | None
     origin: str
+    stack: str | None = None
+    """The scenario's ``stack`` (a preset name or a path), None when it names none."""
+    plan_table: dict | None = None
+    """The plan as the scenario gives it (before a stack filled it), with its batch."""
 
 
 # --------------------------------------------------------------------------- model
@@ -287,10 +307,11 @@ def system_with(system: SystemSpec, hardware: dict[str, float]) -> SystemSpec:
 
 
 def load_plan(ref: Any, model: ModelSpec, system: SystemSpec,
-              where: str | None = None) -> PlanSpec:
-    """Load a plan: a file, a preset name, inline ``"tp=8,pp=16"`` (where ``--plan``) or a dict."""
+              where: str | None = None, stack: Any = None) -> PlanSpec:
+    """Load a plan: a file, a preset name, inline ``"tp=8,pp=16"`` (where ``--plan``) or a
+    dict, resolved on ``stack`` (default: :data:`cpo_opt.inputs.stacks.DEFAULT_STACK`)."""
     table, label = _plan_table(ref, where)
-    return plan_from_values(table, model, system, label)
+    return plan_from_values(table, model, system, label, stack)
 
 
 def _plan_table(ref, where=None, base=None, context=None) -> tuple[dict, str]:
@@ -325,12 +346,64 @@ def parse_inline_plan(text: str, where: str = "--plan") -> dict:
 
 
 def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
-                     where: str) -> PlanSpec:
-    """Check a plan table against the schema, the model and the system; fill its defaults."""
+                     where: str, stack: Any = None, searched: tuple[str, ...] = ()) -> PlanSpec:
+    """Check a plan table against the schema, the model and the system on a software stack
+    (:mod:`cpo_opt.inputs.stacks`; ``None``: the default stack) and fill its defaults: keys
+    the plan gives win, the stack's options fill the rest where they apply, the schema the
+    remainder. ``placement = "auto"`` (the plan's or the stack's) becomes the better of
+    contiguous and aligned placement for this job: both are scored by the model when they
+    differ. ``searched``: option keys an optimizer chose (reported as ``"search"``)."""
+    from cpo_opt.inputs.stacks import OPTIONS, load_stack
+    st = load_stack(stack)
     values = dict(values)
-    plan = resolve_table("plan", {k: v for k, v in values.items() if k != "microbatches"},
-                         where, extra=("dp", "edp"))
-    resolved = plan_rules.resolve_plan(plan, model.values, system.values, where)
+    given = {k for k in values if k not in ("microbatches", "dp", "edp")}
+    table = resolve_table("plan", {k: v for k, v in values.items() if k != "microbatches"},
+                          where, extra=("dp", "edp"))
+    from_stack = {}
+    for key, value in st.options.items():
+        if key not in given:
+            from_stack[key] = table.get(key)
+            table[key] = value
+    candidates = ["contiguous", "aligned"] if table["placement"] == "auto" else [
+        table["placement"]]
+    tried: dict[str, Any] = {}
+    for mode in candidates:
+        try:
+            tried[mode] = _resolved_spec({**table, "placement": mode}, values, model, system,
+                                         where, from_stack)
+        except InputError as exc:
+            if len(candidates) == 1:
+                raise
+            tried[mode] = exc
+    spec = _choose_placement(tried, model, system, where)
+    options = {}
+    for key in OPTIONS:
+        if key not in spec.values:
+            continue
+        src = "search" if key in searched else "plan" if key in given else (
+            "stack" if key in st.options else "default")
+        entry = {"value": spec.values[key], "from": src}
+        if key == "placement" and table["placement"] == "auto":
+            entry["policy"] = "auto"
+        note = spec.values.get("_notes", {}).get(key)
+        if note:
+            entry["note"] = note
+        options[key] = entry
+    resolved = {k: v for k, v in spec.values.items() if k != "_notes"}
+    return dataclasses.replace(spec, values=resolved, stack=st.name, options=options,
+                               system_key=_system_key(system))
+
+
+def _system_key(system: SystemSpec) -> str:
+    """What a plan was checked against: the system's cluster and scale-up domain."""
+    v = system.values
+    return f"{v['cluster']['gpus']}:{v['scale_up']['domain_size']}"
+
+
+def _resolved_spec(table: dict, values: dict, model: ModelSpec, system: SystemSpec,
+                   where: str, from_stack: dict) -> PlanSpec:
+    """One placement's checked plan (the rules of :mod:`cpo_opt.inputs.plan_rules`)."""
+    resolved = plan_rules.resolve_plan(table, model.values, system.values, where, from_stack)
     derived = {**resolved, "microbatches": resolved["global_batch"]
                // (resolved["micro_batch"] * resolved["dp"])}
     for key in DERIVED_KEYS:
@@ -339,7 +412,69 @@ def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
             if given != derived[key.name]:
                 raise error(where, f"plan.{key.name}",
                             f"must equal the derived {key.name} = {derived[key.name]}", given)
-    return PlanSpec(Plan(**to_si(schema.PLAN_KEYS, resolved)), where, resolved)
+    si = to_si(schema.PLAN_KEYS, {k: v for k, v in resolved.items() if k != "_notes"})
+    gpus = int(system.values["cluster"]["gpus"])
+    working = plan_rules.working_gpus(resolved, system.values)
+    placement = {"mode": resolved["placement"], "working_gpus": working,
+                 "idle_gpus": gpus - working, "why": ""}
+    return PlanSpec(Plan(**si), where, resolved, placement=placement)
+
+
+def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
+                      where: str) -> PlanSpec:
+    """The placement of an ``auto`` plan: the only valid one, the one that idles nothing
+    when both lay the job out the same, else the faster of those that fit in memory (scored
+    by the model: what a topology-aware scheduler does)."""
+    ok = {m: s for m, s in tried.items() if isinstance(s, PlanSpec)}
+    if not ok:
+        raise tried["contiguous"]
+    if len(ok) == 1:
+        (mode, spec), = ok.items()
+        if len(tried) > 1:
+            other = next(m for m in tried if m != mode)
+            why = (f"{mode}: {other} placement is not valid for this plan "
+                   f"({str(tried[other]).split(': ', 1)[-1]})")
+        else:
+            why = f"{mode}: as the plan says"
+        return _with_why(spec, why)
+    c, a = ok["contiguous"], ok["aligned"]
+    d = system.values["scale_up"]["domain_size"]
+    if a.placement["idle_gpus"] == 0 and _same_layout(c, a, system):
+        unit = max(c.values["tp"] * c.values["cp"], c.values["etp"] * c.values["ep"])
+        return _with_why(c, f"contiguous: units of {unit} GPUs fill each {d}-GPU domain "
+                            "exactly, so aligned placement is the same layout")
+    from cpo_opt.model.step import step_time_jit
+    from cpo_opt.model.structure import structure_of
+    s = structure_of(model.model, c.plan.fp8, c.plan.flash_attention)
+    r = {m: step_time_jit(model.model, system.system, spec.plan, structure=s)
+         for m, spec in ok.items()}
+    fits = {m: float(x.fits_memory) > 0.5 for m, x in r.items()}
+    t = {m: float(x.step_time_s) for m, x in r.items()}
+    if fits["contiguous"] != fits["aligned"]:
+        best = "contiguous" if fits["contiguous"] else "aligned"
+        other = "aligned" if best == "contiguous" else "contiguous"
+        why = f"{best}: the {other} layout does not fit in HBM"
+    else:
+        best = "aligned" if t["aligned"] < t["contiguous"] else "contiguous"
+        other = "aligned" if best == "contiguous" else "contiguous"
+        why = (f"{best}: {t[other] / t[best]:.3f}x faster than {other} placement "
+               f"({t[best]:.4g} s vs {t[other]:.4g} s per step)")
+    spec = ok[best]
+    if best == "aligned":
+        unit = max(spec.values["tp"] * spec.values["cp"], spec.values["etp"] * spec.values["ep"])
+        why += (f"; units of {unit} GPUs kept whole in each {d}-GPU domain, "
+                f"{spec.placement['idle_gpus']} GPUs idle")
+    return _with_why(spec, why)
+
+
+def _same_layout(c: PlanSpec, a: PlanSpec, system: SystemSpec) -> bool:
+    """True when aligned placement lays the job out exactly as contiguous placement does."""
+    return a.values["dp"] == c.values["dp"] and a.placement["working_gpus"] == \
+        c.placement["working_gpus"]
+
+
+def _with_why(spec: PlanSpec, why: str) -> PlanSpec:
+    return dataclasses.replace(spec, placement={**spec.placement, "why": why})
 
 
 PLAN_ARG_ALWAYS = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
@@ -347,23 +482,28 @@ PLAN_ARG_ALWAYS = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "global_
 """Keys :func:`plan_arg` always writes (the rest only where they differ from the default)."""
 
 
-def plan_arg(values: dict, model: ModelSpec, system: SystemSpec) -> str:
+def plan_arg(values: dict, model: ModelSpec, system: SystemSpec, stack: Any = None) -> str:
     """The resolved plan ``values`` as an inline ``--plan`` string that resolves to exactly the
-    same plan (hence the same step time): ``"tp=1,pp=8,...,dtype=fp8"``.
+    same plan (hence the same step time) on ``stack``: ``"tp=1,pp=8,...,dtype=fp8"``.
 
-    Every input key is written unless dropping it resolves to the same plan (a default such
-    as ``overlap_dp=true``); the derived ``dp``/``edp``/``microbatches`` are left out."""
+    The degrees, batch, recompute, ZeRO and dtype (:data:`PLAN_ARG_ALWAYS`, ``global_batch``
+    included) are always written; every other key only where dropping it resolves to another
+    plan, i.e. where it differs from what the stack (or the schema) gives; the derived
+    ``dp``/``edp``/``microbatches`` are left out."""
+    from cpo_opt.inputs.stacks import load_stack
+    stack = load_stack(stack)
+
     def text(v):
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
     table = {k.name: values[k.name] for k in schema.PLAN_KEYS if k.name in values}
-    target = plan_from_values(table, model, system, "plan_arg").values
+    target = plan_from_values(table, model, system, "plan_arg", stack).values
     for key in [k.name for k in schema.PLAN_KEYS if k.name not in PLAN_ARG_ALWAYS]:
         if key not in table:
             continue
         trial = {k: v for k, v in table.items() if k != key}
         try:
-            same = plan_from_values(trial, model, system, "plan_arg").values == target
+            same = plan_from_values(trial, model, system, "plan_arg", stack).values == target
         except InputError:
             same = False
         if same:
@@ -372,13 +512,15 @@ def plan_arg(values: dict, model: ModelSpec, system: SystemSpec) -> str:
 
 
 # --------------------------------------------------------------------------- cases
-_CASE_KEYS = ("id", "source", "model", "system", "overrides", "plan", "measured")
+_CASE_KEYS = ("id", "source", "model", "system", "overrides", "plan", "measured", "stack")
 _STEP_TIME = Key("step_time_s", "step_time_s", "float", "measured step time, s", required=True,
                  minimum=0, strict=True)
 
 
-def load_cases(path: str | os.PathLike) -> list[Case]:
-    """Load a ``validate`` cases file: ``[[case]]`` tables, each self-contained."""
+def load_cases(path: str | os.PathLike, stack: Any = None) -> list[Case]:
+    """Load a ``validate`` cases file: ``[[case]]`` tables, each self-contained; each plan
+    is resolved on ``stack`` when given, else on the case's ``stack`` (a preset name or a
+    path relative to the file), else on the default stack."""
     src = resolve(path, None)
     check_top(src.doc, ("case",), src.where)
     cases = src.doc["case"]
@@ -389,7 +531,7 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
     out, seen = [], set()
     for index, table in enumerate(cases):
         case = _case(table, f"{src.where}: case[{index}]",
-                     src.path.parent if src.path is not None else None)
+                     src.path.parent if src.path is not None else None, stack)
         if case.id in seen:
             raise error(f"{src.where}: case[{index}]", "id", "duplicate case id", case.id)
         seen.add(case.id)
@@ -414,7 +556,7 @@ def _flat_overrides(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _case(table: dict, where: str, base: pathlib.Path | None = None) -> Case:
+def _case(table: dict, where: str, base: pathlib.Path | None = None, stack: Any = None) -> Case:
     """One ``[[case]]``: ``model``/``system`` are inline tables or preset names / paths
     (relative to the cases file), ``overrides`` applies ``--set``-style values to the system."""
     if isinstance(table.get("id"), str):
@@ -444,7 +586,12 @@ def _case(table: dict, where: str, base: pathlib.Path | None = None) -> Case:
         if str(e).startswith("--set"):  # name the case, not the flag
             raise InputError(f"{where}: overrides{str(e)[len('--set'):]}") from None
         raise
-    plan = plan_from_values(table_of(table, "plan", where), model, system, where)
+    if stack is None and "stack" in table:
+        from cpo_opt.inputs.stacks import load_stack
+        if not isinstance(table["stack"], str):
+            raise error(where, "stack", "must be a stack preset name or a path", table["stack"])
+        stack = load_stack(table["stack"], None, base, f"{where}: stack")
+    plan = plan_from_values(table_of(table, "plan", where), model, system, where, stack)
     measured = table_of(table, "measured", where)
     for name in measured:
         if name != "step_time_s":
@@ -456,14 +603,16 @@ def _case(table: dict, where: str, base: pathlib.Path | None = None) -> Case:
 
 
 # --------------------------------------------------------------------------- scenarios
-_SCENARIO_KEYS = ("model", "system", "plan", "global_batch", "tokens")
+_SCENARIO_KEYS = ("model", "system", "plan", "global_batch", "tokens", "stack")
 _SCENARIO_BATCH = Key("global_batch", "global_batch", "int", "sequences per step", minimum=0,
                       strict=True)
 _SCENARIO_TOKENS = Key("tokens", "tokens", "float", "training tokens", minimum=0, strict=True)
 
 
-def load_scenario(ref: Any, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Load a scenario: ``[scenario]`` with model, system, optional plan, global_batch, tokens.
+def load_scenario(ref: Any, overrides: dict[str, Any] | None = None,
+                  stack: Any = None) -> Scenario:
+    """Load a scenario: ``[scenario]`` with model, system, optional plan, global_batch, tokens
+    and stack (``stack``, when given, replaces the scenario's).
 
     ``model``/``system``/``plan`` are preset names, paths relative to the scenario file, or
     inline tables; ``global_batch`` fills the plan's when the plan has none. ``overrides``
@@ -488,16 +637,30 @@ def load_scenario(ref: Any, overrides: dict[str, Any] | None = None) -> Scenario
         system = _load_system(table["system"],
                               *_nested(table["system"], where, "scenario.system", base),
                               overrides=overrides)
-    batch = tokens = plan = None
+    batch = tokens = plan = plan_table = None
+    sc_stack = None
+    if "stack" in table:
+        if not isinstance(table["stack"], str):
+            raise error(where, "scenario.stack", "must be a stack preset name or a path",
+                        table["stack"])
+        sc_stack = table["stack"]
+        path = base / sc_stack
+        if path.suffix.lower() in (".toml", ".json") and not pathlib.Path(sc_stack).is_absolute():
+            sc_stack = str(path)
+        from cpo_opt.inputs.stacks import load_stack
+        with _referenced(where, "scenario.stack", table["stack"], src.path, base):
+            load_stack(sc_stack)
     if "global_batch" in table:
         batch = check_value(_SCENARIO_BATCH, table["global_batch"], where, "scenario.global_batch")
     if "tokens" in table:
         tokens = check_value(_SCENARIO_TOKENS, table["tokens"], where, "scenario.tokens")
     if "plan" in table:
         with _referenced(where, "scenario.plan", table["plan"], src.path, base):
-            plan = _scenario_plan(table["plan"], batch, model, system, where, base)
+            plan, plan_table = _scenario_plan(table["plan"], batch, model, system, where, base,
+                                              stack if stack is not None else sc_stack)
     description = src.doc.get("about", {}).get("description", "")
-    return Scenario(src.name, description, model, system, plan, batch, tokens, where)
+    return Scenario(src.name, description, model, system, plan, batch, tokens, where,
+                    sc_stack, plan_table)
 
 
 @contextlib.contextmanager
@@ -533,7 +696,8 @@ def _nested(ref: Any, where: str, key: str, base: pathlib.Path) -> tuple:
     return label, base, f"{where}: {key}"
 
 
-def _scenario_plan(ref, batch, model, system, where, base) -> PlanSpec:
+def _scenario_plan(ref, batch, model, system, where, base, stack=None):
+    """``(PlanSpec, raw plan table)`` of a scenario's plan on ``stack``."""
     table, label = _plan_table(ref, *_nested(ref, where, "scenario.plan", base))
     if batch is not None:
         given = table.get("global_batch")
@@ -541,4 +705,4 @@ def _scenario_plan(ref, batch, model, system, where, base) -> PlanSpec:
             raise error(where, "scenario.global_batch",
                         f"differs from the plan's global_batch = {given}", batch)
         table = {**table, "global_batch": batch}
-    return plan_from_values(table, model, system, label)
+    return plan_from_values(table, model, system, label, stack), dict(table)

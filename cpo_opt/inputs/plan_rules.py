@@ -8,26 +8,90 @@ raises :class:`~cpo_opt.inputs.sources.InputError` naming the plan key and the r
 from __future__ import annotations
 
 import math
+import types
 
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.tables import error
+from cpo_opt.model import fabric
 
 
-def resolve_plan(plan: dict, model: dict, system: dict, where: str) -> dict:
+def working_gpus(plan: dict, system: dict) -> int:
+    """GPUs the plan's placement works (:func:`cpo_opt.model.fabric.fill`, the model's own
+    rule, on host numbers): all of them when contiguous; whole units of ``max(tp cp, etp ep)``
+    per domain when aligned."""
+    gpus = int(system["cluster"]["gpus"])
+    if plan.get("placement", "contiguous") != "aligned":
+        return gpus
+    sys_ = types.SimpleNamespace(gpus=float(gpus), scale_up=types.SimpleNamespace(
+        domain_size=float(system["scale_up"]["domain_size"])))
+    p = types.SimpleNamespace(**{k: float(plan[k]) for k in ("tp", "cp", "ep", "etp")},
+                              placement=1.0)
+    return int(round(float(fabric.fill(sys_, p).world)))
+
+
+def applies(key: str, plan: dict, model: dict, dp: int) -> str | None:
+    """Why a software option's value does not apply to this plan (None when it does). A stack
+    default that does not apply leaves the plan's default (off); a plan that sets it anyway
+    breaks a rule only where the software refuses it (:func:`resolve_plan`)."""
+    moe = model.get("model.moe")
+    value = plan.get(key)
+    if key == "schedule" and value == "dualpipe":
+        m = plan["global_batch"] // (plan["micro_batch"] * dp)
+        if plan["pp"] < 2 or plan["pp"] % 2 or plan["vpp"] != 1 or m < 2 * plan["pp"] or m % 2:
+            return ("DualPipe needs an even pp >= 2, vpp 1 and an even number of "
+                    "micro-batches >= 2 pp")
+    elif key == "low_precision_storage" and value and plan["dtype"] != "fp8":
+        return "low-precision activation storage is part of fp8 training"
+    elif key in ("overlap_ep", "dispatcher") and value not in (False, "alltoall"):
+        if moe is None or plan["ep"] < 2:
+            return "no expert parallelism"
+        if key == "overlap_ep" and plan["pp"] > 1 and plan["vpp"] < 2 \
+                and plan.get("schedule") != "dualpipe":
+            return ("Megatron-Core's EP all-to-all overlap needs interleaving (vpp > 1) "
+                    "when pp > 1")
+    elif key == "overlap_tp" and value and plan["tp"] < 2:
+        return "no tensor parallelism"
+    elif key == "recompute_mla_up" and value and "model.mla" not in model:
+        return "no MLA up-projections"
+    elif key == "pipeline_layout" and value == "balanced" and plan["pp"] * plan["vpp"] < 2:
+        return "one pipeline stage"
+    return None
+
+
+def resolve_plan(plan: dict, model: dict, system: dict, where: str,
+                 from_stack: dict | None = None) -> dict:
     """Check ``plan`` against ``model`` and ``system`` (``.values`` of the specs).
 
+    ``from_stack``: ``{key: schema default}`` of the software options the stack (not the plan)
+    set; where such a value does not apply (:func:`applies`) the default comes back and
+    ``notes[key]`` says why.
+
     Returns the resolved plan in schema order with ``dp`` (after ``pp``) and ``edp`` (after
-    ``etp``) inserted, ``global_batch`` defaulted and ``attention = "auto"`` resolved.
+    ``etp``) inserted, ``global_batch`` defaulted and ``attention = "auto"`` resolved, and
+    the notes under ``"_notes"``. ``placement`` must be ``contiguous`` or ``aligned``.
     """
     m, moe = model["model"], model.get("model.moe")
     plan = dict(plan)
-    dp = _data_parallel(plan, system["cluster"]["gpus"], where)
+    from_stack = from_stack or {}
+    notes: dict[str, str] = {}
+    _check_placement(plan, where)
+    working = working_gpus(plan, system)
+    dp = _data_parallel(plan, working, where, system["cluster"]["gpus"])
     _check_tensor(plan, m, moe, where)
     edp = _check_experts(plan, moe, dp, where)
     _check_sequence(plan, m, where)
     _check_pipeline(plan, m, where)
-    plan["global_batch"] = _global_batch(plan, m["seq_len"], dp, system["cluster"]["gpus"], where)
+    plan["global_batch"] = _global_batch(plan, m["seq_len"], dp, system["cluster"]["gpus"],
+                                         where)
+    for key in ("schedule", "low_precision_storage", "overlap_ep", "dispatcher", "overlap_tp",
+                "recompute_mla_up", "pipeline_layout"):
+        if key in from_stack:
+            why = applies(key, plan, model, dp)
+            if why:
+                notes[key] = f"stack value {plan[key]!r} not applied: {why}"
+                plan[key] = from_stack[key]
     _check_schedule(plan, dp, where)
+    _check_layout(plan, m, where)
     if plan.get("low_precision_storage") and plan["dtype"] != "fp8":
         raise error(where, "plan.low_precision_storage", "needs dtype = 'fp8' (fp8 and "
                     "12-bit activation caches of fp8 training)", True)
@@ -39,11 +103,46 @@ def resolve_plan(plan: dict, model: dict, system: dict, where: str) -> dict:
     derived = {"pp": ("dp", dp), "etp": ("edp", edp)}
     resolved = {}
     for key in schema.PLAN_KEYS:
-        resolved[key.name] = plan[key.name]
+        if key.name in plan:
+            resolved[key.name] = plan[key.name]
         if key.name in derived:
             name, value = derived[key.name]
             resolved[name] = value
+    resolved["_notes"] = notes
     return resolved
+
+
+def _check_placement(plan: dict, where: str) -> None:
+    """Aligned placement keeps units of ``max(tp cp, etp ep)`` whole: the smaller block must
+    nest in the larger (both are powers of two in the search space)."""
+    if plan.get("placement") == "auto":
+        raise error(where, "plan.placement", "'auto' is resolved before the plan rules "
+                    "(internal)", "auto")
+    if plan.get("placement") != "aligned":
+        return
+    a, b = plan["tp"] * plan["cp"], plan["etp"] * plan["ep"]
+    if max(a, b) % min(a, b):
+        raise error(where, "plan.placement", f"'aligned' keeps units of max(tp*cp, etp*ep) "
+                    f"GPUs whole; tp*cp = {a} and etp*ep = {b} must divide one another",
+                    "aligned")
+
+
+def _check_layout(plan: dict, m: dict, where: str) -> None:
+    """Explicit first/last stage sizes: a pipeline of at least two virtual stages, and room
+    for them among the layers (every middle stage keeps at least one layer)."""
+    given = [k for k in ("first_stage_layers", "last_stage_layers") if k in plan]
+    if not given:
+        return
+    stages = plan["pp"] * (1 if plan.get("schedule") == "dualpipe" else plan["vpp"])
+    if stages < 2:
+        raise error(where, f"plan.{given[0]}", "needs at least two pipeline stages "
+                    "(pp * vpp >= 2)", plan[given[0]])
+    used = sum(plan[k] for k in given)
+    middle = stages - len(given)
+    if used + middle > m["layers"]:
+        raise error(where, f"plan.{given[-1]}", f"{' + '.join(given)} = {used} leaves fewer "
+                    f"than one layer for each of the other {middle} stages of "
+                    f"model.layers = {m['layers']}", plan[given[-1]])
 
 
 def _attention(name: str, gpu: dict) -> str:
@@ -53,8 +152,13 @@ def _attention(name: str, gpu: dict) -> str:
     return next(choice for choice, c in schema.ATTENTION.items() if c == code)
 
 
-def _data_parallel(plan: dict, gpus: int, where: str) -> int:
+def _data_parallel(plan: dict, working: int, where: str, gpus: int) -> int:
     grid = plan["tp"] * plan["cp"] * plan["pp"]
+    if working != gpus:
+        if working % grid:
+            raise error(where, "plan.tp", f"tp*cp*pp = {grid} must divide the {working} GPUs "
+                        f"that aligned placement works (of cluster.gpus = {gpus})")
+        return working // grid
     if gpus % grid:
         raise error(where, "plan.tp", f"tp*cp*pp = {grid} must divide cluster.gpus = {gpus}")
     return gpus // grid

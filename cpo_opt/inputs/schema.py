@@ -14,8 +14,8 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, PLACEMENT_CODES,
-                                  RECOMPUTE_CODES, SCHEDULE_CODES)
+from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, LAYOUT_CODES,
+                                  PLACEMENT_CODES, RECOMPUTE_CODES, SCHEDULE_CODES)
 
 GB = 1e9
 TB = 1e12
@@ -193,6 +193,9 @@ def default_global_batch(gpus: int, seq_len: int, unit: int = 1) -> int:
     return step * max(1, -(-DEFAULT_BATCH_TOKENS // (int(seq_len) * step)))
 
 RECOMPUTE = RECOMPUTE_CODES  # one table of codes: cpo_opt.model.config
+PLACEMENT_POLICY = {**PLACEMENT_CODES, "auto": -1}
+"""``placement`` choices in files: the model's two layouts and ``auto`` (resolved on load by
+scoring both: :mod:`cpo_opt.inputs.plan_rules`)."""
 ATTENTION = {"unfused": 0, "flash": 1, "auto": -1}
 AUTO_FLASH_MIN_BF16_TFLOPS = 400.0
 """``attention = "auto"`` resolves to flash attention on Hopper-class and newer GPUs (an fp8
@@ -239,9 +242,10 @@ PLAN_KEYS: tuple[Key, ...] = (
         "attention kernel: flash, unfused (materialized softmax + dropout), or auto (by GPU "
         "generation, see schema.resolve_attention)", default="auto", choices=ATTENTION),
     Key("placement", "placement", "enum",
-        "rank-to-domain placement: contiguous (groups may straddle domains) or aligned (the "
-        "largest power of two of GPUs per domain used, the rest idle)", default="contiguous",
-        choices=PLACEMENT_CODES),
+        "rank-to-domain placement: contiguous (every GPU works; groups may straddle domains), "
+        "aligned (each domain hosts whole units of max(tp*cp, etp*ep) GPUs, the rest idle) or "
+        "auto (the better of the two for the job)", default="contiguous",
+        choices=PLACEMENT_POLICY),
     Key("dispatcher", "dispatcher", "enum",
         "EP token dispatcher: alltoall (Megatron, every routed copy sent) or deepep "
         "(hierarchical, one copy per remote domain, DeepEP/HybridEP)", default="alltoall",
@@ -276,7 +280,21 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("bf16_moments", "bf16_moments", "bool",
         "Adam moments in bf16 (DeepSeek-V3; Megatron-Core --use-precision-aware-optimizer "
         "--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16)", default=False),
+    Key("pipeline_layout", "layout_balanced", "enum",
+        "layers over the pipeline's virtual stages: even (Megatron's default split, embedding "
+        "and output layer on top of the first and last stage) or balanced (the output layer "
+        "and loss counted as layer-equivalents: the last stage holds fewer layers)",
+        default="even", choices=LAYOUT_CODES),
+    _nonneg("first_stage_layers", "first_stage_layers",
+            "layers of the first virtual pipeline stage (Megatron "
+            "--decoder-first-pipeline-num-layers); absent: the layout decides", kind="int"),
+    _nonneg("last_stage_layers", "last_stage_layers",
+            "layers of the last virtual pipeline stage (Megatron "
+            "--decoder-last-pipeline-num-layers); absent: the layout decides", kind="int"),
 )
+
+PLACEMENT_POLICY_KEY = Key("placement", "placement", "enum", "placement policy of a stack",
+                           choices=PLACEMENT_POLICY)
 
 SECTIONS: dict[str, tuple[Key, ...]] = {
     "model": MODEL_KEYS,
@@ -389,6 +407,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "plan.tp": (1, 2**27), "plan.pp": (1, 2**27), "plan.cp": (1, 2**27), "plan.ep": (1, 2**27),
     "plan.etp": (1, 2**27), "plan.vpp": (1, 100_000), "plan.dp": (1, 2**27),
     "plan.edp": (1, 2**27), "plan.micro_batch": (1, 2**40), "plan.global_batch": (1, 2**40),
+    "plan.first_stage_layers": (0, 100_000), "plan.last_stage_layers": (0, 100_000),
     # validate cases and scenarios
     "measured.step_time_s": (1e-6, 1e9),
     "scenario.global_batch": (1, 2**40),

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "gpus": "gpu",
     "plans": "plan",
     "scenarios": "scenario",
+    "stacks": "stack",
 }
 """Preset kinds (sub-directories of :data:`PRESETS_DIR`) and their singular names."""
 

@@ -27,7 +27,11 @@ DTYPE_CODES = {"bf16": 0, "fp8": 1}
 """Numeric codes of the ``dtype`` plan field (stored as ``Plan.fp8``)."""
 
 PLACEMENT_CODES = {"contiguous": 0, "aligned": 1}
-"""Numeric codes of the ``placement`` plan field."""
+"""Numeric codes of the ``placement`` plan field (a file's ``"auto"`` is resolved to one of
+them on load: :mod:`cpo_opt.inputs.plan_rules`)."""
+
+LAYOUT_CODES = {"even": 0, "balanced": 1}
+"""Numeric codes of the ``pipeline_layout`` plan field (:mod:`cpo_opt.model.pipeline`)."""
 
 DISPATCHER_CODES = {"alltoall": 0, "deepep": 1}
 """Numeric codes of the ``dispatcher`` plan field (``deepep``: DeepEP / HybridEP-style
@@ -163,8 +167,14 @@ stage ``r`` and stage ``pp - 1 - r``, micro-batches enter from both ends;
 DeepSeek-V3's low-precision activation storage (sec. 3.3.3: attention output cached at 12
 bits, SwiGLU inputs cached in fp8 and its output recomputed); ``bf16_moments`` Adam moments
 kept in bf16 (DeepSeek-V3 sec. 3.3.3; Megatron-Core ``--use-precision-aware-optimizer
---exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``). The fields after ``flash_attention`` default to 0 so older
-    constructors keep working; batched callers pass arrays for them.
+--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16``); ``layout_balanced`` 0 Megatron's even
+split of layers over the ``pp vpp`` virtual stages / 1 the first and last virtual stages
+hold fewer layers so that the embedding and the output layer count as layer-equivalents;
+``first_stage_layers`` / ``last_stage_layers`` the layers of the first / last virtual stage
+when the plan gives them (Megatron ``--decoder-first/last-pipeline-num-layers``), ``-1``
+when the layout decides (:mod:`cpo_opt.model.pipeline`). The fields after
+``flash_attention`` have defaults so older constructors keep working; batched callers pass
+arrays for them.
     """
 
     tp: Array
@@ -195,6 +205,9 @@ kept in bf16 (DeepSeek-V3 sec. 3.3.3; Megatron-Core ``--use-precision-aware-opti
     schedule: Array = 0.0
     low_precision_storage: Array = 0.0
     bf16_moments: Array = 0.0
+    layout_balanced: Array = 0.0
+    first_stage_layers: Array = -1.0
+    last_stage_layers: Array = -1.0
 
 
 def replace(obj, **changes):

@@ -7,10 +7,14 @@ Everything the cost modules share is computed once here, from the plan's degrees
 * ``tokens_sp``: tokens per GPU in the sequence-parallel region, ``b s / (cp tp_sp)`` with
   ``tp_sp = tp`` under sequence parallelism, else 1. MoE layers always dispatch SP-split tokens
   ``b s / (cp tp)`` (Megatron requires SP for MoE with TP).
+* ``dp``: ``working_gpus / (tp cp pp)``; the working GPUs are all of the cluster under
+  contiguous placement and those the aligned placement uses otherwise
+  (:func:`cpo_opt.model.fabric.fill`, kept as ``fill``).
 * ``microbatches``: ``global_batch / (micro_batch dp)``.
-* ``layers_rank``: layers on the most loaded pipeline rank, ``vpp ceil(L / (pp vpp))``
-  (Megatron places stages evenly; when ``L`` does not divide the largest stage paces).
-  Of these, ``moe_rank = min(layers_rank, L_moe)`` are MoE layers (worst case).
+* ``layers_rank``: layers of the largest even stage times ``vpp``, ``vpp ceil(L / (pp vpp))``,
+  of which ``moe_rank = min(layers_rank, L_moe)`` are MoE layers (worst case). The pipeline
+  layout proper (first, middle and last rank, uneven stages) is
+  :func:`cpo_opt.model.pipeline.layout`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from cpo_opt.model import fabric
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
@@ -43,6 +48,8 @@ class Dims:
     is_moe: object
     dqk: object
     dv: object
+    fill: fabric.Fill = None
+    """Working GPUs per domain and in all (:func:`cpo_opt.model.fabric.fill`)."""
     structure: Structure = DYNAMIC
     """The (resolved) structure the sizes were computed for; the functions that take ``d``
     and no ``structure`` read its model fields (``moe``, ``mla``, ``shared_experts``).
@@ -54,7 +61,8 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0,
     """Compute :class:`Dims` for one (model, system, plan); ``structure``: the static blocks
     (default: :func:`~cpo_opt.model.structure.resolve` from the concrete leaves)."""
     s = resolve(structure, model, plan)
-    dp = system.gpus / (plan.tp * plan.cp * plan.pp)
+    at = fabric.fill(system, plan, temperature)
+    dp = at.world / (plan.tp * plan.cp * plan.pp)
     edp = plan.tp * plan.cp * dp / (plan.etp * plan.ep)
     microbatches = plan.global_batch / (plan.micro_batch * dp)
     sp = plan.sequence_parallel
@@ -80,5 +88,6 @@ def dims(model: Model, system: System, plan: Plan, temperature: float = 0.0,
         is_moe=weight(s.moe, model.experts > 0),
         dqk=transformer.qk_dim(model, s),
         dv=transformer.v_dim(model, s),
+        fill=at,
         structure=s,
     )

@@ -23,10 +23,19 @@ of 64 start at residues 0, 64, 56, ... of 72, so some groups have only 8 members
 domain and 56 in the next: the EP all-to-all of those groups sends 7/8 of its bytes over
 scale-out, and they pace the step. On 64-GPU domains nothing leaves the domain.
 
-Aligned placement (``plan.placement = 1``), what operators do on NVL72 racks: only the
-largest power of two of GPUs that fits a domain is used (64 of 72, 512 of 576), the rest
-stay idle as spares; the plan's (power-of-two) groups then never straddle. The cluster's
-``gpus`` are the used GPUs.
+Aligned placement (``plan.placement = 1``), what operators do on NVL72 racks: the job's
+innermost blocks are kept whole inside domains and the GPUs left over in each domain stay
+idle. The block is the *placement unit* ``u = max(tp cp, etp ep)`` (the TP x CP block of the
+dense layers, or one EP group of the MoE layers: in Megatron's rank order every smaller group
+nests inside it); a unit of ``u <= D`` GPUs sits in one domain, ``floor(D / u)`` units per
+domain; a unit larger than a domain takes ``k = ceil(u / D)`` whole domains. So each group of
+``k`` domains hosts ``floor(k D / u) u`` *working* GPUs and the rest idle (:func:`fill`):
+EP 128 on 144-GPU domains works 128 of each 144 (16 idle), EP 64 on 72-GPU racks 64 of 72, EP
+8 on 72-GPU racks all 72. Data parallelism, tokens per GPU and time to train follow from the
+working GPUs (:mod:`cpo_opt.model.dims`), and every group is placed in rank order over the
+working GPUs with ``floor(k D / u) u / k`` of them per domain, so the units never straddle.
+When ``u`` divides ``D`` and the cluster is whole domains, aligned and contiguous placement
+are the same layout.
 
 The group then runs hierarchically: the share among the ``m`` in-domain members moves at
 scale-up bandwidth, the share between the ``g / m`` domains at scale-out bandwidth. When
@@ -66,12 +75,46 @@ MAX_BLOCKS = 32
 that, and beyond a full period, the period's worst piece ``gcd(B, D)`` is used)."""
 
 
-def domain_gpus(system: System, temperature: float = 0.0, aligned=0.0):
-    """Effective scale-up domain: ``min(domain_size, gpus)``; with aligned placement the
-    largest power of two of GPUs that fits it (the rest idle)."""
+class Fill(NamedTuple):
+    """How a plan's ranks fill the fabric: ``domain`` working GPUs per scale-up domain (the
+    rank order's domain size) and ``world`` working GPUs in all (:func:`fill`)."""
+
+    domain: object
+    world: object
+
+
+def placement_unit(plan):
+    """GPUs aligned placement keeps whole inside a domain: ``max(tp cp, etp ep)`` (module
+    docstring; in the plan space both are powers of two, so the smaller divides the larger)."""
+    return jnp.maximum(plan.tp * plan.cp, plan.etp * plan.ep)
+
+
+def fill(system: System, plan, temperature: float = 0.0) -> Fill:
+    """Working GPUs per domain and in all, for ``plan.placement`` (module docstring).
+
+    Contiguous: every GPU works, domains of ``D = min(domain_size, gpus)``. Aligned, with
+    the unit ``u`` (:func:`placement_unit`) and ``k = ceil(u / D)`` domains per unit: each
+    group of ``k`` domains hosts ``floor(k D / u) u`` working GPUs, a last partial domain
+    (``k = 1``) ``floor(rem / u) u``; the rank order then sees ``floor(k D / u) u / k``
+    working GPUs per domain. The aligned counts are whole numbers that a small change of the
+    domain size or the cluster does not move (the next unit fits only at the next multiple),
+    so their derivatives are zero (``stop_gradient``): a derivative of ``D / s`` would claim
+    a gain that no layout delivers. The relaxed model searches contiguous plans.
+    """
     d = smooth.smin(system.scale_up.domain_size, system.gpus, temperature)
-    used = 2.0 ** jnp.floor(jnp.log2(jnp.maximum(jax.lax.stop_gradient(d), 1.0)) + 1e-9)
-    return d + aligned * jax.lax.stop_gradient(used - d)
+    if isinstance(plan.placement, (int, float)) and float(plan.placement) == 0.0:
+        return Fill(d, system.gpus)
+    sg = jax.lax.stop_gradient
+    dd, n = jnp.maximum(jnp.round(sg(d)), 1.0), jnp.round(sg(system.gpus))
+    u = jnp.maximum(jnp.round(sg(placement_unit(plan))), 1.0)
+    k = jnp.maximum(jnp.ceil(u / dd - 1e-9), 1.0)
+    used = jnp.floor(k * dd / u + 1e-9) * u              # working GPUs per k domains
+    groups = jnp.floor(n / (k * dd) + 1e-9)
+    rem = n - groups * k * dd
+    tail = jnp.where(k > 1.0, 0.0, jnp.floor(rem / u + 1e-9) * u)
+    world = jnp.maximum(groups * used + tail, 1.0)
+    a = jnp.where(plan.placement > 0, 1.0, 0.0)
+    return Fill(d + a * (used / k - d), system.gpus + a * (world - system.gpus))
 
 
 def _int(x):
@@ -99,9 +142,11 @@ def smallest_piece(group, stride, domain, gpus):
     return jnp.clip(l_min // s, 1, g).astype(jnp.result_type(float))
 
 
-def members_in_domain(group, stride, system: System, temperature: float = 0.0, aligned=0.0):
+def members_in_domain(group, stride, system: System, temperature: float = 0.0,
+                      at: Fill | None = None):
     """Members of a ``group`` (``stride`` apart) in one scale-up domain, for the worst-placed
-    group of the cluster (module docstring). ``aligned`` (0/1) selects aligned placement.
+    group of the cluster (module docstring). ``at``: the plan's :func:`fill` (default: every
+    GPU working, contiguous domains).
 
     Computed as the continuous aligned count ``clamp(D / s, 1, g)`` (smooth when
     ``temperature > 0``) times the straddle ratio ``m / clamp(D / s, 1, g)`` of the exact
@@ -114,12 +159,14 @@ def members_in_domain(group, stride, system: System, temperature: float = 0.0, a
     non-integer degrees, for which no rank layout exists, and a ratio that jumps wherever a
     group size crosses a half-integer would break its gradients. The search scores rounded
     plans with the exact model, straddling included."""
-    d = domain_gpus(system, temperature, aligned)
+    at = at or Fill(smooth.smin(system.scale_up.domain_size, system.gpus, temperature),
+                    system.gpus)
+    d = at.domain
     g_ = jnp.maximum(group, 1.0)
     m_cont = smooth.clamp(d / stride, 1.0, g_, temperature)
     if not smooth.is_exact(temperature):
         return m_cont
-    m_exact = smallest_piece(group, stride, d, system.gpus)
+    m_exact = smallest_piece(group, stride, d, at.world)
     g, s, dd = _int(group), _int(stride), _int(d)
     ref = jnp.clip(dd / s, 1.0, g)
     return m_cont * jax.lax.stop_gradient(m_exact / ref)
@@ -170,17 +217,17 @@ class Group(NamedTuple):
 
 
 def place(sizes, strides, system: System, temperature: float = 0.0, stacked: bool = False,
-          aligned=0.0) -> list[Group]:
+          at: Fill | None = None) -> list[Group]:
     """Place several groups; ``stacked`` does it in one vectorized expression (a smaller
     graph for gradients) instead of one expression per group (faster batched evaluation).
-    ``aligned`` (0/1): aligned instead of contiguous placement (module docstring)."""
+    ``at``: the plan's :func:`fill` (contiguous or aligned placement, module docstring)."""
     if not stacked:
         return [Group(jnp.maximum(g, 1.0),
-                      members_in_domain(g, st, system, temperature, aligned))
+                      members_in_domain(g, st, system, temperature, at))
                 for g, st in zip(sizes, strides)]
     g = jnp.stack(jnp.broadcast_arrays(*[jnp.maximum(x, 1.0) for x in sizes]))
     st = jnp.stack(jnp.broadcast_arrays(*strides))
-    m = members_in_domain(g, st, system, temperature, aligned)
+    m = members_in_domain(g, st, system, temperature, at)
     return [Group(g[i], m[i]) for i in range(len(sizes))]
 
 

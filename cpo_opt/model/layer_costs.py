@@ -98,6 +98,9 @@ class Kernels:
     __rmul__ = __mul__
 
 
+KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(Kernels))
+
+
 class _GemmTable:
     """The GEMMs of all blocks, timed by :func:`compute.gemm_fwd_bwd_time` row by row or
     stacked along a leading axis (one roofline expression instead of one per GEMM, which
@@ -405,10 +408,10 @@ def placement(system: System, plan: Plan, d: Dims, t: float, stacked: bool = Fal
               ) -> Placement:
     """Place all groups (:func:`fabric.place`; ``stacked``: one vectorized expression),
     contiguously or aligned as ``plan.placement`` says."""
-    sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, system.gpus, plan.cp, plan.pp, plan.ep)
+    sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, d.fill.world, plan.cp, plan.pp, plan.ep)
     strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
                plan.tp * plan.cp * d.dp, plan.etp)
-    return Placement(*fabric.place(sizes, strides, system, t, stacked, plan.placement))
+    return Placement(*fabric.place(sizes, strides, system, t, stacked, d.fill))
 
 
 def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:

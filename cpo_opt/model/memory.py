@@ -81,6 +81,7 @@ from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
 from cpo_opt.model.dims import Dims
+from cpo_opt.model.pipeline import Layout, RankLoad
 from cpo_opt.model.structure import Structure
 
 BF16 = 2.0
@@ -97,6 +98,8 @@ class Memory:
     activations: object
     reserved: object
     total: object
+    rank: object = 0.0
+    """Which pipeline rank this is (0 first, 1 middle, 2 last: ``pipeline.RANK_NAMES``)."""
 
 
 def stages_held(plan: Plan):
@@ -104,25 +107,18 @@ def stages_held(plan: Plan):
     return 1.0 + plan.schedule
 
 
-def ends_apart(plan: Plan):
-    """True where the first and the last pipeline stage sit on different ranks: ``pp > 1``
-    and not DualPipe (whose rank 0 holds both)."""
-    return (plan.pp > 1) & (plan.schedule < 1)
-
-
-def local_params(model: Model, plan: Plan, d: Dims):
-    """``(dense, expert)`` parameters held by the most loaded rank (first pipeline stage;
-    under DualPipe it also holds the last, with the output head)."""
+def local_params(model: Model, plan: Plan, d: Dims, load: RankLoad):
+    """``(dense, expert)`` parameters one pipeline rank holds (:mod:`cpo_opt.model.pipeline`:
+    its layers, the embedding on the first stage, the output layer on the last; a rank
+    holding both keeps one matrix when they are tied)."""
     h, s = model.hidden, d.structure
-    held = stages_held(plan)
-    both_ends = jnp.where(ends_apart(plan), 1.0, 2.0 - model.tied_embeddings)
-    emb = model.vocab * h / plan.tp * both_ends
+    mats = load.embedding + load.head - model.tied_embeddings * load.embedding * load.head
+    emb = model.vocab * h / plan.tp * mats
     shared = model.shared_experts * transformer.expert_params(model) / plan.tp
-    dense = held * (d.layers_rank * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
-                    + d.dense_rank * transformer.dense_ffn_params(model) / plan.tp
-                    + d.moe_rank * (shared + transformer.router_params(model))) + emb
-    experts = (held * d.moe_rank * model.experts / plan.ep
-               * transformer.expert_params(model) / plan.etp)
+    dense = (load.layers * (transformer.attention_params(model, s) / plan.tp + 2.0 * h)
+             + load.dense * transformer.dense_ffn_params(model) / plan.tp
+             + load.moe * (shared + transformer.router_params(model))) + emb
+    experts = load.moe * model.experts / plan.ep * transformer.expert_params(model) / plan.etp
     return dense, experts
 
 
@@ -140,9 +136,9 @@ def sharded_params(dense, experts, plan: Plan, d: Dims, stage: float):
             + experts / _zero_div(stage, held * d.edp, plan.zero))
 
 
-def model_state(model: Model, plan: Plan, d: Dims):
-    """``(weights, gradients, optimizer)`` bytes of the most loaded rank."""
-    dense, experts = local_params(model, plan, d)
+def model_state(model: Model, plan: Plan, d: Dims, load: RankLoad):
+    """``(weights, gradients, optimizer)`` bytes of one pipeline rank."""
+    dense, experts = local_params(model, plan, d, load)
 
     def sharded(stage):
         return sharded_params(dense, experts, plan, d, stage)
@@ -213,25 +209,22 @@ def weight_of(flag):
     return jnp.where(flag > 0, 1.0, 0.0)
 
 
-def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
-    """Activation bytes of the most loaded rank (see module docstring)."""
+def activations(model: Model, plan: Plan, d: Dims, load: RankLoad):
+    """Activation bytes of one pipeline rank (module docstring): ``in_flight`` micro-batches
+    of what one micro-batch leaves on the rank's layers (and the embedding output on the
+    first stage), one micro-batch of logits where the rank holds the output layer, and the
+    transient buffers."""
     a_dense, a_moe = layer_activations(model, plan, d)
     dense_only = d.structure.moe is False  # no MoE layer to hold (and none built)
-    per_mb = d.dense_rank * a_dense + (0.0 if dense_only else d.moe_rank * a_moe)
+    n_dense, n_moe = load.dense * load.per_mb, load.moe * load.per_mb
+    per_mb = n_dense * a_dense + (0.0 if dense_only else n_moe * a_moe)
     full_input = BF16 * model.hidden * d.tokens_sp
-    working = jnp.maximum(a_dense, 0.0 if dense_only else jnp.where(d.moe_rank > 0, a_moe, 0.0))
-    per_mb = jnp.where(plan.recompute >= 2, d.layers_rank * full_input + 0.0, per_mb)
+    working = jnp.maximum(a_dense, 0.0 if dense_only else jnp.where(load.moe > 0, a_moe, 0.0))
+    per_mb = jnp.where(plan.recompute >= 2, (n_dense + n_moe) * full_input + 0.0, per_mb)
     extra = jnp.where(plan.recompute >= 2, working, 0.0)
-    interleave = jnp.where(plan.vpp > 1, 1.0 + (plan.pp - 1.0) / (plan.pp * plan.vpp), 1.0)
-    one_f_one_b = smooth.smin(d.microbatches, plan.pp, temperature) * interleave
-    dual = plan.schedule
-    in_flight = (1.0 - dual) * one_f_one_b + dual * (plan.pp + 1.0)
     embed_out = BF16 * model.hidden * d.tokens_sp
-    first = in_flight * (per_mb + embed_out)
     logits = 6.0 * d.tokens * model.vocab / plan.tp
-    last = per_mb + logits
-    # DualPipe's rank 0 is also the last stage: embedding output and logits on one rank
-    staged = jnp.where(ends_apart(plan), smooth.smax(first, last, temperature), first + logits)
+    staged = load.in_flight * (per_mb + load.embedding * embed_out) + load.head * logits
     a2a = 2.0 * BF16 * d.tokens_moe * model.top_k * layer_costs.capacity(model) * model.hidden
     transient = BF16 * d.tokens * model.hidden
     if not dense_only:
@@ -242,13 +235,30 @@ def activations(model: Model, plan: Plan, d: Dims, temperature: float = 0.0):
     return staged + extra + transient
 
 
-def memory(model: Model, system: System, plan: Plan, d: Dims,
-           temperature: float = 0.0, structure: Structure | None = None) -> Memory:
-    """HBM bytes per GPU on the most loaded rank; ``structure`` (default ``d.structure``,
-    the one ``d`` was computed for) decides which blocks are built."""
-    if structure is not None:
-        d = dataclasses.replace(d, structure=structure)
-    w, g, o = model_state(model, plan, d)
-    act = activations(model, plan, d, temperature)
+def rank_memory(model: Model, system: System, plan: Plan, d: Dims, load: RankLoad) -> Memory:
+    """HBM bytes of one pipeline rank."""
+    w, g, o = model_state(model, plan, d, load)
+    act = activations(model, plan, d, load)
     reserved = system.constants.reserved_bytes + 0.0 * system.gpu.hbm_bytes
     return Memory(w, g, o, act, reserved, w + g + o + act + reserved)
+
+
+def memory(model: Model, system: System, plan: Plan, d: Dims, lay: Layout,
+           structure: Structure | None = None) -> Memory:
+    """HBM bytes per GPU on the pipeline rank that needs the most (of the first, a middle
+    and the last rank, :class:`~cpo_opt.model.pipeline.Layout`); ``Memory.rank`` says which
+    (0, 1, 2: :data:`~cpo_opt.model.pipeline.RANK_NAMES`). ``structure`` (default
+    ``d.structure``, the one ``d`` was computed for) decides which blocks are built."""
+    if structure is not None:
+        d = dataclasses.replace(d, structure=structure)
+    best = None
+    for i, load in enumerate(lay.ranks()):
+        m = rank_memory(model, system, plan, d, load)
+        m = dataclasses.replace(m, rank=jnp.asarray(float(i)) + 0.0 * m.total)
+        if best is None:
+            best = m
+        else:
+            take = m.total > best.total
+            best = Memory(*(jnp.where(take, getattr(m, f.name), getattr(best, f.name))
+                            for f in dataclasses.fields(Memory)))
+    return best

@@ -56,6 +56,11 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   micro-batch's forward/backward.
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
+  The overlap (Transformer Engine's userbuffers, ``--tp-comm-overlap``) moves data by
+  peer-to-peer copies inside the NVLink domain, so a TP group that leaves its scale-up
+  domain runs its collectives exposed; its kernels hold SMs like the EP all-to-all's
+  (``comm_sm_fraction``, below; TE's userbuffers take up to ``UB_MAX_SM = 32``), so the
+  GEMMs they overlap stretch the same way.
 * EP all-to-all is exposed unless ``overlap_ep``; then it hides behind the wall time of a
   whole MoE layer of a neighbouring micro-batch, its TP/CP exposure included: Megatron-Core's
   1F1B A2A overlap (``--overlap-moe-expert-parallel-comm``) and DualPipe run the forward of
@@ -94,6 +99,7 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +107,7 @@ import jax.numpy as jnp
 from cpo_opt.model import compute
 from cpo_opt.model import fabric
 from cpo_opt.model import layer_costs
+from cpo_opt.model import pipeline
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System, pytree
@@ -108,6 +115,9 @@ from cpo_opt.model.dims import Dims, dims
 from cpo_opt.model.fabric import NO_COMM, Comm
 from cpo_opt.model.memory import Memory, local_params, memory, routed_saved, sharded_params
 from cpo_opt.model.structure import Structure, check, resolve
+
+TIE = 1e-12
+"""Relative margin by which a pipeline rank must be slower than another to pace the step."""
 
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
@@ -172,6 +182,14 @@ class StepTime:
     tokens_per_s: object
     model_flops_per_gpu: object
     mfu: object
+    working_gpus: object = 0.0
+    """GPUs the plan's placement works (the rest of the cluster idles; aligned placement)."""
+    pacing_rank: object = 0.0
+    """The pipeline rank that paces the steady state (0 first, 1 middle, 2 last)."""
+    first_stage_layers: object = 0.0
+    middle_stage_layers: object = 0.0
+    last_stage_layers: object = 0.0
+    """Layers of the first, a (the largest) middle and the last virtual pipeline stage."""
 
 def _exposed(comm_time, window, overlap, temperature):
     """Exposed part of a communication of ``comm_time`` that may hide behind ``window``:
@@ -198,6 +216,12 @@ def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, expe
     grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
     param = (1.0 - z3) * (1.0 - z0) * ag
     return grad, param, z3 * ag, z3 * (ag + rs)
+
+
+def _select(cond, a: Comm, b: Comm) -> Comm:
+    """``a`` where ``cond`` else ``b``, field by field."""
+    return Comm(*(jnp.where(cond, getattr(a, f), getattr(b, f))
+                  for f in ("time", "up_bytes", "out_bytes")))
 
 
 def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0,
@@ -239,18 +263,35 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)
     ep_f, ep_b = ((NO_COMM, NO_COMM) if dense_only
                   else layer_costs.ep_moe_layer(model, system, plan, d, pl, t))
-    ovl_tp, ovl_ep = plan.overlap_tp, plan.overlap_ep
+    # TP communication overlap (Transformer Engine userbuffers) runs over the scale-up
+    # fabric's peer-to-peer memory: a TP group that leaves its domain cannot overlap
+    # (relaxed model: the domain holds the group; exact: no TP group straddles)
+    # (1e-3: a domain size a derivative moves off its integer still holds the group)
+    inside = (pl.tp.in_domain >= pl.tp.size * (1.0 - 1e-3) if smooth.is_exact(t)
+              else d.fill.domain >= plan.tp * (1.0 - 1e-3))
+    ovl_tp = plan.overlap_tp * jnp.where(jax.lax.stop_gradient(inside), 1.0, 0.0)
+    ovl_ep = plan.overlap_ep
+    # an overlapped collective holds comm_sm_fraction f of the SMs (DeepEP/HybridEP for the
+    # all-to-all, Transformer Engine's userbuffers kernels for TP), so the compute it overlaps
+    # runs on 1 - f of them: + f / (1 - f) of the overlapped time (max(c, w) + r min(c, w)
+    # stays monotone in both)
+    f_sm = system.constants.comm_sm_fraction
+    r_sm = f_sm / (1.0 - f_sm)
+
+    def overlapped(c, w, ovl):
+        return _exposed(c, w, ovl, t) + ovl * r_sm * smooth.smin(c, w, t)
+
     # exposed seconds per layer: (forward, backward); TP behind the layer's GEMMs (MoE layers:
     # the attention GEMMs), CP behind the attention core
     exp_dense = {
-        "tp": (_exposed(tp_d.time, dense_k.gemm_fwd, ovl_tp, t),
-               _exposed(tp_d.time, dense_k.gemm_bwd, ovl_tp, t)),
+        "tp": (overlapped(tp_d.time, dense_k.gemm_fwd, ovl_tp),
+               overlapped(tp_d.time, dense_k.gemm_bwd, ovl_tp)),
         "cp": (_exposed(cp_f.time, att.attn_fwd, 1.0, t),
                _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t)),
     }
     exp_moe = {
-        "tp": (_exposed(tp_m.time, att.gemm_fwd, ovl_tp, t),
-               _exposed(tp_m.time, att.gemm_bwd, ovl_tp, t)),
+        "tp": (overlapped(tp_m.time, att.gemm_fwd, ovl_tp),
+               overlapped(tp_m.time, att.gemm_bwd, ovl_tp)),
         "cp": exp_dense["cp"],
     }
     # EP all-to-all with overlap_ep hides behind the whole MoE layer of another micro-batch
@@ -263,27 +304,30 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
     # PP send/recv likewise hides only behind another micro-batch's compute
     ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
-    # an overlapped all-to-all holds comm_sm_fraction f of the SMs, so the compute it overlaps
-    # runs on 1 - f of them: + f / (1 - f) of the overlapped time (max(c, w) + r min(c, w)
-    # stays monotone in both)
-    f_sm = system.constants.comm_sm_fraction
-    r_sm = f_sm / (1.0 - f_sm)
     # Megatron-Core's merged 1F1B (and DualPipe) pair the forward of one micro-batch with the
     # backward of its neighbour: the forward's all-to-alls run beside the backward's compute
     # and the backward's beside the forward's. The merged pair's forward part lasts
     # max(w_f, c_b) and its backward part max(w_b, c_f), so each part stays monotone in its
     # own compute (what the DP windows below need)
-    exp_moe["ep"] = tuple(
-        _exposed(c, w, ovl_ep, t) + ovl_ep * r_sm * smooth.smin(c, w, t)
-        for c, w in ((ep_b.time, wall_moe_f), (ep_f.time, wall_moe_b)))
+    exp_moe["ep"] = tuple(overlapped(c, w, ovl_ep)
+                          for c, w in ((ep_b.time, wall_moe_f), (ep_f.time, wall_moe_b)))
 
     # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
     cross = fabric.crosses(pl.pp, t)
     act_bytes = 2.0 * plan.micro_batch * model.seq_len * model.hidden / (plan.cp * plan.tp)
     p2p = has_pp * 2.0 * plan.vpp * fabric.p2p(act_bytes, cross, system)
-    dense, experts = local_params(model, plan, d)
-    grad, param, z3_fwd, z3_bwd = _dp_comms(system, plan, pl, dense, experts)
+    # --- pipeline layout (:mod:`cpo_opt.model.pipeline`): the first, a middle and the last
+    # rank; the balanced split weighs the output layer against one (MoE, else dense) layer
+    t_layer = dense_k.fwd + dense_k.bwd
+    if not dense_only:
+        t_layer = t_layer + d.is_moe * (moe_k.fwd + moe_k.bwd - t_layer)
+    lay = pipeline.layout(model, plan, d.microbatches, head.fwd + head.bwd, t_layer, s, t)
+    # DP / ZeRO traffic of each rank's own parameters (and of the average rank's)
+    held = [local_params(model, plan, d, load) for load in lay.ranks()]
+    dp_comms = [_dp_comms(system, plan, pl, *h) for h in held]
+    avg_load = pipeline.average(model, plan, s)
+    avg_comms = _dp_comms(system, plan, pl, *local_params(model, plan, d, avg_load))
 
     # --- host issue (module docstring): a layer pass runs at the slower of its GPU wall time
     # and the host's time to issue its kernels (synchronised per MoE layer by the dispatch)
@@ -312,10 +356,11 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         off_b = smooth.relu(t_off - moe_k.bwd, moe_k.bwd + 1e-9, t)
         host_moe = (host_moe[0] + sync + off_f, host_moe[1] + full * sync + off_b)
 
-    def rank(n_dense, n_moe, n_head):
-        """One micro-batch on a rank holding these blocks: kernels, then the layer-level
-        exposures, then ZeRO-3 traffic hidden behind the forward/backward, then PP send/recv
-        hidden behind the whole micro-batch (each level nests the one inside it)."""
+    def rank(n_dense, n_moe, n_head, z3_fwd, z3_bwd):
+        """One micro-batch on a rank passing through these blocks: kernels, then the
+        layer-level exposures, then the rank's ZeRO-3 traffic hidden behind the forward /
+        backward, then PP send/recv hidden behind the whole micro-batch (each level nests the
+        one inside it)."""
         k = n_dense * dense_k + n_moe * moe_k + n_head * head
         layers_fwd = n_dense * dense_k.fwd + n_moe * moe_k.fwd
         fwd, bwd = k.fwd, k.bwd + full * layers_fwd
@@ -340,20 +385,39 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         out["total"] = total
         return out
 
-    # DualPipe's rank 0 runs half its micro-batches through the last stage (the head)
-    slow = rank(d.dense_rank, d.moe_rank, 1.0 - 0.5 * plan.schedule)
-    l_moe = transformer.moe_layers(model, s)
-    avg = rank((model.layers - l_moe) / plan.pp, l_moe / plan.pp, 1.0 / plan.pp)
+    # the pacing rank is the slowest of the first, a middle and the last rank (a micro-batch
+    # passes through per_mb of what a rank holds: half under DualPipe)
+    ranks = [rank(x.dense * x.per_mb, x.moe * x.per_mb, x.head * x.per_mb, c[2], c[3])
+             for x, c in zip(lay.ranks(), dp_comms)]
+    slow, pacing, pace_load = ranks[0], jnp.asarray(0.0), lay.first
+    pace_comms = dp_comms[0]
+    for i, (r, x) in enumerate(zip(ranks[1:], lay.ranks()[1:]), start=1):
+        # a later rank paces only when clearly slower: ranks that tie (all bound by the same
+        # ZeRO-3 traffic, say) keep the first, whatever rounding XLA's fusions give each copy
+        # of this comparison (the selected fields must all come from one rank)
+        take = r["total"] > slow["total"] * (1.0 + TIE)
+        pace_comms = tuple(_select(take, a, b) for a, b in zip(dp_comms[i], pace_comms))
+        slow = {k: (layer_costs.Kernels(*(jnp.where(take, getattr(v, f), getattr(slow[k], f))
+                                          for f in layer_costs.KERNEL_FIELDS))
+                    if k == "kernels" else jnp.where(take, v, slow[k])) for k, v in r.items()}
+        pacing = jnp.where(take, float(i), pacing)
+        pace_load = pipeline.pick(take, x, pace_load)
+    avg = rank(avg_load.dense, avg_load.moe, avg_load.head, avg_comms[2], avg_comms[3])
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
     # gradient reduction (last micro-batch's backward) and parameter gather (first one's
-    # forward) hide behind the rank's actual time for one micro-batch, pipeline wait included
-    # (module docstring): max(grad - (t_rank - fwd), grad + gather - t_rank, 0)
+    # forward) of every rank hide behind that rank's actual time for one micro-batch, which
+    # is the pacing rank's (pipeline wait included: the rank is idle, its NIC is not; module
+    # docstring): max(grad_r - (t_pace - fwd_r), grad_r + gather_r - t_pace, 0) for the
+    # rank's own parameters; the step waits for the last rank to finish (the max over ranks,
+    # each term monotone, so their max is too)
     w_total = slow["total"]
-    w_grad = w_total - slow["wall_fwd"]
-    both = grad.time + param.time
-    hidden = smooth.smax(smooth.relu(grad.time - w_grad, w_grad + 1e-9, t),
-                         smooth.relu(both - w_total, w_total + 1e-9, t), t)
-    dp_step = both + plan.overlap_dp * (hidden - both)
+    dp_step = 0.0
+    for (grad_r, param_r, _, _), r in zip(dp_comms, ranks):
+        w_grad = w_total - r["wall_fwd"]
+        both = grad_r.time + param_r.time
+        hidden = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
+                             smooth.relu(both - w_total, w_total + 1e-9, t), t)
+        dp_step = smooth.smax(dp_step, both + plan.overlap_dp * (hidden - both), t)
 
     # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
     # the average rank; with fewer micro-batches than stages interleaving stops helping
@@ -365,7 +429,10 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
 
     # --- optimizer and other
-    updated = sharded_params(dense, experts, plan, d, 1.0)  # the rank's optimizer shard
+    # the rank's optimizer shard (the largest over ranks: every rank updates at once)
+    updated = 0.0
+    for dense_r, experts_r in held:
+        updated = jnp.maximum(updated, sharded_params(dense_r, experts_r, plan, d, 1.0))
     # offloaded optimizer: fp32 gradients to the host and bf16 weights back over the host
     # link (both directions at once), the update in host memory (not timed: Grace/x86
     # memory streams the 30 bytes/param at a few hundred GB/s, in parallel on every GPU)
@@ -389,7 +456,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     )
     step = breakdown.total()
 
-    layers_rank = d.dense_rank + d.moe_rank
+    n_dense, n_moe = pace_load.dense * pace_load.per_mb, pace_load.moe * pace_load.per_mb
+    layers_rank = n_dense + n_moe
     detail = ComputeDetail(
         gemm=n_mb * (kernels.gemm_fwd + kernels.gemm_bwd),
         attention=n_mb * layers_rank * (att.attn_fwd + att.attn_bwd),
@@ -398,16 +466,16 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         host=n_mb * slow["host"],
     )
     passes = 2.0 + full  # forward, backward, and a recomputed forward
-    comm_mb = (passes * (d.dense_rank * tp_d + d.moe_rank * tp_m)
+    comm_mb = (passes * (n_dense * tp_d + n_moe * tp_m)
                + layers_rank * (3.0 + full) * cp_f
-               + d.moe_rank * ((1.0 + full) * ep_f + ep_b) + p2p + z3_fwd + z3_bwd)
-    comm = n_mb * comm_mb + grad + param
-    mem = memory(model, system, plan, d, t)
+               + n_moe * ((1.0 + full) * ep_f + ep_b) + p2p + pace_comms[2] + pace_comms[3])
+    comm = n_mb * comm_mb + pace_comms[0] + pace_comms[1]
+    mem = memory(model, system, plan, d, lay)
 
     tokens = plan.global_batch * model.seq_len
     fpt = transformer.flops_per_token(model, s)
     tps = tokens / step
-    flops_gpu = fpt * tps / system.gpus
+    flops_gpu = fpt * tps / d.fill.world  # per working GPU
     peak = jnp.where(plan.fp8 > 0, system.gpu.matmul_flops_fp8, system.gpu.matmul_flops_bf16)
     return StepTime(
         step_time_s=step,
@@ -424,4 +492,20 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         tokens_per_s=tps,
         model_flops_per_gpu=flops_gpu,
         mfu=flops_gpu / peak,
+        working_gpus=d.fill.world,
+        pacing_rank=pacing,
+        first_stage_layers=lay.first_stage,
+        middle_stage_layers=lay.middle_stage,
+        last_stage_layers=lay.last_stage,
     )
+
+
+@functools.partial(jax.jit, static_argnames=("temperature", "structure"))
+def step_time_jit(model, system, plan, temperature: float = 0.0,
+                  structure: Structure | None = None) -> StepTime:
+    """:func:`step_time` under ``jax.jit`` (one compilation per dtype, shape and
+    ``structure``). The inputs are traced, so ``structure=None`` builds every block and
+    blends them per row (:data:`~cpo_opt.model.structure.DYNAMIC`: one program for every
+    model, e.g. ``validate``'s cases); the model's own structure builds only its blocks (half
+    the compile time for a dense model; same numbers)."""
+    return step_time(model, system, plan, temperature, structure=structure)

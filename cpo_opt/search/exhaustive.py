@@ -46,19 +46,22 @@ one (64.6x on DeepSeek-V3/GB200)."""
 
 
 @functools.lru_cache(maxsize=4)
-def _plans(model_values: str, system_values: str, global_batch: int) -> dict[str, np.ndarray]:
+def _plans(model_values: str, system_values: str, global_batch: int, options: str,
+           fp8: int) -> dict[str, np.ndarray]:
     import json
     return lattice.enumerate_plans(json.loads(model_values), json.loads(system_values),
-                                   global_batch)
+                                   global_batch, options=json.loads(options), fp8=fp8)
 
 
 def plan_columns(space: SearchSpace) -> dict[str, np.ndarray]:
-    """Every valid plan of the space (:func:`lattice.enumerate_plans`), cached for the last
-    few spaces so that sizing a space (:func:`space_size`) and searching it enumerate once."""
+    """Every valid plan of the space (:func:`lattice.enumerate_plans`, with the option
+    columns the space's stack lets the search choose), cached for the last few spaces so
+    that sizing a space (:func:`space_size`) and searching it enumerate once."""
     import json
     return _plans(json.dumps(space.model.values, sort_keys=True, default=str),
                   json.dumps(space.system.values, sort_keys=True, default=str),
-                  int(space.global_batch))
+                  int(space.global_batch), json.dumps(space.options, sort_keys=True),
+                  space.fp8)
 
 
 def space_size(space: SearchSpace, grid: int = 9) -> int:

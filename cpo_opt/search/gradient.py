@@ -50,9 +50,9 @@ COMBOS = tuple(itertools.product((0, 1, 2), (0, 1, 2, 3)))  # (recompute, zero)
 POW2 = ("tp", "cp", "ep", "etp", "micro_batch")
 
 
-@functools.partial(jax.jit, static_argnames=("free", "structure"))
+@functools.partial(jax.jit, static_argnames=("free", "structure", "fixed"))
 def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
-             power_budget_w, free: tuple[str, ...], structure: Structure):
+             power_budget_w, free: tuple[str, ...], structure: Structure, fixed=()):
     """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``.
 
     The model is traced (one compilation per :class:`Structure` and free-field tuple, shared
@@ -65,7 +65,7 @@ def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch
             z, state = carry
             (val, st), g = jax.value_and_grad(relaxed.objective, has_aux=True)(
                 z, rc, zr, t, model, system, global_batch, fp8, flash, power_budget_w, free,
-                structure)
+                structure, fixed)
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             upd, state = opt.update(g, state)
             z = jnp.clip(z + upd, lo, hi)
@@ -90,7 +90,7 @@ def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 
         jnp.asarray(z0), jnp.asarray(combos[:, 0]), jnp.asarray(combos[:, 1]),
         jnp.asarray(lo), jnp.asarray(hi), jnp.geomspace(t_start, t_end, steps), lr,
         space.model.model, space.system.system, float(space.global_batch), float(space.fp8),
-        float(space.flash), budget, space.free, S.structure(space))
+        float(space.flash), budget, space.free, S.structure(space), space.fixed)
     return np.asarray(z), combos, np.asarray(vals), np.asarray(st)
 
 
@@ -123,25 +123,40 @@ def round_points(space: SearchSpace, z: np.ndarray) -> dict[str, np.ndarray]:
             axes.append(sorted({np.floor(v), np.ceil(v)}) if key in INTEGER_FIELDS else [v])
         for combo in itertools.product(*axes):
             for rc, zero in COMBOS:
-                rows.append(combo[:n] + (rc, zero) + combo[n:])
+                for opts in _option_combos(space):
+                    rows.append(combo[:n] + (rc, zero) + opts + combo[n:])
     return _columns(space, np.asarray(rows, dtype=float))
+
+
+def _option_combos(space: SearchSpace) -> list[tuple[int, ...]]:
+    """Every combination of the option columns the space enumerates (order of
+    ``space.options``)."""
+    return list(itertools.product(*space.options.values()))
 
 
 def _columns(space: SearchSpace, rows: np.ndarray, unique: bool = True
              ) -> dict[str, np.ndarray]:
     """Rows ``(degrees..., recompute, zero, hw...)`` -> valid lattice columns (deduplicated
     when ``unique``; rows known to be distinct skip the sort)."""
+    names = _names(space)
     if rows.size == 0:
-        rows = np.zeros((0, len(relaxed.DEGREES) + 2 + len(space.free)))
+        rows = np.zeros((0, len(names) + len(space.free)))
     if unique:
         rows = np.unique(rows, axis=0)
-    names = relaxed.DEGREES + ("recompute", "zero")
     cols = {k: rows[:, i].astype(np.int64) for i, k in enumerate(names)}
     for j, key in enumerate(space.free):
         cols["hw:" + key] = rows[:, len(names) + j]
     cols["global_batch"] = np.full(len(rows), space.global_batch, dtype=np.int64)
-    ok = lattice.in_space(cols, space.model.values, space.system.values)
-    return {k: v[ok] for k, v in cols.items()}
+    ok = lattice.in_space(cols, space.model.values, space.system.values, space.fp8)
+    cols = {k: v[ok] for k, v in cols.items()}
+    cols["dp"] = lattice._dp_work(cols, space.system.values)[0] if len(cols["tp"]) else \
+        np.zeros(0, dtype=np.int64)
+    return cols
+
+
+def _names(space: SearchSpace) -> tuple[str, ...]:
+    """Row layout: degrees, recompute, zero, the enumerated options (then hardware)."""
+    return relaxed.DEGREES + ("recompute", "zero") + tuple(space.options)
 
 
 def _steps(space: SearchSpace, name: str, v: int) -> tuple[int, ...]:
@@ -178,13 +193,17 @@ def _neighbours(space: SearchSpace, cols: dict, i: int, full: bool = True
     recompute/ZeRO pair. ``full``: the changed degrees take every value of their axis (a
     two-dimensional line search: coupled moves such as ``pp / 9, vpp / 8`` are one move);
     otherwise one step along each (``_steps``)."""
-    base = np.asarray([int(cols[k][i]) for k in relaxed.DEGREES], dtype=float)
+    axes_names = relaxed.DEGREES + tuple(space.options)
+    base = np.asarray([int(cols[k][i]) for k in axes_names], dtype=float)
     hw = np.asarray([float(cols["hw:" + k][i]) for k in space.free], dtype=float)
+    n_deg = len(relaxed.DEGREES)
     if full:
         moves = {d: tuple(v for v in _axis(space, name) if v != base[d])
                  for d, name in enumerate(relaxed.DEGREES)}
     else:
         moves = {d: _steps(space, name, int(base[d])) for d, name in enumerate(relaxed.DEGREES)}
+    for j, name in enumerate(space.options):  # options: one more axis each
+        moves[n_deg + j] = tuple(v for v in space.options[name] if v != base[n_deg + j])
     parts = [base[None, :]]
     for d, vals in moves.items():
         alt = np.repeat(base[None, :], len(vals), 0)
@@ -197,14 +216,19 @@ def _neighbours(space: SearchSpace, cols: dict, i: int, full: bool = True
         parts.append(alt)
     alts = np.concatenate(parts)
     combos = np.asarray(COMBOS, dtype=float)
-    rows = np.concatenate([np.repeat(alts, len(combos), 0), np.tile(combos, (len(alts), 1)),
-                           np.broadcast_to(hw, (len(alts) * len(combos), len(hw)))], axis=1)
+    deg, opt = alts[:, :n_deg], alts[:, n_deg:]
+    reps = len(combos)
+    rows = np.concatenate([np.repeat(deg, reps, 0), np.tile(combos, (len(alts), 1)),
+                           np.repeat(opt, reps, 0),
+                           np.broadcast_to(hw, (len(alts) * reps, len(hw)))], axis=1)
     return _columns(space, rows, unique=False)  # distinct by construction
 
 
 def _key(cols: dict, i: int) -> tuple:
-    """A row's identity: its plan and (for co-design) its hardware point."""
-    plan = tuple(int(cols[k][i]) for k in relaxed.DEGREES + ("recompute", "zero"))
+    """A row's identity: its plan (degrees, options, recompute, zero) and (for co-design)
+    its hardware point."""
+    names = relaxed.DEGREES + tuple(k for k in lattice.OPTION_COLUMNS if k in cols)
+    plan = tuple(int(cols[k][i]) for k in names + ("recompute", "zero"))
     return plan + tuple(float(cols[k][i]) for k in cols if k.startswith("hw:"))
 
 
@@ -237,7 +261,7 @@ def _hardware_moves(space: SearchSpace, cols: dict, i: int) -> dict[str, np.ndar
         p[:, j1], p[:, j2] = a.ravel(), b.ravel()
         points.append(p)
     points = np.concatenate(points)
-    plan = [float(cols[k][i]) for k in relaxed.DEGREES + ("recompute", "zero")]
+    plan = [float(cols[k][i]) for k in _names(space)]
     rows = np.concatenate([np.repeat(np.asarray(plan)[None, :], len(points), 0), points], axis=1)
     return _columns(space, rows, unique=False)
 
@@ -246,10 +270,11 @@ def _beam(cols: dict, scores: dict, width: int) -> list[int]:
     """Rows of the ``width`` fastest feasible distinct plans (ignoring recompute/ZeRO)."""
     order = np.argsort(scores["step_time_s"], kind="stable")
     seen, out = set(), []
+    n_opt = sum(1 for k in lattice.OPTION_COLUMNS if k in cols)
     for i in order:
         if not np.isfinite(scores["step_time_s"][i]):
             break
-        k = _key(cols, int(i))[: len(relaxed.DEGREES)]
+        k = _key(cols, int(i))[: len(relaxed.DEGREES) + n_opt]
         if k not in seen:
             seen.add(k)
             out.append(int(i))

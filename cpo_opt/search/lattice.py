@@ -10,8 +10,18 @@ and ``bench``) is every combination of
 * ``recompute``: none, selective, full; ``zero``: 0..3;
 
 that satisfies every plan rule of SPEC.md (the same rules :mod:`cpo_opt.inputs.plan_rules` applies to
-files; a test checks the two agree). ``sequence_parallel`` is on when ``tp > 1``; the dtype,
-attention kernel and overlap switches are fixed by the caller.
+files; a test checks the two agree). ``sequence_parallel`` is on when ``tp > 1``; the dtype and
+attention kernel are fixed by the caller.
+
+Software options (:data:`OPTION_COLUMNS`: placement, EP overlap, dispatcher, CUDA graphs,
+schedule, low-precision storage, pipeline layout) are columns too when a search chooses them
+(:mod:`cpo_opt.inputs.stacks`, ``[search] choose``): ``options`` maps each to the codes to
+enumerate, and a row holds a non-default code only where the option applies (aligned
+placement where it lays the job out differently, DualPipe where its rules hold, EP overlap
+and DeepEP dispatch with expert parallelism, ...: the rules of
+:func:`cpo_opt.inputs.plan_rules.applies`), so no two rows are the same plan. Options that
+are not columns take the ``fixed`` codes of :func:`to_plan`. Aligned rows derive ``dp`` from
+the GPUs the placement works (:func:`cpo_opt.model.fabric.fill`).
 """
 
 from __future__ import annotations
@@ -26,6 +36,31 @@ from cpo_opt.model.config import Plan
 
 COLUMNS = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "recompute", "zero")
 MAX_TP, MAX_CP, MAX_ETP, MAX_VPP, MAX_MICRO_BATCH = 128, 64, 8, 8, 16
+
+OPTION_COLUMNS = ("placement", "overlap_ep", "dispatcher", "cuda_graphs", "schedule",
+                  "low_precision_storage", "pipeline_layout")
+"""Software options a search may enumerate, as numeric codes (``placement`` 0 contiguous / 1
+aligned; ``dispatcher`` 0 alltoall / 1 deepep; ``schedule`` 0 1f1b / 1 dualpipe;
+``pipeline_layout`` 0 even / 1 balanced; the rest 0 off / 1 on)."""
+
+OPTION_ATTRS = {"pipeline_layout": "layout_balanced"}
+"""Option column -> :class:`~cpo_opt.model.config.Plan` field where the names differ."""
+
+
+def working_gpus(cols: dict, system_values: dict):
+    """GPUs each row's placement works (:func:`cpo_opt.model.fabric.fill`, vectorized)."""
+    import types
+    from cpo_opt.model import fabric
+    gpus = float(system_values["cluster"]["gpus"])
+    n = len(cols["tp"])
+    placement = cols.get("placement", np.zeros(n))
+    if not np.any(placement > 0):
+        return np.full(n, int(gpus), dtype=np.int64)
+    sys_ = types.SimpleNamespace(gpus=gpus, scale_up=types.SimpleNamespace(
+        domain_size=float(system_values["scale_up"]["domain_size"])))
+    p = types.SimpleNamespace(**{k: np.asarray(cols[k], float) for k in ("tp", "cp", "ep", "etp")},
+                              placement=np.asarray(placement, float))
+    return np.rint(np.asarray(fabric.fill(sys_, p).world)).astype(np.int64)
 
 
 def powers_of_two(limit: int) -> np.ndarray:
@@ -75,21 +110,24 @@ def _keep(table: dict[str, np.ndarray], mask: np.ndarray) -> dict:
     return {c: v[mask] for c, v in table.items()}
 
 
-def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: dict
-               ) -> np.ndarray:
+def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: dict,
+               fp8: int = 0) -> np.ndarray:
     """Which rows of plan columns satisfy every plan rule of SPEC.md (vectorized).
 
     ``cols`` holds integer arrays for :data:`COLUMNS` and ``global_batch``; ``dp`` is derived.
     The same rules as :mod:`cpo_opt.inputs.plan_rules` (a test checks they agree).
     """
     m, moe = model_values["model"], model_values.get("model.moe")
-    gpus = int(system_values["cluster"]["gpus"])
     tp, cp, pp, vpp = cols["tp"], cols["cp"], cols["pp"], cols["vpp"]
     ep, etp, mb, gb = cols["ep"], cols["etp"], cols["micro_batch"], cols["global_batch"]
     grid = tp * cp * pp
     ok = (tp >= 1) & (cp >= 1) & (pp >= 1) & (vpp >= 1) & (ep >= 1) & (etp >= 1) & (mb >= 1)
-    ok &= gpus % np.maximum(grid, 1) == 0
-    dp = gpus // np.maximum(grid, 1)
+    work = working_gpus(cols, system_values)
+    ok &= work % np.maximum(grid, 1) == 0
+    dp = work // np.maximum(grid, 1)
+    if "placement" in cols:  # aligned units nest (the smaller block divides the larger)
+        a, b = tp * cp, etp * ep
+        ok &= (cols["placement"] == 0) | (np.maximum(a, b) % np.maximum(np.minimum(a, b), 1) == 0)
     ok &= (m["heads"] % tp == 0) & (m["kv_heads"] % tp == 0)
     if moe is None or moe["dense_layers"] > 0:
         ok &= m["ffn_hidden"] % tp == 0
@@ -102,11 +140,41 @@ def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: d
     ok &= ((m["seq_len"] // cp) % tp == 0) | (tp == 1)
     ok &= ((vpp == 1) | (pp > 1)) & (pp * vpp <= m["layers"])
     ok &= gb % np.maximum(mb * dp, 1) == 0
+    ok &= option_mask(cols, model_values, system_values, dp, work, fp8)
     return ok
 
 
-def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dict
-             ) -> np.ndarray:
+def option_mask(cols: dict, model_values: dict, system_values: dict, dp, work,
+                fp8: int = 0) -> np.ndarray:
+    """Rows whose option columns hold a non-default code only where the option applies
+    (the rules of :func:`cpo_opt.inputs.plan_rules.applies`; aligned placement only where it
+    idles GPUs, i.e. lays the job out differently from contiguous placement)."""
+    n = len(cols["tp"])
+    ok = np.ones(n, dtype=bool)
+    moe = model_values.get("model.moe")
+    pp, vpp, ep = cols["pp"], cols["vpp"], cols["ep"]
+    gpus = int(system_values["cluster"]["gpus"])
+    on = {k: np.asarray(cols[k]) > 0 for k in OPTION_COLUMNS if k in cols}
+    dual = on.get("schedule", np.zeros(n, dtype=bool))
+    if "placement" in on:
+        ok &= ~on["placement"] | (work < gpus)
+    if "schedule" in on:
+        m = cols["global_batch"] // np.maximum(cols["micro_batch"] * dp, 1)
+        ok &= ~dual | ((pp >= 2) & (pp % 2 == 0) & (vpp == 1) & (m >= 2 * pp) & (m % 2 == 0))
+    has_ep = (ep > 1) if moe is not None else np.zeros(n, dtype=bool)
+    if "dispatcher" in on:
+        ok &= ~on["dispatcher"] | has_ep
+    if "overlap_ep" in on:
+        ok &= ~on["overlap_ep"] | (has_ep & ((pp == 1) | (vpp > 1) | dual))
+    if "pipeline_layout" in on:
+        ok &= ~on["pipeline_layout"] | (pp * vpp >= 2)
+    if "low_precision_storage" in on:
+        ok &= ~on["low_precision_storage"] | bool(fp8)
+    return ok
+
+
+def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dict,
+             fp8: int = 0) -> np.ndarray:
     """Rows inside the search space: :func:`valid_mask` plus the space's own bounds (powers
     of two, the ``MAX_*`` caps, recompute and ZeRO codes), as :func:`enumerate_plans` builds
     it, so any search returns a plan the exhaustive search also scores."""
@@ -114,7 +182,7 @@ def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dic
         return (x >= 1) & (x <= cap) & ((x & (x - 1)) == 0)
 
     moe = model_values.get("model.moe")
-    ok = valid_mask(cols, model_values, system_values)
+    ok = valid_mask(cols, model_values, system_values, fp8)
     ok &= pow2(cols["tp"], MAX_TP) & pow2(cols["cp"], MAX_CP) & pow2(cols["etp"], MAX_ETP)
     ok &= pow2(cols["ep"], moe["experts"] if moe else 1)
     ok &= pow2(cols["micro_batch"], MAX_MICRO_BATCH) & (cols["vpp"] <= MAX_VPP)
@@ -123,8 +191,11 @@ def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dic
 
 
 def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
-                    recompute=(0, 1, 2), zero=(0, 1, 2, 3)) -> dict[str, np.ndarray]:
-    """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch``).
+                    recompute=(0, 1, 2), zero=(0, 1, 2, 3),
+                    options: dict[str, tuple[int, ...]] | None = None,
+                    fp8: int = 0) -> dict[str, np.ndarray]:
+    """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch`` and
+    the enumerated option columns).
 
     Built as a staged cartesian product that prunes early, then checked once more with
     :func:`valid_mask` so that enumeration and rounding share one rule set.
@@ -133,7 +204,11 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
       model_values, system_values: ``ModelSpec.values`` and ``SystemSpec.values``.
       global_batch: sequences per step (fixed for the whole space).
       recompute, zero: the codes to include.
+      options: option column -> codes to enumerate (:data:`OPTION_COLUMNS`); ``None`` or
+        absent: not a column (contiguous placement, the caller's fixed codes).
+      fp8: the space's dtype (low-precision storage applies only to fp8 plans).
     """
+    options = {k: tuple(v) for k, v in (options or {}).items() if len(v) > 0}
     m, moe = model_values["model"], model_values.get("model.moe")
     gpus = int(system_values["cluster"]["gpus"])
     seq, layers = int(m["seq_len"]), int(m["layers"])
@@ -156,20 +231,40 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
         t = _cross(t, "etp", powers_of_two(MAX_ETP))
         dp = gpus // (t["tp"] * t["cp"] * t["pp"])
         t = _keep(t, (t["tp"] * t["cp"] * dp) % (t["etp"] * t["ep"]) == 0)
+    if "placement" in options:
+        t = _cross(t, "placement", np.asarray(options["placement"]))
     t = _cross(t, "micro_batch", powers_of_two(MAX_MICRO_BATCH))
     t["global_batch"] = np.full_like(t["tp"], global_batch)
-    t = _keep(t, valid_mask(t, model_values, system_values))
+    t = _keep(t, valid_mask(t, model_values, system_values, fp8))
+    for name in OPTION_COLUMNS:
+        if name in options and name != "placement":
+            t = _cross(t, name, np.asarray(options[name]))
+            t = _keep(t, option_mask(t, model_values, system_values,
+                                     *_dp_work(t, system_values), fp8))
     t = _cross(t, "recompute", np.asarray(recompute))
     t = _cross(t, "zero", np.asarray(zero))
-    t["dp"] = gpus // (t["tp"] * t["cp"] * t["pp"])
+    t["dp"] = _dp_work(t, system_values)[0]
     return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}
+
+
+def _dp_work(t: dict, system_values: dict):
+    """``(dp, working GPUs)`` of each row."""
+    work = working_gpus(t, system_values)
+    return work // (t["tp"] * t["cp"] * t["pp"]), work
 
 
 def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0,
             overlap_ep: int = 0, overlap_dp: int = 1, placement: int = 0,
-            cuda_graphs: int = 0) -> Plan:
+            cuda_graphs: int = 0, fixed: dict[str, float] | None = None) -> Plan:
     """Batched :class:`Plan` from lattice columns (numpy or traced arrays), with the Megatron
     default switches (SP when ``tp > 1``, p2p overlap when ``vpp > 1``).
+
+    Software options come from the option columns where present, else from ``fixed``
+    (``{plan field: code}``, a stack's defaults: :func:`cpo_opt.search.space.fixed_options`),
+    else from the keyword switches. Values that do not apply to a row are switched off the
+    way a plan file's are (:func:`cpo_opt.inputs.plan_rules.applies`): EP overlap without
+    expert parallelism or, with ``pp > 1``, without interleaving or DualPipe; DualPipe where
+    its rules fail; low-precision storage in bf16.
 
     Inside a traced function, Python-number ``fp8``/``flash``/overlap switches stay Python
     numbers, so blocks they switch off are dropped at trace time."""
@@ -177,26 +272,68 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
     dtype = dtype or (np.float64 if xp is np else None)
     c = {k: xp.asarray(columns[k], dtype=dtype) for k in COLUMNS + ("global_batch",)}
     ones = xp.ones_like(c["tp"]) if xp is np else 1.0
+    opts = {"overlap_tp": overlap_tp, "overlap_ep": overlap_ep, "overlap_dp": overlap_dp,
+            "placement": placement, "cuda_graphs": cuda_graphs}
+    opts.update(fixed or {})
+    for name in OPTION_COLUMNS:
+        if name in columns:
+            opts[OPTION_ATTRS.get(name, name)] = xp.asarray(columns[name], dtype=dtype)
+    opt = {k: ones * v for k, v in opts.items()}
+    dual = opt.get("schedule", 0.0 * ones)
+    if "schedule" in opt:  # DualPipe where its rules hold (a stack default elsewhere: off)
+        m = c["global_batch"] / (c["micro_batch"] * _dp_of(c, columns, xp))
+        ok = ((c["pp"] >= 2) & (xp.remainder(c["pp"], 2.0) == 0) & (c["vpp"] == 1)
+              & (m >= 2 * c["pp"]) & (xp.remainder(m, 2.0) == 0))
+        dual = xp.where(ok, dual, 0.0)
+        opt["schedule"] = dual
+    if "overlap_ep" in opt:
+        ok = (c["ep"] > 1) & ((c["pp"] == 1) | (c["vpp"] > 1) | (dual > 0))
+        opt["overlap_ep"] = xp.where(ok, opt["overlap_ep"], 0.0)
+    if "low_precision_storage" in opt:
+        opt["low_precision_storage"] = opt["low_precision_storage"] * (ones * fp8)
+    base = dict(recompute_norm_act=0.0, recompute_mla_up=0.0, offload_optimizer=0.0,
+                dispatcher=0.0, perfect_balance=0.0, offload_expert_act=0.0, schedule=0.0,
+                low_precision_storage=0.0, bf16_moments=0.0, layout_balanced=0.0,
+                first_stage_layers=-1.0, last_stage_layers=-1.0, overlap_p2p=None)
+    fields = {k: ones * v for k, v in base.items() if v is not None}
+    fields.update(opt)
+    if "overlap_p2p" not in opt:
+        fields["overlap_p2p"] = xp.where(c["vpp"] > 1, 1.0, 0.0) * ones
     return Plan(
         tp=c["tp"], pp=c["pp"], cp=c["cp"], ep=c["ep"], etp=c["etp"], vpp=c["vpp"],
         micro_batch=c["micro_batch"], global_batch=c["global_batch"],
         sequence_parallel=xp.where(c["tp"] > 1, 1.0, 0.0) * ones, recompute=c["recompute"],
-        zero=c["zero"], fp8=ones * fp8, overlap_tp=ones * overlap_tp,
-        overlap_ep=ones * overlap_ep, overlap_p2p=xp.where(c["vpp"] > 1, 1.0, 0.0) * ones,
-        overlap_dp=ones * overlap_dp, flash_attention=ones * flash,
-        placement=ones * placement, cuda_graphs=ones * cuda_graphs,
-        recompute_norm_act=ones * 0.0, recompute_mla_up=ones * 0.0,
-        offload_optimizer=ones * 0.0, dispatcher=ones * 0.0,
-        perfect_balance=ones * 0.0, offload_expert_act=ones * 0.0,
-        schedule=ones * 0.0, low_precision_storage=ones * 0.0, bf16_moments=ones * 0.0)
+        zero=c["zero"], fp8=ones * fp8, flash_attention=ones * flash, **fields)
+
+
+def _dp_of(c: dict, columns: dict, xp):
+    """``dp`` of each row: the ``dp`` column (:func:`enumerate_plans` and the searches'
+    columns carry it; it depends on the placement)."""
+    if "dp" not in columns:
+        raise ValueError("to_plan: rows that may run DualPipe need the 'dp' column")
+    return xp.asarray(columns["dp"], dtype=c["tp"].dtype)
+
+
+OPTION_VALUES = {
+    "placement": {0: "contiguous", 1: "aligned"},
+    "dispatcher": {0: "alltoall", 1: "deepep"},
+    "schedule": {0: "1f1b", 1: "dualpipe"},
+    "pipeline_layout": {0: "even", 1: "balanced"},
+}
+"""Option codes -> plan-file values (booleans for the rest)."""
 
 
 def plan_values(columns: dict[str, np.ndarray], i: int, dtype: str, attention: str) -> dict:
-    """Row ``i`` of the lattice as a plan table (file units) for :func:`plan_from_values`."""
+    """Row ``i`` of the lattice as a plan table (file units) for :func:`plan_from_values`
+    (option columns included: they become explicit plan keys)."""
     row = {k: int(v[i]) for k, v in columns.items() if k in COLUMNS or k == "global_batch"}
     inv_rc = {v: k for k, v in schema.RECOMPUTE.items()}
     row["recompute"] = inv_rc[row["recompute"]]
     row["sequence_parallel"] = row["tp"] > 1
     row["dtype"] = dtype
     row["attention"] = attention
+    for name in OPTION_COLUMNS:
+        if name in columns:
+            code = int(columns[name][i])
+            row[name] = OPTION_VALUES[name][code] if name in OPTION_VALUES else bool(code)
     return row

@@ -59,33 +59,44 @@ def bounds(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([lo, lb[:, 0]]), np.concatenate([up, lb[:, 1]])
 
 
-def plan_of(z, global_batch, recompute, zero, fp8, flash) -> Plan:
-    """The continuous :class:`Plan` at ``z`` (degrees ``2 ** z``)."""
+RELAXED_FIXED = ("overlap_tp", "overlap_ep", "overlap_dp", "cuda_graphs", "dispatcher",
+                 "recompute_norm_act", "recompute_mla_up", "bf16_moments",
+                 "offload_optimizer", "offload_expert_act", "layout_balanced")
+"""Software options the relaxed model takes from the stack (``fixed``); placement stays
+contiguous, the schedule 1F1B and low-precision storage off (their rules are discrete: the
+rounding and the exact polish try them)."""
+
+
+def plan_of(z, global_batch, recompute, zero, fp8, flash, fixed=()) -> Plan:
+    """The continuous :class:`Plan` at ``z`` (degrees ``2 ** z``), with the stack's
+    software options ``fixed`` (``(plan field, code)`` pairs, :data:`RELAXED_FIXED`)."""
     d = {name: 2.0 ** z[i] for i, name in enumerate(DEGREES)}
     one = jnp.ones_like(z[0])
+    opt = {k: 0.0 for k in RELAXED_FIXED}
+    opt["overlap_dp"] = 1.0
+    opt.update({k: v for k, v in dict(fixed).items() if k in RELAXED_FIXED})
     return Plan(
         tp=d["tp"], pp=d["pp"], cp=d["cp"], ep=d["ep"], etp=d["etp"], vpp=d["vpp"],
         micro_batch=d["micro_batch"], global_batch=one * global_batch,
         sequence_parallel=one, recompute=one * recompute, zero=one * zero,
-        fp8=one * fp8, overlap_tp=0.0 * one, overlap_ep=0.0 * one,
-        overlap_p2p=jnp.clip(d["vpp"] - 1.0, 0.0, 1.0), overlap_dp=one,
-        flash_attention=one * flash, placement=0.0 * one, cuda_graphs=0.0 * one,
-        recompute_norm_act=0.0 * one, recompute_mla_up=0.0 * one,
-        offload_optimizer=0.0 * one, dispatcher=0.0 * one,
-        perfect_balance=0.0 * one, offload_expert_act=0.0 * one,
-        schedule=0.0 * one, low_precision_storage=0.0 * one, bf16_moments=0.0 * one)
+        fp8=one * fp8, overlap_p2p=jnp.clip(d["vpp"] - 1.0, 0.0, 1.0),
+        flash_attention=one * flash, placement=0.0 * one, perfect_balance=0.0 * one,
+        schedule=0.0 * one, low_precision_storage=0.0 * one,
+        first_stage_layers=-1.0 * one, last_stage_layers=-1.0 * one,
+        **{k: one * v for k, v in opt.items()})
 
 
 def objective(z, recompute, zero, temperature, model: Model, system: System, global_batch,
               fp8, flash, power_budget_w, free: tuple[str, ...],
-              structure: Structure | None = None):
+              structure: Structure | None = None, fixed=()):
     """Relaxed objective at ``z`` (see module docstring); also returns the step time.
 
-    Everything but ``free`` (the names of the free hardware fields) and ``structure`` (the
-    static blocks, :func:`cpo_opt.model.step.step_time`) may be traced.
+    Everything but ``free`` (the names of the free hardware fields), ``structure`` (the
+    static blocks, :func:`cpo_opt.model.step.step_time`) and ``fixed`` (the stack's options,
+    :func:`plan_of`) may be traced.
     """
     n = len(DEGREES)
-    plan = plan_of(z, global_batch, recompute, zero, fp8, flash)
+    plan = plan_of(z, global_batch, recompute, zero, fp8, flash, fixed)
     system = schema.with_fields(system, free, [jnp.exp(z[n + j]) for j in range(len(free))])
     r = step_time(model, system, plan, temperature, stacked=True, structure=structure)
     lg = {name: z[i] for i, name in enumerate(DEGREES)}

@@ -46,9 +46,9 @@ contiguous, 1 aligned)."""
 PLACEMENTS = {0: "contiguous", 1: "aligned"}
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "free"))
+@functools.partial(jax.jit, static_argnames=("structure", "free", "fixed"))
 def score_rows(model, system, rows, power_budget_w, *, structure: Structure,
-               free: tuple[str, ...]) -> dict:
+               free: tuple[str, ...], fixed: tuple[tuple[str, float], ...] = ()) -> dict:
     """``vmap(row -> scores)`` of one batch of rows (see module docstring).
 
     Args:
@@ -56,34 +56,26 @@ def score_rows(model, system, rows, power_budget_w, *, structure: Structure,
         reuses one compilation).
       system: the :class:`~cpo_opt.model.config.System` (traced: hardware sweeps reuse one
         compilation).
-      rows: lattice columns (and ``"hw:" + k`` columns for ``free``), one batch.
+      rows: lattice columns (option columns included, ``dp`` for DualPipe rows) and
+        ``"hw:" + k`` columns for ``free``, one batch.
       power_budget_w: cap on interconnect power (``inf`` for none).
       structure: static; the blocks the program has (and fp8 / flash); must be the model's.
       free: static; the free hardware fields.
+      fixed: static; ``(plan field, code)`` of the software options the rows do not carry
+        (the stack's values, :attr:`cpo_opt.search.space.SearchSpace.fixed`).
     """
     fp8, flash = structure.plan_switches()
+    fixed_opts = dict(fixed)
 
     def one(row):
-        # Both rank placements (contiguous; aligned to the domains, spares idle) are scored
-        # and the faster feasible one kept: operators choose it, so the search does too.
         s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
         fabric_ok = fabric_cost.feasible(s, power_budget_w)
-        best = None
-        for placement in (0.0, 1.0):
-            r = step_time(model, s, lattice.to_plan(row, fp8, flash, placement=placement),
-                          structure=structure)
-            ok = r.fits_memory * fabric_ok
-            out = {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
-                   "raw_step_time_s": r.step_time_s, "feasible": ok,
-                   "fits_memory": r.fits_memory, "placement": jnp.asarray(placement)}
-            if best is None:
-                best = out
-            else:  # aligned only when strictly faster (ties: contiguous, no idle GPUs)
-                take = (out["step_time_s"] < best["step_time_s"]) | (
-                    ~jnp.isfinite(best["step_time_s"]) & (out["raw_step_time_s"]
-                                                          < best["raw_step_time_s"]))
-                best = {k: jnp.where(take, out[k], best[k]) for k in best}
-        return best
+        plan = lattice.to_plan(row, fp8, flash, fixed=fixed_opts)
+        r = step_time(model, s, plan, structure=structure)
+        ok = r.fits_memory * fabric_ok
+        return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
+                "raw_step_time_s": r.step_time_s, "feasible": ok,
+                "fits_memory": r.fits_memory, "placement": plan.placement + 0.0 * ok}
 
     return jax.vmap(one)(rows)
 
@@ -97,7 +89,8 @@ def make_exact_scorer(space: SearchSpace) -> Callable[[dict], dict]:
     """``rows -> scores`` for this space: :func:`score_rows` with the space's static
     arguments bound (compiled once per structure, free fields and batch shape)."""
     budget = np.inf if space.power_budget_w is None else space.power_budget_w
-    static = {"structure": structure(space), "free": tuple(space.free)}
+    static = {"structure": structure(space), "free": tuple(space.free),
+              "fixed": space.fixed}
     model, system = space.model.model, space.system.system
 
     def scorer(rows):
@@ -112,8 +105,9 @@ def _dtype():
 
 def columns_for_scoring(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The columns the scorer reads, as float arrays of the current JAX float dtype."""
+    keep = lattice.COLUMNS + lattice.OPTION_COLUMNS + ("global_batch", "dp")
     return {k: np.asarray(v, dtype=_dtype()) for k, v in columns.items()
-            if k in lattice.COLUMNS + ("global_batch",) or k.startswith("hw:")}
+            if k in keep or k.startswith("hw:")}
 
 
 def score(space: SearchSpace, columns: dict[str, np.ndarray], scorer=None,
@@ -157,6 +151,13 @@ def row_result(space: SearchSpace, columns: dict[str, np.ndarray], i: int,
     plan = lattice.plan_values(columns, i, space.dtype, space.attention)
     if scores is not None and "placement" in scores:
         plan["placement"] = PLACEMENTS[int(round(float(scores["placement"][i])))]
+    stack_values = space.stack.options if space.stack is not None else {}
+    for attr, code in space.fixed:  # options the search chose by dominance
+        key = next((k for k, a in lattice.OPTION_ATTRS.items() if a == attr), attr)
+        value = (lattice.OPTION_VALUES[key][int(code)] if key in lattice.OPTION_VALUES
+                 else bool(code))
+        if key in space.chosen and key not in plan and stack_values.get(key) != value:
+            plan[key] = value
     hw = {k: float(columns["hw:" + k][i]) for k in space.free}
     return plan, hw
 

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from cpo_opt.inputs import schema
+from cpo_opt.inputs.schema import PLACEMENT_POLICY_KEY
+from cpo_opt.inputs.stacks import StackSpec, load_stack
 from cpo_opt.model.config import System, replace
 from cpo_opt.inputs.loaders import ArgumentError, InputError, ModelSpec, SystemSpec
-from cpo_opt.inputs.tables import show
+from cpo_opt.inputs.tables import show, to_si
+from cpo_opt.search import lattice
 
 DEFAULT_SPAN = 16.0
 """Default bounds of a free field: its given value divided and multiplied by this factor,
@@ -40,10 +43,28 @@ class SearchSpace:
     free: tuple[str, ...] = ()
     bounds: tuple[tuple[float, float], ...] = ()
     power_budget_w: float | None = None
+    stack: StackSpec | None = None
 
     @property
     def fp8(self) -> int:
         return int(self.dtype == "fp8")
+
+    @property
+    def options(self) -> dict[str, tuple[int, ...]]:
+        """Option columns the search enumerates, with their codes (:func:`search_options`)."""
+        return search_options(self.stack, self.fp8)[0]
+
+    @property
+    def fixed(self) -> tuple[tuple[str, float], ...]:
+        """``(plan field, code)`` of every software option the rows do not carry (hashable:
+        a static argument of the compiled scorers)."""
+        return search_options(self.stack, self.fp8)[1]
+
+    @property
+    def chosen(self) -> tuple[str, ...]:
+        """The options the search chooses (``[search] choose`` of the stack, placement when
+        its policy is ``auto``): reported as chosen by the search."""
+        return search_options(self.stack, self.fp8)[2]
 
     @property
     def attention(self) -> str:
@@ -61,6 +82,56 @@ class SearchResult:
     search_wall_s: float
     method: str
     detail: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+DOMINANT = {"overlap_ep": 1, "cuda_graphs": 1}
+"""Options whose value here is never slower in the model and holds no more memory (EP
+all-to-all overlap: ``max(c - w, 0) + r min(c, w) <= c`` for the SM share ``r < 1``;
+CUDA graphs: less host time, nothing else): a search that may choose them takes this value
+without enumerating the other (exact: the other can only tie). ``tests/test_stacks.py``
+checks the claim on random plans."""
+
+
+def _codes(stack: StackSpec, key: str) -> float:
+    """The numeric code of a stack option's value (the plan key's own encoding)."""
+    k = PLACEMENT_POLICY_KEY if key == "placement" else schema.key_named("plan", key)
+    return to_si((k,), {key: stack.options[key]})[k.attr]
+
+
+def search_options(stack: StackSpec | None, fp8: int = 0):
+    """``(enumerated, fixed, chosen)`` for a stack: the option columns a search enumerates
+    (``{column: codes}``), the ``(plan field, code)`` pairs it holds fixed, and the options
+    it chooses. Placement is enumerated when the stack's policy is ``auto`` or a search may
+    choose it; :data:`DOMINANT` options a search may choose are fixed at their dominant
+    code; every other option takes the stack's value (``fixed``; an option the stack does
+    not set keeps the plan default)."""
+    if stack is None:
+        return {}, (), ()
+    enum: dict[str, tuple[int, ...]] = {}
+    fixed: dict[str, float] = {}
+    chosen = list(stack.choose)
+    policy = stack.options.get("placement", "contiguous")
+    if policy == "auto" or "placement" in stack.choose:
+        enum["placement"] = (0, 1)
+        if "placement" not in chosen:
+            chosen.append("placement")
+    elif "placement" in stack.options:
+        fixed["placement"] = _codes(stack, "placement")
+    for key in lattice.OPTION_COLUMNS:
+        if key == "placement":
+            continue
+        attr = lattice.OPTION_ATTRS.get(key, key)
+        if key in stack.choose and key in DOMINANT:
+            fixed[attr] = float(DOMINANT[key])
+        elif key in stack.choose:
+            enum[key] = (0, 1) if key != "low_precision_storage" or fp8 else (0,)
+        elif key in stack.options:
+            fixed[attr] = _codes(stack, key)
+    for key in ("overlap_tp", "overlap_dp", "overlap_p2p", "recompute_norm_act",
+                "recompute_mla_up", "bf16_moments", "offload_optimizer", "offload_expert_act"):
+        if key in stack.options:
+            fixed[key] = _codes(stack, key)
+    return enum, tuple(sorted(fixed.items())), tuple(chosen)
 
 
 def field_value(system: SystemSpec, key: str) -> float:
@@ -84,8 +155,10 @@ def default_bounds(system: SystemSpec, key: str) -> tuple[float, float]:
 def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = None,
                dtype: str = "bf16", free: tuple[str, ...] = (),
                bounds: dict[str, tuple[float, float]] | None = None,
-               power_budget_w: float | None = None) -> SearchSpace:
-    """Check the free fields and build a :class:`SearchSpace` (InputError on bad keys)."""
+               power_budget_w: float | None = None, stack=None) -> SearchSpace:
+    """Check the free fields and build a :class:`SearchSpace` (InputError on bad keys);
+    ``stack``: the software stack (name, file or spec; ``None``: the default stack)."""
+    stack = load_stack(stack)
     known = schema.system_fields()
     for i, key in enumerate(free):
         if key not in known:
@@ -129,7 +202,7 @@ def make_space(model: ModelSpec, system: SystemSpec, global_batch: int | None = 
         raise ArgumentError("power_budget_kW", f"must be a positive finite number of kW "
                             f"(got {power_budget_w / 1e3})")
     return SearchSpace(model, system, int(global_batch), dtype, flash, tuple(free), tuple(b),
-                       power_budget_w)
+                       power_budget_w, stack)
 
 
 def log_bounds(space: SearchSpace) -> np.ndarray:

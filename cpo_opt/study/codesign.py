@@ -57,7 +57,7 @@ def _search(study: Study, config: str, budget_w: float) -> dict[str, Any]:
     model, gb = study.models[config], study.global_batch(config)
     opt = best_plan(model, study.fabrics["passage"], gb, study.dtype, study.tokens,
                     starts=mode.codesign_starts, steps=mode.codesign_steps, free=FREE,
-                    bounds=study.codesign_bounds, power_budget_w=budget_w)
+                    bounds=study.codesign_bounds, power_budget_w=budget_w, stack=study.stack)
     if not opt["feasible"]:
         return opt
     bw = budget_bandwidth_GB_s(study, budget_w) * (1.0 - 1e-6)
@@ -78,7 +78,7 @@ def _search(study: Study, config: str, budget_w: float) -> dict[str, Any]:
         filled = best_plan(model, system_with(study.fabrics["passage"], hw), gb, study.dtype,
                            study.tokens, starts=mode.search_starts, steps=mode.search_steps,
                            exhaustive_max=mode.sweep_exhaustive_max_plans,
-                           power_budget_w=budget_w)
+                           power_budget_w=budget_w, stack=study.stack)
         fills.append({"bandwidth_GB_s": hw["scale_up.bandwidth_GB_s"], "domain_size": d,
                       "time_to_train_days": filled["time_to_train_days"]})
         if filled["feasible"] and filled["step_time_s"] < best["step_time_s"]:
@@ -135,7 +135,8 @@ def codesign(study: Study, config: str, headline: dict[str, dict[str, Any]],
         from cpo_opt.inputs import system_with
         sys_at = system_with(study.fabrics["passage"], opt["hardware"])
         chk = best_plan(study.models[config], sys_at, study.global_batch(config), study.dtype,
-                        study.tokens, starts=1, steps=1, exhaustive_max=10 ** 9, gradient=False)
+                        study.tokens, starts=1, steps=1, exhaustive_max=10 ** 9, gradient=False,
+                        stack=study.stack)
         out["exhaustive_plan_check"] = {
             "step_time_s": chk["step_time_s"],
             "agree": bool(opt["step_time_s"] <= chk["step_time_s"] * 1.01),

@@ -27,7 +27,8 @@ def elasticities(study: Study, config: str, fabric: str, optimum: dict[str, Any]
                  top: int = 5) -> dict[str, Any]:
     """Elasticities of time to train at one optimum, ranked by magnitude."""
     model, system = study.models[config], study.fabrics[fabric]
-    plan = plan_from_values(optimum["plan"], model, system, where=f"{config} on {fabric}")
+    plan = plan_from_values(optimum["plan"], model, system, f"{config} on {fabric}",
+                            study.stack)
     s = sensitivity(model, system, plan, study.tokens)
     ttt = s["time_to_train"]
     e = ttt["elasticities"]

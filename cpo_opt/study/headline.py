@@ -30,7 +30,8 @@ def optimum(study: Study, config: str, fabric: str, dtype: str | None = None) ->
     mode = study.mode
     return best_plan(study.models[config], study.fabrics[fabric], study.global_batch(config),
                      dtype or study.dtype, study.tokens, starts=mode.search_starts,
-                     steps=mode.search_steps, exhaustive_max=mode.headline_exhaustive_max_plans)
+                     steps=mode.search_steps, exhaustive_max=mode.headline_exhaustive_max_plans,
+                     stack=study.stack)
 
 
 def public(opt: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +51,8 @@ def same_plan(study: Study, config: str, plan: dict[str, Any], fabric: str = "pa
     """Copper's optimal plan evaluated on another fabric: separates the fabric's own effect
     (same plan, faster links / larger domain) from the effect of re-optimizing the plan."""
     model, system = study.models[config], study.fabrics[fabric]
-    r = evaluate(model, system, plan_from_values(plan, model, system, where="copper plan"),
-                 study.tokens)
+    r = evaluate(model, system, plan_from_values(plan, model, system, "copper plan",
+                                                 study.stack), study.tokens)
     return {"fabric": fabric, "step_time_s": r["step_time_s"],
             "time_to_train_days": r["time_to_train_days"], "breakdown_s": r["breakdown_s"],
             "fits_memory": r["fits_memory"],
@@ -69,7 +70,8 @@ def interval(study: Study, config: str, full: dict[str, dict[str, Any]],
     sides = []
     for f in FABRICS:
         s = study.fabrics[f]
-        sides.append((s, plan_from_values(full[f]["plan"], model, s, where=f"{f} optimum")))
+        sides.append((s, plan_from_values(full[f]["plan"], model, s, f"{f} optimum",
+                                          study.stack)))
     return speedup_interval(model, sides[0], sides[1], ranges)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from cpo_opt.model import fabric_cost
-from cpo_opt.search import lattice
 from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec, plan_from_values
 from cpo_opt.inputs import system_with
@@ -28,17 +27,12 @@ AGREE_TOL = 0.01
 """Relative step-time difference under which gradient and exhaustive search agree."""
 
 
-_COUNTS: dict[tuple, int] = {}
-
-
-def plan_count(model: ModelSpec, system: SystemSpec, global_batch: int) -> int:
-    """Number of valid discrete plans (recompute and ZeRO choices included); it depends on
-    the system only through the cluster size (cached on that)."""
-    key = (repr(model.values), int(system.values["cluster"]["gpus"]), int(global_batch))
-    if key not in _COUNTS:
-        cols = lattice.enumerate_plans(model.values, system.values, global_batch)
-        _COUNTS[key] = int(len(cols["tp"]))
-    return _COUNTS[key]
+def plan_count(space) -> int:
+    """Number of valid discrete plans of a search space (recompute, ZeRO and the options its
+    stack lets the search choose included; :func:`cpo_opt.search.exhaustive.plan_columns`,
+    cached)."""
+    from cpo_opt.search.exhaustive import plan_columns
+    return int(len(plan_columns(space)["tp"]))
 
 
 def _finite(x: float) -> float | None:
@@ -49,7 +43,8 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
               tokens: float, *, starts: int, steps: int, seed: int = 0,
               exhaustive_max: int = 0, free: tuple[str, ...] = (),
               bounds: dict[str, tuple[float, float]] | None = None,
-              power_budget_w: float | None = None, gradient: bool = True) -> dict[str, Any]:
+              power_budget_w: float | None = None, gradient: bool = True,
+              stack=None) -> dict[str, Any]:
     """Search the best plan (and free hardware) and evaluate it.
 
     Args:
@@ -60,6 +55,8 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
         plans (0: never). Not used with free hardware fields.
       free, bounds, power_budget_w: co-design (see :func:`cpo_opt.search.make_space`).
       gradient: False skips the gradient search when the exhaustive one will run (sweeps).
+      stack: the software stack (default: the default stack): its options fill the plans
+        and the searches choose what it lets them choose.
 
     Returns:
       ``{"feasible", "plan", "step_time_s", "time_to_train_days", "breakdown_s", "mfu",
@@ -70,8 +67,8 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
       ``feasible`` is False and the numbers are None.
     """
     space = make_space(model, system, global_batch, dtype, tuple(free), bounds=bounds,
-                       power_budget_w=power_budget_w)
-    n = plan_count(model, system, global_batch) if exhaustive_max > 0 and not free else None
+                       power_budget_w=power_budget_w, stack=stack)
+    n = plan_count(space) if exhaustive_max > 0 and not free else None
     exhaustive = n is not None and n <= exhaustive_max
     search: dict[str, Any] = {"method": None, "gradient_step_time_s": None,
                               "exhaustive_step_time_s": None, "agree": None, "space_size": n}
@@ -102,7 +99,8 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
                                       "result")})
         return out
     sys_at = system_with(system, best.hardware)
-    plan = plan_from_values(best.plan_values, model, sys_at, where="study search")
+    plan = plan_from_values(best.plan_values, model, sys_at, "study search", space.stack,
+                            space.chosen)
     return {**out, **summarize(evaluate(model, sys_at, plan, tokens), plan, sys_at)}
 
 

@@ -109,8 +109,8 @@ def _edit(plan: dict[str, Any], edit: tuple[tuple[str, Any], ...]) -> dict[str, 
     return out
 
 
-def _run(model, system, values: dict[str, Any], tokens: float) -> dict[str, Any]:
-    plan = plan_from_values(values, model, system, where="paper figure plan")
+def _run(model, system, values: dict[str, Any], tokens: float, stack=None) -> dict[str, Any]:
+    plan = plan_from_values(values, model, system, "paper figure plan", stack)
     r = evaluate(model, system, plan, tokens)
     return {"plan": dict(plan.values), "step_time_s": r["step_time_s"],
             "time_to_train_days": r["time_to_train_days"], "breakdown_s": r["breakdown_s"],
@@ -148,7 +148,8 @@ def figure(study: Study, variant: Variant = BASE, tick: Callable[[str], None] = 
     for b, s in zip(spec["bars"], systems):
         best.append(best_plan(model, s, gb, dtype, tokens, starts=mode.search_starts,
                               steps=mode.search_steps,
-                              exhaustive_max=mode.headline_exhaustive_max_plans))
+                              exhaustive_max=mode.headline_exhaustive_max_plans,
+                              stack=study.stack))
         tick(f"paper figure {b['name']}")
     if best[0]["plan"] is None:
         return {"variant": variant.name, "what": variant.what, "workload": workload,
@@ -158,12 +159,12 @@ def figure(study: Study, variant: Variant = BASE, tick: Callable[[str], None] = 
     try:
         for opt, s in zip(best, systems):
             if variant.fixed_plan:
-                own = _run(model, s, base_plan, tokens)
+                own = _run(model, s, base_plan, tokens, study.stack)
             elif variant.plan_edit and opt["plan"] is not None:
-                own = _run(model, s, _edit(opt["plan"], variant.plan_edit), tokens)
+                own = _run(model, s, _edit(opt["plan"], variant.plan_edit), tokens, study.stack)
             else:
                 own = opt
-            evaluated.append((own, _run(model, s, base_plan, tokens)))
+            evaluated.append((own, _run(model, s, base_plan, tokens, study.stack)))
     except InputError as e:  # the variant's plan breaks a plan rule: report, do not fail
         return {"variant": variant.name, "what": variant.what, "workload": workload,
                 "feasible": False, "reason": str(e), "rows": []}

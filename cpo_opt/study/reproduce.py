@@ -69,7 +69,7 @@ def _total(study: Study) -> int:
 
 def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
               progress: bool = True, mode: str | None = None,
-              constants=None) -> dict[str, Any]:
+              constants=None, stack=None) -> dict[str, Any]:
     """Run the study; write files into ``out_dir`` (None: write nothing); return the object.
 
     Args:
@@ -82,10 +82,11 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
       mode: ``"full"``, ``"quick"`` or ``"tiny"``; overrides ``quick``.
       constants: a constants table (``--constants``) instead of the shipped constants; the
         speedup intervals then use its fitted intervals where it has them.
+      stack: the software stack (``--stack``) instead of the study file's.
     """
     t0 = time.perf_counter()
     replaces = out_dir is not None and outputs.check_target(out_dir)  # refuse a bad --out now
-    study = load_study(mode or ("quick" if quick else "full"), constants=constants)
+    study = load_study(mode or ("quick" if quick else "full"), constants=constants, stack=stack)
     m = study.mode
     tick = _Progress(_total(study), progress)
     try:

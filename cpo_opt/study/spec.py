@@ -100,6 +100,9 @@ class Study:
     paper_figure: dict[str, Any] = dataclasses.field(default_factory=dict)
     constants: Any = None
     """The constants table the study runs with (``--constants``; None: shipped)."""
+    stack: Any = None
+    """The software stack both fabrics run on and search over (the study file's
+    ``[study] stack``, or ``--stack``; :class:`cpo_opt.inputs.stacks.StackSpec`)."""
 
     def global_batch(self, config: str, tokens_per_gpu: int | None = None) -> int:
         """Sequences per step of ``config``: ``batch_tokens / seq_len`` (or
@@ -209,10 +212,11 @@ def _mode(name: str, table: dict) -> Mode:
 
 
 def load_study(mode: str = "full", path: str | pathlib.Path | None = None,
-               constants=None) -> Study:
+               constants=None, stack=None) -> Study:
     """Load and check the study file; ``mode`` is ``"full"``, ``"quick"`` or ``"tiny"``;
     ``constants`` (a constants table, ``--constants``) replaces the shipped constants in
-    every system the study loads.
+    every system the study loads; ``stack`` (``--stack``) replaces the study file's
+    ``[study] stack``.
 
     Raises:
       InputError: unknown mode, a missing preset, presets that disagree (cluster size, GPU),
@@ -257,6 +261,15 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None,
     for name, spec in models.items():
         a[f"workload.{name}"] = _workload_assumption(spec, preset_path("models", name))
     bounds = {k: (float(v[0]), float(v[1])) for k, v in a["codesign_bounds"]["value"].items()}
+    from cpo_opt.inputs.stacks import load_stack
+    st = load_stack(stack if stack is not None else doc["study"].get("stack"))
+    a["software_stack"] = {
+        "value": st.name, "options": {k: {"value": v, "source": st.sources.get(k, "")}
+                                      for k, v in st.options.items()},
+        "choose": list(st.choose),
+        "source": f"stack preset {st.name!r} ({st.origin}): {st.description}",
+        "why": "Both fabrics run the same software stack, and each fabric's search chooses "
+               "the same options from it, so the speedup compares fabrics, not software."}
     fig = dict(doc.get("paper_figure", {}))
     if fig:
         if not str(fig.get("source", "")).strip():
@@ -278,7 +291,7 @@ def load_study(mode: str = "full", path: str | pathlib.Path | None = None,
         dtype=str(a["dtype"]["value"]), dtype_variant=str(a["dtype_variant"]["value"]),
         gpus=gpus["copper"], scale_up_ratio=ratio,
         knee_threshold=float(a["knee_threshold"]["value"]), codesign_bounds=bounds,
-        constants=constants,
+        constants=constants, stack=st,
         mode=m, assumptions=a, paper_figure=fig)
 
 

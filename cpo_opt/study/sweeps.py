@@ -59,7 +59,8 @@ def point(study: Study, config: str, kind: str, value: float, fabric: str = "pas
     mode = study.mode
     opt = best_plan(study.models[config], system, study.global_batch(config), study.dtype,
                     study.tokens, starts=mode.search_starts, steps=mode.search_steps,
-                    exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False)
+                    exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False,
+                    stack=study.stack)
     row = {"config": config, "sweep": kind, "field": field, "value": float(value),
            "fabric": fabric, **{k: opt[k] for k in (
                "time_to_train_days", "step_time_s", "mfu", "plan", "breakdown_s",
@@ -197,7 +198,8 @@ def batch_point(study: Study, config: str, tokens_per_gpu: int,
             continue
         opts[f] = best_plan(study.models[config], study.fabrics[f], gb, study.dtype,
                             study.tokens, starts=mode.search_starts, steps=mode.search_steps,
-                            exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False)
+                            exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False,
+                            stack=study.stack)
     row: dict[str, Any] = {"config": config, "sweep": "batch", "tokens_per_gpu": int(tokens_per_gpu),
                            "global_batch": gb}
     for f, o in opts.items():
