@@ -37,6 +37,9 @@ from cpo_opt.sim import simulate  # noqa: E402
 PRESETS = ROOT / "cpo_opt" / "presets"
 MODELS = sorted(p.stem for p in (PRESETS / "models").glob("*.toml"))
 SYSTEMS = sorted(p.stem for p in (PRESETS / "systems").glob("*.toml"))
+STACK = "megatron-defaults"
+"""The software stack plans are resolved on (every option off unless the plan sets it: the
+sampler draws the options itself)."""
 MAX_TASK_ESTIMATE = 250_000
 """Plans whose graph would exceed about this many tasks are resampled (time, not validity)."""
 
@@ -119,6 +122,8 @@ def sample_plan(rng: np.random.Generator, model, system, restrict=None,
         "cuda_graphs": bool(rng.random() < 0.3),
         "placement": str(rng.choice(["contiguous", "aligned"])),
     })
+    if pp * vpp > 1 and rng.random() < 0.3:
+        plan["pipeline_layout"] = "balanced"
     if vpp > 1:
         plan["overlap_p2p"] = bool(rng.random() < 0.8)
     else:
@@ -155,7 +160,7 @@ def sample(n: int, seed: int, models=None, systems=None, max_tries: int = 400,
             if table is None:
                 continue
             try:
-                plan = plan_from_values(table, model, system, "sim_check")
+                plan = plan_from_values(table, model, system, "sim_check", STACK)
             except InputError:
                 continue
             out.append((mname, sname, plan))
@@ -249,7 +254,7 @@ def study_plan(config: str, system_name: str, text: str):
     table.pop("edp", None)
     table["dtype"] = "fp8"
     table["global_batch"] = load_study("quick").global_batch(config)
-    return plan_from_values(table, model, system, "study-results.md")
+    return plan_from_values(table, model, system, "study-results.md", STACK)
 
 
 def main(argv=None) -> int:

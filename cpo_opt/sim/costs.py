@@ -110,6 +110,7 @@ class Costs:
     tp: float            # one TP all-gather or reduce-scatter of a layer activation
     etp: float           # one expert-TP collective around the experts
     shared_tp: bool      # MoE layers run a shared-expert TP pair
+    tp_inside: bool      # the TP group lies inside one scale-up domain (TP overlap needs it)
     cp: int
     cp_step: float       # one forward ring step (backward: twice)
     dispatch_f: float
@@ -210,7 +211,8 @@ def costs(model: Model, system: System, plan: Plan):
     c = Costs(
         attention=_block(att, core=True), dense_ffn=_block(dense_ffn), router=router,
         shared=shared, experts=experts, head=_block(head),
-        tp=tpc, etp=etp, shared_tp=bool(s.shared_experts), cp=cp, cp_step=cp_step,
+        tp=tpc, etp=etp, shared_tp=bool(s.shared_experts),
+        tp_inside=f(pl.tp.in_domain) >= f(pl.tp.size) * (1.0 - 1e-3), cp=cp, cp_step=cp_step,
         dispatch_f=dispatch, combine_f=combine, dispatch_b=combine, combine_b=combine,
         p2p=p2p,
         host_attn=d_cap * (1.0 - saved) * launch, host_dense_ffn=(d_all - d_cap) * launch,

@@ -16,10 +16,12 @@ Queues per rank: ``comp`` (the compute stream), ``tp``, ``cp``, ``ep`` (communic
   TP pair), EP combine (expert-TP reduce-scatter, then all-to-all). Backward in reverse: combine-backward, experts, dispatch-backward,
   router + attention. ``recompute = full`` re-runs the layer's forward, with its
   communication, before its backward.
-* TP: with ``overlap_tp`` each block's two collectives run on the ``tp`` queue beside the
-  block's GEMMs (Transformer Engine's comm-GEMM overlap); without it they block the compute
-  stream. The expert-TP pair belongs to the dispatcher's all-to-alls (below). CP: ring step
-  ``k`` of K/V runs while the attention core works on chunk ``k - 1`` (TE ring attention).
+* TP: with ``overlap_tp`` (and the TP group inside one domain: userbuffers need the
+  scale-up fabric) each block's two collectives run on the ``tp`` queue beside the block's
+  GEMMs (Transformer Engine's comm-GEMM overlap), holding SMs like an overlapped
+  all-to-all; without it they block the compute stream. The expert-TP pair belongs to the
+  dispatcher's all-to-alls (below). CP: ring step ``k`` of K/V runs while the attention
+  core works on chunk ``k - 1`` (TE ring attention).
 * EP without ``overlap_ep``: dispatch and combine block the compute stream. With it, the
   merged forward/backward pairs of the schedule run the two micro-batches' layers in
   Megatron-Core's order (``TransformerLayerSchedulePlan.run``): communication queue
@@ -170,14 +172,41 @@ def _i(x) -> int:
     return int(round(f(x)))
 
 
-def default_layout(model: Model, plan: Plan) -> tuple[Stage, ...]:
-    """Megatron's even split (:func:`cpo_opt.sim.layout.megatron_layout`) of this plan."""
+def default_layout(model: Model, plan: Plan, costs: Costs | None = None) -> tuple[Stage, ...]:
+    """The layout the plan asks for, as Megatron-Core would split it
+    (:func:`cpo_opt.sim.layout.megatron_layout`): ``pipeline_layout = "even"``: Megatron's
+    even split; ``"balanced"``: the embedding counted as one layer and the output layer with
+    the loss as ``k_h = max(1, round(t_head / t_layer))`` layers (its kernel seconds over one
+    MoE, else dense, layer's; :mod:`cpo_opt.model.pipeline`), so that the first stage holds
+    ``c - 1`` and the last ``c - k_h`` of ``c = ceil((L + k_h + 1) / S)``; explicit
+    ``first_stage_layers`` / ``last_stage_layers`` win. The middle stages share the rest
+    (the first of them one more where it does not divide)."""
     layers = _i(model.layers)
     moe = f(model.experts) > 0
     dense = _i(model.dense_layers) if moe else layers
     dual = f(plan.schedule) > 0
     stages = _i(plan.pp) * (1 if dual else _i(plan.vpp))
-    return megatron_layout(layers, dense, stages)
+    first = _i(getattr(plan, "first_stage_layers", -1.0))
+    last = _i(getattr(plan, "last_stage_layers", -1.0))
+    first = first if first >= 0 else None
+    last = last if last >= 0 else None
+    if stages > 1 and f(getattr(plan, "layout_balanced", 0.0)) > 0:
+        if costs is None:
+            raise ValueError("the balanced layout weighs the output layer: pass the costs")
+        c = costs
+        t_layer = (c.attention.fwd + c.attention.bwd
+                   + ((c.router.fwd + c.router.bwd + c.shared.fwd + c.shared.bwd
+                       + c.experts.fwd + c.experts.bwd) if moe
+                      else (c.dense_ffn.fwd + c.dense_ffn.bwd)))
+        k_h = max(1, int(round((c.head.fwd + c.head.bwd) / max(t_layer, 1e-30))))
+        per = -(-(layers + k_h + 1) // stages)
+        auto_first = min(max(per - 1, 0), layers)
+        auto_last = min(max(per - k_h, 0), max(layers - auto_first, 0))
+        if stages == 2 and first is None:
+            first = layers - (last if last is not None else auto_last)
+        first = auto_first if first is None else first
+        last = auto_last if last is None else last
+    return megatron_layout(layers, dense, stages, first, last)
 
 
 class _Sim:
@@ -193,7 +222,8 @@ class _Sim:
         self.dual = f(plan.schedule) > 0
         self.layout = layout
         self.m = self.c.microbatches
-        self.ovl_tp = f(plan.overlap_tp) > 0
+        # Transformer Engine's TP overlap (userbuffers) needs the TP group in one domain
+        self.ovl_tp = f(plan.overlap_tp) > 0 and self.c.tp_inside
         self.ovl_ep = f(plan.overlap_ep) > 0
         self.ovl_p2p = f(plan.overlap_p2p) > 0
         self.p2p_note = None
@@ -344,8 +374,8 @@ class _Sim:
                 new = []
                 if dc > 0.0:
                     new.append(self.on(r, "comp", dc, fr + gate_deps, COMPUTE, label + (what,)))
-                if dx > 0.0:
-                    new.append(self.on(r, stream, dx, fr + gate_deps, FIXED,
+                if dx > 0.0:  # TE's userbuffers kernels hold SMs like the all-to-all
+                    new.append(self.on(r, stream, dx, fr + gate_deps, SM_COMM,
                                        label + (what + " (comm)",)))
                 fr = new or fr
             elif kind == "ring":
@@ -974,8 +1004,9 @@ def simulate(model: Model, system: System, plan: Plan,
     Returns :class:`SimResult`: the step time, its critical path, each pipeline rank's busy
     and idle compute time, and notes where the schedule is one Megatron-Core would refuse.
     """
-    lay = layout if layout is not None else default_layout(model, plan)
-    sim = _Sim(model, system, plan, lay, options)
+    sim = _Sim(model, system, plan, layout, options)
+    lay = layout if layout is not None else default_layout(model, plan, sim.c)
+    sim.layout = lay
     want = _i(plan.pp) * (1 if sim.dual else _i(plan.vpp))
     if len(lay) != want:
         raise ValueError(f"layout has {len(lay)} stages, the plan {want}")
