@@ -29,8 +29,8 @@ from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
 from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
                             load_model, load_plan, load_scenario, load_system)
-from cpo_opt.inputs.constants_file import ConstantsTable, as_table
-from cpo_opt.inputs.loaders import Scenario
+from cpo_opt.inputs.constants_file import ConstantsTable, as_table, for_gpu
+from cpo_opt.inputs.loaders import Scenario, plan_for
 from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
@@ -167,9 +167,13 @@ def load_constants(constants) -> ConstantsTable | None:
 
 
 def _with_constants(system: SystemSpec, table: ConstantsTable | None) -> SystemSpec:
-    """A loaded system with its constants replaced by ``table`` (None: unchanged)."""
+    """A loaded system with its constants replaced by ``table`` (None: unchanged). A table
+    that does not cover the system's GPU generation is set aside: the shipped constants
+    with their intervals apply, and the system's warnings say so
+    (:func:`cpo_opt.inputs.constants_file.for_gpu`)."""
     if table is None:
         return system
+    table = for_gpu(table, system.gpu_name)
     return dataclasses.replace(system, constants=table, system=dataclasses.replace(
         system.system, constants=constants_for(system.gpu_name, table)))
 
@@ -186,8 +190,8 @@ def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = 
     m = _spec(model, ModelSpec, load_model, "model")
     s = _with_constants(_spec(system, SystemSpec, load_system, "system", overrides), table)
     p = None
-    if plan is not None:
-        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
+    if plan is not None:  # a loaded plan is checked again on another model or system
+        p = plan_for(plan, m, s) if isinstance(plan, PlanSpec) else load_plan(plan, m, s)
     return m, s, p
 
 
@@ -301,14 +305,14 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                      process_id: int | None = None) -> int:
-    """Join a ``jax.distributed`` job when asked; returns the process count (1 alone)."""
+                      process_id: int | None = None, timeout: float | None = None) -> int:
+    """Join a ``jax.distributed`` job when asked; returns the process count (1 alone).
+
+    ``timeout``: seconds to wait for the coordinator and the other processes (default
+    :data:`cpo_opt.search.distributed.DEFAULT_TIMEOUT_S`, or ``CPO_OPT_COORDINATOR_TIMEOUT``);
+    past it the call raises :class:`~cpo_opt.inputs.ArgumentError` naming ``coordinator``."""
     from cpo_opt.search import distributed
-    try:
-        return distributed.initialize(coordinator, num_processes, process_id)
-    except ValueError as e:
-        name, rule = str(e).split(": ", 1)
-        raise ArgumentError(name, rule) from None
+    return distributed.initialize(coordinator, num_processes, process_id, timeout=timeout)
 
 
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
@@ -326,23 +330,27 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
 
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
-                progress: bool = False, scenario=None, constants=None) -> SensitivityResult:
+                progress: bool = False, scenario=None, constants=None,
+                notice=None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
-    gradient search) and the result says so under ``"plan_source"``."""
+    gradient search) and the result says so under ``"plan_source"``; ``notice(message)``, when
+    given, is told so once the inputs are checked, before the search."""
     x = _resolve(model, system, plan, overrides, scenario, constants)
     m, s, p = x.model, x.system, x.plan
-    tokens = x.tokens if tokens is None else tokens
+    tokens = _tokens(x.tokens if tokens is None else tokens)
     source = {"optimized": False}
     if p is None:
+        if notice is not None:
+            notice("no --plan given: optimizing first (gradient search)")
         best = _optimize.optimize(m, s, x.global_batch, progress=progress)
         p = load_plan(best["plan_arg"], m, s, where="plan_arg")
         source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
                   "search_wall_s": best["search_wall_s"]}
     elif isinstance(plan, str):
         source["plan"] = plan
-    out = _sensitivity.sensitivity(m, s, p, _tokens(tokens))
+    out = _sensitivity.sensitivity(m, s, p, tokens)
     out["plan_source"] = source
     return SensitivityResult.from_dict(x.echo(out))
 
@@ -448,12 +456,18 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
         ``"physical"`` (from the physical defaults only: how the shipped fit is regenerated).
       ``fit`` entries may name a level, ``"blackwell:host_launch_s"``.
     """
+    from cpo_opt.inputs.constants_file import check_out
+    target = None if out is None else check_out(out)  # before the fit: a bad --out fails now
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
                                prior=prior)
     data = dict(cal.report)
-    if out is not None:
-        data["out"] = _calibrate.write(cal, out)
+    if target is not None:
+        data["out"] = _calibrate.write(cal, target)
+        if target.replaces:
+            data["warnings"] = list(data.get("warnings", [])) + [
+                f"replaced the earlier constants file {data['out']} (written by "
+                "cpo-opt calibrate)"]
     r = CalibrateResult.from_dict(data)
     return dataclasses.replace(r, table=cal.table)
 
