@@ -27,8 +27,8 @@ from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
-from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
-                            load_model, load_plan, load_scenario, load_system)
+from cpo_opt.inputs import (ArgumentError, InputError, ModelSpec, PlanSpec, SystemSpec,
+                            load_cases, load_model, load_plan, load_scenario, load_system)
 from cpo_opt.inputs.constants_file import ConstantsTable, as_table, for_gpu
 from cpo_opt.inputs.loaders import Scenario, plan_for
 from cpo_opt.model.constants import constants_for
@@ -157,7 +157,14 @@ def _spec(ref, cls, loader, name: str, overrides=None, **kw):
         return ref
     if ref is None:
         raise ArgumentError(name, "required (a preset name, a file path, a dict or a loaded spec)")
+    _not_empty(ref, name)
     return loader(ref, overrides=overrides, **kw) if overrides else loader(ref, **kw)
+
+
+def _not_empty(ref, name: str) -> None:
+    """An empty or blank path is an ArgumentError naming the argument (``--model``)."""
+    if isinstance(ref, str) and not ref.strip():
+        raise ArgumentError(name, f"empty; give a file (.toml or .json) or a {name} preset name")
 
 
 def load_constants(constants) -> ConstantsTable | None:
@@ -235,6 +242,7 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
     """Load the inputs of a command; a scenario fills what is not given explicitly."""
     overrides = {str(k): v for k, v in (overrides or {}).items()}
     sc = None
+    _not_empty(scenario, "scenario")
     if scenario is not None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides)
     if model is None and sc is not None:
@@ -376,7 +384,15 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     x = _resolve(model, system, None, overrides, scenario, constants)
     if against is None:
         raise ArgumentError("against", "required (the candidate system)")
-    y = _resolve(x.model, against, None, against_overrides, None, constants)
+    _not_empty(against, "against")
+    try:
+        y = _resolve(x.model, against, None, against_overrides, None, constants)
+    except ArgumentError:
+        raise
+    except InputError as e:  # the candidate's overrides: name the flag that gave them
+        if str(e).startswith("--set:"):
+            raise InputError("--set-against:" + str(e)[len("--set:"):]) from None
+        raise
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
@@ -425,6 +441,7 @@ def validate(cases=None, *, constants=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set); with
     ``constants`` every case runs with those constants instead of the shipped ones."""
     from cpo_opt.analysis.validate import DEFAULT_CASES
+    _not_empty(cases, "cases")
     table = load_constants(constants)
     path = DEFAULT_CASES if cases is None else cases
     loaded = [dataclasses.replace(c, system=_with_constants(c.system, table))

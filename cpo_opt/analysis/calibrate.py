@@ -402,6 +402,8 @@ def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
     for item in items:
         if isinstance(item, Case):
             out.append(item)
+        elif isinstance(item, str) and not item.strip():
+            raise ArgumentError("cases", "empty path; give a cases file (.toml or .json)")
         else:
             out += load_cases(item)
             files.append(str(item))

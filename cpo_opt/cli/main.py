@@ -104,23 +104,33 @@ def _state_limits(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             for command, sp in action.choices.items():
                 for a in sp._actions:
                     name = a.dest
-                    if a.type is int and name in LIMITS and a.help != argparse.SUPPRESS:
+                    if a.help == argparse.SUPPRESS:
+                        continue
+                    if a.type is int and name in LIMITS:
                         low, high = _limit(command, name)
                         a.help = (a.help + " " if a.help else "") + f"[{low}..{high}]"
+                    elif name in TEXT_LIMITS:
+                        a.help = (a.help + " " if a.help else "") + TEXT_LIMITS[name]
     return parser
 
 
-def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``--set section.key=value`` items -> ``{"section.key": "value"}``."""
+TEXT_LIMITS = {"tokens": f"[{TOKENS_RANGE[0]:g}..{TOKENS_RANGE[1]:g}]",
+               "power_budget_kw": "(> 0, finite)"}
+"""The ranges of the numeric flags that are not plain integers, as ``--help`` states them."""
+
+
+def parse_sets(items: list[str] | None, flag: str = "--set") -> dict[str, str]:
+    """``--set section.key=value`` items -> ``{"section.key": "value"}`` (``flag`` names the
+    flag in messages: ``--set-against`` for compare's candidate)."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
+            raise UsageError(f"{flag}: expected section.key=value (got {_short(item)})")
         k, v = item.split("=", 1)
         if not k.strip() or not v.strip():
-            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
+            raise UsageError(f"{flag}: expected section.key=value (got {_short(item)})")
         if k.strip() in out:
-            raise UsageError(f"--set: {k.strip()}: given twice")
+            raise UsageError(f"{flag}: {k.strip()}: given twice")
         out[k.strip()] = v.strip()
     return out
 
@@ -333,7 +343,7 @@ def cmd_compare(args) -> None:
                     scenario=args.scenario,
                     global_batch=args.global_batch, exhaustive=args.exhaustive,
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
-                    against_overrides=parse_sets(args.set_against),
+                    against_overrides=parse_sets(args.set_against, "--set-against"),
                     progress=sys.stderr.isatty() and not args.json, constants=args.constants)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
