@@ -33,6 +33,7 @@ Run the whole pass (counts by command and kind, then every finding)::
 
     python tests/cli_fuzz.py                 # the full corpus (a few minutes, 2 cores)
     python tests/cli_fuzz.py --tier fast     # what tests/test_fuzz.py runs in the fast loop
+    python tests/cli_fuzz.py --tier fresh:7  # a fresh corpus drawn with seed 7 (same size)
     python tests/cli_fuzz.py --command calibrate --show all
 """
 
@@ -571,7 +572,7 @@ HOME = {"--model": "evaluate", "--system": "evaluate", "--set": "evaluate",
 :data:`SPREAD`-th value (offset per command) on the others: the parsing is shared, what
 differs per command is the path to it."""
 SPREAD = 3
-FAST_EVERY = 6
+FAST_EVERY = 12
 """The fast tier runs every ``FAST_EVERY``-th in-process case of the full corpus (and the
 isolated cases marked fast)."""
 
@@ -675,7 +676,7 @@ def extra_cases(tier: str = "full") -> list[Case]:
                             tier="fast" if (command, var) == ("optimize", "SLURM_NTASKS")
                             else "full"))
         # distributed flags (a subprocess: jax.distributed is process-global and may block)
-        t = (("--coordinator-timeout", "5"),)
+        t = (("--coordinator-timeout", "2"),)
         for coord, n, i, exp in (("127.0.0.1:9", "2", "1", BAD), ("127.0.0.1:9", "2", "0", BAD),
                                  ("nocolon", "2", "1", BAD), (":", "2", "1", BAD),
                                  ("127.0.0.1:", "2", "1", BAD), (":1234", "2", "1", BAD),
@@ -698,6 +699,82 @@ def extra_cases(tier: str = "full") -> list[Case]:
                             tuple(b + ["--coordinator", "127.0.0.1:9", "--num-processes", "1",
                                        "--process-id", "0"]), OK, (), isolate=False))
     return [c for c in out if tier == "full" or c.tier == "fast"]
+
+
+def _random_constant(rng) -> str:
+    """A TOML value for a constant: mostly a number of any sign and magnitude (10^-330 ..
+    10^330, integer or float), sometimes a value of the wrong type."""
+    kind = rng.random()
+    if kind < 0.08:
+        return rng.choice(["inf", "-inf", "nan", "true", '"0.5"', "[1]", "{ value = 0.5 }"])
+    exp = rng.uniform(-330, 330) if rng.random() < 0.3 else rng.uniform(-14, 14)
+    sign = -1 if rng.random() < 0.1 else 1
+    if kind < 0.2 and exp > 0:
+        return str(sign * int(10 ** min(exp, 300)) * rng.randint(1, 9))
+    return repr(sign * 10.0 ** exp) if -308 < exp < 308 else f"{sign}e{int(exp)}"
+
+
+def fresh_cases(seed: int = 2025, size: int | None = None) -> list[Case]:
+    """A *fresh* corpus, drawn (seeded, so derandomized) rather than tabled: each case
+    changes one or two flags of its command at once, with values drawn from the tables, or
+    gives a constants file with a random value (any magnitude, any sign, wrong types) for a
+    random constant. A combination is BAD when one of its values is, OK when all are, else
+    EITHER; a random constant is EITHER, and when accepted its answer must be sane
+    (:data:`SANE`: a physical step time, an MFU in (0, 1]), which needs no knowledge of the
+    ranges under test. Same size per command as :func:`all_cases` ``("full")`` by default."""
+    import random
+    from cpo_opt.model.constants import INFO
+    rng = random.Random(seed)
+    every = parser_flags()
+    size = size or len(all_cases("full"))
+    counts = collections.Counter(c.command for c in flag_cases("full"))
+    out: list[Case] = []
+    for k, (command, base) in enumerate(BASE.items()):
+        flags = every.get(command, set())
+        pool = []
+        for flag, values in FLAGS.items():
+            if flag not in flags:
+                continue
+            if isinstance(values, Mapping):
+                values = values.get(command, [])
+            for value in values:
+                e = _expect(value, command)
+                if e != NEVER and (e == BAD or command not in COSTLY):
+                    pool.append((flag, value, e))
+        want = -(-size * counts[command] // sum(counts.values()))
+        made = 0
+        while made < want and pool:
+            if "--constants" in flags and rng.random() < 0.25 and command not in COSTLY:
+                name = rng.choice(list(INFO))
+                text = _random_constant(rng)
+                level = rng.choice(['"*"', "ampere", "hopper"])
+                f = F(f"fresh_{seed}_{command}_{made}.toml", f"[{level}]\n{name} = {text}\n")
+                value = V(f, EITHER)
+                picks = [("--constants", value, EITHER)]
+            else:
+                picks = rng.sample(pool, 2 if len(pool) > 1 and rng.random() < 0.5 else 1)
+                if len({p[0] for p in picks}) < len(picks):
+                    picks = picks[:1]
+            argv = list(base)
+            names: tuple = ()
+            for flag, value, _ in picks:
+                argv = _with_flag(argv, flag, value, flags)
+                vals = _values(value.value) if value.value is not None else ()
+                names += value.names or (flag,) + tuple(
+                    x if isinstance(x, F) else x[:40] for x in vals
+                    if isinstance(x, F) or (flag in PATH_FLAGS and x.strip()))
+            exps = [e for _, _, e in picks]
+            expect = BAD if BAD in exps else OK if all(e == OK for e in exps) else EITHER
+            if expect != BAD and command in COSTLY:
+                continue
+            label = " + ".join(f"{fl} {_show(_values(val.value)) if val.value is not None else ''}"
+                               for fl, val, _ in picks)
+            limit = max(value.timeout or 0 for _, value, _ in picks) or LIMITS.get(
+                command, LIMITS["default"])
+            out.append(Case(f"{command} {label}", command, tuple(argv), expect, names, (),
+                            False, limit, "full"))
+            made += 1
+    return out
 
 
 def all_cases(tier: str = "full") -> list[Case]:
@@ -1057,12 +1134,17 @@ def table(outcomes: Sequence[Outcome]) -> str:
 
 
 def select(tier: str, commands: Sequence[str] | None) -> list[Case]:
-    return [c for c in all_cases(tier) if not commands or c.command in commands]
+    """The cases of ``tier``: ``"fast"``, ``"full"``, or ``"fresh:SEED"``
+    (:func:`fresh_cases`)."""
+    cases = fresh_cases(int(tier.split(":")[1])) if tier.startswith("fresh:") \
+        else all_cases(tier)
+    return [c for c in cases if not commands or c.command in commands]
 
 
 def main_cli(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tier", choices=("fast", "full"), default="full")
+    ap.add_argument("--tier", default="full",
+                    help="fast, full, or fresh:SEED (a drawn corpus of the same size)")
     ap.add_argument("--command", action="append", help="only these commands")
     ap.add_argument("--show", choices=("findings", "all", "none"), default="findings")
     ap.add_argument("--progress", action="store_true")

@@ -1,7 +1,7 @@
 """The adversarial corpus of issue 25 as a test: every case answered per the contract.
 
 ``tests/cli_fuzz.py`` holds the corpus (one table entry per flag, applied to every command
-that has the flag) and the driver; here the fast tier (a fixed sample, about 200 cases) runs
+that has the flag) and the driver; here the fast tier (a fixed sample, about 100 cases) runs
 in the fast loop and the whole corpus (about 1200 cases) is ``slow``. A finding prints the
 case, its kind (crash, hang, absurd, refused, unnamed, noisy) and the answer.
 """

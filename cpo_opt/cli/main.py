@@ -315,7 +315,7 @@ def _distributed_flags(sp) -> None:
     sp.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     sp.add_argument("--coordinator-timeout", type=int, metavar="S", default=None,
                     help="seconds to wait for the coordinator and the other processes before "
-                         "giving up with exit 2 (default 60; env CPO_OPT_COORDINATOR_TIMEOUT)")
+                         "giving up with exit 2 (default 120; env CPO_OPT_COORDINATOR_TIMEOUT)")
 
 
 def cmd_sensitivity(args) -> None:

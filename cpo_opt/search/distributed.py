@@ -126,7 +126,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                             f"{timeout!r})")
     from_env = set()
     if coordinator is None and os.environ.get("CPO_OPT_COORDINATOR", "").strip():
-        coordinator, _ = os.environ["CPO_OPT_COORDINATOR"], from_env.add("coordinator")
+        coordinator = os.environ["CPO_OPT_COORDINATOR"]
+        from_env.add("coordinator")
     if num_processes is None:
         num_processes = _env_int("CPO_OPT_NUM_PROCESSES", 1, MAX_PROCESSES)
         if num_processes is not None:
