@@ -27,10 +27,10 @@ from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
-from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
-                            load_model, load_plan, load_scenario, load_system)
-from cpo_opt.inputs.constants_file import ConstantsTable, as_table
-from cpo_opt.inputs.loaders import Scenario
+from cpo_opt.inputs import (ArgumentError, InputError, ModelSpec, PlanSpec, SystemSpec,
+                            load_cases, load_model, load_plan, load_scenario, load_system)
+from cpo_opt.inputs.constants_file import ConstantsTable, as_table, for_gpu
+from cpo_opt.inputs.loaders import Scenario, plan_for
 from cpo_opt.inputs.stacks import StackSpec, load_stack
 from cpo_opt.model.constants import constants_for
 
@@ -158,7 +158,14 @@ def _spec(ref, cls, loader, name: str, overrides=None, **kw):
         return ref
     if ref is None:
         raise ArgumentError(name, "required (a preset name, a file path, a dict or a loaded spec)")
+    _not_empty(ref, name)
     return loader(ref, overrides=overrides, **kw) if overrides else loader(ref, **kw)
+
+
+def _not_empty(ref, name: str) -> None:
+    """An empty or blank path is an ArgumentError naming the argument (``--model``)."""
+    if isinstance(ref, str) and not ref.strip():
+        raise ArgumentError(name, f"empty; give a file (.toml or .json) or a {name} preset name")
 
 
 def load_constants(constants) -> ConstantsTable | None:
@@ -168,9 +175,13 @@ def load_constants(constants) -> ConstantsTable | None:
 
 
 def _with_constants(system: SystemSpec, table: ConstantsTable | None) -> SystemSpec:
-    """A loaded system with its constants replaced by ``table`` (None: unchanged)."""
+    """A loaded system with its constants replaced by ``table`` (None: unchanged). A table
+    that does not cover the system's GPU generation is set aside: the shipped constants
+    with their intervals apply, and the system's warnings say so
+    (:func:`cpo_opt.inputs.constants_file.for_gpu`)."""
     if table is None:
         return system
+    table = for_gpu(table, system.gpu_name)
     return dataclasses.replace(system, constants=table, system=dataclasses.replace(
         system.system, constants=constants_for(system.gpu_name, table)))
 
@@ -191,8 +202,9 @@ def load_inputs(model, system, plan=None, overrides: Mapping[str, Any] | None = 
     m = _spec(model, ModelSpec, load_model, "model")
     s = _with_constants(_spec(system, SystemSpec, load_system, "system", overrides), table)
     p = None
-    if plan is not None:
-        p = plan if isinstance(plan, PlanSpec) else load_plan(plan, m, s, stack=st)
+    if plan is not None:  # a loaded plan is checked again on another model or system
+        p = (plan_for(plan, m, s, stack=st) if isinstance(plan, PlanSpec)
+             else load_plan(plan, m, s, stack=st))
     return m, s, p
 
 
@@ -238,6 +250,7 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
     stack too, unless ``stack`` is given)."""
     overrides = {str(k): v for k, v in (overrides or {}).items()}
     sc = None
+    _not_empty(scenario, "scenario")
     if scenario is not None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides,
                                                                            stack)
@@ -316,14 +329,14 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                      process_id: int | None = None) -> int:
-    """Join a ``jax.distributed`` job when asked; returns the process count (1 alone)."""
+                      process_id: int | None = None, timeout: float | None = None) -> int:
+    """Join a ``jax.distributed`` job when asked; returns the process count (1 alone).
+
+    ``timeout``: seconds to wait for the coordinator and the other processes (default
+    :data:`cpo_opt.search.distributed.DEFAULT_TIMEOUT_S`, or ``CPO_OPT_COORDINATOR_TIMEOUT``);
+    past it the call raises :class:`~cpo_opt.inputs.ArgumentError` naming ``coordinator``."""
     from cpo_opt.search import distributed
-    try:
-        return distributed.initialize(coordinator, num_processes, process_id)
-    except ValueError as e:
-        name, rule = str(e).split(": ", 1)
-        raise ArgumentError(name, rule) from None
+    return distributed.initialize(coordinator, num_processes, process_id, timeout=timeout)
 
 
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
@@ -343,23 +356,26 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
                 progress: bool = False, scenario=None, constants=None,
-                stack=None) -> SensitivityResult:
+                stack=None, notice=None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
-    gradient search) and the result says so under ``"plan_source"``."""
+    gradient search) and the result says so under ``"plan_source"``; ``notice(message)``, when
+    given, is told so once the inputs are checked, before the search."""
     x = _resolve(model, system, plan, overrides, scenario, constants, stack)
     m, s, p = x.model, x.system, x.plan
-    tokens = x.tokens if tokens is None else tokens
+    tokens = _tokens(x.tokens if tokens is None else tokens)
     source = {"optimized": False}
     if p is None:
+        if notice is not None:
+            notice("no --plan given: optimizing first (gradient search)")
         best = _optimize.optimize(m, s, x.global_batch, progress=progress, stack=x.stack)
         p = load_plan(best["plan_arg"], m, s, where="plan_arg", stack=x.stack)
         source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
                   "search_wall_s": best["search_wall_s"]}
     elif isinstance(plan, str):
         source["plan"] = plan
-    out = _sensitivity.sensitivity(m, s, p, _tokens(tokens))
+    out = _sensitivity.sensitivity(m, s, p, tokens)
     out["plan_source"] = source
     return SensitivityResult.from_dict(x.echo(out))
 
@@ -386,7 +402,15 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     if against is None:
         raise ArgumentError("against", "required (the candidate system)")
-    y = _resolve(x.model, against, None, against_overrides, None, constants, x.stack)
+    _not_empty(against, "against")
+    try:
+        y = _resolve(x.model, against, None, against_overrides, None, constants, x.stack)
+    except ArgumentError:
+        raise
+    except InputError as e:  # the candidate's overrides: name the flag that gave them
+        if str(e).startswith("--set:"):
+            raise InputError("--set-against:" + str(e)[len("--set:"):]) from None
+        raise
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
@@ -439,6 +463,7 @@ def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     ``stack`` every case's plan is resolved on it (else on the case's own ``stack``, else on
     the default stack)."""
     from cpo_opt.analysis.validate import DEFAULT_CASES
+    _not_empty(cases, "cases")
     table = load_constants(constants)
     path = DEFAULT_CASES if cases is None else cases
     loaded = [dataclasses.replace(c, system=_with_constants(c.system, table))
@@ -472,12 +497,18 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
     """
     if stack is not None:
         cases = _cases_on(cases, stack)
+    from cpo_opt.inputs.constants_file import check_out
+    target = None if out is None else check_out(out)  # before the fit: a bad --out fails now
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
                                prior=prior)
     data = dict(cal.report)
-    if out is not None:
-        data["out"] = _calibrate.write(cal, out)
+    if target is not None:
+        data["out"] = _calibrate.write(cal, target)
+        if target.replaces:
+            data["warnings"] = list(data.get("warnings", [])) + [
+                f"replaced the earlier constants file {data['out']} (written by "
+                "cpo-opt calibrate)"]
     r = CalibrateResult.from_dict(data)
     return dataclasses.replace(r, table=cal.table)
 

@@ -14,12 +14,14 @@ import os
 import stat
 
 
-def enable_compile_cache() -> None:
+def enable_compile_cache(notes: list[str] | None = None) -> None:
     """Keep compiled XLA executables between runs (``CPO_OPT_CACHE_DIR``; empty disables).
 
     The default is ``$XDG_CACHE_HOME/cpo-opt/jax`` (``~/.cache/cpo-opt/jax``). Models and
     systems are arguments of the compiled functions, not constants, so one cache entry serves
-    every model and system: only the first run on a machine pays the compilation.
+    every model and system: only the first run on a machine pays the compilation. A cache
+    that cannot be used is said in one line: appended to ``notes`` when given (the command
+    line prints it after its answer or its error line), else on standard error at once.
     """
     import jax
     path = os.environ.get("CPO_OPT_CACHE_DIR")
@@ -28,14 +30,14 @@ def enable_compile_cache() -> None:
     if path is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(base, "cpo-opt", "jax")
-    if not private_directory(path):
+    if not private_directory(path, notes):
         return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def private_directory(path: str) -> bool:
+def private_directory(path: str, notes: list[str] | None = None) -> bool:
     """Create ``path`` with mode 0700 (or tighten it to 0700 when it is ours); True when it is
     safe to load compiled executables from it.
 
@@ -53,7 +55,11 @@ def private_directory(path: str) -> bool:
             os.chmod(path, 0o700)
         return True
     except OSError as exc:
-        print(f"cpo-opt: compile cache off: {exc}", file=sys.stderr)
+        message = f"cpo-opt: compile cache off: {exc}"
+        if notes is None:
+            print(message, file=sys.stderr)
+        else:
+            notes.append(message)
         return False
 
 

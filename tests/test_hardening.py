@@ -629,3 +629,202 @@ def test_property_sensitivity_generated_files(capsys, tmp_path, doc):
 @pytest.mark.parametrize("flag,value", [("--n", "0"), ("--batch", str(2**40)), ("--seed", "-2")])
 def test_bench_flags_out_of_range(capsys, flag, value):
     bad(capsys, "bench", flag, value, contains=(flag,))
+
+
+# =========================================================================== round two
+# Issue 25: the failures a second adversarial pass found, one test each (constants files:
+# tests/test_constants_schema.py; writes and interrupts: tests/test_safe_writes.py; the whole
+# corpus: tests/test_fuzz.py).
+CASES_TOML = """[[case]]
+id = "a"
+model = "m.toml"
+system = "{system}"
+plan = {{ tp = 8 }}
+measured = {{ step_time_s = 0.05 }}
+"""
+
+
+@pytest.mark.parametrize("plan", ["", " ", ",", "tp", "tp=", "=1", "tp=1;pp=1"])
+def test_plan_text_errors_name_the_flag(capsys, files, plan):
+    err = bad(capsys, "evaluate", *base(files), "--plan", plan)
+    assert err.startswith("--plan"), err
+
+
+@pytest.mark.parametrize("text", ["tp=1e0", "tp=1.0", "tp=1_0", "tp=\u0661"])
+def test_integer_keys_take_integer_literals(capsys, files, text):
+    bad(capsys, "evaluate", *base(files), "--plan", text, contains=("--plan", "plan.tp"))
+    bad(capsys, "evaluate", *base(files), "--plan", "tp=1", "--set",
+        "cluster.gpus=" + text.split("=")[1], contains=("--set", "cluster.gpus"))
+
+
+@pytest.mark.parametrize("setting", ["scale_up.latency_us=1e-320", "scale_out.latency_us=5e-324",
+                                     "scale_up.energy_pJ_per_bit=1e-300"])
+def test_denormal_values_are_refused(capsys, files, setting):
+    err = bad(capsys, "evaluate", *base(files), "--plan", "tp=1", "--set", setting,
+              contains=("--set", setting.split("=")[0]))
+    assert "must be 0 or between" in err
+
+
+def test_zero_latency_is_still_accepted(capsys, files):
+    code, out, err = run(capsys, "evaluate", *base(files), "--plan", "tp=1", "--set",
+                         "scale_up.latency_us=0", "--json")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "a" * 300, "../../etc/passwd", "x/y/z", ""])
+def test_presets_show_odd_names(capsys, name):
+    err = bad(capsys, "presets", "show", name)
+    assert "presets show" in err and len(err) < 400
+
+
+def test_compile_cache_note_comes_after_the_error_line(capsys, files, monkeypatch):
+    monkeypatch.setenv("CPO_OPT_CACHE_DIR", str(files / "m.toml"))  # a file: unusable
+    code = main(["evaluate", *map(str, base(files)), "--plan", "tp=1", "--set", "x"])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and out == ""
+    assert lines[0].startswith("--set") and lines[1].startswith("cpo-opt: compile cache off")
+
+
+@pytest.mark.parametrize("ref", ["/etc/passwd", "/", "/dev/zero", "nope.toml", "m.txt"])
+def test_cases_file_is_named_when_a_case_refers_to_a_bad_file(capsys, files, ref):
+    (files / "m.txt").write_text(MODEL)
+    path = files / "c.toml"
+    path.write_text(CASES_TOML.format(system=ref))
+    err = bad(capsys, "validate", "--cases", path)
+    assert err.startswith(str(path)) and "system" in err, err
+
+
+def test_a_loaded_plan_is_checked_again_on_another_system(files):
+    """A PlanSpec checked for a 64-GPU system, used on an 8-GPU one: checked again there
+    (tp = 16 does not fit 8 GPUs), and accepted where it is valid."""
+    import cpo_opt
+    from cpo_opt.inputs import load_plan
+    m, s64, _ = cpo_opt.api.load_inputs(files / "m.toml", files / "s.toml")
+    plan = load_plan("tp=16", m, s64)
+    assert plan.checked_for is not None
+    small = {**_system_dict(), "cluster": {"gpus": 8}}
+    with pytest.raises(InputError, match="plan"):
+        cpo_opt.evaluate(m, small, plan)
+    ok = load_plan("tp=8", m, s64)
+    r = cpo_opt.evaluate(m, small, ok).to_dict()
+    assert r["plan"]["dp"] == 1  # re-derived for 8 GPUs (it was 8 on 64)
+
+
+def test_calibrate_flags_refused_before_the_fit(capsys, tmp_path, monkeypatch):
+    """--steps beyond its bound and an --out that cannot be written end the run before any
+    compilation (the fit's functions are never built)."""
+    from cpo_opt.analysis import calibrate as C
+    monkeypatch.setattr(C.Batch, "functions", lambda *a: pytest.fail("the fit ran"))
+    cases = "cpo_opt/data/moe-fit.toml"
+    for steps in (str(2**70), "1000000000000", "10001", "0"):
+        bad(capsys, "calibrate", "--cases", cases, "--steps", steps, contains=("--steps",))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "mine.toml").write_text("# my notes\n")
+    for out in (tmp_path / "d", tmp_path / "f" / "x.toml", "/proc/x.toml", tmp_path / "x.txt",
+                tmp_path / "mine.toml", ""):
+        bad(capsys, "calibrate", "--cases", cases, "--out", out, contains=("--out",))
+    assert (tmp_path / "mine.toml").read_text() == "# my notes\n"
+
+
+def test_calibrate_steps_bound_is_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    assert "[1..10000]" in capsys.readouterr().out
+
+
+def test_bench_draws_the_same_plans_batch_by_batch(files):
+    """The streamed sample equals the whole sample drawn the old way (every plan distinct,
+    the same seed): a reference implementation here, independent of the streaming code."""
+    from cpo_opt.analysis import bench
+    from cpo_opt.search import lattice
+    m, s, _ = __import__("cpo_opt").api.load_inputs(files / "m.toml", files / "s.toml")
+    n = 1000
+    gb = bench.default_global_batch(m, s)
+    cols = lattice.enumerate_plans(m.values, s.values, gb)
+    size = len(cols["tp"])
+    rng = np.random.default_rng(3)
+    idx = np.concatenate([rng.permutation(size) for _ in range(-(-n // size))])[:n]
+    want = {k: v[idx] for k, v in cols.items()}
+    want["global_batch"] = want["global_batch"] * (1 + np.arange(n) // size)
+    got = list(bench.plan_batches(m, s, n, 96, seed=3))
+    assert [len(g["tp"]) for g in got] == [96] * 10 + [40]
+    for k in want:
+        assert np.array_equal(np.concatenate([g[k] for g in got]), want[k]), k
+    rows = {tuple(float(want[k][i]) for k in sorted(want)) for i in range(n)}
+    assert len(rows) == n  # distinct
+
+
+def test_bench_huge_n_stops_at_its_time_limit(capsys, files):
+    code, out, err = run(capsys, "bench", *base(files), "--n", "10000000000", "--batch", "4096",
+                         "--max-seconds", "1", "--json")
+    assert code == 0, err
+    r = finite_json(out)
+    assert r["stopped_early"] is True and 0 < r["n"] < 10**10 and r["n_requested"] == 10**10
+    assert any("stopped after" in w for w in r["warnings"])
+
+
+@pytest.mark.parametrize("var, value", [("CPO_OPT_NUM_PROCESSES", "abc"),
+                                        ("CPO_OPT_PROCESS_ID", "x"),
+                                        ("CPO_OPT_NUM_PROCESSES", "-3"),
+                                        ("SLURM_NTASKS", "abc"),
+                                        ("CPO_OPT_COORDINATOR_TIMEOUT", "soon")])
+def test_malformed_environment_variables_are_named(capsys, files, monkeypatch, var, value):
+    """Checked before ``jax.distributed`` is touched (safe in-process)."""
+    for k in ("CPO_OPT_COORDINATOR", "CPO_OPT_NUM_PROCESSES", "CPO_OPT_PROCESS_ID",
+              "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(k, raising=False)
+    if var.startswith("CPO_OPT_") and var != "CPO_OPT_COORDINATOR_TIMEOUT":
+        monkeypatch.setenv("CPO_OPT_COORDINATOR", "127.0.0.1:9")
+        monkeypatch.setenv("CPO_OPT_NUM_PROCESSES", "2")
+        monkeypatch.setenv("CPO_OPT_PROCESS_ID", "1")
+    if var == "SLURM_NTASKS":
+        monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv(var, value)
+    err = bad(capsys, "optimize", *base(files), contains=(var,))
+    assert "environment variable" in err
+
+
+def _cli(args, timeout, env=None):
+    import subprocess
+    import sys
+    e = dict(os.environ, CPO_OPT_CACHE_DIR="", JAX_PLATFORMS="cpu", **(env or {}))
+    for k in ("CPO_OPT_COORDINATOR", "CPO_OPT_NUM_PROCESSES", "CPO_OPT_PROCESS_ID",
+              "SLURM_NTASKS", "SLURM_PROCID"):
+        e.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "cpo_opt", *map(str, args)],
+                          capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("process_id", ["1", "0"])
+def test_distributed_gives_up_after_its_timeout(files, process_id):
+    """No coordinator at the address (process 1), or nobody joining process 0: exit 2 after
+    --coordinator-timeout (3 s here) with one line naming --coordinator, not a hang and not
+    jax.distributed's abort."""
+    import time
+    port = _free_port()
+    t0 = time.perf_counter()
+    r = _cli(["optimize", *base(files), "--coordinator", f"127.0.0.1:{port}",
+              "--num-processes", "2", "--process-id", process_id, "--coordinator-timeout", "3",
+              "--json"], timeout=120)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("--coordinator:"), r.stderr
+    assert ("no coordinator answered" if process_id == "1" else "only 1 of 2") in lines[0]
+    assert wall < 60
+
+
+@pytest.mark.parametrize("coordinator", ["nocolon", ":1234", "127.0.0.1:", "127.0.0.1:99999",
+                                         "127.0.0.1:abc", "256.0.0.1:80"])
+def test_malformed_coordinator_is_refused_at_once(capsys, files, coordinator):
+    bad(capsys, "optimize", *base(files), "--coordinator", coordinator, "--num-processes", "2",
+        "--process-id", "1", "--coordinator-timeout", "2", contains=("--coordinator",))

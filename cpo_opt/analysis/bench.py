@@ -14,14 +14,14 @@ is blocked on. Compilation is timed separately.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cpo_opt.search import lattice
-from cpo_opt.inputs import schema
+from cpo_opt.inputs import ArgumentError, schema
 from cpo_opt.inputs.loaders import ModelSpec, SystemSpec
 from cpo_opt.inputs.stacks import load_stack
 from cpo_opt.search.batching import batch_sharding, default_batch
@@ -51,16 +51,38 @@ def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:
 
 def sample_plans(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
                  global_batch: int | None = None) -> dict[str, np.ndarray]:
-    """``n`` distinct valid plans as lattice columns."""
+    """``n`` distinct valid plans as lattice columns (all at once: for small ``n``; the
+    bench draws them batch by batch, :func:`plan_batches`)."""
+    parts = list(plan_batches(model, system, n, max(n, 1), seed, global_batch))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def plan_batches(model: ModelSpec, system: SystemSpec, n: int, batch: int, seed: int = 0,
+                 global_batch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The same ``n`` plans as :func:`sample_plans`, ``batch`` rows at a time: only the
+    lattice (bounded by ``lattice.MAX_PLAN_ROWS``) and one batch are ever on the host, so
+    ``n`` is bounded by time, not memory.
+
+    Row ``j`` is row ``perm_r[j mod L]`` of the lattice (``L`` plans) with its global batch
+    times ``r + 1``, ``r = j // L``, where ``perm_r`` is the ``r``-th permutation the seeded
+    generator draws: every row a distinct valid plan."""
     gb = global_batch or default_global_batch(model, system)
     cols = lattice.enumerate_plans(model.values, system.values, gb)
     size = len(cols["tp"])
     rng = np.random.default_rng(seed)
-    reps = -(-n // size)
-    idx = np.concatenate([rng.permutation(size) for _ in range(reps)])[:n]
-    out = {k: v[idx] for k, v in cols.items()}
-    out["global_batch"] = out["global_batch"] * (1 + np.arange(n) // size)
-    return out
+    perm, rep = None, -1
+    for start in range(0, n, batch):
+        j = np.arange(start, min(start + batch, n), dtype=np.int64)
+        idx = np.empty(len(j), dtype=np.int64)
+        reps = j // size
+        for r in np.unique(reps):
+            while rep < r:
+                perm, rep = rng.permutation(size), rep + 1
+            sel = reps == r
+            idx[sel] = perm[j[sel] % size]
+        out = {k: v[idx] for k, v in cols.items()}
+        out["global_batch"] = out["global_batch"] * (1 + reps)
+        yield out
 
 
 def cost_per_plan(f, rows, batch: int, **static) -> dict[str, float]:
@@ -85,22 +107,32 @@ def cost_per_plan(f, rows, batch: int, **static) -> dict[str, float]:
             "bytes": get("bytes accessed")}
 
 
+MAX_N = 10**10
+"""Most plans one bench evaluates (``--n``): drawn batch by batch, so the bound is on time
+(see ``max_seconds``), not memory."""
+
+
 def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int | None = None,
-          dtype: str = "float32", seed: int = 0, stack=None) -> dict[str, Any]:
+          dtype: str = "float32", seed: int = 0,
+          max_seconds: float | None = None, stack=None) -> dict[str, Any]:
     """Evaluate ``n`` distinct plans in vmapped batches; returns the ``bench --json`` object.
 
-    ``batch`` defaults to :func:`cpo_opt.search.batching.default_batch` (16k rows on CPU);
-    the plans run the software ``stack``'s options (default: the default stack; contiguous
-    placement)."""
+    ``batch`` defaults to :func:`cpo_opt.search.batching.default_batch` (16k rows on CPU).
+    Plans are drawn batch by batch (:func:`plan_batches`); each batch is put on the device
+    and blocked on before its evaluation is timed, so ``wall_s`` sums the evaluations alone,
+    as when every batch was placed beforehand. ``max_seconds`` stops the run once that much
+    evaluation time is spent: ``n`` is then the plans evaluated, ``stopped_early`` is true
+    and ``warnings`` says so. The plans run the software ``stack``'s options (default: the
+    default stack; contiguous placement)."""
     fixed = tuple((k, v) for k, v in search_options(load_stack(stack))[1] if k != "schedule")
     batch = batch or default_batch()
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("bench: dtype='float64' needs float64 enabled by the caller "
                          "(cpo_opt.runtime.setup(x64=True)); library code never sets it")
+    if not 1 <= n <= MAX_N:
+        raise ArgumentError("n", f"must be between 1 and {MAX_N} (got {n})")
+    requested = n
     dt = jnp.float64 if dtype == "float64" else jnp.float32
-    batch = min(batch, n)
-    n = (n // batch) * batch
-    cols = sample_plans(model, system, n, seed)
     fp8, flash = 0, schema.resolve_attention(-1, system.values["gpu"]["matmul_tflops_bf16"],
                                              "matmul_tflops_fp8" in system.values["gpu"])
     m, s = model.model, system.system
@@ -113,26 +145,39 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int |
     npdt = np.float32 if dt == jnp.float32 else np.float64
     names = lattice.COLUMNS + ("global_batch",)
     ndev = jax.device_count()
+    batch = min(batch, n)
     batch = max(ndev, batch // ndev * ndev)
-    n = (n // batch) * batch
+    n = max(n // batch, 1) * batch
     sharding = batch_sharding()
-    batches = []
-    for i in range(0, n, batch):
-        batches.append({k: jax.device_put(cols[k][i:i + batch].astype(npdt), sharding)
-                        for k in names})
+
+    def placed(cols):
+        return jax.block_until_ready({k: jax.device_put(cols[k].astype(npdt), sharding)
+                                      for k in names})
+    draws = plan_batches(model, system, n, batch, seed)
+    first = next(draws)
+    gb0 = int(first["global_batch"][0])
+    p = placed(first)
     t0 = time.perf_counter()
-    jax.block_until_ready(f(batches[0]))
+    jax.block_until_ready(f(p))
     compile_s = time.perf_counter() - t0
-    cost = cost_per_plan(g, (m, batches[0]), batch)
-    t0 = time.perf_counter()
-    checksum = 0.0
-    for p in batches:
+    cost = cost_per_plan(g, (m, p), batch)
+    wall, done, checksum, stopped = 0.0, 0, 0.0, False
+    while p is not None:
+        t0 = time.perf_counter()
         r = jax.block_until_ready(f(p))
+        wall += time.perf_counter() - t0
         checksum += float(jnp.sum(r.fits_memory))
-    wall = time.perf_counter() - t0
-    return {
-        "evaluations_per_s": n / wall,
-        "n": n,
+        done += batch
+        if max_seconds is not None and wall >= max_seconds and done < n:
+            stopped = True
+            break
+        nxt = next(draws, None)
+        p = None if nxt is None else placed(nxt)
+    out = {
+        "evaluations_per_s": done / wall,
+        "n": done,
+        "n_requested": requested,
+        "stopped_early": stopped,
         "compile_s": compile_s,
         "device": jax.devices()[0].platform,
         "devices": jax.device_count(),
@@ -140,9 +185,15 @@ def bench(model: ModelSpec, system: SystemSpec, n: int = 4_000_000, batch: int |
         "dtype": dtype,
         "wall_s": wall,
         "lattice_size": int(len(lattice.enumerate_plans(
-            model.values, system.values, int(cols["global_batch"][0]))["tp"])),
-        "fraction_fitting_memory": checksum / n,
+            model.values, system.values, gb0)["tp"])),
+        "fraction_fitting_memory": checksum / done,
         "cost_per_plan": cost,
         "model": model.name,
         "system": system.name,
+        "warnings": [],
     }
+    if stopped:
+        out["warnings"].append(f"stopped after {wall:.3g} s of evaluation (max_seconds = "
+                               f"{max_seconds:g}): {done} of the {requested} plans asked for")
+    return out
+

@@ -59,9 +59,9 @@ import optax
 
 from cpo_opt.analysis.evaluate import step_time_jit
 from cpo_opt.model.structure import structure_of_cases
-from cpo_opt.inputs.constants_file import ConstantsTable, as_table
-from cpo_opt.inputs.loaders import ArgumentError, Case, load_cases
-from cpo_opt.model.constants import INFO, constants_for, generation_of
+from cpo_opt.inputs.constants_file import RANGES, ConstantsTable, as_table, for_gpu
+from cpo_opt.inputs.loaders import ArgumentError, Case, InputError, load_cases
+from cpo_opt.model.constants import GENERATIONS, INFO, constants_for, generation_of
 
 Z90 = 1.6448536269514722
 """Standard normal quantile of 0.95: a central 90% interval is ``mean +- Z90 sd``."""
@@ -74,6 +74,14 @@ DEFAULT_PRIOR_WEIGHT = 1e-3
 ``theta`` (a logit or a factor e) costs a tenth of the data misfit: a weak pull."""
 
 DEFAULT_STEPS = 400
+MAX_STEPS = 10_000
+"""Most Adam steps a fit takes (25x the default; the descent converges in a few hundred): the
+whole descent is one compiled scan, so a larger count only makes the run longer."""
+
+MAX_CASES = 256
+"""Most cases one calibration fits: the fit and its leave-one-out refits evaluate
+``(n + 1) x n`` cases per step in one vmapped call, so memory and time grow as ``n^2``
+(256 cases: 66k evaluations per step). The shipped sets hold 36."""
 DEFAULT_LEARNING_RATE = 0.05
 DEFAULT_NOISE_FLOOR = 0.01
 """Smallest residual scale (1%) used for intervals: measured step times do not repeat better."""
@@ -166,7 +174,8 @@ def make_batch(cases: Sequence[Case], base: ConstantsTable | None = None,
         index.append(levels.index(lvl))
         s = c.system.system
         if base is not None or not fitted:
-            s = dataclasses.replace(s, constants=constants_for(c.system.gpu_name, base,
+            table = for_gpu(base, c.system.gpu_name)  # set aside where it does not cover
+            s = dataclasses.replace(s, constants=constants_for(c.system.gpu_name, table,
                                                                fitted=fitted))
         systems.append(s)
     data = {"model": _stack([c.model.model for c in cases]), "system": _stack(systems),
@@ -368,6 +377,19 @@ def allowed_mask(levels: Sequence[str], names: Sequence[str],
                       dtype=bool)
 
 
+def check_levels(levels: Sequence[str], where: dict[str, set[str] | None],
+                 fit: Sequence[str] | None) -> None:
+    """Every ``LEVEL:NAME`` of ``--fit`` must name a level the cases have: a fit restricted
+    to a level without cases would constrain nothing (ArgumentError ``fit``)."""
+    for name, lv in where.items():
+        for level in sorted(lv or ()):
+            if level not in levels:
+                raise ArgumentError("fit", f"{level}:{name}: no case is of level {level!r} "
+                                    f"(the cases are {', '.join(levels)}), so the fit would "
+                                    "constrain nothing; name a level of the cases or drop "
+                                    "the level")
+
+
 def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
     """Cases from a path, a list of paths or of loaded :class:`Case` (ids must be unique)."""
     if cases is None:
@@ -380,6 +402,8 @@ def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
     for item in items:
         if isinstance(item, Case):
             out.append(item)
+        elif isinstance(item, str) and not item.strip():
+            raise ArgumentError("cases", "empty path; give a cases file (.toml or .json)")
         else:
             out += load_cases(item)
             files.append(str(item))
@@ -417,10 +441,23 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     names, fit_levels = parse_fit(fit)
     if not (prior_weight > 0 and math.isfinite(prior_weight)):
         raise ArgumentError("prior_weight", f"must be a positive number (got {prior_weight})")
-    if int(steps) < 1:
-        raise ArgumentError("steps", f"must be >= 1 (got {steps})")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
+            or not 1 <= steps <= MAX_STEPS:
+        shown = (steps if isinstance(steps, (int, np.integer)) and abs(int(steps)) < 10**30
+                 else f"{len(str(abs(int(steps))))} digits"
+                 if isinstance(steps, (int, np.integer)) else repr(steps))
+        raise ArgumentError("steps", f"must be an integer between 1 and {MAX_STEPS} "
+                            f"(got {shown})")
     case_list, files = load_case_files(cases)
-    batch = make_batch(case_list, as_table(base), fitted=prior == "shipped")
+    if len(case_list) > MAX_CASES:
+        raise ArgumentError("cases", f"{len(case_list)} cases; one calibration fits at most "
+                            f"{MAX_CASES} (its leave-one-out refits grow as n^2): split them "
+                            "by GPU generation")
+    base_table = as_table(base)
+    warnings = sorted({w for c in case_list for w in [getattr(
+        for_gpu(base_table, c.system.gpu_name), "note", None)] if w})
+    batch = make_batch(case_list, base_table, fitted=prior == "shipped")
+    check_levels(batch.levels, fit_levels, fit)
     y = batch.y
     if measured is not None:
         if len(measured) != len(case_list):
@@ -447,6 +484,10 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     thetas, losses = fns.fit(weights, mask, y, theta0, prior_weight, learning_rate, int(steps))
     thetas = np.asarray(thetas)
     theta = thetas[0]
+    if not np.all(np.isfinite(theta)):
+        raise InputError("--cases: the fit did not converge to finite constants; check the "
+                         "measured step times (measured.step_time_s) of "
+                         + ", ".join(files or ["the cases"]))
     log_after = np.asarray(fns.predict(jnp.asarray(theta)))
     H = np.asarray(fns.hessian(jnp.asarray(theta), jnp.asarray(train), jnp.asarray(y),
                                jnp.asarray(theta0), prior_weight))
@@ -490,6 +531,12 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
                          float(from_theta(name, t + Z90 * s)))
             prior = float(from_theta(name, theta0[g, j]))
             ok = bool(mask[g, j])
+            if ok:
+                value, low, high, clipped = physical(name, level, value, low, high, files)
+                if clipped:
+                    warnings.append(f"{level}.{name}: the 90% interval reaches beyond the "
+                                    "constant's physical range (constants_file.RANGES) and is "
+                                    "cut at its end")
             entries[name] = {"value": value, "low": low, "high": high, "unit": INFO[name].unit,
                              "prior": prior, "constrained": ok, "level": level,
                              "variance_ratio": float(ratio[g, j])}
@@ -532,6 +579,8 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     }
     report["cases_files"] = files
     report["n"] = int(fitted.sum())
+    report["generations"] = generations_of(batch.levels)
+    report["warnings"] = warnings
     about = {"written_by": "cpo-opt calibrate", "cases_files": files,
              "n_cases": int(fitted.sum()), "fit": report["fit"],
              "mean_abs_error_before": report["before"]["mean_abs_error"],
@@ -539,15 +588,42 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     if err_loo is not None:
         about["median_abs_error_cross_validation"] = report["cross_validation"][
             "median_abs_error"]
-    table = ConstantsTable(table_values, table_intervals, "<calibrate>", about)
+    table = ConstantsTable(table_values, table_intervals, "<calibrate>", about,
+                           generations_of(batch.levels))
     return Calibration(report, table, comments)
 
 
-def write(calibration: Calibration, path: str | os.PathLike) -> str:
-    """Write the fitted constants as a TOML constants file; returns the path."""
+def generations_of(levels: Sequence[str]) -> list[str]:
+    """The GPU generations of the fitted levels: what the written file covers (a level that
+    is a GPU name without a known generation covers that GPU by its own name)."""
+    return sorted({g for g in (generation_of(lvl) if lvl not in GENERATIONS else lvl
+                               for lvl in levels) if g})
+
+
+def physical(name: str, level: str, value: float, low: float, high: float,
+             files: Sequence[str]) -> tuple[float, float, float, bool]:
+    """``(value, low, high, clipped)`` of a fitted constant inside its physical range
+    (:data:`cpo_opt.inputs.constants_file.RANGES`). A fitted value outside it means no
+    physical constant explains the measurements (bad input, naming ``--cases``); an interval
+    end beyond it is cut at the range's end (the posterior restricted to the range)."""
+    lo, hi = RANGES[name]
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise InputError(f"--cases: the fit drives {level}.{name} to {value:.3g}, outside its "
+                         f"physical range [{lo:g}, {hi:g}] (constants_file.RANGES): no "
+                         "physical constant explains the measured step times of "
+                         + ", ".join(files or ["the cases"])
+                         + "; check their measured.step_time_s, or --fit fewer constants")
+    nl = lo if not math.isfinite(low) else min(max(low, lo), value)
+    nh = hi if not math.isfinite(high) else max(min(high, hi), value)
+    return value, nl, nh, (nl, nh) != (low, high)
+
+
+def write(calibration: Calibration, path) -> str:
+    """Write the fitted constants as a constants file (TOML or JSON by the extension;
+    ``path`` may be a target checked before the fit,
+    :func:`cpo_opt.inputs.constants_file.check_out`); returns the path."""
     from cpo_opt.inputs.constants_file import write_constants
     header = ("Constants fitted by `cpo-opt calibrate` (see docs/calibration.md).\n"
               "Each value carries its 90% interval (Laplace approximation); constants the\n"
               "cases did not constrain are left out (commented) and keep their shipped values.")
-    write_constants(path, calibration.table, header, calibration.comments)
-    return str(pathlib.Path(path))
+    return str(write_constants(path, calibration.table, header, calibration.comments))

@@ -154,6 +154,9 @@ def system_warnings(system: SystemSpec, preset: SystemSpec | None = None) -> lis
     up, gpus = v["scale_up"], int(v["cluster"]["gpus"])
     dom = int(up["domain_size"])
     out = []
+    note = getattr(system.constants, "note", None)  # a constants file set aside
+    if note:
+        out.append(note)
     if dom > gpus:
         out.append(f"scale_up.domain_size {dom} > cluster.gpus {gpus}: the domain is the "
                    f"whole cluster ({gpus} GPUs); scale-out carries nothing")

@@ -102,9 +102,11 @@ def with_table(system: SystemSpec, table: Mapping[str, Mapping[str, Any]]):
 
 
 def has_intervals(system: SystemSpec) -> bool:
-    """Whether the system was loaded with a constants table that carries intervals."""
+    """Whether the system was loaded with a constants table that carries intervals at the
+    levels of its own GPU (an interval of another generation's constant would give a
+    zero-width interval, which would claim a certainty nobody measured)."""
     c = system.constants
-    return isinstance(c, ConstantsTable) and c.has_intervals()
+    return isinstance(c, ConstantsTable) and bool(c.intervals_for(system.gpu_name))
 
 
 def step_time_interval(model: ModelSpec, system: SystemSpec, plan: PlanSpec,

@@ -8,10 +8,13 @@ exactly one JSON object; progress and warnings go to standard error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 from cpo_opt import runtime
@@ -29,6 +32,9 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
+        message = " ".join(message.split())
+        if len(message) > 300:  # a 5000-digit value is not worth repeating
+            message = message[:280] + f"... ({len(message)} characters)"
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -59,35 +65,72 @@ of 1e-300 tokens underflows to zero days."""
 SEED_RANGE = (0, 2**32 - 1)
 """``--seed``: numpy's ``default_rng`` takes non-negative integers; 32 bits are plenty."""
 
-LIMITS = {"starts": (1, 4096), "steps": (1, 100_000), "n": (1, 10**10), "batch": (1, 2**22)}
-"""Ranges of the search/bench size flags: enough for any use, small enough that no flag
-value allocates unbounded memory (``--batch`` plans are held at once)."""
+LIMITS = {"seed": SEED_RANGE, "starts": (1, 4096), "steps": (1, 100_000), "n": (1, 10**10),
+          "batch": (1, 2**22), "max_seconds": (1, 86_400), "num_processes": (1, 2**20),
+          "process_id": (0, 2**20 - 1), "coordinator_timeout": (1, 3_600),
+          "domain_multiple": (1, 2**27), "global_batch": (1, 2**40)}
+"""Ranges of the numeric flags, stated in ``--help``: enough for any use, small enough that no
+flag value allocates unbounded memory (``--batch`` plans are held at once; ``bench`` draws
+its ``--n`` plans batch by batch) or runs unbounded (``--max-seconds`` caps a bench,
+``--coordinator-timeout`` the wait for the other processes of a distributed run)."""
+
+COMMAND_LIMITS = {"calibrate": {"steps": (1, 10_000)}}
+"""Where one command bounds a flag differently (``calibrate --steps``:
+``cpo_opt.analysis.calibrate.MAX_STEPS``)."""
+
+
+def _limit(command: str | None, name: str) -> tuple[int, int]:
+    return COMMAND_LIMITS.get(command or "", {}).get(name, LIMITS[name])
 
 
 def check_int_flags(args, names) -> None:
-    """``--seed``, ``--starts``, ``--steps``, ``--n``, ``--batch`` within their ranges."""
+    """Integer flags (``--seed``, ``--starts``, ``--steps``, ``--n``, ...) within their
+    ranges (:data:`LIMITS`, :data:`COMMAND_LIMITS`)."""
     for name in names:
         value = getattr(args, name, None)
         if value is None:
             continue
-        low, high = SEED_RANGE if name == "seed" else LIMITS[name]
+        low, high = _limit(getattr(args, "command", None), name)
         if not low <= value <= high:
             shown = value if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
-            raise UsageError(f"--{name}: must be an integer between {low} and {high} "
-                             f"(got {shown})")
+            raise UsageError(f"--{name.replace('_', '-')}: must be an integer between {low} "
+                             f"and {high} (got {shown})")
 
 
-def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``--set section.key=value`` items -> ``{"section.key": "value"}``."""
+def _state_limits(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Append each bounded integer flag's range to its ``--help`` line (every command)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sp in action.choices.items():
+                for a in sp._actions:
+                    name = a.dest
+                    if a.help == argparse.SUPPRESS:
+                        continue
+                    if a.type is int and name in LIMITS:
+                        low, high = _limit(command, name)
+                        a.help = (a.help + " " if a.help else "") + f"[{low}..{high}]"
+                    elif name in TEXT_LIMITS:
+                        a.help = (a.help + " " if a.help else "") + TEXT_LIMITS[name]
+    return parser
+
+
+TEXT_LIMITS = {"tokens": f"[{TOKENS_RANGE[0]:g}..{TOKENS_RANGE[1]:g}]",
+               "power_budget_kw": "(> 0, finite)"}
+"""The ranges of the numeric flags that are not plain integers, as ``--help`` states them."""
+
+
+def parse_sets(items: list[str] | None, flag: str = "--set") -> dict[str, str]:
+    """``--set section.key=value`` items -> ``{"section.key": "value"}`` (``flag`` names the
+    flag in messages: ``--set-against`` for compare's candidate)."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
+            raise UsageError(f"{flag}: expected section.key=value (got {_short(item)})")
         k, v = item.split("=", 1)
         if not k.strip() or not v.strip():
-            raise UsageError(f"--set: expected section.key=value (got {_short(item)})")
+            raise UsageError(f"{flag}: expected section.key=value (got {_short(item)})")
         if k.strip() in out:
-            raise UsageError(f"--set: {k.strip()}: given twice")
+            raise UsageError(f"{flag}: {k.strip()}: given twice")
         out[k.strip()] = v.strip()
     return out
 
@@ -201,9 +244,11 @@ def cmd_validate(args) -> None:
 def cmd_calibrate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    check_int_flags(args, ("steps",))
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
                       steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior,
                       stack=args.stack)
+    warn(r, args.json)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
 
@@ -211,14 +256,14 @@ def cmd_bench(args) -> None:
     from cpo_opt import api
     from cpo_opt.analysis.bench import bench
     from cpo_opt.cli import text
-    check_int_flags(args, ("n", "batch", "seed"))  # batch None: the backend's default
+    check_int_flags(args, ("n", "batch", "seed", "max_seconds"))  # batch None: the default
     from cpo_opt.analysis.evaluate import effective_system, system_warnings
     sets = parse_sets(args.set)
     model, system, _ = api.load_inputs(args.model, args.system, None, sets, stack=args.stack)
     r = bench(model, system, n=args.n, batch=args.batch, dtype=args.dtype, seed=args.seed,
-              stack=args.stack)
+              max_seconds=args.max_seconds, stack=args.stack)
     r.update(system_effective=effective_system(system, sets), overrides=sets,
-             warnings=system_warnings(system))
+             warnings=system_warnings(system) + r.get("warnings", []))
     warn(r, args.json)
     emit(r, args.json, text.bench_table)
 
@@ -226,7 +271,8 @@ def cmd_bench(args) -> None:
 def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    check_int_flags(args, ("seed", "starts", "steps"))
+    check_int_flags(args, ("seed", "starts", "steps", "global_batch", "domain_multiple",
+                           "num_processes", "process_id", "coordinator_timeout"))
     if args.power_budget_kw is not None and not args.free:
         raise UsageError("--power-budget-kW: needs --free: the budget caps the interconnect "
                          "power of the hardware values the search chooses")
@@ -244,7 +290,8 @@ def cmd_optimize(args) -> None:
         warn(r, args.json)
         emit(r.to_dict(), args.json, text.sweep_table)
         return
-    nproc = api.start_distributed(args.coordinator, args.num_processes, args.process_id)
+    nproc = api.start_distributed(args.coordinator, args.num_processes, args.process_id,
+                                  timeout=args.coordinator_timeout)
     r = api.optimize(args.model, args.system, args.global_batch, exhaustive=args.exhaustive,
                      scenario=args.scenario, domain_multiple=args.domain_multiple,
                      free=tuple(args.free), power_budget_kW=budgets[0],
@@ -268,19 +315,23 @@ def _distributed_flags(sp) -> None:
                     help="jax.distributed coordinator (process 0's host and a free port)")
     sp.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
     sp.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    sp.add_argument("--coordinator-timeout", type=int, metavar="S", default=None,
+                    help="seconds to wait for the coordinator and the other processes before "
+                         "giving up with exit 2 (default 120; env CPO_OPT_COORDINATOR_TIMEOUT)")
 
 
 def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
-    if args.plan is None and not args.json:
-        print("sensitivity: no --plan given: optimizing first (gradient search)",
-              file=sys.stderr)
+
+    def notice(message: str) -> None:  # once the inputs are checked, before the search
+        if not args.json:
+            print(f"sensitivity: {message}", file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
                         overrides=parse_sets(args.set), scenario=args.scenario,
                         constants=args.constants, stack=args.stack,
-                        progress=sys.stderr.isatty() and not args.json)
+                        progress=sys.stderr.isatty() and not args.json, notice=notice)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
 
@@ -288,12 +339,13 @@ def cmd_sensitivity(args) -> None:
 def cmd_compare(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
+    check_int_flags(args, ("seed", "global_batch"))
     _need_inputs(args)
     r = api.compare(args.model, args.system, args.against, _tokens(args),
                     scenario=args.scenario,
                     global_batch=args.global_batch, exhaustive=args.exhaustive,
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
-                    against_overrides=parse_sets(args.set_against),
+                    against_overrides=parse_sets(args.set_against, "--set-against"),
                     progress=sys.stderr.isatty() and not args.json, constants=args.constants,
                     stack=args.stack)
     warn(r, args.json)
@@ -303,7 +355,9 @@ def cmd_compare(args) -> None:
 def cmd_reproduce(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    api.start_distributed(args.coordinator, args.num_processes, args.process_id)
+    check_int_flags(args, ("num_processes", "process_id", "coordinator_timeout"))
+    api.start_distributed(args.coordinator, args.num_processes, args.process_id,
+                          timeout=args.coordinator_timeout)
     r = api.reproduce(quick=args.quick, out_dir=args.out, progress=not args.no_progress,
                       constants=args.constants, stack=args.stack)
     if _main_process():
@@ -448,14 +502,56 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=None,
                     help="plans per vmapped call (default 16384 on CPU, 262144 per GPU)")
     sp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="plan sample seed")
+    sp.add_argument("--max-seconds", type=int, default=600, metavar="S",
+                    help="stop after S seconds of evaluation and report the plans evaluated "
+                         "so far (default 600)")
     stack_flag(sp)
-    return p
+    return _state_limits(p)
+
+
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""Exit status after Ctrl-C / SIGTERM (128 + the signal, the shell's convention): the run
+stopped, every file it was writing was removed and every earlier output is unchanged
+(:mod:`cpo_opt.inputs.writes`)."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM raises :class:`~cpo_opt.inputs.writes.Interrupted` in the main thread while a
+    command runs, so that staged writes clean up as they do on Ctrl-C (Python's default for
+    SIGTERM ends the process at once, leaving staging files behind)."""
+    from cpo_opt.inputs.writes import Interrupted
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cpo-opt`` console script; returns the exit status."""
+    """Entry point of the ``cpo-opt`` console script; returns the exit status.
+
+    Standard error holds the one error line first: notes about the run (the compile cache
+    being off) are printed after the command's answer or error line."""
     argv = sys.argv[1:] if argv is None else argv
+    notes: list[str] = []
+    try:
+        with _terminate_cleanly():
+            return _main(argv, notes)
+    finally:
+        for note in notes:
+            print(note, file=sys.stderr)
+
+
+def _main(argv: list[str], notes: list[str]) -> int:
+    from cpo_opt.inputs.writes import Interrupted
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -469,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         import jax
         # entry point: float64 everywhere except a float32 bench (the library never flips it)
         jax.config.update("jax_enable_x64", args.command != "bench" or args.dtype == "float64")
-        runtime.enable_compile_cache()
+        runtime.enable_compile_cache(notes)
         args.fn(args)
         return 0
     except ArgumentError as e:  # a library argument: name the flag the user typed
@@ -480,8 +576,11 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e).splitlines()[0] if str(e) else "bad input", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cpo-opt: interrupted", file=sys.stderr)
-        return 1
+        print("cpo-opt: interrupted (SIGINT); earlier outputs are unchanged", file=sys.stderr)
+        return EXIT_INTERRUPTED[signal.SIGINT]
+    except Interrupted as e:
+        print(f"cpo-opt: {e}; earlier outputs are unchanged", file=sys.stderr)
+        return EXIT_INTERRUPTED.get(e.signum, 143)
     except Exception as e:  # internal failure: one line unless debugging
         if os.environ.get("CPO_OPT_DEBUG"):
             raise

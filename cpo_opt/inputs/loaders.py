@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
 import re
 from typing import Any
 
+from cpo_opt.inputs.constants_file import ConstantsTable, for_gpu
 from cpo_opt.inputs import plan_rules
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
@@ -82,7 +85,8 @@ class PlanSpec:
         (:data:`cpo_opt.inputs.stacks.OPTIONS`): ``from`` is ``"plan"`` (the plan set it),
         ``"stack"`` (the stack's default) or ``"search"`` (an optimizer chose it).
       placement: ``{"mode", "working_gpus", "idle_gpus", "why"}``.
-      system_name: the system it was checked for (a plan is re-checked for another).
+      checked_for: the model and system it was checked against (:func:`fingerprint`);
+        :func:`plan_for` re-checks it before it runs on any other.
     """
 
     plan: Plan
@@ -91,7 +95,7 @@ class PlanSpec:
     stack: str = ""
     options: dict = dataclasses.field(default_factory=dict)
     placement: dict = dataclasses.field(default_factory=dict)
-    system_key: str = ""
+    checked_for: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +239,8 @@ def system_from_doc(doc: Any, where: str, name: str,
     raw["gpu"] = _gpu_with_preset(raw["gpu"], where)
     _apply_overrides(raw, overrides or {})
     values = {section: resolve_table(section, raw[section], where) for section in SYSTEM_TABLES}
+    if isinstance(constants, ConstantsTable):  # set aside on a GPU the file does not cover
+        constants = for_gpu(constants, values["gpu"]["name"])
     return SystemSpec(_build_system(values, constants), name, values["gpu"]["name"], where,
                       values, constants)
 
@@ -315,10 +321,13 @@ def load_plan(ref: Any, model: ModelSpec, system: SystemSpec,
 
 
 def _plan_table(ref, where=None, base=None, context=None) -> tuple[dict, str]:
-    """The raw plan table of a reference and the name used in messages."""
+    """The raw plan table of a reference and the name used in messages (``--plan`` for a
+    text that is neither a file nor a preset, as for an inline plan)."""
     if isinstance(ref, str) and "=" in ref and not ref.strip().lower().endswith((".toml", ".json")):
         label = where or context or "--plan"
         return parse_inline_plan(ref, label), label
+    if isinstance(ref, str) and where is None and context is None:
+        context = "--plan"
     src = resolve(ref, "plans", where, base, context)
     doc = {"plan": src.doc} if src.inline and "plan" not in src.doc else src.doc
     check_top(doc, ("plan",), src.where)
@@ -390,14 +399,7 @@ def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
             entry["note"] = note
         options[key] = entry
     resolved = {k: v for k, v in spec.values.items() if k != "_notes"}
-    return dataclasses.replace(spec, values=resolved, stack=st.name, options=options,
-                               system_key=_system_key(system))
-
-
-def _system_key(system: SystemSpec) -> str:
-    """What a plan was checked against: the system's cluster and scale-up domain."""
-    v = system.values
-    return f"{v['cluster']['gpus']}:{v['scale_up']['domain_size']}"
+    return dataclasses.replace(spec, values=resolved, stack=st.name, options=options)
 
 
 def _resolved_spec(table: dict, values: dict, model: ModelSpec, system: SystemSpec,
@@ -417,7 +419,8 @@ def _resolved_spec(table: dict, values: dict, model: ModelSpec, system: SystemSp
     working = plan_rules.working_gpus(resolved, system.values)
     placement = {"mode": resolved["placement"], "working_gpus": working,
                  "idle_gpus": gpus - working, "why": ""}
-    return PlanSpec(Plan(**si), where, resolved, placement=placement)
+    return PlanSpec(Plan(**si), where, resolved, placement=placement,
+                    checked_for=fingerprint(model, system))
 
 
 def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
@@ -475,6 +478,25 @@ def _same_layout(c: PlanSpec, a: PlanSpec, system: SystemSpec) -> bool:
 
 def _with_why(spec: PlanSpec, why: str) -> PlanSpec:
     return dataclasses.replace(spec, placement={**spec.placement, "why": why})
+
+
+def fingerprint(model: ModelSpec, system: SystemSpec) -> str:
+    """A digest of the model's and the system's values: what a plan was checked against."""
+    text = json.dumps([model.values, system.values], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def plan_for(plan: PlanSpec, model: ModelSpec, system: SystemSpec, stack: Any = None
+             ) -> PlanSpec:
+    """``plan`` for ``model`` on ``system``: itself when it was checked against them, else
+    checked again from its input keys on ``stack`` (default: the stack it was resolved on; a
+    plan valid on one system may break a rule on another: its degrees must divide the other
+    cluster); the error names the plan's origin."""
+    if plan.checked_for is not None and plan.checked_for == fingerprint(model, system):
+        return plan
+    keys = {k.name for k in schema.PLAN_KEYS}
+    return plan_from_values({k: v for k, v in plan.values.items() if k in keys}, model, system,
+                            plan.origin, stack if stack is not None else (plan.stack or None))
 
 
 PLAN_ARG_ALWAYS = ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "global_batch",
@@ -573,13 +595,15 @@ def _case(table: dict, where: str, base: pathlib.Path | None = None, stack: Any 
     overrides = _flat_overrides(table["overrides"], where, "") if "overrides" in table else {}
     base = base or pathlib.Path.cwd()
     if isinstance(table["model"], str):
-        model = _load_model(table["model"], None, base, f"{where}: model")
+        with _inside(where, "model"):
+            model = _load_model(table["model"], None, base, f"{where}: model")
     else:
         model = model_from_table(table["model"], where, table["id"])
     try:
         if isinstance(table["system"], str):
-            system = _load_system(table["system"], None, base, f"{where}: system",
-                                  overrides=overrides)
+            with _inside(where, "system"):
+                system = _load_system(table["system"], None, base, f"{where}: system",
+                                      overrides=overrides)
         else:
             system = system_from_doc(table["system"], where, table["id"], overrides)
     except InputError as e:
@@ -686,6 +710,19 @@ def _referenced(where: str, key: str, ref: Any, scenario: pathlib.Path | None,
         if text.startswith(head) or text.startswith(f"{where}: scenario."):
             raise
         raise InputError(f"{head}: {text}") from None
+
+
+@contextlib.contextmanager
+def _inside(where: str, key: str):
+    """An error inside a file that a cases file refers to names the cases file and the case
+    first (``c.toml: case[0] 'a': system: /etc/passwd: ...``)."""
+    try:
+        yield
+    except InputError as exc:
+        text = str(exc)
+        if text.startswith(where.split(": ")[0]) or text.startswith("--set"):
+            raise
+        raise InputError(f"{where}: {key}: {text}") from None
 
 
 def _nested(ref: Any, where: str, key: str, base: pathlib.Path) -> tuple:

@@ -249,10 +249,18 @@ def find_preset(name: str) -> tuple[str, pathlib.Path]:
     """``(kind, path)`` of the preset called ``name`` (``"systems/gb200-nvl72"`` picks the
     kind); case-insensitive; InputError with the closest names when there is none or when
     several kinds hold it."""
+    from cpo_opt.inputs.tables import show
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("presets show: NAME: empty; `cpo-opt presets` lists presets")
     kind, _, bare = name.rpartition("/")
     kinds = [kind] if kind else list(KINDS)
     if kind and kind not in KINDS:
-        raise InputError(f"{name}: unknown preset kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise InputError(f"presets show: {show(name)}: unknown preset kind {show(kind)}; "
+                         f"kinds: {', '.join(KINDS)}")
+    if not _PRESET_NAME.match(bare) or len(bare) > 200:  # before any file-system call
+        every = [n for k in kinds for n in preset_names(k)]
+        raise InputError(f"presets show: {show(name)}: no such preset"
+                         f"{did_you_mean(bare[:200], every)}; `cpo-opt presets` lists presets")
     hits = []
     for k in kinds:
         stem = bare if (PRESETS_DIR / k / f"{bare}.toml").is_file() else _case_insensitive(k, bare)
@@ -261,10 +269,10 @@ def find_preset(name: str) -> tuple[str, pathlib.Path]:
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise InputError(f"{name}: several presets have this name; say which: "
+        raise InputError(f"presets show: {name}: several presets have this name; say which: "
                          + ", ".join(f"{k}/{p.stem}" for k, p in hits))
     every = [n for k in kinds for n in preset_names(k)]
-    raise InputError(f"{name}: no such preset{did_you_mean(bare, every)}; "
+    raise InputError(f"presets show: {show(name)}: no such preset{did_you_mean(bare, every)}; "
                      "`cpo-opt presets` lists presets")
 
 

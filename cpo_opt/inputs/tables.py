@@ -10,14 +10,16 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import re
 from typing import Any
 
 import numpy as np
 
-from cpo_opt.inputs.schema import SECTIONS, Key, range_of
+from cpo_opt.inputs.schema import FLOAT_RANGE, SECTIONS, Key, range_of
 from cpo_opt.inputs.sources import InputError
 
 _MISSING = object()
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 DEFAULT_LABELS = {"model.head_dim": "hidden / heads = {hidden} / {heads}"}
 """How a computed default is described when it is not a whole number."""
@@ -79,10 +81,16 @@ def range_rule(key: Key, dotted: str) -> str:
 
 def _check_range(key: Key, value: float, where: str, dotted: str, given: Any) -> None:
     """The documented physical range (:data:`cpo_opt.inputs.schema.RANGES`), then finiteness
-    of the value converted to SI: a finite file value can still overflow after scaling."""
+    of the value converted to SI: a finite file value can still overflow after scaling. A
+    float whose range starts at 0 takes 0 or a value of at least :data:`schema.FLOAT_RANGE`'s
+    low end (1e-12): 1e-320 is a denormal, no latency or energy anyone meant."""
     low, high = range_of(key, dotted)
     if not low <= value <= high:
         raise error(where, dotted, range_rule(key, dotted), given)
+    tiny = FLOAT_RANGE[0]
+    if key.kind == "float" and value != 0 and abs(value) < tiny:
+        raise error(where, dotted, f"must be 0 or between {number(tiny)} and {number(high)} "
+                    "(physical range, schema.RANGES)", given)
     if not math.isfinite(float(value) * key.scale):
         raise error(where, dotted, "is not finite after conversion to SI units", given)
 
@@ -150,7 +158,11 @@ def parse_text(key: Key, text: str, where: str, dotted: str) -> Any:
         # int() refuses > 4300 digits; say what is wanted
         raise error(where, dotted, f"{range_rule(key, dotted)} (got an integer of "
                     f"{len(digits)} digits)")
-    if key.kind == "int" or (key.kind == "enum" and _numeric_enum(key) and raw.isdigit()):
+    if key.kind == "int" and not _INT_TEXT.fullmatch(raw):
+        # an integer key takes an integer literal: "1e0", "8.0", "1_0" are refused
+        raise error(where, dotted, "must be an integer (digits only, e.g. 8)", raw)
+    if key.kind == "int" or (key.kind == "enum" and _numeric_enum(key) and raw.isdigit()
+                             and raw.isascii()):
         value = _number(raw, int)
     elif key.kind == "float":
         value = _number(raw, float)

@@ -14,12 +14,13 @@ import math
 import os
 import pathlib
 import shutil
+import stat
 import tempfile
 from typing import Any
 
 import numpy as np
 
-from cpo_opt.inputs import ArgumentError
+from cpo_opt.inputs import ArgumentError, writes
 from cpo_opt.model.step import BREAKDOWN_PARTS
 
 PARTS = BREAKDOWN_PARTS
@@ -242,23 +243,35 @@ def check_target(out_dir: str | pathlib.Path) -> bool:
     once (:class:`~cpo_opt.inputs.ArgumentError` ``out``, exit 2): a file, a symbolic link, or
     a directory holding anything else (so ``--out ~`` can never replace a home directory).
     """
-    path = pathlib.Path(out_dir)
-    if path.is_symlink():
+    text = os.fspath(out_dir)
+    if not text.strip():
+        raise ArgumentError("out", "empty path; give a directory")
+    path = pathlib.Path(text)
+    shown = text if len(text) <= 120 else text[:100] + f"... ({len(text)} characters)"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ArgumentError("out", f"{shown}: unusable path: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISLNK(st.st_mode):
         raise ArgumentError("out", f"{path}: is a symbolic link; give a real directory")
-    if not path.exists():
-        parent = path.parent
-        if parent.exists() and not parent.is_dir():
-            raise ArgumentError("out", f"{path}: its parent {parent} is not a directory")
+    if st is None:
+        writes.writable_folder("--out", shown, path)  # a folder we can create it in
         return False
-    if not path.is_dir():
+    if not stat.S_ISDIR(st.st_mode):
         raise ArgumentError("out", f"{path}: is a file, not a directory; give a directory")
-    entries = list(path.iterdir())
+    try:
+        entries = list(path.iterdir())
+    except OSError as exc:
+        raise ArgumentError("out", f"{shown}: cannot list it: {exc.strerror or exc}") from None
     foreign = [e.name + (" (a link)" if e.is_symlink() else "") for e in entries
                if not _is_result_name(e.name) or e.is_symlink() or not e.is_file()]
     if foreign:
-        shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise ArgumentError("out", f"{path}: holds files that are not a reproduce result "
-                            f"({shown}); give a new or empty directory")
+        listed = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ArgumentError("out", f"{shown}: holds files that are not a reproduce result "
+                            f"({listed}); give a new or empty directory")
+    writes.writable_folder("--out", shown, path)  # the swap renames entries of its parent
     return bool(entries)
 
 
@@ -271,27 +284,41 @@ def staged(out_dir: str | pathlib.Path):
     renames (``os.rename`` does not follow a link at the target; the earlier result is
     renamed aside, then removed with ``shutil.rmtree``, which does not follow links either);
     on failure the staging directory is removed and the target is untouched. The target is
-    re-checked with :func:`check_target` just before the move.
+    re-checked with :func:`check_target` just before the move, and the two renames run with
+    SIGINT and SIGTERM held back (:func:`cpo_opt.inputs.writes.signals_deferred`): at every
+    moment either the earlier result or the new one is in place.
     """
     target = pathlib.Path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    old, swapped = None, False
     try:
         yield stage
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(stage, 0o777 & ~umask)
-        old = None
-        if check_target(target) or target.exists():
+        replaces = check_target(target) or target.exists()
+        if replaces:
             old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.old-",
                                                 dir=target.parent))
-            os.rename(target, old / "result")
-        os.rename(stage, target)
-        if old is not None:
-            shutil.rmtree(old)
+        with writes.signals_deferred():  # a signal held here is raised when the block ends
+            if replaces:
+                os.rename(target, old / "result")
+            try:
+                os.rename(stage, target)
+            except BaseException:
+                if replaces:  # put the earlier result back
+                    os.rename(old / "result", target)
+                raise
+            swapped = True
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not swapped:
+            shutil.rmtree(stage, ignore_errors=True)
+        if old is not None and (swapped or not (old / "result").exists()):
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:

@@ -155,7 +155,11 @@ def reproduce(quick: bool = False, out_dir: str | None = "out/reproduce",
     }
     obj["wall_s"] = time.perf_counter() - t0
     obj = outputs.clean(obj)
+    obj["warnings"] = sorted({n for spec in study.fabrics.values()
+                              for n in [getattr(spec.constants, "note", None)] if n})
     if out_dir is not None:
+        if replaces:
+            obj["warnings"].append(f"replaced the earlier result in {out_dir}")
         with outputs.staged(out_dir) as stage:  # a fresh directory, renamed into place
             obj["files"] = list(outputs.FILES) + plots.write_all(obj, stage)
             outputs.write_all(obj, stage)
