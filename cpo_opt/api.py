@@ -12,14 +12,25 @@ the command's ``--json`` object. The command line is a thin shell over these fun
     best.plan_arg                      # a string that ``plan=`` accepts again
 
 Results also read like the JSON object (``r["step_time_s"]``).
+
+Precision. Every function here computes in float64 by default (``precision="float64"``), the
+precision of the command line, so that the library and ``cpo-opt ... --json`` give the same
+numbers (to 1e-12); ``precision="float32"`` runs in float32 for speed (searches, large
+batches). The choice holds for the call only (``jax.enable_x64`` as a context): nothing here
+changes JAX's global configuration, and code of the caller keeps its own precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
+import inspect
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from cpo_opt.analysis import compare as _compare
 from cpo_opt.analysis import calibrate as _calibrate
@@ -27,17 +38,52 @@ from cpo_opt.analysis import evaluate as _evaluate
 from cpo_opt.analysis import optimize as _optimize
 from cpo_opt.analysis import sensitivity as _sensitivity
 from cpo_opt.analysis import validate as _validate
-from cpo_opt.inputs import (ArgumentError, ModelSpec, PlanSpec, SystemSpec, load_cases,
-                            load_model, load_plan, load_scenario, load_system)
+from cpo_opt.inputs import (ArgumentError, InputError, ModelSpec, PlanSpec, SystemSpec,
+                            load_cases, load_model, load_plan, load_scenario, load_system)
 from cpo_opt.inputs.constants_file import ConstantsTable, as_table
 from cpo_opt.inputs.loaders import Scenario
 from cpo_opt.inputs.stacks import StackSpec, load_stack
 from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "CompareResult", "CalibrateResult", "evaluate", "optimize",
-           "sensitivity", "validate", "calibrate", "reproduce", "compare", "load_inputs",
-           "load_constants"]
+           "ReproduceResult", "CompareResult", "CalibrateResult", "BatchResult", "evaluate",
+           "evaluate_batch", "optimize", "sensitivity", "validate", "calibrate", "reproduce",
+           "compare", "load_inputs", "load_constants", "step_time", "PRECISIONS"]
+
+PRECISIONS = ("float64", "float32")
+"""``precision=`` of every function: float64 (the default, the command line's) or float32."""
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str = "float64"):
+    """Run the body in ``precision`` (``jax.enable_x64`` as a context: this thread, this
+    call; JAX's global configuration is left as the caller set it)."""
+    import jax
+    if precision not in PRECISIONS:
+        raise ArgumentError("precision", f"must be one of {', '.join(PRECISIONS)} "
+                            f"(got {precision!r})")
+    with jax.enable_x64(precision == "float64"):
+        yield
+
+
+def _numerics(fn):
+    """Give ``fn`` a keyword ``precision="float64"`` and run it in that precision."""
+    @functools.wraps(fn)
+    def wrapped(*args, precision: str = "float64", **kwargs):
+        with precision_scope(precision):
+            return fn(*args, **kwargs)
+
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default="float64",
+                              annotation="str")
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD),
+              len(params))
+    wrapped.__signature__ = sig.replace(parameters=params[:at] + [extra] + params[at:])
+    wrapped.__doc__ = (fn.__doc__ or "") + (
+        "\n\n    ``precision``: ``\"float64\"`` (default, as the command line) or "
+        "``\"float32\"``, for this call only.")
+    return wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +318,7 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
                    warnings, st)
 
 
+@_numerics
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
              overrides: Mapping[str, Any] | None = None, scenario=None,
              constants=None, stack=None) -> EvaluateResult:
@@ -286,6 +333,174 @@ def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
                                                               _tokens(tokens))))
 
 
+def step_time(model, system, plan, temperature: float = 0.0, stacked: bool = False, *,
+              structure=None, stack=None, precision: str = "float64"):
+    """The traced model: :func:`cpo_opt.model.step.step_time` -> :class:`StepTime`.
+
+    On config pytrees (:class:`~cpo_opt.model.config.Model`, ``System``, ``Plan``) it is the
+    pure function itself, in the caller's JAX precision, under ``jit``, ``vmap`` and
+    ``grad``::
+
+        m, s = cpo_opt.load_model("deepseek-v3"), cpo_opt.load_system("gb200-nvl72")
+        p = cpo_opt.load_plan("tp=1,pp=8,ep=64", m, s)
+        cpo_opt.step_time(m.model, s.system, p.plan).step_time_s
+
+    On loaded specs (or preset names, files, dicts, inline plans: whatever :func:`evaluate`
+    takes) it evaluates once, jitted with the model's structure, in ``precision`` (float64 by
+    default, for this call only): ``cpo_opt.step_time(m, s, p)`` equals
+    ``cpo_opt.evaluate(m, s, p).step_time_s``. ``structure``, ``stack``: see
+    :func:`cpo_opt.model.step.step_time` and :func:`evaluate`."""
+    from cpo_opt.model.config import Model, Plan, System
+    from cpo_opt.model import step as _step
+    if isinstance(model, Model) and isinstance(system, System) and isinstance(plan, Plan):
+        return _step.step_time(model, system, plan, temperature, stacked, structure=structure)
+    with precision_scope(precision):
+        m, s, p = load_inputs(model, system, plan, stack=stack)
+        if p is None:
+            raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
+        return _step.step_time_jit(m.model, s.system, p.plan, temperature,
+                                   structure=structure or _evaluate.structure_of_plan(m, p))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """``evaluate_batch``: stacked results of many plans (numpy arrays, one entry per plan of
+    ``plans``, in order).
+
+    ``result[i]`` is the :class:`EvaluateResult` of plan ``i``, equal to
+    ``cpo_opt.evaluate(model, system, plans.given[i])``; ``step_time`` is the stacked
+    :class:`~cpo_opt.model.step.StepTime` (every field of the model); ``to_dict()`` holds the
+    main columns as JSON lists, the plans and the rejected combinations."""
+
+    step_time: Any = dataclasses.field(repr=False)
+    plans: Any = None
+    tokens: float | None = None
+    inputs: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __getitem__(self, i: int) -> EvaluateResult:
+        from cpo_opt.analysis.batch import row
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"plan {i} of a batch of {n}")
+        i %= n
+        x = self.inputs
+        out = _evaluate.result_dict(row(self.step_time, i), x.model, x.system,
+                                    self.plans.specs[i], self.tokens)
+        out = _evaluate.with_interval(out, x.model, x.system, self.plans.specs[i])
+        return EvaluateResult.from_dict(x.echo(out))
+
+    @property
+    def step_time_s(self) -> np.ndarray:
+        return np.asarray(self.step_time.step_time_s)
+
+    @property
+    def fits_memory(self) -> np.ndarray:
+        return np.asarray(self.step_time.fits_memory) > 0.5
+
+    @property
+    def mfu(self) -> np.ndarray:
+        return np.asarray(self.step_time.mfu)
+
+    @property
+    def memory_GB_per_gpu(self) -> np.ndarray:
+        return np.asarray(self.step_time.memory.total) / 1e9
+
+    @property
+    def breakdown_s(self) -> dict[str, np.ndarray]:
+        from cpo_opt.model.step import BREAKDOWN_PARTS
+        return {k: np.asarray(getattr(self.step_time.breakdown, k)) for k in BREAKDOWN_PARTS}
+
+    @property
+    def time_to_train_days(self) -> np.ndarray | None:
+        if self.tokens is None:
+            return None
+        return self.tokens / np.asarray(self.step_time.tokens_per_s) / _evaluate.SECONDS_PER_DAY
+
+    def best(self) -> int | None:
+        """Index of the fastest plan that fits in memory (None when none fits)."""
+        t = np.where(self.fits_memory, self.step_time_s, np.inf)
+        return int(np.argmin(t)) if np.isfinite(t).any() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Columns (one entry per plan), the plans and the rejected combinations."""
+        x = self.inputs
+        out = {"model": x.model.name, "system": x.system.name, "stack": self.plans.stack,
+               "n": len(self), "step_time_s": self.step_time_s.tolist(),
+               "breakdown_s": {k: v.tolist() for k, v in self.breakdown_s.items()},
+               "mfu": self.mfu.tolist(), "memory_GB_per_gpu": self.memory_GB_per_gpu.tolist(),
+               "fits_memory": self.fits_memory.tolist(),
+               "plans": self.plans.values,
+               "rejected": [{"plan": r.plan, "reason": r.reason} for r in self.plans.rejected]}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+            out["time_to_train_days"] = self.time_to_train_days.tolist()
+        return x.echo(out)
+
+
+def _same_inputs(a, b) -> bool:
+    return a.values == b.values and getattr(a, "constants", None) is getattr(b, "constants",
+                                                                               None)
+
+
+@_numerics
+def evaluate_batch(model=None, system=None, plans=None, tokens: float | None = None, *,
+                   overrides: Mapping[str, Any] | None = None, constants=None, stack=None,
+                   batch: int | None = None, progress: bool | None = None) -> BatchResult:
+    """Many plans of one model on one system in one batched call (``jit(vmap(step_time))``,
+    one compilation per model structure, dtype and attention kernel).
+
+    Args:
+      model, system: as :func:`evaluate` (None: those ``plans`` were checked against).
+      plans: a :class:`cpo_opt.plans.PlanBatch` (from :func:`cpo_opt.plans.grid` or
+        :func:`cpo_opt.plans.sample`; checked again on another ``model``/``system``), or a
+        list of plans as :func:`evaluate` takes them (inline strings, dicts, presets,
+        files, loaded plans): each is checked as ``--plan`` is, and the first that breaks a
+        rule raises :class:`~cpo_opt.inputs.InputError` naming its index and the rule.
+      tokens: training tokens (adds ``time_to_train_days``).
+      batch: rows per compiled call (default 4096 on CPU); progress: a progress bar on
+        stderr (default: for more than 20,000 plans when stderr is a terminal).
+
+    Returns:
+      :class:`BatchResult`: ``result[i]`` equals ``evaluate(model, system, plans[i])``."""
+    import sys
+    from cpo_opt.analysis import batch as _batch
+    given = plans
+    if given is None:
+        raise ArgumentError("plans", "required (cpo_opt.plans.grid(...), sample(...) or a "
+                            "list of plans)")
+    if isinstance(given, _batch.PlanBatch) and model is None and system is None:
+        model, system = given.model, given.system
+        stack = given.stack if stack is None else stack
+    x = _resolve(model, system, None, overrides, None, constants, stack)
+    if isinstance(given, _batch.PlanBatch):
+        pb = given
+        if not (_same_inputs(pb.model, x.model) and _same_inputs(pb.system, x.system)
+                and pb.stack == x.stack.name):
+            pb = _batch.plan_batch(list(pb.given), x.model, x.system, x.stack,
+                                   "plans", progress=bool(progress))
+    else:
+        if isinstance(given, (str, bytes, Mapping)):
+            raise ArgumentError("plans", "a list of plans (or a PlanBatch); for one plan "
+                                "use cpo_opt.evaluate")
+        tables = _batch.tables_of(list(given), x.model, x.system)
+        specs, reasons = _batch.resolve_tables(tables, x.model, x.system, x.stack, "plans")
+        for i, why in enumerate(reasons):
+            if why is not None:
+                raise InputError(f"plans[{i}]: {why}")
+        pb = _batch.PlanBatch(tuple(specs), tuple(tables), (), x.model, x.system, x.stack.name)
+    if len(pb) == 0:
+        raise ArgumentError("plans", f"no valid plan among {len(pb.rejected)} combinations "
+                            f"(e.g. {pb.rejected[0].reason})" if pb.rejected else "no plans")
+    if progress is None:
+        progress = len(pb) > 20_000 and sys.stderr.isatty()
+    r = _batch.evaluate_specs(x.model, x.system, pb.specs, batch=batch, progress=progress)
+    return BatchResult(r, pb, _tokens(tokens), x)
+
+
+@_numerics
 def optimize(model=None, system=None, global_batch: int | None = None, *,
              exhaustive: bool | None = None,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
@@ -326,6 +541,7 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
         raise ArgumentError(name, rule) from None
 
 
+@_numerics
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
                 overrides: Mapping[str, Any] | None = None, scenario=None,
                 tokens: float | None = None, constants=None, stack=None, **kwargs) -> Result:
@@ -340,6 +556,7 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
         tokens=_tokens(tokens), **kwargs)))
 
 
+@_numerics
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
                 progress: bool = False, scenario=None, constants=None,
@@ -364,6 +581,7 @@ def sensitivity(model=None, system=None, plan=None, tokens: float | None = None,
     return SensitivityResult.from_dict(x.echo(out))
 
 
+@_numerics
 def compare(model=None, system=None, against=None, tokens: float | None = None, *,
             global_batch: int | None = None, exhaustive: bool | None = None, dtype: str = "bf16",
             starts: int = 32, steps: int = 150, seed: int = 0,
@@ -433,6 +651,7 @@ def preset_show(name: str) -> dict[str, Any]:
             "notes": about.get("notes", []), "content": content, "resolved": resolved}
 
 
+@_numerics
 def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set); with
     ``constants`` every case runs with those constants instead of the shipped ones; with
@@ -452,6 +671,7 @@ def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     return ValidateResult.from_dict(out)
 
 
+@_numerics
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
@@ -492,6 +712,7 @@ def _cases_on(cases, stack) -> list:
     return out
 
 
+@_numerics
 def reproduce(quick: bool = False, out_dir: str | None = None,
               progress: bool = False, coordinator: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,
