@@ -45,7 +45,7 @@ from cpo_opt.inputs import (ArgumentError, InputError, load_cases, load_model, l
 from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
 from cpo_opt.model.step import StepTime
 from cpo_opt.model.transformer import flops_per_token, param_counts
-from cpo_opt import plans
+from cpo_opt import plans, runtime
 
 __all__ = [
     "__version__", "evaluate", "optimize", "sensitivity", "validate", "calibrate", "reproduce",
@@ -55,4 +55,5 @@ __all__ = [
     "StepTime", "step_time", "InputError", "ArgumentError", "load_model", "load_system",
     "load_plan", "load_cases", "load_scenario", "plan_from_values", "param_counts",
     "flops_per_token", "compare", "CompareResult", "evaluate_batch", "BatchResult", "plans",
+    "runtime",
 ]
