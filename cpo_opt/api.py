@@ -329,8 +329,22 @@ def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
-    return EvaluateResult.from_dict(x.echo(_evaluate.evaluate(x.model, x.system, x.plan,
-                                                              _tokens(tokens))))
+    out = _evaluate.evaluate(x.model, x.system, x.plan, _tokens(tokens))
+    return EvaluateResult.from_dict(x.echo(with_megatron(out, x.model, x.system)))
+
+
+def with_megatron(out: dict[str, Any], model: ModelSpec, system: SystemSpec) -> dict[str, Any]:
+    """Add ``plan_megatron`` (the Megatron-Core arguments that run the plan, with the exact
+    pipeline split it ran: :func:`cpo_opt.analysis.megatron.export_result`) and
+    ``plan_megatron_unmapped`` (the plan keys Megatron has no equivalent for, and why) to an
+    ``evaluate`` object."""
+    from cpo_opt.analysis import megatron
+    try:
+        exp = megatron.export_result(out, model.values, system.gpu_name)
+        out["plan_megatron"], out["plan_megatron_unmapped"] = list(exp.args), list(exp.unmapped)
+    except ValueError as e:  # a split Megatron cannot express: say why, export nothing
+        out["plan_megatron"], out["plan_megatron_unmapped"] = None, [str(e)]
+    return out
 
 
 def step_time(model, system, plan, temperature: float = 0.0, stacked: bool = False, *,
@@ -390,7 +404,7 @@ class BatchResult:
         out = _evaluate.result_dict(row(self.step_time, i), x.model, x.system,
                                     self.plans.specs[i], self.tokens)
         out = _evaluate.with_interval(out, x.model, x.system, self.plans.specs[i])
-        return EvaluateResult.from_dict(x.echo(out))
+        return EvaluateResult.from_dict(x.echo(with_megatron(out, x.model, x.system)))
 
     @property
     def step_time_s(self) -> np.ndarray:
@@ -523,11 +537,15 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
-    return OptimizeResult.from_dict(x.echo(_optimize.optimize(
+    out = _optimize.optimize(
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
         tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple,
-        stack=x.stack)))
+        stack=x.stack)
+    with_megatron(out["result"], x.model, x.system)
+    out["plan_megatron"] = out["result"]["plan_megatron"]
+    out["plan_megatron_unmapped"] = out["result"]["plan_megatron_unmapped"]
+    return OptimizeResult.from_dict(x.echo(out))
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,

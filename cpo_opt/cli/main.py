@@ -187,7 +187,15 @@ def cmd_evaluate(args) -> None:
                      overrides=parse_sets(args.set), scenario=args.scenario,
                      constants=args.constants, stack=args.stack)
     warn(r, args.json)
-    emit(r.to_dict(), args.json, text.evaluate_table)
+    emit(r.to_dict(), args.json, _formatter(args, text.evaluate_table))
+
+
+def _formatter(args, table: Callable[[dict], str]) -> Callable[[dict], str]:
+    """The text of a result: its table, or with ``--format megatron`` the Megatron-Core
+    arguments of its plan (``--json`` prints the object, which holds them as
+    ``plan_megatron``)."""
+    from cpo_opt.cli import text
+    return text.megatron_text if getattr(args, "format", "text") == "megatron" else table
 
 
 def cmd_validate(args) -> None:
@@ -254,8 +262,8 @@ def cmd_optimize(args) -> None:
                      constants=args.constants, stack=args.stack)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
-        emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
-            f"\nprocesses: {nproc}" if nproc > 1 else ""))
+        emit(r.to_dict(), args.json, _formatter(args, lambda d: text.optimize_table(d) + (
+            f"\nprocesses: {nproc}" if nproc > 1 else "")))
 
 
 def _main_process() -> bool:
@@ -359,12 +367,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", help="preset name (case-insensitive; KIND/NAME when "
                                             "several kinds share it)")
 
+    def format_flag(sp):
+        sp.add_argument("--format", choices=("text", "megatron"), default="text",
+                        help="text: the readable table (default); megatron: the plan as "
+                             "Megatron-Core arguments (docs/megatron.md; --json always holds "
+                             "them as plan_megatron)")
+
     sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
     msp(sp, plan=True)
+    format_flag(sp)
     sp.add_argument("--tokens", help="training tokens (e.g. 15e12 or 15T): adds time to train")
 
     sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
     msp(sp)
+    format_flag(sp)
     sp.add_argument("--global-batch", type=int,
                     help="sequences per step (default: the smallest multiple of the GPU count "
                          "with >= 4M tokens)")
