@@ -279,10 +279,20 @@ class _Inputs:
 
 
 def _resolve(model, system, plan=None, overrides=None, scenario=None,
-             constants=None, stack=None) -> _Inputs:
+             constants=None, stack=None, want_plan: bool = False,
+             plan_edits: Mapping[str, Any] | None = None) -> _Inputs:
     """Load the inputs of a command; a scenario fills what is not given explicitly (its
-    stack too, unless ``stack`` is given)."""
+    stack too, unless ``stack`` is given).
+
+    ``want_plan``: the command evaluates a plan, so a scenario's plan is used when ``plan``
+    is not given, also on an explicit ``model``/``system`` (checked again there; when it
+    does not hold, :class:`ArgumentError` names the flag that dropped it and the rule).
+    ``plan_edits``: ``{"dtype": ..., "global_batch": ...}`` from ``--dtype`` /
+    ``--global-batch`` (None entries ignored), written into the plan; a plan that sets a
+    different value is an :class:`ArgumentError` naming the flag."""
+    from cpo_opt.inputs.loaders import _plan_table, plan_from_values
     overrides = {str(k): v for k, v in (overrides or {}).items()}
+    edits = {k: v for k, v in (plan_edits or {}).items() if v is not None}
     sc = None
     if scenario is not None:
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides,
@@ -290,6 +300,7 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
     if stack is None and sc is not None:
         stack = sc.stack
     st = load_stack(stack)
+    own = {"model": model is None, "system": system is None}
     if model is None and sc is not None:
         model = sc.model
     if system is None and sc is not None:
@@ -299,12 +310,34 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
         system, s_over = sc.system, None
     else:
         s_over = overrides
-    m, s, p = load_inputs(model, system, plan, s_over, stack=st)
-    if p is None and sc is not None and sc.plan is not None and sc.system is s:
-        p = sc.plan  # the scenario's plan, checked against the scenario's own system
     if constants is None and st.constants is not None:
         constants = st.constants
-    s = _with_constants(s, load_constants(constants))
+    m, s, _ = load_inputs(model, system, None, s_over, constants=constants, stack=st)
+    p = None
+    if plan is not None:
+        if isinstance(plan, PlanSpec):
+            p = plan
+            for k, v in edits.items():
+                if p.values.get(k) != v:
+                    raise ArgumentError(k, f"the plan has {k} = {p.values.get(k)}; pass the "
+                                        "plan as a table or string to change it")
+        else:
+            table, label = _plan_table(plan)
+            p = plan_from_values(_edited(table, edits), m, s, label, st)
+    elif sc is not None and sc.plan is not None and (want_plan or edits):
+        if own["model"] and own["system"] and constants is None and not edits:
+            p = sc.plan  # the scenario's plan, checked against the scenario's own inputs
+        else:
+            table = _edited(sc.plan_table or {}, edits)
+            try:
+                p = plan_from_values(table, m, s, f"{sc.origin}: scenario.plan", st)
+            except InputError as e:
+                flag = next((f for f in ("system", "model") if not own[f]), None)
+                if flag is None:
+                    raise
+                raise ArgumentError(flag, f"the scenario's plan does not hold on this "
+                                    f"{flag} ({str(e).split(': ', 1)[-1]}); give --plan") \
+                    from None
     base = None
     if overrides:
         if sc is not None and system is sc.system:
@@ -318,14 +351,30 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
                    warnings, st)
 
 
+def _edited(table: Mapping[str, Any], edits: Mapping[str, Any]) -> dict:
+    """``table`` with ``--dtype`` / ``--global-batch`` written in (a different value in the
+    plan is an :class:`ArgumentError` naming the flag)."""
+    out = dict(table)
+    for k, v in edits.items():
+        if k in out and out[k] != v:
+            raise ArgumentError(k, f"the plan sets {k} = {out[k]}; drop one of the two")
+        out[k] = v
+    return out
+
+
 @_numerics
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
              overrides: Mapping[str, Any] | None = None, scenario=None,
-             constants=None, stack=None) -> EvaluateResult:
+             constants=None, stack=None, dtype: str | None = None,
+             global_batch: int | None = None) -> EvaluateResult:
     """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
     :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
-    are not given; with ``constants`` carrying intervals it adds ``step_time_interval_s``."""
-    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
+    are not given (its plan also on another ``model``/``system``, checked there); with
+    ``constants`` carrying intervals it adds ``step_time_interval_s``. ``dtype`` and
+    ``global_batch`` (``--dtype``, ``--global-batch``) fill the plan's keys (a plan that
+    sets another value is an error naming the argument)."""
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack, want_plan=True,
+                 plan_edits={"dtype": dtype, "global_batch": global_batch})
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
@@ -518,7 +567,7 @@ def evaluate_batch(model=None, system=None, plans=None, tokens: float | None = N
 def optimize(model=None, system=None, global_batch: int | None = None, *,
              exhaustive: bool | None = None,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
-             dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
+             dtype: str | None = None, starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
@@ -527,6 +576,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
 
     ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
+    ``dtype`` defaults to the model's training precision (``[model] dtype``, else bf16).
     ``coordinator`` (``"HOST:PORT"``), ``num_processes``, ``process_id``: run as one of N
     ``jax.distributed`` processes (also from the environment or a detected SLURM job; see
     :mod:`cpo_opt.search.distributed`); every process returns the same result.
@@ -534,9 +584,11 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
     binding limit and the key that lifts it when nothing is feasible."""
     start_distributed(coordinator, num_processes, process_id)
+    from cpo_opt.inputs.loaders import model_dtype
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
+    dtype = dtype or model_dtype(x.model)
     out = _optimize.optimize(
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
@@ -565,8 +617,10 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
                 tokens: float | None = None, constants=None, stack=None, **kwargs) -> Result:
     """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
     optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
+    from cpo_opt.inputs.loaders import model_dtype
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     kwargs["stack"] = x.stack
+    kwargs["dtype"] = kwargs.get("dtype") or model_dtype(x.model)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return Result(data=x.echo(_optimize.power_sweep(
@@ -578,17 +632,24 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
                 progress: bool = False, scenario=None, constants=None,
-                stack=None) -> SensitivityResult:
+                stack=None, dtype: str | None = None,
+                global_batch: int | None = None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
-    gradient search) and the result says so under ``"plan_source"``."""
-    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
+    search, at ``global_batch`` and ``dtype``, default the model's training precision) and
+    the result says so under ``"plan_source"``; with a plan, ``dtype`` and ``global_batch``
+    fill its keys as in :func:`evaluate`."""
+    from cpo_opt.inputs.loaders import model_dtype
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack, want_plan=True,
+                 plan_edits={"dtype": dtype, "global_batch": global_batch})
     m, s, p = x.model, x.system, x.plan
     tokens = x.tokens if tokens is None else tokens
     source = {"optimized": False}
     if p is None:
-        best = _optimize.optimize(m, s, x.global_batch, progress=progress, stack=x.stack)
+        best = _optimize.optimize(m, s, global_batch if global_batch is not None
+                                  else x.global_batch, dtype=dtype or model_dtype(m),
+                                  progress=progress, stack=x.stack)
         p = load_plan(best["plan_arg"], m, s, where="plan_arg", stack=x.stack)
         source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
                   "search_wall_s": best["search_wall_s"]}
@@ -601,7 +662,8 @@ def sensitivity(model=None, system=None, plan=None, tokens: float | None = None,
 
 @_numerics
 def compare(model=None, system=None, against=None, tokens: float | None = None, *,
-            global_batch: int | None = None, exhaustive: bool | None = None, dtype: str = "bf16",
+            global_batch: int | None = None, exhaustive: bool | None = None,
+            dtype: str | None = None,
             starts: int = 32, steps: int = 150, seed: int = 0,
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
@@ -611,7 +673,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
     ``overrides`` apply to the baseline, ``against_overrides`` to the candidate (``--set`` and
-    ``--set-against``); ``scenario`` fills the model, the baseline system, batch and tokens::
+    ``--set-against``); ``scenario`` fills the model, the baseline system, batch and tokens;
+    ``dtype`` defaults to the model's training precision::
 
         r = cpo_opt.compare("deepseek-v3", "gb200-nvl72", "gb200-nvl72", tokens=14.8e12,
                             against_overrides={"scale_up.domain_size": 576,
@@ -623,8 +686,10 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     if against is None:
         raise ArgumentError("against", "required (the candidate system)")
     y = _resolve(x.model, against, None, against_overrides, None, constants, x.stack)
+    from cpo_opt.inputs.loaders import model_dtype
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
+    dtype = dtype or model_dtype(x.model)
     tokens = x.tokens if tokens is None else tokens
     out = _compare.compare(
         x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),

@@ -185,7 +185,8 @@ def cmd_evaluate(args) -> None:
     _need_inputs(args)
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
                      overrides=parse_sets(args.set), scenario=args.scenario,
-                     constants=args.constants, stack=args.stack)
+                     constants=args.constants, stack=args.stack, dtype=args.dtype,
+                     global_batch=args.global_batch)
     warn(r, args.json)
     emit(r.to_dict(), args.json, _formatter(args, text.evaluate_table))
 
@@ -287,7 +288,8 @@ def cmd_sensitivity(args) -> None:
               file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
                         overrides=parse_sets(args.set), scenario=args.scenario,
-                        constants=args.constants, stack=args.stack,
+                        constants=args.constants, stack=args.stack, dtype=args.dtype,
+                        global_batch=args.global_batch,
                         progress=sys.stderr.isatty() and not args.json)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
@@ -367,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", help="preset name (case-insensitive; KIND/NAME when "
                                             "several kinds share it)")
 
+    def batch_flags(sp, whose):
+        sp.add_argument("--global-batch", type=int, metavar="N",
+                        help=f"sequences per step: {whose} global_batch (default, the one rule "
+                             "of every command: the smallest multiple of micro_batch x dp "
+                             "(for a search: of the GPU count) holding >= 2^22 tokens)")
+        sp.add_argument("--dtype", choices=["bf16", "fp8"], default=None,
+                        help=f"GEMM precision: {whose} dtype (default: "
+                             + ("the plan's, else bf16)" if whose == "the plan's" else
+                                "the model's training precision, [model] dtype, else bf16)"))
+
     def format_flag(sp):
         sp.add_argument("--format", choices=("text", "megatron"), default="text",
                         help="text: the readable table (default); megatron: the plan as "
@@ -376,14 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
     msp(sp, plan=True)
     format_flag(sp)
+    batch_flags(sp, "the plan's")
     sp.add_argument("--tokens", help="training tokens (e.g. 15e12 or 15T): adds time to train")
 
     sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
     msp(sp)
     format_flag(sp)
-    sp.add_argument("--global-batch", type=int,
-                    help="sequences per step (default: the smallest multiple of the GPU count "
-                         "with >= 4M tokens)")
+    batch_flags(sp, "the searched plans'")
     sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
                     help="enumerate every valid plan and score all (ground truth; the default "
                          "when the space is small enough to be faster)")
@@ -400,7 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--domain-multiple", type=int, metavar="N",
                     help="with scale_up.domain_size free: settle on multiples of N GPUs (a "
                          "rack) instead of divisors of the cluster")
-    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
     sp.add_argument("--seed", type=int, default=0)
@@ -410,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
              "gradients and elasticities of step time w.r.t. every continuous system field")
     msp(sp, plan=True, plan_required=False)
     sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
+    batch_flags(sp, "the plan's (or, without --plan, the searched plans')")
 
     sp = add("compare", cmd_compare, "the best plan on a baseline system and on a candidate "
              "(--against), the baseline's plan on the candidate, speedups and why")
@@ -419,12 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a field of the candidate system (repeatable); --set "
                          "overrides the baseline")
     sp.add_argument("--tokens", help="training tokens: reports times to train")
-    sp.add_argument("--global-batch", type=int,
-                    help="sequences per step on both (default: each cluster's default batch)")
+    batch_flags(sp, "both systems' searched plans'")
     sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
                     help="enumerate every valid plan on both systems (ground truth; the "
                          "default when the space is small enough to be faster)")
-    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--seed", type=int, default=0)
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")

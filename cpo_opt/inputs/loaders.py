@@ -193,6 +193,7 @@ def _check_model(values: dict, where: str) -> None:
 
 def _build_model(values: dict) -> Model:
     fields = to_si(schema.MODEL_KEYS, values["model"])
+    fields.pop("dtype", None)  # the default dtype of searches (model_dtype), not a formula input
     if "model.moe" in values:
         fields.update(to_si(schema.MOE_KEYS, values["model.moe"]))
     else:
@@ -722,3 +723,9 @@ def _scenario_plan(ref, batch, model, system, where, base, stack=None):
                         f"differs from the plan's global_batch = {given}", batch)
         table = {**table, "global_batch": batch}
     return plan_from_values(table, model, system, label, stack), dict(table)
+
+
+def model_dtype(model: ModelSpec) -> str:
+    """The dtype a command chooses plans in unless told (``--dtype``): the model's training
+    precision (``[model] dtype``, e.g. fp8 for DeepSeek-V3), else bf16."""
+    return str(model.values["model"].get("dtype", "bf16"))
