@@ -495,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         # entry point: float64 everywhere except a float32 bench (the library never flips it)
         jax.config.update("jax_enable_x64", args.command != "bench" or args.dtype == "float64")
         runtime.enable_compile_cache()
-        args.fn(args)
+        from cpo_opt.cli.compiling import watch
+        with watch(args.command):  # XLA's log banners to the debug log; "compiling" notice
+            args.fn(args)
         return 0
     except ArgumentError as e:  # a library argument: name the flag the user typed
         print(f"{FLAGS.get(e.argument, '--' + e.argument.replace('_', '-'))}: {e.rule}",
