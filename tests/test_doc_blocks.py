@@ -36,9 +36,10 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*$")
 NOTE = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<what>fast|slow|skip)\s*(?::\s*(?P<why>.*?))?"
                   r"\s*-->\s*$")
 READER_FILES = {"my-runs.toml": "cpo_opt/data/moe-fit.toml",
-                "other-runs.toml": "cpo_opt/data/moe-heldout.toml"}
-"""Files a page tells the reader to write (their measured runs), stood in for by shipped cases
-files of the same format."""
+                "other-runs.toml": "cpo_opt/data/moe-heldout.toml",
+                "my-constants.toml": "docs/constants-shipped.toml"}
+"""Files a page tells the reader to write (their measured runs, calibrate's output), stood in
+for by shipped files of the same format."""
 TIMEOUT_S = 3600
 MAX_SKIPS = 4
 
@@ -163,6 +164,8 @@ def _load_toml(b: dict, tmp: pathlib.Path) -> None:
     from cpo_opt.inputs.loaders import DERIVED_KEYS
     from cpo_opt.inputs.tables import check_value, key_of
     doc = tomllib.loads(b["code"])
+    for name, src in READER_FILES.items():
+        shutil.copy(ROOT / src, tmp / name)
     path = tmp / f"block{b['line']}.toml"
     path.write_text(b["code"])
     if "model" in doc:
@@ -176,6 +179,9 @@ def _load_toml(b: dict, tmp: pathlib.Path) -> None:
         load_scenario(str(path))
     elif "case" in doc:
         load_cases(str(path))
+    elif {"options", "stack", "search"} & set(doc):
+        from cpo_opt.inputs.stacks import load_stack
+        load_stack(str(path))
     else:  # a constants file (tables per GPU, generation or "*")
         load_constants(str(path))
 
