@@ -78,3 +78,41 @@ def test_study_corner_times_compile_once_per_structure():
         times = [uncertainty._step_times(m, sys_, p, batch) for m, p in runs]
     assert c.n == len(structures) < 3
     assert all(t.shape == times[0].shape and np.all(np.isfinite(t)) for t in times)
+
+
+def test_calibrate_hessian_by_differences_equals_jax_hessian_of_the_loss():
+    """``calibrate``'s Hessian (central differences of the exact gradient built from the
+    compiled Jacobian: no program of its own) against ``jax.hessian`` of the same loss, on
+    a model small enough to compile at once: log predictions ``log(A exp(theta) + b)``."""
+    import jax.numpy as jnp
+    from cpo_opt.analysis import calibrate as cal
+    rng = np.random.default_rng(1)
+    n, G, F = 7, 2, 3
+    A = rng.uniform(0.1, 1.0, (n, G * F))
+    b = rng.uniform(0.5, 1.5, n)
+
+    def log_pred(theta):
+        return jnp.log(A @ jnp.exp(theta.reshape(-1)) + b)
+
+    class Fns:
+        @staticmethod
+        def predict_and_jacobian(theta):
+            return log_pred(theta), jax.jacfwd(log_pred)(theta)
+
+    theta = rng.normal(0, 0.5, (G, F))
+    theta0 = rng.normal(0, 0.5, (G, F))
+    w = rng.integers(0, 2, n).astype(float) + 0.5
+    y = np.asarray(log_pred(theta)) + rng.normal(0, 0.1, n)
+    pw = 0.01
+
+    def loss(t):
+        r = log_pred(t.reshape(G, F)) - y
+        return jnp.sum(w * r * r) / jnp.sum(w) + pw * jnp.sum((t.reshape(G, F) - theta0) ** 2)
+
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(loss)(jnp.asarray(theta.reshape(-1))))
+        got = cal.hessian_of_loss(Fns, theta, w, y, theta0, pw)
+        grad = cal.loss_gradient(Fns, theta, w, y, theta0, pw)
+        assert np.allclose(grad.reshape(-1), np.asarray(jax.grad(loss)(
+            jnp.asarray(theta.reshape(-1)))), rtol=1e-12, atol=1e-14)
+    assert np.allclose(got, want, rtol=1e-7, atol=1e-9)
