@@ -91,6 +91,9 @@ MODEL_KEYS: tuple[Key, ...] = (
     _pos_int("seq_len", "training sequence length, tokens", required=True),
     Key("tied_embeddings", "tied_embeddings", "bool", "input and output embeddings shared",
         default=False),
+    Key("dtype", "dtype", "enum", "training precision of the model's published run: the "
+        "dtype of the plans optimize, compare and sensitivity choose unless told (absent: "
+        "bf16); a plan's own dtype still defaults to bf16", choices=DTYPE_CODES),
 )
 
 MOE_KEYS: tuple[Key, ...] = (
