@@ -226,6 +226,7 @@ def cmd_evaluate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
+    check_int_flags(args, ("global_batch",))
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
                      overrides=parse_sets(args.set), scenario=args.scenario,
                      constants=args.constants, stack=args.stack, dtype=args.dtype,
@@ -333,6 +334,7 @@ def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
+    check_int_flags(args, ("global_batch",))
 
     def notice(message: str) -> None:  # once the inputs are checked, before the search
         if not args.json:
