@@ -20,14 +20,22 @@ from cpo_opt.model import fitted as _fitted
 from cpo_opt.model.config import Array, pytree
 
 # --- tensor-core GEMMs --------------------------------------------------------------------
-GEMM_EFF_BF16 = 0.75
-"""Largest achievable fraction of the dense bf16 tensor peak for a large GEMM. cuBLAS reaches
-about 80-88% of peak on A100 (250-275 of 312 TFLOP/s) and 75-85% on H100 SXM for large
-square bf16 problems (NVIDIA cuBLAS/CUTLASS benchmarks, Megatron-LM reports)."""
+GEMM_EFF_BF16 = 0.81
+"""Achievable fraction of the dense bf16 tensor peak in the main loop of a GEMM tile (before
+tile/wave quantization and the per-tile overhead, :mod:`cpo_opt.model.compute`): 0.81 for
+Hopper, fitted to OpenXLA's sm_90 matmul table (``experiments/gemm_shape_fit.py``; its
+4096^3 row runs at 783 of 989 TFLOP/s); Blackwell's in :data:`GENERATION_DEFAULTS`; Ampere's
+is fitted by ``calibrate`` on the dense A100 runs (``cpo_opt/model/fitted.py``). These are
+short benchmarks at the boost clock; long training runs at the power limit sustain less
+(``CLOCK_FRACTION``)."""
 
 GEMM_EFF_FP8 = 0.70
-"""The same for fp8 GEMMs, which also pay scaling/casting around them (Transformer Engine):
-about 65-75% of the fp8 peak on H100 (NVIDIA TE benchmarks, DeepSeek-V3 report sec. 3.3)."""
+"""The same for fp8 GEMMs: 0.70 of the dense fp8 peak, fitted to DeepGEMM's H800 table of
+fine-grained (1x128 / 128x128 block-scaled) fp8 GEMMs (README at 55ab91f;
+``experiments/gemm_shape_fit.py``), the recipe DeepSeek-V3 trained with and Megatron-Core's
+blockwise recipe on Hopper; per-tensor scaled cuBLAS fp8 GEMMs are within a few percent of it.
+Blackwell's MXFP8 in :data:`GENERATION_DEFAULTS`. The quantisation kernels around each GEMM
+are timed apart (:func:`cpo_opt.model.compute.fp8_cast_time`)."""
 
 CLOCK_FRACTION = 1.0
 """Sustained tensor-core clock in long training runs over the clock behind the datasheet peak
@@ -41,9 +49,29 @@ dense A100 set is fitted through ``gemm_eff_bf16``); a per-generation value is w
 ``calibrate`` sets from measured runs of that generation (docs/calibration.md)."""
 
 GEMM_TILE_DIM = 48.0
-"""Half-saturation size of one GEMM dimension: each of m, n, k contributes a factor
-``d / (d + GEMM_TILE_DIM)``, the smooth stand-in for tile and wave quantization (a 128-wide
-tile half-filled by a 64-token expert batch wastes half its work)."""
+"""Half-saturation size of one dimension of the flash-attention core (query block, head
+dimension): each contributes a factor ``d / (d + GEMM_TILE_DIM)`` to its efficiency
+(:func:`cpo_opt.model.compute.attention_core_time`). GEMMs are tiled explicitly
+(:func:`cpo_opt.model.compute.tiled_flop_time`)."""
+
+SM_COUNT = 132.0
+"""Streaming multiprocessors of the GPU, over which a GEMM's output tiles run in waves
+(:mod:`cpo_opt.model.compute`). Default H100 SXM's 132 (NVIDIA H100 Tensor Core GPU
+Architecture whitepaper, "H100 SXM5: 132 SMs"); A100 108 (A100 whitepaper), B200/GB200 148
+(NVIDIA Blackwell architecture technical brief: 148 SMs per dual-die GPU), B300/GB300 160
+(NVIDIA technical blog "Inside NVIDIA Blackwell Ultra", 2025: 160 SMs) in
+:data:`GENERATION_DEFAULTS` / :data:`GPU_DEFAULTS`. A count, not a calibration constant."""
+
+GEMM_TILE_OVERHEAD_S = 1.23e-6
+"""Fixed seconds of one 128 x 128 GEMM output tile that do not scale with the reduction
+length ``k``: the pipeline fill before the first tensor-core instruction and the epilogue
+that converts and writes the tile (:mod:`cpo_opt.model.compute`). Fitted, together with the
+Hopper/Blackwell bf16 and Hopper fp8 fractions below, to the 40 published GEMM timings of
+``cpo_opt/data/gemm-benchmarks.toml`` (OpenXLA's sm_90 and sm_100 matmul tables, DeepGEMM's
+H800 table) by ``python experiments/gemm_shape_fit.py``: one value for every GPU and dtype
+(median |error| 5% over the 40 rows, docs/moe-physics.md). It is what makes small-``k``
+GEMMs slow: the 4096 x 4096 x 256 bf16 GEMM runs at 40% of H100's peak (OpenXLA table),
+the 4096 x 32768 x 512 fp8 one at 38% (DeepGEMM)."""
 
 ROOFLINE_P = 4
 """A GEMM's time is the p-norm of its compute time and its HBM time (a smooth roofline):
@@ -153,6 +181,8 @@ class Constants:
     host_sync_s: Array
     comm_sm_fraction: Array
     clock_fraction: Array
+    sm_count: Array
+    gemm_tile_overhead_s: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +211,8 @@ INFO: dict[str, Info] = {
     "host_sync_s": Info(HOST_SYNC_S, "s", "HOST_SYNC_S"),
     "comm_sm_fraction": Info(COMM_SM_FRACTION, "fraction", "COMM_SM_FRACTION"),
     "clock_fraction": Info(CLOCK_FRACTION, "ratio", "CLOCK_FRACTION"),
+    "sm_count": Info(SM_COUNT, "count", "SM_COUNT"),
+    "gemm_tile_overhead_s": Info(GEMM_TILE_OVERHEAD_S, "s", "GEMM_TILE_OVERHEAD_S"),
 }
 """Every field of :class:`Constants` with its default and unit, in field order."""
 
@@ -193,10 +225,12 @@ GENERATIONS = ("ampere", "hopper", "blackwell", "rubin")
 """GPU generations a constants table may key values by (besides GPU preset names)."""
 
 GENERATION_DEFAULTS: dict[str, dict[str, float]] = {
-    "ampere": {"host_link_bw": 25e9},
-    "hopper": {"gemm_eff_fp8": 0.64},
-    "blackwell": {"host_link_bw": 450e9, "gemm_eff_fp8": 0.55,
-                  "comm_sm_fraction": 16.0 / 148.0},
+    "ampere": {"host_link_bw": 25e9, "sm_count": 108.0, "gemm_eff_bf16": 0.75},
+    "hopper": {},
+    "blackwell": {"host_link_bw": 450e9, "gemm_eff_bf16": 0.66, "gemm_eff_fp8": 0.59,
+                  "comm_sm_fraction": 16.0 / 148.0, "sm_count": 148.0},
+    "rubin": {"gemm_eff_bf16": 0.66, "gemm_eff_fp8": 0.59, "comm_sm_fraction": 16.0 / 148.0,
+              "sm_count": 148.0},
 }
 """Shipped per-generation values that differ from :data:`DEFAULTS`, each from a datasheet:
 
@@ -204,24 +238,42 @@ GENERATION_DEFAULTS: dict[str, dict[str, float]] = {
 * blackwell ``host_link_bw``: GB200's NVLink-C2C, 900 GB/s bidirectional = 450 GB/s per
   direction (NVIDIA GB200 NVL72 datasheet; HGX B200 boards use PCIe Gen5 instead: override
   per GPU name in a constants table).
+* blackwell ``gemm_eff_bf16``: fitted with ``GEMM_TILE_OVERHEAD_S`` to OpenXLA's sm_100
+  (B200) matmul table (``experiments/gemm_shape_fit.py``; its 4096 x 4096 x 2048 row runs at
+  1,270 of 2,250 TFLOP/s).
 * blackwell ``gemm_eff_fp8``: NVIDIA's MXFP8 grouped GEMM (multi-stream cuBLAS, the one
   Megatron-Core runs) reaches 2,672 TFLOP/s on GB200 at K = 7168, N = 2048 with L2 flushed
   (Megatron-LM docs/discussions/deepseek-v3-gb200-optimization, sec. 1, item 3): 0.534 of the
-  5,000 TFLOP/s dense fp8 peak. Divided by the model's shape factor at that shape
-  (:func:`cpo_opt.model.compute.shape_factor` ~ 0.965 for M ~ 8k tokens) that is 0.55. The
-  0.70 default stays for Hopper's per-tensor fp8.
-* hopper ``gemm_eff_fp8``: fine-grained (1x128 activation, 128x128 weight) fp8 scaling, the
-  recipe DeepSeek-V3 trained with and Megatron-Core's FP8-blockwise recipe on Hopper, which
-  promotes partial sums on CUDA cores (Hopper tensor cores cannot apply block scales).
-  DeepGEMM's MoE grouped GEMMs on H800 (README of Feb. 2025, contiguous layout, 4 x 8192
-  tokens): 1,297 TFLOP/s for N = 4096, K = 7168 and 1,099 for N = 7168, K = 2048, weighted
-  by FLOPs 1,231 of 1,979: 0.62, over the shape factor ~0.97: 0.64. (Per-tensor delayed
-  scaling reaches ~0.70, the global default; override per GPU name for such a run.)
+  5,000 TFLOP/s dense fp8 peak; the tiled model (:mod:`cpo_opt.model.compute`, 8192 tokens
+  per expert) reproduces it with 0.59 (``experiments/gemm_shape_fit.py`` prints the check).
+* ampere ``gemm_eff_bf16``: no published table here; the shipped value is fitted by
+  ``calibrate`` on the dense A100 runs (``cpo_opt/model/fitted.py``), 0.75 before it.
+* ``sm_count``: A100 108, B200/GB200 148 (datasheets, ``SM_COUNT``); B300/GB300 160 by GPU
+  name (:data:`GPU_DEFAULTS`).
+* rubin: no published SM count or GEMM table; Blackwell's values are assumed.
 * blackwell ``comm_sm_fraction``: HybridEP's 16 SMs (Megatron-Core default
   ``moe_hybridep_num_sms``) of B200/GB200's 148.
 
 The remaining per-generation values (bf16 GEMM and attention fractions, the host constants)
 are what ``calibrate`` may set from the fit half of the MoE set (``docs/calibration.md``)."""
+
+
+GPU_DEFAULTS: dict[str, dict[str, float]] = {
+    "b300": {"sm_count": 160.0, "comm_sm_fraction": 16.0 / 160.0},
+}
+"""Shipped values of particular GPUs (matched by a mark in the name, ``"GB300"`` -> ``b300``)
+over their generation's: Blackwell Ultra (B300, GB300) has 160 SMs (NVIDIA technical blog
+"Inside NVIDIA Blackwell Ultra", 2025), of which HybridEP still takes 16."""
+
+
+def gpu_defaults(gpu_name: str) -> dict[str, float]:
+    """The :data:`GPU_DEFAULTS` entries whose mark the GPU's name contains."""
+    n = str(gpu_name).lower()
+    out: dict[str, float] = {}
+    for mark, values in GPU_DEFAULTS.items():
+        if mark in n:
+            out.update(values)
+    return out
 
 
 def generation_of(gpu_name: str) -> str | None:
@@ -245,6 +297,7 @@ def constants_for(gpu_name: str, table: dict[str, dict[str, float]] | None = Non
     values = {name: info.default for name, info in INFO.items()}
     gen = generation_of(gpu_name)
     values.update(GENERATION_DEFAULTS.get(gen or "", {}))
+    values.update(gpu_defaults(gpu_name))
     if fitted:
         for level in ("*", gen or "", str(gpu_name)):
             values.update(_fitted.VALUES.get(level, {}))

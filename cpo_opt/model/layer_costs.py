@@ -101,6 +101,18 @@ class Kernels:
 KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(Kernels))
 
 
+GROUPED_GEMM_STREAMS = 4.0
+"""CUDA streams over which Transformer Engine's grouped GEMM (``GroupedLinear``, the
+``TEGroupedMLP`` experts of Megatron-Core) issues its per-expert cuBLAS GEMMs: one GEMM per
+local expert, expert ``i`` on stream ``i mod 4`` (TE ``transformer_engine/common/include/
+transformer_engine/gemm.h``: ``num_streams = 4``; ``cublaslt_gemm.cu``:
+``nvte_multi_stream_cublas_gemm`` loops over ``num_gemms``; NVIDIA's DeepSeek-V3 GB200 guide,
+Megatron-LM docs/discussions/deepseek-v3-gb200-optimization sec. 1: the MXFP8 grouped GEMM is
+"multi-stream + cuBLAS"). The experts' tiles share the SMs (:mod:`cpo_opt.model.compute`
+counts them together), and each stream pays one kernel's launch/tail per expert it runs:
+``E_local / 4`` launch overheads in sequence."""
+
+
 class _GemmTable:
     """The GEMMs of all blocks, timed by :func:`compute.gemm_fwd_bwd_time` row by row or
     stacked along a leading axis (one roofline expression instead of one per GEMM, which
@@ -111,18 +123,20 @@ class _GemmTable:
         self.owner: list[str] = []
 
     def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
-        """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a Python 0 (the structure) is not built at all.
-        ``grouped``: the ``count`` GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped
-        GEMM, Megatron-Core ``TEGroupedMLP``): one launch overhead in total instead of one
-        per GEMM."""
+        """Add ``count`` GEMMs ``(m x k) @ (k x n)`` run as one kernel (a batched GEMM) or,
+        with ``grouped``, as Transformer Engine's grouped GEMM: one cuBLAS GEMM per group on
+        :data:`GROUPED_GEMM_STREAMS` streams (``count / 4`` launch overheads in sequence).
+        Either way their tiles share the SMs (``groups`` of :func:`compute.gemm_time`).
+        ``when`` (0/1) switches the row off, and a row switched off by a Python 0 (the
+        structure) is not built at all."""
         if decided(when) and float(when) == 0.0:
             return
-        self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))
+        launches = (jnp.maximum(count / GROUPED_GEMM_STREAMS, 1.0) if grouped else 1.0)
+        self.rows.append((m, n, k, count * when, launches * when))
         self.owner.append(block)
 
-    def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure
-                 ) -> dict[str, Kernels]:
+    def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure,
+                 temperature: float = 0.0) -> dict[str, Kernels]:
         """Kernels per block; ``stacked`` evaluates all rows as one array (small graph, fast
         to compile and differentiate) instead of one expression per row (fused into one
         loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
@@ -135,22 +149,23 @@ class _GemmTable:
         fp8 = weight(structure.fp8, plan.fp8 > 0)
         cast = compute.fp8_cast_time if structure.fp8 is not False else (
             lambda m, *a, **k: (jnp.zeros_like(m),) * 2)
+
+        def timed(m, n, k, count, launches):
+            on = jnp.where(count > 0, 1.0, 0.0)
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0,
+                                                 groups=jnp.maximum(count, 1.0),
+                                                 temperature=temperature)
+            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
+            return (on * fwd + c_f + launches * ovh * (1.0 + fp8),
+                    on * bwd + c_b + launches * ovh * (2.0 + fp8))
+
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
                     for i in range(5)]
-            m, n, k, count, launches = cols
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-            times = [(fwd[i] * count[i] + c_f[i] + launches[i] * ovh * (1.0 + fp8),
-                      bwd[i] * count[i] + c_b[i] + launches[i] * ovh * (2.0 + fp8))
-                     for i in range(len(self.rows))]
+            fwd, bwd = timed(*cols)
+            times = [(fwd[i], bwd[i]) for i in range(len(self.rows))]
         else:
-            times = []
-            for m, n, k, count, launches in self.rows:
-                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-                c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-                times.append((fwd * count + c_f + launches * ovh * (1.0 + fp8),
-                              bwd * count + c_b + launches * ovh * (2.0 + fp8)))
+            times = [timed(*row) for row in self.rows]
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
             out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
@@ -167,7 +182,7 @@ class Blocks(NamedTuple):
 
 
 def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False,
-           structure: Structure | None = None) -> Blocks:
+           structure: Structure | None = None, temperature: float = 0.0) -> Blocks:
     """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
     the output layer (shapes in the module docstring); blocks ``structure`` (default: read
     from the concrete leaves, :func:`~cpo_opt.model.structure.resolve`) lacks are not built."""
@@ -211,7 +226,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
-    k = g.evaluate(system, plan, stacked, s)
+    k = g.evaluate(system, plan, stacked, s, temperature)
     for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
         k.setdefault(block, Kernels())
 

@@ -249,7 +249,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         check(structure, model, plan)
     s = resolve(structure, model, plan)
     d = dims(model, system, plan, t, s)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s)
+    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s, t)
     dense_k = att + dense_ffn
     moe_k = att + moe
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
