@@ -124,7 +124,9 @@ def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan, launches=1.0, groups=
     kw = dict(launches=launches, groups=groups, temperature=temperature)
     fwd = gemm_time(m, n, k, system, plan, **kw)
     dgrad = gemm_time(m, k, n, system, plan, **kw)
-    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0, **kw)
+    # the weight gradient accumulates into the main gradient: read + write 4 bytes (fp32) or
+    # 2 (bf16 main gradients)
+    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0 - 4.0 * plan.bf16_main_grads, **kw)
     return fwd, dgrad + wgrad
 
 

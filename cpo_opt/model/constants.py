@@ -82,6 +82,16 @@ norm needs only square roots (:func:`cpo_opt.model.compute.roofline`)."""
 KERNEL_OVERHEAD_S = 4e-6
 """Fixed cost of one kernel launch/tail, seconds (CUDA launch ~2-5 us without graphs)."""
 
+SMALL_KERNEL_S = 4e-6
+"""GPU seconds of one small (non-GEMM) kernel beyond its HBM traffic: norms, RoPE, residual
+adds, activations, the router's score, top-k, histogram and permutation-index kernels, the
+dispatcher's permute and sort (:func:`cpo_opt.model.layer_costs.small_kernels`). The shipped
+default is the launch/tail time of any kernel, ``KERNEL_OVERHEAD_S``; what these kernels cost
+beyond it (uncoalesced gathers and scatters of the permutation, top-k sorts, fp32 softmax
+over the experts, kernels the count misses) is not measured anywhere we could find, so the
+shipped value is fitted by ``calibrate`` on runs from several fabrics
+(``cpo_opt/model/fitted.py``) and reported with its interval: it is the model's residual."""
+
 # --- attention core (flash attention) -------------------------------------------------------
 ATTN_EFF_FWD = 0.62
 """Achievable fraction of the tensor peak for the flash-attention forward kernel at head
@@ -110,6 +120,16 @@ LINK_EFF_SCALE_OUT = 0.85
 """Achievable fraction of the scale-out NIC bandwidth (IB HDR/NDR busbw ~ 85-92% of line
 rate in nccl-tests at large messages)."""
 
+A2A_PEER_S = 0.13e-6
+"""Seconds per remote peer of one all-to-all (dispatch or combine): each GPU posts one message
+to every peer outside its scale-up domain and the NIC handles them in turn
+(:func:`cpo_opt.model.fabric.all_to_all_on`, :func:`~cpo_opt.model.fabric.hierarchical_dispatch`).
+DeepEP's low-latency kernels (README at ebfe47e, H800 + CX7 400 Gb/s RDMA, 128 tokens, hidden
+7168, top-8) take 329 us to combine at EP 16 and 360 us at EP 256: 31 us for 240 more remote
+peers, 0.13 us per peer (dispatch: 173 -> 194 us, 0.09 us per peer), with the bytes per GPU
+fixed. NCCL's all-to-all (one send/receive pair per peer) has no published per-peer figure;
+the same value is used."""
+
 # --- host ------------------------------------------------------------------------------------
 HOST_LAUNCH_S = 10e-6
 """Host (CPU) time to issue one kernel from PyTorch eager mode: Python dispatch, the
@@ -130,23 +150,20 @@ HOST_LINK_BW = 50e9
 Gen5 x16 (64 GB/s line rate) on H100/H800 HGX boards. Blackwell GB200 uses NVLink-C2C,
 450 GB/s per direction (``GENERATION_DEFAULTS``); A100 PCIe Gen4 x16, 25 GB/s."""
 
-HOST_SYNC_S = 1.7e-3
-"""GPU idle time per dropless MoE layer forward from the host-device synchronisation of its
-routing and the host-issued expert part behind it. The host must read the tokens-per-expert
-counts before it can size the receive buffers and the grouped GEMMs (Megatron-Core's
-all-to-all dispatcher copies the splits to the CPU and synchronises; DeepEP's normal dispatch
-busy-waits on the CPU for the received counts; TE's grouped GEMM takes ``m_splits`` as a host
-list), so the GPU drains its queue there, and the expert part that follows (dynamic shapes:
-outside CUDA graphs) is issued by the host from an empty queue. NVIDIA's DeepSeek-V3 GB200
-guide (Megatron-LM docs/discussions/deepseek-v3-gb200-optimization, sec. 3.1) estimates that
-removing this sync, which would let CUDA graphs take the whole model and so remove the
-remaining CPU overhead, gains "at least 10%" on its final 970 TFLOP/s run (TP1 PP8 VPP4 EP32,
-MBS 1, GBS 2048 on 256 GB200). That run's step is 2048 x 4096 tokens x 260.7 GFLOP per token /
-(970 TFLOP/s x 256) = 8.80 s, with 64 micro-batches of 8 MoE layers on a pipeline rank:
-0.10 x 8.80 s / (64 x 8) = 1.7 ms per MoE layer and micro-batch, a lower bound. That run is
-not in any calibration set. It is a property of the software path (PyTorch/TE host work per
-MoE layer) more than of the GPU, so one value serves every generation (no Hopper figure is
-published). Token-dropping MoE (a capacity factor) has static shapes and no sync."""
+HOST_SYNC_S = 20e-6
+"""Seconds the host waits, per dropless MoE layer forward, on the device-to-host copy of the
+tokens-per-expert counts once the GPU has computed them: the copy of a few hundred bytes, the
+stream synchronisation that wakes the host thread, and the framework's conversion of the
+counts to a host list (Megatron-Core's all-to-all dispatcher ``.to("cpu")`` + sync; DeepEP's
+normal dispatch busy-waits on the CPU for the received counts; TE's grouped GEMM takes
+``m_splits`` as a host list). About 20 us: a synchronised kernel costs ~6 us more than a
+back-to-back one (NVIDIA Technical Blog, A. Gray, "Getting Started with CUDA Graphs", 2019:
+~9.6 us vs ~3.8 us per short kernel), plus the small copy's own launch and the Python list
+conversion (PyTorch eager operator overhead, ~5-10 us each). The larger cost of the sync is
+not this wait but what it serialises: the host work issued after it (dispatch, per-expert
+GEMMs) cannot run ahead of the GPU work before it (the host chain of
+:mod:`cpo_opt.model.step`). Token-dropping MoE (a capacity factor) has static shapes and no
+sync."""
 
 COMM_SM_FRACTION = 20.0 / 132.0
 """Fraction of the GPU's SMs that the EP dispatch/combine kernels hold while they run: DeepEP
@@ -183,6 +200,8 @@ class Constants:
     clock_fraction: Array
     sm_count: Array
     gemm_tile_overhead_s: Array
+    a2a_peer_s: Array
+    small_kernel_s: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +232,8 @@ INFO: dict[str, Info] = {
     "clock_fraction": Info(CLOCK_FRACTION, "ratio", "CLOCK_FRACTION"),
     "sm_count": Info(SM_COUNT, "count", "SM_COUNT"),
     "gemm_tile_overhead_s": Info(GEMM_TILE_OVERHEAD_S, "s", "GEMM_TILE_OVERHEAD_S"),
+    "a2a_peer_s": Info(A2A_PEER_S, "s", "A2A_PEER_S"),
+    "small_kernel_s": Info(SMALL_KERNEL_S, "s", "SMALL_KERNEL_S"),
 }
 """Every field of :class:`Constants` with its default and unit, in field order."""
 

@@ -132,7 +132,8 @@ class _GemmTable:
         if decided(when) and float(when) == 0.0:
             return
         launches = (jnp.maximum(count / GROUPED_GEMM_STREAMS, 1.0) if grouped else 1.0)
-        self.rows.append((m, n, k, count * when, launches * when))
+        casts = count if grouped else 1.0  # fp8: one quantisation per expert slice
+        self.rows.append((m, n, k, count * when, launches * when, casts * when))
         self.owner.append(block)
 
     def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure,
@@ -150,18 +151,18 @@ class _GemmTable:
         cast = compute.fp8_cast_time if structure.fp8 is not False else (
             lambda m, *a, **k: (jnp.zeros_like(m),) * 2)
 
-        def timed(m, n, k, count, launches):
+        def timed(m, n, k, count, launches, casts):
             on = jnp.where(count > 0, 1.0, 0.0)
             fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0,
                                                  groups=jnp.maximum(count, 1.0),
                                                  temperature=temperature)
             c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-            return (on * fwd + c_f + launches * ovh * (1.0 + fp8),
-                    on * bwd + c_b + launches * ovh * (2.0 + fp8))
+            return (on * fwd + c_f + (launches + fp8 * casts) * ovh,
+                    on * bwd + c_b + (2.0 * launches + fp8 * casts) * ovh)
 
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                    for i in range(5)]
+                    for i in range(6)]
             fwd, bwd = timed(*cols)
             times = [(fwd[i], bwd[i]) for i in range(len(self.rows))]
         else:
@@ -249,7 +250,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
     # every small (non-GEMM) kernel also costs its fixed launch/tail time on the GPU
-    ovh = system.constants.kernel_overhead_s
+    ovh = system.constants.small_kernel_s
     n_attn, n_dense, n_moe = small_kernels(model, s, plan)
     # recompute modules (Megatron-Core --recompute-modules): the norm of each block
     # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
@@ -316,8 +317,11 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
     ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
     issues about twice the forward's kernels. The small kernels are :func:`small_kernels`'
-    count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM and
-    the two all-to-all kernels.
+    count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM, the
+    two all-to-all kernels, and the experts' grouped GEMMs, which Transformer Engine issues
+    as one cuBLAS GEMM per local expert (``E / ep`` of them, :data:`GROUPED_GEMM_STREAMS`),
+    each expert's slice quantised by its own cast in fp8 (TE ``split_quantize``, one
+    quantizer per split).
 
     Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
     """
@@ -331,11 +335,40 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     ffn = n_dense + 2.0 * (1.0 + cast)  # + 2 GEMMs
     has_shared = weight(s.shared_experts, model.shared_experts > 0)
     router = 1.0 + ROUTER_KERNELS
-    # + router GEMM, the two all-to-alls, two grouped GEMMs; shared experts count 3 kernels
-    # with casts in all, their activation already among the small ones
-    moe = (n_moe + 1.0 + 2.0 + 2.0 * (1.0 + cast)
+    local = jnp.maximum(model.experts / plan.ep, 1.0)
+    # + router GEMM, the two all-to-alls, two grouped GEMMs of one GEMM (and one cast) per
+    # local expert; shared experts count 3 kernels with casts in all, their activation
+    # already among the small ones
+    moe = (n_moe + 1.0 + 2.0 + 2.0 * local * (1.0 + cast)
            + has_shared * (3.0 * (1.0 + cast) - 1.0))
     return (attn + ffn, attn), (attn + moe, attn + router)
+
+
+def host_issue_parts(model: Model, system: System, plan: Plan,
+                     structure: Structure | None = None):
+    """Host seconds to issue one layer's forward, by part: ``(attention, dense FFN, router,
+    MoE rest)`` (:func:`host_kernels` times ``HOST_LAUNCH_S``; kernels captured in CUDA graphs
+    at ``graph_launch_fraction`` of it). The router part runs up to the tokens-per-expert
+    sync of a dropless MoE layer; the MoE rest (dispatch, experts, combine) after it."""
+    k = system.constants
+    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
+    saved = 1.0 - plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
+    launch = k.host_launch_s
+    return (d_cap * saved * launch, (d_all - d_cap) * launch,
+            (m_cap - d_cap) * saved * launch, (m_all - m_cap) * launch)
+
+
+def router_kernels(model: Model, system: System, plan: Plan, d: Dims,
+                   temperature: float = 0.0) -> Kernels:
+    """GPU seconds of an MoE layer's router and preprocessing (the part before the
+    tokens-per-expert sync): the router GEMM ``Ts x h -> E`` with its fp8 cast, and the
+    :data:`ROUTER_KERNELS` small kernels' fixed cost. Part of :func:`blocks`' MoE FFN."""
+    f, b = compute.gemm_fwd_bwd_time(d.tokens_moe, model.experts, model.hidden, system, plan,
+                                     launches=1.0, temperature=temperature)
+    cf, cb = compute.fp8_cast_time(d.tokens_moe, model.experts, model.hidden, system, plan,
+                                   launches=1.0)
+    small = ROUTER_KERNELS * system.constants.small_kernel_s
+    return Kernels(gemm_fwd=f + cf, gemm_bwd=b + cb, elem_fwd=small)
 
 
 def small_kernels(model: Model, structure: Structure | None = None, plan: Plan | None = None):
@@ -343,7 +376,7 @@ def small_kernels(model: Model, structure: Structure | None = None, plan: Plan |
     fp8 casts nor the flash-attention core (those carry their own ``KERNEL_OVERHEAD_S``):
     norms, RoPE, residual adds, activations, the router's and the dispatcher's small kernels
     (the all-to-all kernels themselves are timed as communication). Each costs the fixed
-    launch/tail time ``KERNEL_OVERHEAD_S`` on the GPU besides its HBM traffic; the backward
+    time ``SMALL_KERNEL_S`` on the GPU besides its HBM traffic; the backward
     runs about twice as many (charged through ``elem_fwd``, which the backward counts twice).
     Counts of Megatron-Core with Transformer Engine; :func:`host_kernels` adds the GEMMs."""
     s = resolve(structure, model, plan)
@@ -356,22 +389,27 @@ def small_kernels(model: Model, structure: Structure | None = None, plan: Plan |
     return attn, dense, moe
 
 
+def dropless(model: Model):
+    """1 for dropless routing (no capacity factor: dynamic shapes, a host sync per MoE layer
+    forward), 0 with a capacity factor (static shapes)."""
+    return jnp.where(model.capacity_factor > 0, 0.0, 1.0)
+
+
 def sync_stall(model: Model, system: System):
-    """GPU idle seconds per MoE layer forward from the host-device synchronisation of dropless
-    routing (``HOST_SYNC_S``; none with a capacity factor, whose shapes are static)."""
-    dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
-    return dropless * system.constants.host_sync_s
+    """Seconds the host waits per dropless MoE layer forward on the device-to-host copy of the
+    tokens-per-expert counts beyond the GPU work before it (``HOST_SYNC_S``; none with a
+    capacity factor, whose shapes are static). What the sync costs besides this latency (the
+    host work behind it cannot overlap the GPU work before it) is :mod:`cpo_opt.model.step`'s
+    host chain."""
+    return dropless(model) * system.constants.host_sync_s
 
 
 def host_issue_time(model: Model, system: System, plan: Plan,
                     structure: Structure | None = None):
-    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels:
-    ``(total - captured (1 - f)) HOST_LAUNCH_S`` with CUDA graphs (``f`` the
-    graph launch fraction), ``total HOST_LAUNCH_S`` without."""
-    k = system.constants
-    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
-    saved = plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
-    return ((d_all - saved * d_cap) * k.host_launch_s, (m_all - saved * m_cap) * k.host_launch_s)
+    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels
+    (:func:`host_issue_parts` summed)."""
+    att, ffn, router, rest = host_issue_parts(model, system, plan, structure)
+    return att + ffn, att + router + rest
 
 
 def capacity(model: Model):
