@@ -231,3 +231,17 @@ def test_evaluate_json_names_stack_placement_and_memory_rank(capsys):
     assert pl["mode"] in ("aligned", "contiguous") and pl["why"]
     assert pl["working_gpus"] + pl["idle_gpus"] == out["gpus"]
     assert out["memory_rank"].startswith("rank ")
+
+
+@pytest.mark.slow
+def test_optimize_beats_deepseeks_published_plan_on_its_own_stack(capsys):
+    """Issue 20: on 2048 H800 at DeepSeek-V3's published batch, searching the published stack's
+    options finds a plan at least as fast as the published one (which fits in memory)."""
+    args = ["--model", "deepseek-v3", "--system", "h800-cluster", "--stack",
+            "deepseek-v3-published", "--json"]
+    assert main(["evaluate", "--plan", "deepseek-v3-2048"] + args) == 0
+    published = json.loads(capsys.readouterr().out)
+    assert published["fits_memory"]
+    assert main(["optimize", "--global-batch", "15360", "--dtype", "fp8"] + args) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["step_time_s"] <= published["step_time_s"]

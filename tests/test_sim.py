@@ -1,0 +1,477 @@
+"""The event simulator (cpo_opt.sim) on its own, and the closed form against it.
+
+Three kinds of checks, none of them a copy of a formula under test:
+
+* the simulator's schedules against published numbers: the 1F1B and interleaved bubbles
+  (Narayanan et al. 2021, sec. 2.2), Megatron-Core's warm-up counts
+  (``get_pp_rank_microbatches``), activations in flight (Korthikanti et al. 2022 sec. 4.2.3;
+  DualPipe README "Activation Per Device PP+1");
+* the simulator against hand-computed cases (one GPU, no overlap: the sum of its tasks; the
+  SM stretch of one overlapped pair; the A2A overlap with one micro-batch; a host-bound step);
+* the closed form (:func:`cpo_opt.model.step.step_time`) against the simulator, on the study's
+  optima and on random plans (tolerance and known disagreements: docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cpo_opt.inputs import system_with
+from cpo_opt.inputs.loaders import InputError, load_model, load_system, plan_from_values
+from cpo_opt.model.config import replace
+from cpo_opt.model.step import step_time
+from cpo_opt.sim import SimOptions, Stage, megatron_layout, simulate
+from cpo_opt.sim import engine, schedule
+from cpo_opt.sim.costs import costs
+
+
+def _load(model, system, gpus, **plan):
+    m = load_model(model)
+    s = load_system(system)
+    if gpus is not None:
+        s = system_with(s, {"cluster.gpus": float(gpus)})
+    return m, s, plan_from_values(plan, m, s, "test", "megatron-defaults")
+
+
+def _no_host(system):
+    return replace(system, constants=replace(system.constants, host_launch_s=0.0,
+                                             host_sync_s=0.0))
+
+
+# ----------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("pp,vpp,m", [(4, 1, 8), (4, 1, 2), (8, 1, 3), (4, 2, 8), (4, 4, 8),
+                                      (8, 2, 16), (4, 2, 4), (3, 3, 6)])
+def test_megatron_schedules_have_the_published_bubble(pp, vpp, m):
+    """Uniform chunks (forward f = F / vpp, backward b = B / vpp): 1F1B ends at
+    ``(m + pp - 1)(F + B)``; interleaved with ``m`` a multiple of ``pp`` at
+    ``m (F + B) + (pp - 1)(F + B) / vpp`` (Narayanan et al. 2021, sec. 2.2)."""
+    F, B = 1.0, 2.0
+    progs = [schedule.megatron(pp, vpp, m, r, False) for r in range(pp)]
+    t = schedule.makespan(progs, F / vpp, B / vpp)
+    assert t == pytest.approx(m * (F + B) + (pp - 1) * (F + B) / vpp)
+
+
+def test_interleaving_gains_nothing_with_one_micro_batch():
+    """One micro-batch crosses every virtual stage in turn: ``pp (F + B)`` whatever vpp."""
+    for vpp in (1, 2, 4):
+        progs = [schedule.megatron(4, vpp, 1, r, False) for r in range(4)]
+        assert schedule.makespan(progs, 1.0 / vpp, 2.0 / vpp) == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("pp,vpp,m,merged", [(4, 1, 8, False), (4, 2, 8, False),
+                                             (4, 2, 8, True), (8, 3, 16, False)])
+def test_megatron_warmup_counts(pp, vpp, m, merged):
+    """Warm-up forwards of rank r: ``pp - r - 1`` (1F1B); ``2 (pp - r - 1) + (vpp - 1) pp``
+    interleaved, one more with the A2A overlap (Megatron-Core ``get_pp_rank_microbatches``);
+    then the first steady forward, alone or merged with the first backward."""
+    for r in range(pp):
+        prog = [it for it in schedule.megatron(pp, vpp, m, r, merged) if it[0] != "P"]
+        first_b = next(i for i, it in enumerate(prog) if it[0] in ("B", "FB"))
+        if vpp == 1 and not merged:
+            want = pp - r - 1
+        else:
+            want = 2 * (pp - r - 1) + (vpp - 1) * pp + (1 if merged else 0)
+        assert first_b == min(want, m * vpp) + (0 if merged else 1)
+
+
+def _in_flight(prog):
+    live = peak = 0
+    for it in prog:
+        if it[0] == "F":
+            live += 1
+        elif it[0] == "FB":
+            peak = max(peak, live + 1)
+        elif it[0] == "B":
+            live -= 1
+        peak = max(peak, live)
+    return peak
+
+
+def test_activations_in_flight_match_the_published_counts():
+    """1F1B rank r holds ``pp - r`` micro-batches; interleaved rank 0
+    ``pp (1 + (pp - 1) / (pp vpp))`` micro-batches (Korthikanti et al. 2022 sec. 4.2.3),
+    i.e. ``2 (pp - 1) + (vpp - 1) pp + 1`` chunks; DualPipe every rank ``pp + 1`` chunks
+    (deepseek-ai/DualPipe README: "Activation Per Device PP+1")."""
+    for r in range(4):
+        assert _in_flight(schedule.megatron(4, 1, 8, r, False)) == 4 - r
+    assert _in_flight(schedule.megatron(4, 2, 8, 0, False)) / 2 == 4 * (1 + 3 / 8)
+    for pp, m in [(4, 8), (8, 16), (6, 24)]:
+        assert {_in_flight(schedule.dualpipe(pp, m, r)) for r in range(pp)} == {pp + 1}
+
+
+@pytest.mark.parametrize("pp,m", [(2, 4), (4, 8), (6, 12), (8, 20)])
+def test_dualpipe_runs_every_chunk_once(pp, m):
+    """Every rank runs each micro-batch's forward and backward once, through the stage the
+    direction puts on it; every deferred weight gradient is run; every send has its
+    receive."""
+    sends, recvs = [], []
+    for r in range(pp):
+        fwd, bwd, zb, w = set(), set(), 0, 0
+        for it in schedule.dualpipe(pp, m, r):
+            if it[0] in ("F", "FB"):
+                fwd.add(it[1])
+                assert it[2] == (r if it[1] < m // 2 else pp - 1 - r)
+            if it[0] == "B":
+                bwd.add(it[1])
+                zb += it[3]
+            if it[0] == "FB":
+                bwd.add(it[3])
+            w += it[0] == "W"
+            if it[0] == "P":
+                sends += it[1]
+                recvs += it[2]
+        assert fwd == bwd == set(range(m))
+        assert zb == w
+    assert sorted(sends) == sorted(recvs) and len(set(sends)) == len(sends)
+
+
+def test_dualpipe_beats_1f1b_on_the_same_chunks():
+    """Bidirectional with zero-bubble weight steps: less idle than 1F1B's (pp - 1)(F + B)
+    on the same uniform chunks (F = 1, B = 2 with W = 1)."""
+    pp, m = 8, 32
+    dual = schedule.makespan([schedule.dualpipe(pp, m, r) for r in range(pp)], 1.0, 2.0, 1.0)
+    one = schedule.makespan([schedule.megatron(pp, 1, m, r, False) for r in range(pp)],
+                            1.0, 2.0)
+    assert m * 3.0 < dual < one == pytest.approx((m + pp - 1) * 3.0)
+
+
+def test_p2p_latency_adds_once_per_virtual_stage_hop():
+    """With overlapped transfers the fill and the drain still wait for every hop: the
+    interleaved schedule pays ``2 (pp vpp - 1)`` transfer times whatever m; plain 1F1B on
+    uniform stages pays ``2 (pp - 1)`` with one micro-batch and more with many (each
+    steady step waits for its neighbour's)."""
+    def extra(pp, vpp, m):
+        progs = [schedule.megatron(pp, vpp, m, r, False) for r in range(pp)]
+        t0 = schedule.makespan(progs, 1.0 / vpp, 2.0 / vpp, p2p=0.0)
+        return (schedule.makespan(progs, 1.0 / vpp, 2.0 / vpp, p2p=0.01) - t0) / 0.01
+
+    for pp, vpp, m in [(4, 2, 8), (8, 2, 16), (4, 3, 4), (4, 2, 2)]:
+        assert extra(pp, vpp, m) == pytest.approx(2 * (pp * vpp - 1))
+    assert extra(4, 1, 1) == pytest.approx(6.0)
+    assert 6.0 < extra(4, 1, 8) < extra(4, 1, 16)
+
+
+# ----------------------------------------------------------------------------- engine
+def test_sm_stretch_is_processor_sharing():
+    """A compute task of w = 1 s beside an all-to-all of c = 0.5 s holding f = 0.25 of the
+    SMs runs at 0.75 for 0.5 s and at full speed after: it ends at 1 + 0.25 * 0.5."""
+    g = engine.Graph()
+    g.add(1.0, [], engine.COMPUTE, 0)
+    g.add(0.5, [], engine.SM_COMM, 0)
+    _, finish, _ = engine.run(g, 0.25, 1)
+    assert finish[0] == pytest.approx(1.125)
+    g = engine.Graph()  # the compute fits inside the all-to-all: it ends at w / (1 - f)
+    g.add(0.3, [], engine.COMPUTE, 0)
+    g.add(1.0, [], engine.SM_COMM, 0)
+    _, finish, _ = engine.run(g, 0.25, 1)
+    assert finish[0] == pytest.approx(0.4)
+
+
+def test_engine_reports_a_deadlock():
+    g = engine.Graph()
+    a = g.add(1.0, [])
+    b = g.add(1.0, [a])
+    g.deps[a].append(b)
+    with pytest.raises(engine.Deadlock):
+        engine.run(g, 0.0, 1)
+
+
+# ----------------------------------------------------------------------------- layout
+def test_megatron_layout_even_and_remainder():
+    lay = megatron_layout(61, 1, 32)
+    assert sum(st.layers for st in lay) == 61 and [st.layers for st in lay[:29]] == [2] * 29
+    assert [st.layers for st in lay[29:]] == [1, 1, 1]
+    assert lay[0] == Stage(1, 1, True, False) and lay[-1].head and not lay[-1].embedding
+    lay = megatron_layout(10, 10, 4, first=1, last=1)
+    assert [st.layers for st in lay] == [1, 4, 4, 1] and all(st.moe == 0 for st in lay)
+
+
+# ----------------------------------------------------------------------------- simulator
+def test_one_gpu_without_overlap_is_the_sum_of_its_tasks():
+    """pp = 1, one micro-batch, no communication, no host cost: the step is the layers'
+    forward and backward kernels, the output layer, the optimizer and the norm."""
+    m, s, p = _load("llama3-405b", "dgx-h100", 1, tp=1, global_batch=1, zero=0,
+                    recompute="none")
+    sy = _no_host(s.system)
+    c, d = costs(m.model, sy, p.plan)
+    layers = int(m.values["model"]["layers"])
+    kernels = layers * (c.attention.fwd + c.attention.bwd + c.dense_ffn.fwd + c.dense_ffn.bwd)
+    kernels += c.head.fwd + c.head.bwd
+    res = simulate(m.model, sy, p.plan)
+    assert res.pipeline_s == pytest.approx(kernels, rel=1e-9)
+    assert res.step_time_s > res.pipeline_s
+    path = res.critical_path
+    assert path[0].start_s == 0.0 and path[-1].end_s == pytest.approx(res.step_time_s)
+    assert all(a.end_s <= b.start_s + 1e-12 for a, b in zip(path, path[1:]))
+    d = res.to_dict()
+    assert d["step_time_s"] == res.step_time_s and len(d["critical_path"]) == len(path)
+    assert sum(d["critical_path_by_kind_s"].values()) <= res.step_time_s * (1 + 1e-9)
+
+
+def _moe(microbatches, **kw):
+    """config1 on 8 GPUs of the study's copper system, pp = 1, ep = 8 (dp = 8)."""
+    plan = dict(tp=1, pp=1, ep=8, global_batch=8 * microbatches, zero=1, recompute="none",
+                dtype="fp8")
+    plan.update(kw)
+    return _load("config1", "study-copper", 8, **plan)
+
+
+def test_a2a_overlap_needs_a_second_micro_batch():
+    """Megatron-Core's merged 1F1B pairs the forward of micro-batch i + 1 with the backward
+    of i: with one micro-batch there is no pair, and the overlap changes nothing."""
+    for gb in (1, 4):
+        m, s, off = _moe(gb)
+        _, _, on = _moe(gb, overlap_ep=True)
+        t_off = simulate(m.model, s.system, off.plan).step_time_s
+        t_on = simulate(m.model, s.system, on.plan).step_time_s
+        if gb == 1:
+            assert t_on == pytest.approx(t_off, rel=1e-12)
+        else:
+            assert t_on < t_off
+
+
+def test_host_bound_step_is_the_host_thread():
+    """With a 1 ms launch cost the host issues more slowly than the GPU computes: the
+    step is at least the host's issue time of all layers, and close to it."""
+    m, s, p = _moe(4)
+    slow = replace(s.system, constants=replace(s.system.constants, host_launch_s=1e-3))
+    c, _ = costs(m.model, slow, p.plan)
+    layers = int(m.values["model"]["layers"])
+    per_mb = 3.0 * layers * (c.host_attn + c.host_router + c.host_moe_mlp)  # fwd + 2 x bwd
+    res = simulate(m.model, slow, p.plan)
+    assert 4 * per_mb < res.step_time_s < 4 * per_mb * 1.25
+    assert res.path_totals().get("host issue", 0.0) > 0.5 * res.step_time_s
+
+
+def test_smaller_gradient_buckets_overlap_more():
+    """pp = 1, one micro-batch: with one bucket the whole reduction waits for the end of
+    the backward; with 40M-parameter buckets only the last one does."""
+    m, s, p = _moe(1, zero=2)
+    one = simulate(m.model, s.system, p.plan, options=SimOptions(bucket_params=1e15))
+    small = simulate(m.model, s.system, p.plan, options=SimOptions(bucket_params=4e7))
+    assert small.step_time_s < one.step_time_s
+    assert one.path_totals().get("DP communication", 0.0) > \
+        small.path_totals().get("DP communication", 0.0)
+
+
+def test_refused_schedules_are_flagged():
+    m, s, p = _load("gpt3-175b", "dgx-h100", 8, tp=1, pp=8, vpp=2, global_batch=4, zero=1)
+    res = simulate(m.model, s.system, p.plan)
+    assert any("m >= pp" in n for n in res.notes)
+
+
+# ----------------------------------------------------------------------------- vs closed form
+def _closed_and_sim(m, s, p, system=None, options=SimOptions()):
+    sy = system or s.system
+    return (float(step_time(m.model, sy, p.plan).step_time_s),
+            simulate(m.model, sy, p.plan, options=options).step_time_s)
+
+
+CLEAN = [  # (model, system, gpus, plan) with nothing the two model differently
+    ("llama3-405b", "dgx-h100", 8, dict(tp=8, global_batch=8, overlap_dp=False)),
+    ("gpt3-175b", "dgx-a100-selene", 16, dict(tp=8, global_batch=8, overlap_dp=False,
+                                              recompute="full")),
+    ("mixtral-8x22b", "dgx-h100", 8, dict(ep=8, global_batch=64, overlap_dp=False)),
+    ("mixtral-8x22b", "dgx-h100", 8, dict(ep=8, global_batch=64, overlap_ep=True,
+                                          overlap_dp=False)),
+    ("deepseek-v3", "h800-cluster", 64, dict(tp=2, ep=32, global_batch=32, dtype="fp8",
+                                             overlap_dp=False)),
+    ("config1", "study-copper", 16, dict(tp=2, ep=8, global_batch=16, dtype="fp8",
+                                         overlap_dp=False)),
+]
+TOLERANCE = 0.015
+"""The stated agreement of the closed form with the simulator on plans of the CLEAN class
+(experiments/sim_check.py: no pipeline, CP or expert TP; TP, DP and EP not overlapped; no
+ZeRO-3 or full recompute): |closed / simulated - 1| <= 1.5%. Measured (docs/simulator.md):
+150 random plans (seed 3) median 0.00%, 95th percentile of |.| 0.12%, largest 0.20%; 1000
+plans (seed 12) one above 1%, at 1.4% (the host running ahead in the backward, D14)."""
+
+
+@pytest.mark.parametrize("case", CLEAN, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_closed_form_agrees_without_a_pipeline(case):
+    """pp = 1 and DP not overlapped: the closed form's per-layer sums are the simulator's
+    schedule, to within the stated tolerance (host run-ahead, TP overlap per block and the
+    A2A pairing are the differences)."""
+    model, system, gpus, plan = case
+    m, s, p = _load(model, system, gpus, **plan)
+    closed, sim = _closed_and_sim(m, s, p)
+    assert closed == pytest.approx(sim, rel=TOLERANCE)
+
+
+def _check_sample(n, seed, experiment, models=None, systems=None, max_tasks=None):
+    sc = experiment("sim_check")
+    rows = [sc.compare(*t) for t in sc.sample(n, seed, models, systems, restrict=sc.CLEAN,
+                                              max_tasks=max_tasks or sc.MAX_TASK_ESTIMATE)]
+    families = {r["features"]["family"] for r in rows}
+    assert families == {"dense", "moe", "mla"}
+    worst = max(rows, key=lambda r: abs(r["ratio"]))
+    assert abs(worst["ratio"]) <= TOLERANCE, (worst["model"], worst["system"],
+                                              worst["plan"].values, worst["ratio"])
+    return rows
+
+
+def test_closed_form_agrees_on_random_clean_plans(experiment):
+    """Two dozen random plans of the CLEAN class: a dense, an MoE and an MLA model on three
+    systems, graphs under 20,000 tasks (derandomized: seed 11)."""
+    _check_sample(24, 11, experiment, ["gpt3-175b", "mixtral-8x22b", "deepseek-v3"],
+                  ["dgx-h100", "gb200-nvl72", "study-copper"], max_tasks=20_000)
+
+
+@pytest.mark.slow
+def test_closed_form_agrees_on_a_thousand_clean_plans(experiment):
+    """The tolerance on 1000 random CLEAN plans (a few minutes)."""
+    rows = _check_sample(1000, 12, experiment)
+    assert np.percentile([abs(r["ratio"]) for r in rows], 95) < 0.005
+
+
+def _gap(model, system, gpus, plan, host=True, options=SimOptions(), hardware=None,
+         constants=None):
+    m, s, p = _load(model, system, gpus, **plan)
+    if hardware:
+        s = system_with(s, hardware)
+    sy = s.system if host else _no_host(s.system)
+    if constants:
+        sy = replace(sy, constants=replace(sy.constants, **constants))
+    closed, sim = _closed_and_sim(m, s, p, sy, options)
+    return closed / sim - 1.0
+
+
+def _disagreement(name, why, *args, **kw):
+    return pytest.param(args, kw, id=name,
+                        marks=pytest.mark.xfail(strict=True, reason=why,
+                                                raises=AssertionError))
+
+
+DISAGREEMENTS = [  # docs/simulator.md, "Disagreements": the closed form should change
+    _disagreement("layout", "D1: the pacing rank is counted with ceil(L / (pp vpp)) vpp layers, "
+                  "all MoE, plus the head; the real split is lighter (+6%)",
+                  "deepseek-v3", "dgx-h100", 256,
+                  dict(tp=8, pp=2, ep=16, global_batch=32, dtype="fp8", overlap_dp=False),
+                  host=False),
+    _disagreement("dp-buckets", "D2: Megatron's default DDP bucket of max(4e7, 1e6 dp cp) "
+                  "parameters is one bucket at dp = 9216: the reduction cannot start before "
+                  "the backward ends (-31%)",
+                  "config1", "study-passage", None,
+                  dict(tp=1, cp=2, ep=128, global_batch=9216, zero=2, recompute="none",
+                       dtype="fp8")),
+    _disagreement("dp-window", "D3: interleaved chunks reduce and gather behind the other "
+                  "chunks and the fill/drain; only the first chunk's gather and the last one's "
+                  "reduction are always exposed (+27%)",
+                  "llama3-405b", "dgx-h100", 768,
+                  dict(tp=8, pp=6, vpp=7, global_batch=192, zero=1, recompute="none"),
+                  host=False, hardware={"scale_out.bandwidth_GB_s": 12.5}),
+    _disagreement("p2p-hops", "D4: the fill and the drain wait for every PP transfer, "
+                  "2 (pp vpp - 1) of them, which the closed form hides (-10%)",
+                  "gpt3-175b", "hgx-b200", 128,
+                  dict(tp=8, pp=16, vpp=6, global_batch=16, zero=1, recompute="none",
+                       dtype="fp8", overlap_dp=False), host=False),
+    _disagreement("sm-stretch", "D5: an overlapped all-to-all of c beside compute w ends at "
+                  "max(c, w + f c), not max(c, w) + f / (1 - f) min(c, w) (+8%)",
+                  "moe-1t-512e", "dgx-h100", None,
+                  dict(tp=4, ep=512, micro_batch=2, global_batch=131072, zero=2,
+                       recompute="selective", overlap_ep=True, overlap_dp=False,
+                       dispatcher="deepep"), host=False),
+    _disagreement("cp-ring", "D7: the last step of the CP ring cannot overlap: exposed "
+                  "(cp - 1) max(step - core / cp, 0), not max((cp - 1) step - core, 0) (-2.5%)",
+                  "gpt3-175b", "dgx-a100-selene", 16,
+                  dict(tp=8, cp=2, global_batch=4, overlap_dp=False, recompute="none"),
+                  host=False),
+    _disagreement("sync-in-pairs", "D12: in a merged pair the router sync stalls compute "
+                  "while the neighbour's all-to-all runs on (+6.5% with f = 0)",
+                  "moe-1t-512e", "dgx-h100", None,
+                  dict(tp=4, ep=512, micro_batch=2, global_batch=131072, zero=2,
+                       recompute="selective", overlap_ep=True, overlap_dp=False,
+                       dispatcher="deepep"), constants={"comm_sm_fraction": 0.0}),
+    _disagreement("host-run-ahead", "D14: without a sync the host runs ahead across layers "
+                  "(every backward, dense layers); the closed form takes max(GPU, host) per "
+                  "layer pass (+1.7% with a 0.5 ms launch, where issue and compute are close)",
+                  "llama3-405b", "dgx-h100", 8,
+                  dict(tp=8, global_batch=8, zero=1, recompute="none", dtype="fp8",
+                       overlap_dp=False), constants={"host_launch_s": 5e-4}),
+    _disagreement("tp-overlap", "D6: each TP pair hides behind its own block's GEMMs "
+                  "(attention, FFN, shared experts), not the layer's pooled (dense) or the "
+                  "attention GEMMs alone (MoE) (+2.6%)",
+                  "moe-1t-512e", "paper-fig-copper-4x128", None,
+                  dict(tp=8, ep=256, micro_batch=2, global_batch=4096, zero=1,
+                       recompute="none", dtype="fp8", overlap_tp=True, overlap_dp=False)),
+    _disagreement("expert-tp", "D10: the expert-TP pair is the dispatcher's, not hidden by "
+                  "overlap_tp behind the attention GEMMs (-8%)",
+                  "deepseek-v3", "paper-fig-passage-512-900", None,
+                  dict(tp=2, ep=16, etp=2, global_batch=4096, zero=1, recompute="none",
+                       overlap_tp=True, overlap_dp=False, placement="aligned")),
+    _disagreement("recompute-ep", "D9: with recompute = full the recomputed forward is charged "
+                  "the backward's all-to-all volume (2 combines) instead of dispatch + combine "
+                  "(+8% in fp8)",
+                  "config4", "hgx-b200", 128,
+                  dict(tp=2, ep=64, global_batch=256, zero=1, recompute="full",
+                       dtype="fp8", overlap_tp=True, overlap_dp=False)),
+    _disagreement("zero3-bubble", "D8: the ZeRO-3 gathers of a rank run on its own link during "
+                  "the pipeline fill and drain; the closed form puts them in the bubble (x4)",
+                  "gpt3-175b", "hgx-b200", None,
+                  dict(tp=8, pp=8, cp=4, vpp=8, micro_batch=2, global_batch=128, zero=3,
+                       recompute="none", overlap_tp=True)),
+    _disagreement("dualpipe", "D11: DualPipe.step's own order idles less than the README's "
+                  "(PP/2 - 1)(F&B + B - 3W) the closed form uses (+8%)",
+                  "llama3-405b", "dgx-h100", 64,
+                  dict(tp=8, pp=8, schedule="dualpipe", global_batch=16, overlap_dp=False,
+                       overlap_p2p=True), host=False),
+]
+
+
+@pytest.mark.parametrize("args,kw", DISAGREEMENTS)
+def test_known_disagreements(args, kw):
+    """Each known disagreement (docs/simulator.md), isolated on one plan: it fails the
+    stated tolerance today (strict xfail); fixing the closed form turns it into a pass,
+    and the marker then comes off."""
+    assert abs(_gap(*args, **kw)) <= TOLERANCE
+
+
+def _optimum(config, fabric, why=None):
+    marks = [pytest.mark.xfail(strict=True, reason=why, raises=AssertionError)] if why else []
+    return pytest.param(config, fabric, id=f"{config}-{fabric}", marks=marks)
+
+
+@pytest.mark.parametrize("config,fabric", [
+    _optimum("config1", "copper", "D1 layout (61 layers on 32 stages: the closed form counts "
+             "16 MoE layers and the head on one rank) and D3 DP window: +9.5%"),
+    _optimum("config2", "copper"),
+    _optimum("config3", "copper"),
+    _optimum("config4", "copper", "D3: interleaved chunks reduce and gather behind other "
+             "chunks and the fill/drain, not within one micro-batch's time: +4.4%"),
+    _optimum("config1", "passage", "D2: one default DDP bucket at dp = 9216, m = 1: -31%"),
+    _optimum("config2", "passage", "D2: -22%"),
+    _optimum("config3", "passage", "D2: -18%"),
+    _optimum("config4", "passage", "D2: -12%"),
+])
+def test_study_optima_agree_within_3_percent(config, fabric, experiment):
+    """The issue's bar: the copper and Passage optima of docs/study-results.md (fp8, the
+    study's batch) agree within 3%. Those that do not are the known disagreements."""
+    sc = experiment("sim_check")
+    system = f"study-{fabric}"
+    (text,) = [t for c, s, t in sc.study_optima() if c == config and s == system]
+    try:
+        plan = sc.study_plan(config, system, text)
+    except InputError as e:  # the page predates a plan rule: it needs regenerating
+        pytest.skip(f"docs/study-results.md's optimum no longer loads: {e}")
+    r = sc.compare(config, system, plan)
+    assert abs(r["ratio"]) <= 0.03, r["ratio"]
+
+
+def test_study_optima_agree_with_40m_buckets_on_every_rank(experiment):
+    """With 40M-parameter gradient buckets on every rank (``--ddp-bucket-size 40000000``
+    and bucketing beyond pipeline rank 0: :class:`SimOptions`) the Passage optima come
+    within 3%: the D2 gap is the bucket size, nothing else."""
+    sc = experiment("sim_check")
+    for config, system, text in sc.study_optima():
+        if system != "study-passage":
+            continue
+        m, s = sc.specs(config, system)
+        try:
+            p = sc.study_plan(config, system, text)
+        except InputError as e:
+            pytest.skip(f"docs/study-results.md's optimum no longer loads: {e}")
+        closed = float(step_time(m.model, s.system, p.plan).step_time_s)
+        sim = simulate(m.model, s.system, p.plan,
+                       options=SimOptions(bucket_params=4e7, bucket_all_ranks=True))
+        assert closed == pytest.approx(sim.step_time_s, rel=0.03)
