@@ -94,6 +94,12 @@ class Layout:
     middle_stage: object
     last_stage: object
 
+    first_chunk: RankLoad = None
+    """Rank 0's first virtual stage (with the embedding); with ``vpp > 1`` its gradients are
+    reduced last and its parameters gathered first (:mod:`cpo_opt.model.step`, DP)."""
+    middle_chunk: RankLoad = None
+    """One middle virtual stage (the first chunk of the other ranks)."""
+
     def ranks(self) -> tuple[RankLoad, RankLoad, RankLoad]:
         return self.first, self.middle, self.last
 
@@ -193,7 +199,11 @@ def layout(model: Model, plan: Plan, microbatches, t_head, t_layer, structure: S
     has_mid = pp > 2.5
     mid_rank = pick(has_mid, mid_rank, last)
     last = pick(plan.pp > 1.5, last, first)
-    return Layout(first, mid_rank, last, f, mid, l)
+    chunk0 = RankLoad(dense=fd, moe=fm, embedding=1.0, head=single, per_mb=per_mb,
+                      in_flight=1.0)
+    chunk_mid = RankLoad(dense=md, moe=mm, embedding=0.0, head=0.0, per_mb=per_mb,
+                         in_flight=1.0)
+    return Layout(first, mid_rank, last, f, mid, l, chunk0, chunk_mid)
 
 
 def pick(cond, a: RankLoad, b: RankLoad) -> RankLoad:

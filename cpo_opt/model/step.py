@@ -122,6 +122,13 @@ TIE = 1e-12
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
 gradient (16), write master, m, v (12) and the bf16 weight (2)."""
+DDP_BUCKET_PARAMS = 4e7
+"""Parameters per DP gradient bucket (Megatron-Core ``--ddp-bucket-size 40000000``, the
+minimum of its default ``max(4e7, 1e6 dp cp)``): with overlapped DP the last bucket's
+reduction and the first one's gather are always exposed, ``min(1, bucket / P_rank)`` of the
+rank's traffic. At large ``dp`` Megatron-Core's default bucket is larger (one bucket at
+``dp = 9216``); the simulator models that default, the closed form the 40M buckets a tuned
+run sets (docs/simulator.md, D2)."""
 BF16_MOMENTS_SAVING = 8.0
 """Bytes of those 30 saved with ``bf16_moments``: m and v read and written at 2 bytes."""
 
@@ -466,22 +473,42 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # (Megatron-Core DDP with --overlap-grad-reduce / --overlap-param-gather and
     # align_grad_reduce), so every chunk's traffic but the first chunk's gather and the last
     # chunk's reduction hides behind the rest of the pipeline, W = t_pipe - t_pace / vpp:
-    # max(c0 (grad_r + gather_r), grad_r + gather_r - W), c0 = 1 / vpp the share of one chunk
-    # (simulator D3). The step waits for the last rank to finish (the max over ranks, each
+    # max(c0 (grad_r + gather_r), grad_r + gather_r - W), c0 the share of the rank's
+    # parameters in its first chunk (~1 / vpp; rank 0's with the embedding) (simulator D3). The step waits for the last rank to finish (the max over ranks, each
     # term monotone, so their max is too).
     w_total = slow["total"]
     inter = jnp.where(plan.vpp > 1.5, 1.0, 0.0) * (1.0 - plan.schedule)
     t_pipe = n_mb * w_total + bubble
     w_pipe = t_pipe - w_total / plan.vpp
+    # share of each rank's parameters in its first chunk (rank 0's holds the embedding), and
+    # in its first layer (with the embedding on rank 0): the gradients the backward produces
+    # last, reduced after it ends, and the parameters the forward needs first
+    first_share, first_layer = [], []
+    for i, h in enumerate(held):
+        chunk = lay.first_chunk if i == 0 else lay.middle_chunk
+        total = jnp.maximum(h[0] + h[1], 1.0)
+        c_dense, c_exp = local_params(model, plan, d, chunk)
+        first_share.append(jnp.clip((c_dense + c_exp) / total, 0.0, 1.0))
+        n = jnp.maximum(chunk.dense + chunk.moe, 1.0)
+        one = dataclasses.replace(chunk, dense=chunk.dense / n, moe=chunk.moe / n)
+        l_dense, l_exp = local_params(model, plan, d, one)
+        first_layer.append(jnp.clip((l_dense + l_exp) / total, 0.0, 1.0))
     dp_step = 0.0
-    for (grad_r, param_r, _, _), r in zip(dp_comms, ranks):
+    for (grad_r, param_r, _, _), r, c0, held_r, l0 in zip(dp_comms, ranks, first_share, held,
+                                                            first_layer):
         w_grad = w_total - r["wall_fwd"]
         both = grad_r.time + param_r.time
         hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
                                   smooth.relu(both - w_total, w_total + 1e-9, t), t)
-        hidden_inter = smooth.smax(both / plan.vpp,
+        hidden_inter = smooth.smax(c0 * both,
                                    smooth.relu(both - w_pipe, w_pipe + 1e-9, t), t)
         hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
+        # the last gradient bucket (at least the first layer, with the embedding on rank 0:
+        # Megatron-Core never splits a parameter across buckets) is reduced after the last
+        # backward, whatever the window (simulator D2; its first bucket's gather the
+        # simulator finds hidden behind the step's start)
+        bucket = jnp.clip(DDP_BUCKET_PARAMS / jnp.maximum(held_r[0] + held_r[1], 1.0), 0.0, 1.0)
+        hidden = smooth.smax(hidden, smooth.smax(bucket, l0, t) * grad_r.time, t)
         dp_step = smooth.smax(dp_step, both + plan.overlap_dp * (hidden - both), t)
 
     # --- optimizer and other
