@@ -260,16 +260,23 @@ def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) 
     return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
 
 
-HIERARCHY_LEVELS = 10
-"""Sub-domain sizes a hierarchical dispatcher may use: the domain's ``m`` members per group,
-or ``m / 2, m / 4, ...`` down to 1 (:func:`hierarchical_dispatch`)."""
+HIERARCHY_LEVELS = 7
+"""Island sizes a hierarchical dispatcher may use: the domain's ``m`` members per group, or
+``m / 2, m / 4, ...`` down to :data:`MIN_ISLAND` (:func:`hierarchical_dispatch`)."""
+
+MIN_ISLAND = 8.0
+"""Smallest NVLink island of a hierarchical dispatcher: DeepEP's kernels are built for up to
+8 NVLink peers per node (``NUM_MAX_NVL_PEERS = 8``, deepseek-ai/DeepEP ``csrc/kernels/
+configs.cuh``) and HybridEP splits a larger NVLink domain only into groups of whole 8-GPU
+sets (``NUM_OF_HYBRID_EP_RANKS_PER_NVLINK_DOMAIN``); a domain of 8 or fewer is one island."""
 
 
 def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_domains=0.0,
                           temperature: float = 0.0) -> Comm:
-    """EP dispatch (or combine) of DeepEP / HybridEP style (:func:`_hierarchical_one`), on the
-    best NVLink island size: the dispatcher treats ``m' = m / 2^j`` of a group's ``m``
-    in-domain members as one island (HybridEP's ``NUM_OF_HYBRID_EP_RANKS_PER_NVLINK_DOMAIN``,
+    """EP dispatch (or combine) of DeepEP / HybridEP style
+    (:func:`hierarchical_dispatch_islands`) on the best NVLink island size: the dispatcher
+    treats ``m' = m / 2^j >= 8`` of a group's ``m`` in-domain members as one island
+    (HybridEP's ``NUM_OF_HYBRID_EP_RANKS_PER_NVLINK_DOMAIN``,
     DeepEP's NVLink-domain size), and the fastest choice is taken.
 
     Why: forwarding through an entry GPU per remote island saves a scale-up copy each time the
@@ -283,9 +290,10 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     the argmin's time and bytes; relaxed model: the smooth minimum of the times with the
     bytes of the whole domain."""
     m = grp.in_domain
-    levels = [_hierarchical_one(token_bytes, top_k,
-                                Group(grp.size, jnp.maximum(m / 2.0 ** j, 1.0)), system,
-                                max_domains, temperature)
+    floor = jnp.minimum(m, MIN_ISLAND)
+    levels = [hierarchical_dispatch_islands(token_bytes, top_k,
+                                            Group(grp.size, jnp.maximum(m / 2.0 ** j, floor)),
+                                            system, max_domains, temperature)
               for j in range(HIERARCHY_LEVELS)]
     best = levels[0]
     if not smooth.is_exact(temperature):
@@ -300,9 +308,11 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     return best
 
 
-def _hierarchical_one(token_bytes, top_k, grp: Group, system: System, max_domains=0.0,
-                      temperature: float = 0.0) -> Comm:
-    """EP dispatch (or combine) of DeepEP / HybridEP style: each token crosses the scale-out
+def hierarchical_dispatch_islands(token_bytes, top_k, grp: Group, system: System,
+                                  max_domains=0.0, temperature: float = 0.0) -> Comm:
+    """EP dispatch (or combine) of DeepEP / HybridEP style with the group's domains as its
+    NVLink islands (DeepEP's own configuration; :func:`hierarchical_dispatch` takes the best
+    island size): each token crosses the scale-out
     network once per remote domain that holds one of its experts, and is forwarded over the
     scale-up network to the experts inside that domain (DeepEP README, "normal kernels ...
     forwarding from NVLink to RDMA"; DeepSeek-V3 report sec. 3.2.2).

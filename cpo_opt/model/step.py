@@ -474,7 +474,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # align_grad_reduce), so every chunk's traffic but the first chunk's gather and the last
     # chunk's reduction hides behind the rest of the pipeline, W = t_pipe - t_pace / vpp:
     # max(c0 (grad_r + gather_r), grad_r + gather_r - W), c0 the share of the rank's
-    # parameters in its first chunk (~1 / vpp; rank 0's with the embedding) (simulator D3). The step waits for the last rank to finish (the max over ranks, each
+    # parameters in its first chunk (~1 / vpp; rank 0's with the embedding) (simulator D3).
+    # The step waits for the last rank to finish (the max over ranks, each
     # term monotone, so their max is too).
     w_total = slow["total"]
     inter = jnp.where(plan.vpp > 1.5, 1.0, 0.0) * (1.0 - plan.schedule)
