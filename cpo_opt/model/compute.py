@@ -25,9 +25,8 @@ Checked against published GEMM tables (OpenXLA's H100 and B200 matmul tables, De
 H800 FP8 table: ``cpo_opt/data/gemm-benchmarks.toml``, ``experiments/gemm_shape_fit.py``,
 ``tests/test_gemm_shape.py``).
 
-The relaxed model (``temperature > 0``) replaces each ceiling by its expected value over a
-uniformly distributed remainder, ``ceil(x) ~ x + 1/2`` (smooth and monotone), and the menu's
-minimum by the smooth minimum: it has no tile of its own, only the average quantization.
+The relaxed model (``temperature > 0``) smooths each ceiling and the menu's minimum
+(:func:`tiled_flop_time`).
 
 Backward runs two GEMMs per forward GEMM: the input gradient (``m x n`` by ``n x k``) and the
 weight gradient (``k x m`` by ``m x n``), which accumulates into fp32 main gradients
@@ -67,24 +66,22 @@ def input_bytes(plan: Plan):
     return jnp.where(plan.fp8 > 0, 1.0, 2.0)
 
 
-def _ceil(x, temperature):
-    """``ceil`` (exact model) or its expectation ``x + 1/2`` (relaxed model)."""
-    if smooth.is_exact(temperature):
-        return jnp.ceil(x - 1e-9)
-    return x + 0.5
-
-
 def tiled_flop_time(m, n, k, groups, peak, system: System, temperature: float = 0.0):
     """Seconds of the tensor-core work of ``groups`` GEMMs ``(m x k) @ (k x n)`` at ``peak``
     FLOP/s (the whole GPU's), tiled and scheduled in waves over the SMs (module docstring),
-    with the best tile of :data:`GEMM_TILES`."""
+    with the best tile of :data:`GEMM_TILES`.
+
+    Relaxed model (``temperature > 0``): every ceiling is :func:`smooth.ceil` (exact at whole
+    counts, rising to the next within ``temperature`` of a count above each) and the menu's
+    minimum the smooth minimum: smooth between tile boundaries, converging to the exact model
+    as the temperature falls (like the layer split's ceiling, :mod:`cpo_opt.model.dims`)."""
     consts = system.constants
     sms = jnp.maximum(consts.sm_count, 1.0)
     per_sm = sms / peak  # seconds per FLOP on one SM
     best = None
     for tm, tn in GEMM_TILES:
-        tiles = groups * _ceil(m / tm, temperature) * _ceil(n / tn, temperature)
-        waves = _ceil(tiles / sms, temperature)
+        tiles = groups * smooth.ceil(m / tm, temperature) * smooth.ceil(n / tn, temperature)
+        waves = smooth.ceil(tiles / sms, temperature)
         tile = 2.0 * tm * tn * k * per_sm + consts.gemm_tile_overhead_s * (tm * tn / TILE_REF_AREA)
         t = waves * tile
         best = t if best is None else smooth.smin(best, t, temperature)

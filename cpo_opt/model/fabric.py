@@ -286,21 +286,19 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     old islands remain available (issue 21). The minimum over island sizes is monotone in the
     domain: a domain twice as large keeps every island size of the smaller one (a domain
     1.5 times as large cuts power-of-two groups elsewhere: no such guarantee, nor is there one
-    in the placement, :func:`members_in_domain`). Exact model:
-    the argmin's time and bytes; relaxed model: the smooth minimum of the times with the
-    bytes of the whole domain."""
+    in the placement, :func:`members_in_domain`). Exact model: the argmin's time and bytes;
+    relaxed model (continuous degrees, no island of its own): the whole domain as one
+    island."""
+    if not smooth.is_exact(temperature):
+        return hierarchical_dispatch_islands(token_bytes, top_k, grp, system, max_domains,
+                                             temperature)
     m = grp.in_domain
     floor = jnp.minimum(m, MIN_ISLAND)
-    levels = [hierarchical_dispatch_islands(token_bytes, top_k,
-                                            Group(grp.size, jnp.maximum(m / 2.0 ** j, floor)),
-                                            system, max_domains, temperature)
-              for j in range(HIERARCHY_LEVELS)]
+    sizes = [m] + [jnp.maximum(m / 2.0 ** j, floor) for j in range(1, HIERARCHY_LEVELS)]
+    levels = [hierarchical_dispatch_islands(token_bytes, top_k, Group(grp.size, size), system,
+                                            max_domains, temperature)
+              for size in sizes]
     best = levels[0]
-    if not smooth.is_exact(temperature):
-        t = best.time
-        for c in levels[1:]:
-            t = smooth.smin(t, c.time, temperature)
-        return Comm(t, best.up_bytes, best.out_bytes)
     for c in levels[1:]:
         take = c.time < best.time
         best = Comm(*(jnp.where(take, getattr(c, f), getattr(best, f))
@@ -340,16 +338,17 @@ def hierarchical_dispatch_islands(token_bytes, top_k, grp: Group, system: System
     distinct = n * (1.0 - (1.0 - 1.0 / n) ** k)
     limited = smooth.smin(distinct, jnp.maximum(max_domains, 1.0), temperature)
     distinct = jnp.where(max_domains > 0, limited, distinct)
-    reach = jnp.where(max_domains > 0,
-                      m * smooth.smin(n, jnp.maximum(max_domains, 1.0), temperature), g)
-    gpus = reach * (1.0 - (1.0 - 1.0 / jnp.maximum(reach, 1.0)) ** k)
-    out = token_bytes * distinct * (n - 1.0) / n
     # the scale-up copies per token grow with the island (fewer entry GPUs double as
     # destinations); a dispatcher that would be slowed by a larger island keeps the smaller
-    # one (:func:`hierarchical_dispatch`), so this share is held constant for derivatives:
-    # d(time) / d(domain) comes from the scale-out side only and is never > 0
-    sg = jax.lax.stop_gradient
-    up = token_bytes * sg(gpus * (m - 1.0) / m)
+    # one (:func:`hierarchical_dispatch`), so in the exact model the island size is held
+    # constant in this share for derivatives: d(time) / d(domain) comes from the scale-out
+    # side only and is never > 0 (the relaxed model keeps every derivative)
+    mu = jax.lax.stop_gradient(m) if smooth.is_exact(temperature) else m
+    reach = jnp.where(max_domains > 0,
+                      mu * smooth.smin(g / mu, jnp.maximum(max_domains, 1.0), temperature), g)
+    gpus = reach * (1.0 - (1.0 - 1.0 / jnp.maximum(reach, 1.0)) ** k)
+    out = token_bytes * distinct * (n - 1.0) / n
+    up = token_bytes * gpus * (mu - 1.0) / mu
     t_up = up * _s_per_byte_up(system)
     t_out = out * _s_per_byte_out(system)
     crosses_out = smooth.step((g - m) / g, temperature)
