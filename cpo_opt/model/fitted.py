@@ -6,9 +6,7 @@ runs ``cpo-opt calibrate --prior physical`` on the public fit sets and writes th
 and ``GENERATION_DEFAULTS``, and under any user constants table.
 """
 
-VALUES: dict[str, dict[str, float]] = {'ampere': {'gemm_eff_bf16': 0.7269557229131979},
- 'blackwell': {'host_sync_s': 0.002675426432510403},
- 'hopper': {'host_sync_s': 0.0016469131555746784}}
+VALUES: dict[str, dict[str, float]] = {'ampere': {'gemm_eff_bf16': 0.7269557229131979}}
 """``{level: {constant: value}}`` (SI units), levels as in a constants file."""
 
 INTERVALS: dict[str, dict[str, tuple[float, float]]] = {'ampere': {'gemm_eff_bf16': (0.7118506201771522, 0.7415564790163848)},
