@@ -379,20 +379,39 @@ def _edited(table: Mapping[str, Any], edits: Mapping[str, Any]) -> dict:
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
              overrides: Mapping[str, Any] | None = None, scenario=None,
              constants=None, stack=None, dtype: str | None = None,
-             global_batch: int | None = None) -> EvaluateResult:
+             global_batch: int | None = None, simulate: bool = False) -> EvaluateResult:
     """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
     :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
     are not given (its plan also on another ``model``/``system``, checked there); with
     ``constants`` carrying intervals it adds ``step_time_interval_s``. ``dtype`` and
     ``global_batch`` (``--dtype``, ``--global-batch``) fill the plan's keys (a plan that
-    sets another value is an error naming the argument)."""
+    sets another value is an error naming the argument). ``simulate`` (``--simulate``) adds
+    ``"simulated"``: the same step scheduled by the event simulator (:mod:`cpo_opt.sim`,
+    docs/simulator.md), its critical path, and ``closed_form_vs_simulated`` (closed form /
+    simulated - 1)."""
     x = _resolve(model, system, plan, overrides, scenario, constants, stack, want_plan=True,
                  plan_edits={"dtype": dtype, "global_batch": global_batch})
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
     out = _evaluate.evaluate(x.model, x.system, x.plan, _tokens(tokens))
+    if simulate:
+        out["simulated"] = simulated(x.model, x.system, x.plan, out["step_time_s"])
     return EvaluateResult.from_dict(x.echo(with_megatron(out, x.model, x.system)))
+
+
+def simulated(model: ModelSpec, system: SystemSpec, plan: PlanSpec,
+              closed_form_s: float) -> dict[str, Any]:
+    """The ``"simulated"`` object of ``evaluate --simulate``: the event simulator's step
+    time, critical path and per-rank busy/idle time (:meth:`cpo_opt.sim.SimResult.to_dict`,
+    SI units) and the closed form's relative difference from it."""
+    import numpy as np
+    from cpo_opt.sim import simulate as _simulate
+    res = _simulate(model.model, system.system, plan.plan)
+    d = res.to_dict()
+    d["closed_form_vs_simulated"] = float(closed_form_s / d["step_time_s"] - 1.0) \
+        if np.isfinite(d["step_time_s"]) and d["step_time_s"] > 0 else None
+    return d
 
 
 def with_megatron(out: dict[str, Any], model: ModelSpec, system: SystemSpec) -> dict[str, Any]:

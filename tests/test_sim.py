@@ -485,3 +485,29 @@ def test_study_optima_agree_with_40m_buckets_on_every_rank(experiment):
         sim = simulate(m.model, s.system, p.plan,
                        options=SimOptions(bucket_params=4e7, bucket_all_ranks=True))
         assert closed == pytest.approx(sim.step_time_s, rel=0.03)
+
+
+# ------------------------------------------------------------------- evaluate --simulate
+def test_evaluate_simulate_reports_the_simulator_beside_the_closed_form(capsys):
+    """``evaluate --simulate``: the simulator's step is the end of its critical path (the
+    stretches join without gaps from 0), the difference is the closed form's from it, and
+    the text names both (SPEC section 4: ``"simulated": {"step_time_s", "critical_path"}``)."""
+    import json
+
+    from cpo_opt.cli.main import main
+    argv = ["evaluate", "--model", "mixtral-8x22b", "--system", "dgx-h100", "--stack",
+            "megatron-defaults", "--plan", "tp=2,pp=4,ep=8,global_batch=4096", "--simulate"]
+    assert main(argv + ["--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    sim = r["simulated"]
+    path = sim["critical_path"]
+    assert path and path[0]["start_s"] == pytest.approx(0.0, abs=1e-12)
+    assert path[-1]["end_s"] == pytest.approx(sim["step_time_s"], rel=1e-9)
+    assert all(b["start_s"] == pytest.approx(a["end_s"], rel=1e-9, abs=1e-12)
+               for a, b in zip(path, path[1:]))
+    assert sim["closed_form_vs_simulated"] == pytest.approx(
+        r["step_time_s"] / sim["step_time_s"] - 1.0, rel=1e-12)
+    assert abs(sim["closed_form_vs_simulated"]) < 0.25  # the plan runs the same step
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "event simulator (cpo_opt.sim): step" in text and "critical path" in text

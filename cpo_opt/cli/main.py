@@ -230,7 +230,7 @@ def cmd_evaluate(args) -> None:
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
                      overrides=parse_sets(args.set), scenario=args.scenario,
                      constants=args.constants, stack=args.stack, dtype=args.dtype,
-                     global_batch=args.global_batch)
+                     global_batch=args.global_batch, simulate=args.simulate)
     warn(r, args.json)
     emit(r.to_dict(), args.json, _formatter(args, text.evaluate_table))
 
@@ -446,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     format_flag(sp)
     batch_flags(sp, "the plan's")
     sp.add_argument("--tokens", help="training tokens (e.g. 15e12 or 15T): adds time to train")
+    sp.add_argument("--simulate", action="store_true",
+                    help="also schedule the step in the event simulator (cpo_opt.sim, "
+                         "docs/simulator.md): its step time, the closed form's difference "
+                         "from it, and the critical path")
 
     sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
     msp(sp)

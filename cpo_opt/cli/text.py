@@ -172,7 +172,31 @@ def evaluate_table(r: dict) -> str:
     if "time_to_train_days" in r:
         rows.append(["time to train", f"{r['time_to_train_days']:.2f} days",
                      f"{r['tokens']:.3g} tokens"])
-    return "\n".join(lines) + table(rows, ["", "value", "share of step"])
+    out = "\n".join(lines) + table(rows, ["", "value", "share of step"])
+    if r.get("simulated"):
+        out += "\n\n" + simulated_text(r["simulated"])
+    return out
+
+
+def simulated_text(sim: dict) -> str:
+    """``evaluate --simulate``: the simulator's step beside the closed form's, each rank's
+    busy/idle time, its notes and the critical path (stretches of one chunk and kind)."""
+    diff = sim.get("closed_form_vs_simulated")
+    lines = [f"event simulator (cpo_opt.sim): step {_s(sim['step_time_s'])}"
+             + (f", closed form {100 * diff:+.1f}% from it" if diff is not None else "")]
+    lines += [f"  rank {r['rank']}: busy {_s(r['busy_s'])}, idle {_s(r['idle_s'])}"
+              for r in sim["per_rank"]]
+    lines += [f"  note: {n}" for n in sim["notes"]]
+    lines.append("  critical path by kind: " + ", ".join(
+        f"{k} {_s(v)}" for k, v in sim["critical_path_by_kind_s"].items()))
+    path = sim["critical_path"]
+    lines.append(f"  critical path ({len(path)} stretches):")
+    shown = path if len(path) <= 40 else path[:20] + [None] + path[-20:]
+    for seg in shown:
+        lines.append("    ..." if seg is None else
+                     f"    {seg['start_s'] * 1e3:10.3f} - {seg['end_s'] * 1e3:10.3f} ms  "
+                     f"{seg['name']}")
+    return "\n".join(lines)
 
 
 def mfu_basis(r: dict) -> str:
