@@ -475,6 +475,14 @@ FLAGS: dict[str, list[V]] = {
                         for x in NUM_BAD[:4] + ["0"]],
     "--process-id": [v(x, BAD, names=("--process-id", "--coordinator", "--num-processes"))
                      for x in NUM_BAD[:4]],
+    "--stack": ([v("megatron-defaults", OK), v("deepseek-v3-published", EITHER)]
+                + _many(["", "nope", "nope.toml", "/", "a" * 5000], BAD)
+                + [v(F("st_bad.toml", '[options]\nschedule = { value = "zigzag", source = "x" }\n'),
+                     BAD),
+                   v(F("st_key.toml", '[options]\nwarp = { value = true, source = "x" }\n'), BAD),
+                   v(F("st_none.toml", '[stack]\nname = "x"\n'), BAD)]),
+    "--format": [v("megatron", OK), v("text", OK), v("yaml", BAD), v("", BAD)],
+    "--simulate": [v(None, OK)],
     "--quick": [v(None, NEVER)],
     "--no-progress": [v(None, NEVER)],
     "--json": [v(None, NEVER)],
