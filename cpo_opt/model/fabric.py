@@ -127,25 +127,66 @@ def _int(x):
     return jnp.maximum(jnp.round(jax.lax.stop_gradient(x)), 1.0).astype(jnp.int32)
 
 
+GCD_STEPS = 22
+"""Steps of the fixed-length Euclid in :func:`smallest_piece`: each least-absolute-remainder
+step at least halves the smaller number, and the gcd is needed only for groups of fewer than
+``gpus / MAX_BLOCKS`` ranks, i.e. below ``2**27 / 32 = 2**22`` (``cluster.gpus <= 2**27``,
+:data:`cpo_opt.inputs.schema.RANGES`): 22 halvings reach 0."""
+
+
+def _divmod(a, b):
+    """``(a // b, a mod b)`` of int32 ``0 <= a <= 2**27``, ``1 <= b <= 2**27``, exactly and
+    without an integer division (XLA's CPU backend divides integer vectors one element at a
+    time, tens of cycles each). The float32 quotient is within ``1 + 3 a 2**-24 / b`` of
+    ``a // b``, so ``|a - q b| <= 2 b + 24``; a second float32 quotient of that remainder is
+    within one, and one correction each way makes both exact."""
+    f32 = jnp.float32
+    fb = b.astype(f32)
+    q = jnp.floor(a.astype(f32) / fb).astype(jnp.int32)
+    r = a - q * b
+    q2 = jnp.floor(r.astype(f32) / fb).astype(jnp.int32)
+    q, r = q + q2, r - q2 * b
+    lo = r < 0
+    q, r = jnp.where(lo, q - 1, q), jnp.where(lo, r + b, r)
+    hi = r >= b
+    return jnp.where(hi, q + 1, q), jnp.where(hi, r - b, r)
+
+
 def smallest_piece(group, stride, domain, gpus):
     """Members of the worst-placed group in one domain (module docstring), exact for
-    integer sizes: ``clamp(floor(L_min / s), 1, g)``."""
+    integer sizes (up to ``2**27``): ``clamp(floor(L_min / s), 1, g)``.
+
+    Computed without loops of data-dependent length (on a GPU each iteration of an XLA
+    ``while`` waits on the host) and without integer divisions (:func:`_divmod`). Up to
+    :data:`MAX_BLOCKS` blocks are walked in a fixed number of steps: the residue
+    ``r_k = k B mod D`` advances by ``B mod D``, and block ``k``'s shortest piece is
+    ``min(B, D - r_k, r_{k+1})`` (``r = 0`` read as ``D``; a block inside one domain gives
+    ``B``). Once the blocks reach a period the walk's minimum is ``gcd(B, D)`` itself, so
+    the gcd is needed only beyond :data:`MAX_BLOCKS` blocks, where ``B < gpus / 32``: there a
+    fixed-length Euclid (:data:`GCD_STEPS` least-absolute-remainder steps on
+    ``(B, D mod B)``, in float32, exact below ``2**24``) computes it."""
     g, s, dom, n = _int(group), _int(stride), _int(domain), _int(gpus)
     b = g * s
-    gcd = jnp.gcd(b, dom)
-    blocks = jnp.maximum(n // b, 1)
-    period = dom // gcd
-    k = jnp.arange(MAX_BLOCKS, dtype=jnp.int32)
-    b_, dom_ = b[..., None], dom[..., None]
-    r = (k * b_) % dom_
-    first = jnp.where(r > 0, dom_ - r, dom_)
-    last = (r + b_) % dom_
-    last = jnp.where(last > 0, last, dom_)
-    seg = jnp.where(first >= b_, b_, jnp.minimum(first, last))
-    seg = jnp.where(k < blocks[..., None], seg, b_)
-    enumerated = jnp.min(seg, axis=-1)
-    l_min = jnp.where((blocks >= period) | (blocks > MAX_BLOCKS), gcd, enumerated)
-    return jnp.clip(l_min // s, 1, g).astype(jnp.result_type(float))
+    blocks = _divmod(n, b)[0]
+    # the walk over the first min(blocks, MAX_BLOCKS) blocks (at least one)
+    alpha = _divmod(b, dom)[1]
+    r = jnp.zeros_like(b)
+    walk = b
+    for k in range(MAX_BLOCKS):
+        nxt = r + alpha
+        nxt = jnp.where(nxt >= dom, nxt - dom, nxt)
+        piece = jnp.minimum(dom - r, jnp.where(nxt > 0, nxt, dom))
+        walk = jnp.minimum(walk, piece) if k == 0 else jnp.where(
+            k < blocks, jnp.minimum(walk, piece), walk)
+        r = nxt
+    # beyond MAX_BLOCKS blocks: gcd(B, D) = gcd(B, D mod B), B < 2**22
+    a = b.astype(jnp.float32)
+    c = _divmod(dom, b)[1].astype(jnp.float32)
+    for _ in range(GCD_STEPS):
+        rem = jnp.abs(a - jnp.round(a / c) * c)  # c = 0: unused (kept below)
+        a, c = jnp.where(c > 0, c, a), jnp.where(c > 0, rem, 0.0)
+    l_min = jnp.where(blocks > MAX_BLOCKS, a.astype(jnp.int32), walk)
+    return jnp.clip(_divmod(l_min, s)[0], 1, g).astype(jnp.result_type(float))
 
 
 def members_in_domain(group, stride, system: System, temperature: float = 0.0,

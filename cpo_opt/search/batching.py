@@ -45,6 +45,11 @@ def batch_sharding() -> NamedSharding:
     return NamedSharding(Mesh(np.asarray(jax.local_devices()), ("batch",)), PartitionSpec("batch"))
 
 
+def replicated_sharding() -> NamedSharding:
+    """Every local device holds the whole array (tables the batch gathers from)."""
+    return NamedSharding(Mesh(np.asarray(jax.local_devices()), ("batch",)), PartitionSpec())
+
+
 def batch_shape(batch: int) -> int:
     """``batch`` rounded up to a multiple of the local device count."""
     ndev = jax.local_device_count()

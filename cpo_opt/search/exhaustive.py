@@ -80,63 +80,115 @@ def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], n
     return cols, hw
 
 
-def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
-        ) -> dict[str, np.ndarray]:
-    """Every plan at each of ``points`` (the free fields as columns), point after point."""
+def _bucket(n: int) -> int:
+    """Rows a device table of ``n`` is padded to: a power of two (at least 4096), so every
+    space of one structure whose plans fall in one bucket shares the compiled scorer."""
+    return max(1 << 12, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def device_plans(cols: dict[str, np.ndarray]) -> dict:
+    """The plan columns (:func:`score.columns_for_scoring`) as device arrays padded to
+    :func:`_bucket` rows (copies of the last plan), replicated on every local device, with
+    their true count ``"n"`` (traced: not part of the compiled shape)."""
+    import jax
     n = len(cols["tp"])
-    out = {k: np.tile(v, len(points)) for k, v in cols.items()}
-    for j, key in enumerate(space.free):
-        out["hw:" + key] = np.repeat(points[:, j], n)
+    size = _bucket(n)
+    rep = S.replicated()
+    out = {}
+    for k, v in S.columns_for_scoring(cols).items():
+        pad = np.empty(size, dtype=v.dtype)
+        pad[:n] = v
+        pad[n:] = v[-1] if n else 0
+        out[k] = jax.device_put(pad, rep)
+    out["n"] = jax.device_put(np.int32(n), rep)
     return out
+
+
+def device_points(space: SearchSpace, hw: np.ndarray):
+    """The hardware grid as a ``(bucket, len(free))`` device array (float dtype)."""
+    import jax
+    size = _bucket(len(hw))
+    pad = np.zeros((size, len(space.free)), dtype=S._dtype())
+    pad[: len(hw)] = hw
+    if len(hw):
+        pad[len(hw):] = hw[-1]
+    return jax.device_put(pad, S.replicated())
+
+
+PIPELINE = 4
+"""Calls in flight while the host collects earlier ones (results are a few numbers each)."""
 
 
 def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
                       batch: int | None = None, top: int = 5) -> SearchResult:
     """Score the whole space; returns the fastest feasible plan (and hardware point).
 
-    The plans are enumerated once and scored a group of hardware points at a time (at least
-    a few batches of rows per group), keeping each group's ``top`` rows, so memory stays that
-    of a few million rows (a co-design space of hundreds of millions of rows never sits in
-    memory at once) and every call has the same batch shape. Under ``jax.distributed`` each
-    process scores its share of every group's plans (:mod:`cpo_opt.search.distributed`) and
-    the processes' best rows and counts are merged at the end.
+    The plans are enumerated once on the host and copied to the device once; every row
+    (plan ``p`` at hardware point ``h``) is then generated on the device from its index
+    (:func:`score.score_range`), and each call returns only its ``top`` fastest feasible
+    rows and its count of feasible rows. So nothing of size "rows" crosses between host and
+    device, every call has one batch shape, and a co-design space of hundreds of millions of
+    rows never sits in memory. Under ``jax.distributed`` each process scores its share of
+    the plans at every hardware point (:mod:`cpo_opt.search.distributed`) and the
+    processes' best rows and counts are merged at the end. The result (and its ties: the
+    lower row index, hardware point major) is that of scoring every row and sorting stably.
     """
     t0 = time.perf_counter()
-    batch = batch or S.default_batch()
+    batch = S.batch_shape(batch or S.default_batch())
     cols, hw = _space_rows(space, grid)
     lo, hi = distributed.share(len(cols["tp"]))
     mine = {k: v[lo:hi] for k, v in cols.items()}
     n_mine = hi - lo
-    scorer = S.make_exact_scorer(space)
-    keep_cols, keep_scores, n, feasible = [], [], 0, 0
-    per_group = max(1, (8 * batch) // max(n_mine, 1))
+    total = n_mine * len(hw)
+    budget = np.inf if space.power_budget_w is None else space.power_budget_w
+    static = {"structure": S.structure(space), "free": tuple(space.free),
+              "fixed": space.fixed, "batch": batch, "top": top}
     bar = None
-    if progress and len(hw) > 1:
+    if progress and total > batch:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(hw) * n_mine, desc="scoring plans", unit="plan",
-                   unit_scale=True, leave=False)
-    for g in range(0, len(hw) if n_mine else 0, per_group):
-        rows = _at(space, mine, hw[g:g + per_group])
-        scores = S.score(space, rows, scorer, batch=batch, progress=progress and bar is None,
-                         split=False)
-        n += len(rows["tp"])
-        feasible += int(np.sum(scores["feasible"] > 0.5))
-        _, idx = S.best_row(rows, scores, top)
-        keep_cols.append({k: v[idx] for k, v in rows.items()})
-        keep_scores.append({k: v[idx] for k, v in scores.items()})
-        if bar is not None:
-            bar.update(len(rows["tp"]))
+        bar = tqdm(total=total, desc="scoring plans", unit="plan", unit_scale=True,
+                   leave=False)
+    values, index, feasible = [np.zeros(0)], [np.zeros(0, dtype=np.int64)], 0
+    if total:
+        plans, points = device_plans(mine), device_points(space, hw)
+        model, system = space.model.model, space.system.system
+        pending = []
+
+        def collect(start, out):
+            nonlocal feasible
+            values.append(np.asarray(out["step_time_s"], dtype=float))
+            index.append(np.asarray(out["index"], dtype=np.int64))
+            feasible += int(out["feasible"])
+            if bar is not None:
+                bar.update(min(batch, total - start))
+
+        for start in range(0, total, batch):
+            pending.append((start, S.score_range(model, system, plans, points,
+                                                 np.int32(start), np.int32(total), budget,
+                                                 **static)))
+            if len(pending) > PIPELINE:
+                collect(*pending.pop(0))
+        for item in pending:
+            collect(*item)
     if bar is not None:
         bar.close()
-    names = list(cols) + ["hw:" + k for k in space.free]
-    kept = {k: np.concatenate([c[k] for c in keep_cols] + [np.zeros(0)]) for k in names}
-    kept_scores = {k: np.concatenate([c[k] for c in keep_scores] + [np.zeros(0)])
-                   for k in S.OUTPUTS}
-    _, mine_top = S.best_row(kept, kept_scores, top)
-    kept = {k: v[mine_top] for k, v in kept.items()}
-    kept_scores = {k: v[mine_top] for k, v in kept_scores.items()}
+    values, index = np.concatenate(values), np.concatenate(index)
+    keep = np.isfinite(values)
+    values, index = values[keep], index[keep]
+    order = np.lexsort((index, values))[:top]
+    values, index = values[order], index[order]
+    h, p = index // max(n_mine, 1), index % max(n_mine, 1)
+    kept = {k: v[p] for k, v in mine.items()}
+    for j, key in enumerate(space.free):
+        kept["hw:" + key] = hw[h, j]
+    fixed = dict(space.fixed)
+    placement = (kept["placement"].astype(float) if "placement" in kept
+                 else np.full(len(p), float(fixed.get("placement", 0.0))))
+    kept_scores = {"step_time_s": values, "raw_step_time_s": values,
+                   "feasible": np.ones(len(p)), "fits_memory": np.ones(len(p)),
+                   "placement": placement}
     kept, kept_scores, (n, feasible) = distributed.gather_best(
-        kept, kept_scores, np.asarray([n, feasible]), top)
+        kept, kept_scores, np.asarray([total, feasible]), top)
     n, feasible = int(n), int(feasible)
     kept = {k: (v.astype(np.int64) if k in cols else v) for k, v in kept.items()}
     best, best_k = S.best_row(kept, kept_scores, top)

@@ -34,7 +34,8 @@ from cpo_opt.model import fabric_cost
 from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import distributed, lattice
-from cpo_opt.search.batching import LARGE_BATCH, batched_map, default_batch
+from cpo_opt.search.batching import (LARGE_BATCH, batch_shape, batch_sharding, batched_map,
+                                     default_batch, replicated_sharding)
 from cpo_opt.search.space import SearchSpace
 
 DEFAULT_BATCH = LARGE_BATCH
@@ -46,38 +47,101 @@ contiguous, 1 aligned)."""
 PLACEMENTS = {0: "contiguous", 1: "aligned"}
 
 
+def _scores(model, system, row, power_budget_w, structure: Structure,
+            free: tuple[str, ...], fixed_opts: dict) -> dict:
+    """The scorer's outputs for one row (under ``vmap``): lattice columns arrive as integers
+    and are decoded here, on the device, into the float plan."""
+    fp8, flash = structure.plan_switches()
+    dt = jnp.result_type(float)
+    row = {k: jnp.asarray(v).astype(dt) for k, v in row.items()}
+    s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
+    fabric_ok = fabric_cost.feasible(s, power_budget_w)
+    plan = lattice.to_plan(row, fp8, flash, fixed=fixed_opts)
+    r = step_time(model, s, plan, structure=structure)
+    ok = r.fits_memory * fabric_ok
+    return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
+            "raw_step_time_s": r.step_time_s, "feasible": ok,
+            "fits_memory": r.fits_memory, "placement": plan.placement + 0.0 * ok}
+
+
 @functools.partial(jax.jit, static_argnames=("structure", "free", "fixed"))
 def score_rows(model, system, rows, power_budget_w, *, structure: Structure,
                free: tuple[str, ...], fixed: tuple[tuple[str, float], ...] = ()) -> dict:
     """``vmap(row -> scores)`` of one batch of rows (see module docstring).
+
+    Only :data:`OUTPUTS` leave the function, so XLA builds only what they need of the
+    :class:`~cpo_opt.model.step.StepTime` (the step time and the memory total).
 
     Args:
       model: the :class:`~cpo_opt.model.config.Model` (traced: every model of ``structure``
         reuses one compilation).
       system: the :class:`~cpo_opt.model.config.System` (traced: hardware sweeps reuse one
         compilation).
-      rows: lattice columns (option columns included, ``dp`` for DualPipe rows) and
-        ``"hw:" + k`` columns for ``free``, one batch.
+      rows: lattice columns (option columns included, ``dp`` for DualPipe rows; integers or
+        floats) and ``"hw:" + k`` columns for ``free``, one batch.
       power_budget_w: cap on interconnect power (``inf`` for none).
       structure: static; the blocks the program has (and fp8 / flash); must be the model's.
       free: static; the free hardware fields.
       fixed: static; ``(plan field, code)`` of the software options the rows do not carry
         (the stack's values, :attr:`cpo_opt.search.space.SearchSpace.fixed`).
     """
-    fp8, flash = structure.plan_switches()
     fixed_opts = dict(fixed)
+    return jax.vmap(lambda row: _scores(model, system, row, power_budget_w, structure, free,
+                                        fixed_opts))(rows)
 
-    def one(row):
-        s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
-        fabric_ok = fabric_cost.feasible(s, power_budget_w)
-        plan = lattice.to_plan(row, fp8, flash, fixed=fixed_opts)
-        r = step_time(model, s, plan, structure=structure)
-        ok = r.fits_memory * fabric_ok
-        return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
-                "raw_step_time_s": r.step_time_s, "feasible": ok,
-                "fits_memory": r.fits_memory, "placement": plan.placement + 0.0 * ok}
 
-    return jax.vmap(one)(rows)
+def _smallest(values, index, top: int):
+    """The ``top`` smallest ``values`` and their ``index``, ties to the lower index (the
+    order of a stable sort), by ``top`` rounds of two reductions: deterministic on every
+    backend, and no sort of the whole batch. NaN counts as ``inf`` (the host keeps only
+    finite step times, as :func:`best_row` does)."""
+    big = jnp.iinfo(index.dtype).max
+    values = jnp.where(jnp.isnan(values), jnp.inf, values)  # as the host drops non-finite
+    best_v, best_i = [], []
+    for _ in range(top):
+        v = jnp.min(values)
+        i = jnp.min(jnp.where(values == v, index, big))
+        best_v.append(v)
+        best_i.append(i)
+        values = jnp.where(index == i, jnp.inf, values)
+    return jnp.stack(best_v), jnp.stack(best_i)
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "free", "fixed", "batch", "top"))
+def score_range(model, system, plans, points, start, n_rows, power_budget_w, *,
+                structure: Structure, free: tuple[str, ...],
+                fixed: tuple[tuple[str, float], ...] = (), batch: int, top: int) -> dict:
+    """Rows ``start .. start + batch - 1`` of a whole search space, generated and reduced on
+    the device (the exhaustive search).
+
+    Row ``i`` is plan ``i mod P`` (``plans``: integer lattice columns of ``P`` rows, padded
+    to a bucket size so that spaces of one structure share executables) at hardware point
+    ``i // P`` (``points``: ``(H, len(free))`` file units); rows at or past ``n_rows`` are
+    padding. Returns the ``top`` fastest feasible rows (step times, ``inf`` when fewer; row
+    indices, ties to the lower index) and the count of feasible rows: a few numbers per call
+    cross back to the host, not the scores of every row.
+    """
+    fixed_opts = dict(fixed)
+    n_plans = plans["n"]
+    idx = start + jnp.arange(batch, dtype=jnp.int32)
+    idx = jax.lax.with_sharding_constraint(idx, batch_sharding())
+    valid = idx < n_rows
+    safe = jnp.where(valid, idx, 0)
+    h, p = safe // n_plans, safe % n_plans
+    rows = {k: v[p] for k, v in plans.items() if k != "n"}
+    for j, key in enumerate(free):
+        rows["hw:" + key] = points[h, j]
+    out = jax.vmap(lambda row: _scores(model, system, row, power_budget_w, structure, free,
+                                       fixed_opts))(rows)
+    st = jnp.where(valid, out["step_time_s"], jnp.inf)
+    feasible = jnp.sum(jnp.where(valid & (out["feasible"] > 0.5), 1, 0))
+    best_v, best_i = _smallest(st, idx, top)
+    return {"step_time_s": best_v, "index": best_i, "feasible": feasible}
+
+
+def replicated():
+    """Sharding of the tables :func:`score_range` gathers from (whole on every device)."""
+    return replicated_sharding()
 
 
 def structure(space: SearchSpace) -> Structure:
@@ -103,11 +167,18 @@ def _dtype():
     return np.float64 if jax.config.jax_enable_x64 else np.float32
 
 
+INT_KEYS = lattice.COLUMNS + lattice.OPTION_COLUMNS + ("dp",)
+"""Lattice columns the scorer reads as int32 (small integers: degrees, codes, ``dp``)."""
+
+
 def columns_for_scoring(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The columns the scorer reads, as float arrays of the current JAX float dtype."""
-    keep = lattice.COLUMNS + lattice.OPTION_COLUMNS + ("global_batch", "dp")
-    return {k: np.asarray(v, dtype=_dtype()) for k, v in columns.items()
-            if k in keep or k.startswith("hw:")}
+    """The columns the scorer reads: the small lattice integers as int32 (decoded on the
+    device; half the bytes of float64), ``global_batch`` (up to ``2**40``) and the hardware
+    columns in the current JAX float dtype."""
+    out = {k: np.asarray(v, dtype=np.int32) for k, v in columns.items() if k in INT_KEYS}
+    out.update({k: np.asarray(v, dtype=_dtype()) for k, v in columns.items()
+                if k == "global_batch" or k.startswith("hw:")})
+    return out
 
 
 def score(space: SearchSpace, columns: dict[str, np.ndarray], scorer=None,
