@@ -61,7 +61,7 @@ def test_a_second_search_does_not_recompile(presets):
     scores2 = S.score(space2, part2, batch=batching.SMALL_BATCH)
     assert S.score_rows._cache_size() == size
     ref = jax.vmap(lambda row: step_time(m2.model, s.system, lattice.to_plan(
-        row, *S.structure(space2).plan_switches())))(
+        row, *S.structure(space2).plan_switches(), fixed=dict(space2.fixed))))(
         S.columns_for_scoring(part2))
     contiguous = scores2["placement"] == 0
     assert contiguous.any()
