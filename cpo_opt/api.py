@@ -140,9 +140,13 @@ class ReproduceResult(Result):
 class CompareResult(Result):
     """``compare``: each system's best plan (``baseline``/``candidate`` optimize objects), the
     speedups (``speedup`` = T_baseline / T_candidate; ``speedup_same_plan`` with the baseline's
-    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences."""
+    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences;
+    the speedup's 90% interval (``speedup_interval``, [5th, 95th] percentile of the sampled
+    speedup) and ``probability_faster``, P(the baseline is faster than the candidate)."""
 
     speedup: float = 0.0
+    speedup_interval: list | None = None
+    probability_faster: float | None = None
     speedup_same_plan: float | None = None
     why: list = dataclasses.field(default_factory=list)
     baseline: dict = dataclasses.field(default_factory=dict)
@@ -386,7 +390,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
             progress: bool = False, scenario=None, constants=None,
-            stack=None) -> CompareResult:
+            stack=None, samples: int = 256, alternatives: tuple[str, ...] = (),
+            model_form: bool | float = True) -> CompareResult:
     """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
@@ -398,6 +403,11 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
                                                "scale_up.max_domain_size": 576,
                                                "scale_up.bandwidth_GB_s": 2000})
         r.speedup, r.speedup_same_plan, r.why
+        r.speedup_interval, r.probability_faster   # P(the baseline is faster)
+
+    ``samples``, ``alternatives`` (stack options to sample,
+    :data:`cpo_opt.analysis.uncertainty.ALTERNATIVES`) and ``model_form`` (True: the fit's
+    leave-one-out term; False: none; a number: that sd) shape the speedup's distribution.
     """
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     if against is None:
@@ -417,7 +427,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     out = _compare.compare(
         x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),
         exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        labels=labels, progress=progress, stack=x.stack)
+        labels=labels, progress=progress, stack=x.stack, samples=samples,
+        alternatives=tuple(alternatives), model_form=model_form)
     x.echo(out["baseline"])
     y.echo(out["candidate"])
     out["warnings"] = ([f"baseline: {w}" for w in x.warnings]

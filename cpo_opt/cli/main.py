@@ -68,7 +68,8 @@ SEED_RANGE = (0, 2**32 - 1)
 LIMITS = {"seed": SEED_RANGE, "starts": (1, 4096), "steps": (1, 100_000), "n": (1, 10**10),
           "batch": (1, 2**22), "max_seconds": (1, 86_400), "num_processes": (1, 2**20),
           "process_id": (0, 2**20 - 1), "coordinator_timeout": (1, 3_600),
-          "domain_multiple": (1, 2**27), "global_batch": (1, 2**40)}
+          "domain_multiple": (1, 2**27), "global_batch": (1, 2**40),
+          "samples": (1, 65_536)}
 """Ranges of the numeric flags, stated in ``--help``: enough for any use, small enough that no
 flag value allocates unbounded memory (``--batch`` plans are held at once; ``bench`` draws
 its ``--n`` plans batch by batch) or runs unbounded (``--max-seconds`` caps a bench,
@@ -339,7 +340,7 @@ def cmd_sensitivity(args) -> None:
 def cmd_compare(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    check_int_flags(args, ("seed", "global_batch"))
+    check_int_flags(args, ("seed", "global_batch", "samples"))
     _need_inputs(args)
     r = api.compare(args.model, args.system, args.against, _tokens(args),
                     scenario=args.scenario,
@@ -347,7 +348,8 @@ def cmd_compare(args) -> None:
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
                     against_overrides=parse_sets(args.set_against, "--set-against"),
                     progress=sys.stderr.isatty() and not args.json, constants=args.constants,
-                    stack=args.stack)
+                    stack=args.stack, samples=args.samples,
+                    alternatives=tuple(args.alternatives))
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
 
@@ -463,7 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="enumerate every valid plan on both systems (ground truth; the "
                          "default when the space is small enough to be faster)")
     sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="search and sampling seed")
+    sp.add_argument("--samples", type=int, default=256, metavar="N",
+                    help="samples of the speedup's distribution (constants posterior, "
+                         "model-form term, stack alternatives; default 256)")
+    sp.add_argument("--alternatives", nargs="+", default=[], metavar="OPTION",
+                    choices=["overlap_ep", "overlap_tp", "overlap_dp", "cuda_graphs",
+                             "dispatcher", "pipeline_layout"],
+                    help="stack options whose values the distribution samples (each value "
+                         "equally likely, the same on both sides): overlap_ep overlap_tp "
+                         "overlap_dp cuda_graphs dispatcher pipeline_layout")
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")

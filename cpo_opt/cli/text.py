@@ -309,11 +309,17 @@ def compare_table(r: dict) -> str:
                      f"{same['time_to_train_days']:.2f} d" if same else "-",
                      f"{rb['time_to_train_days']:.2f} d",
                      f"{rb['time_to_train_days'] - ra['time_to_train_days']:+.2f} d", ""])
+    power = r.get("interconnect_power_kW")
+    if power:
+        rows.append(["interconnect power", f"{power['baseline']:.4g} kW", "-",
+                     f"{power['candidate']:.4g} kW",
+                     f"{power['candidate'] - power['baseline']:+.4g} kW", ""])
     lines.append(table(rows, ["", "baseline", "base plan on cand.", "candidate",
                               "difference", "share of step"]))
     sp, same_sp = r["speedup"], r.get("speedup_same_plan")
     lines += ["", f"speedup {sp:.3f}x: the candidate trains in {1 / sp:.3f} of the baseline's "
                   f"time (each on its own best plan)"]
+    lines += uncertainty_lines(r, la, lb)
     if same_sp is not None:
         lines.append(f"  baseline's plan unchanged on the candidate: {same_sp:.3f}x; "
                      f"re-optimizing the plan: {r['speedup_plan_reoptimized']:.3f}x more")
@@ -322,6 +328,28 @@ def compare_table(r: dict) -> str:
                      f"{r['baseline_plan_on_candidate_error']}")
     lines += ["", "why:"] + [f"- {t}" for t in r["why"]]
     return "\n".join(lines)
+
+
+def uncertainty_lines(r: dict, la: str, lb: str) -> list[str]:
+    """The speedup's interval and the probability that each side is faster (compare)."""
+    iv, u = r.get("speedup_interval"), r.get("uncertainty") or {}
+    if not iv or iv[0] is None:
+        return []
+    out = [f"  90% interval {iv[0]:.3f}-{iv[1]:.3f}x (median {r['speedup_median']:.3f}x, "
+           f"{u.get('samples')} samples); P({la} faster) = {r['probability_faster']:.2f}, "
+           f"P({lb} faster) = {r['probability_candidate_faster']:.2f}"]
+    sampled = u.get("sampled", {})
+    parts = []
+    if sampled.get("constants"):
+        parts.append("constants " + ", ".join(sampled["constants"]))
+    mf = max(sampled.get("model_form_sd") or [0.0])
+    if mf:
+        parts.append(f"model form {100 * mf:.1f}% per side")
+    if sampled.get("alternatives"):
+        parts.append("stack alternatives " + ", ".join(sampled["alternatives"]))
+    out.append("  sampled: " + ("; ".join(parts) if parts else "nothing")
+               + (" (every sampled quantity is exact: zero width)" if u.get("exact") else ""))
+    return out
 
 
 def _s(x: float, signed: bool = False) -> str:
