@@ -87,6 +87,8 @@ class OptimizeResult(Result):
     plan: dict | None = None
     plan_arg: str | None = None
     step_time_s: float | None = None
+    objective: str = "point"
+    robustness: dict | None = None
     method: str = ""
     evaluations: int = 0
     search_wall_s: float = 0.0
@@ -311,10 +313,15 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
              progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
              num_processes: int | None = None, process_id: int | None = None,
-             stack=None) -> OptimizeResult:
+             stack=None, objective: str = "point", samples: int | None = None
+             ) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
 
     ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
+    ``objective``: ``"point"`` (default: the step time at the point constants), ``"mean"``,
+    ``"p90"`` or ``"worst"`` over ``samples`` draws of the constants' posterior and the
+    model-form term; the result then adds ``robustness`` (``best_changes_fraction``,
+    ``expected_regret``; :mod:`cpo_opt.search.robust`).
     ``coordinator`` (``"HOST:PORT"``), ``num_processes``, ``process_id``: run as one of N
     ``jax.distributed`` processes (also from the environment or a detected SLURM job; see
     :mod:`cpo_opt.search.distributed`); every process returns the same result.
@@ -329,7 +336,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
         tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple,
-        stack=x.stack)))
+        stack=x.stack, objective=objective, samples=samples)))
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,

@@ -273,7 +273,7 @@ def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     check_int_flags(args, ("seed", "starts", "steps", "global_batch", "domain_multiple",
-                           "num_processes", "process_id", "coordinator_timeout"))
+                           "num_processes", "process_id", "coordinator_timeout", "samples"))
     if args.power_budget_kw is not None and not args.free:
         raise UsageError("--power-budget-kW: needs --free: the budget caps the interconnect "
                          "power of the hardware values the search chooses")
@@ -287,6 +287,7 @@ def cmd_optimize(args) -> None:
                             free=tuple(args.free), dtype=args.dtype, starts=args.starts,
                             steps=args.steps, seed=args.seed,
                             domain_multiple=args.domain_multiple,
+                            objective=args.objective, samples=args.samples,
                             progress=sys.stderr.isatty() and not args.json)
         warn(r, args.json)
         emit(r.to_dict(), args.json, text.sweep_table)
@@ -299,7 +300,8 @@ def cmd_optimize(args) -> None:
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json and _main_process(),
-                     constants=args.constants, stack=args.stack)
+                     constants=args.constants, stack=args.stack,
+                     objective=args.objective, samples=args.samples)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
         emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
@@ -444,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--objective", choices=["point", "mean", "p90", "worst"], default="point",
+                    help="what the search minimises: the step time at the point constants "
+                         "(default), or its mean, 90th percentile or worst case over sampled "
+                         "constants and the model-form term (adds a robustness report)")
+    sp.add_argument("--samples", type=int, default=None, metavar="N",
+                    help="samples of the robust objectives (default 32)")
     _distributed_flags(sp)
 
     sp = add("sensitivity", cmd_sensitivity,

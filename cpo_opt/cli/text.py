@@ -224,6 +224,7 @@ def optimize_table(r: dict) -> str:
         if fab.get("reference_power_kW") is not None and r.get("free"):
             used += f"; the given system draws {fab['reference_power_kW']:,.1f} kW"
         lines.append(used)
+    lines += robustness_lines(r)
     res = r.get("result", {})
     if res:
         lines += stack_lines(res)
@@ -328,6 +329,26 @@ def compare_table(r: dict) -> str:
                      f"{r['baseline_plan_on_candidate_error']}")
     lines += ["", "why:"] + [f"- {t}" for t in r["why"]]
     return "\n".join(lines)
+
+
+def robustness_lines(r: dict) -> list[str]:
+    """optimize --objective: the objective's value and how robust the choice is."""
+    rob = r.get("robustness")
+    if not rob:
+        return []
+    out = [f"objective {r['objective']}: {r['objective_value_s']:.4g} s over the search's "
+           f"samples; over {rob['samples']} fresh samples another of the "
+           f"{len(rob['candidates'])} best candidates is fastest in "
+           f"{100 * rob['best_changes_fraction']:.0f}% of them, expected regret "
+           f"{100 * rob['expected_regret']:.2f}%"]
+    rows = [[("* " if i == 0 else "  ") + c["plan_arg"],
+             ", ".join(f"{k.split('.')[-1]}={v:.4g}" for k, v in c["hardware"].items()),
+             f"{c['point_step_time_s']:.4g}", f"{c['mean_s']:.4g}", f"{c['p90_s']:.4g}",
+             f"{c['worst_s']:.4g}", f"{100 * c['fastest_fraction']:.0f}%"]
+            for i, c in enumerate(rob["candidates"][:8])]
+    out.append(table(rows, ["candidate (* chosen)", "hardware", "point s", "mean s", "p90 s",
+                            "worst s", "fastest"]))
+    return out
 
 
 def uncertainty_lines(r: dict, la: str, lb: str) -> list[str]:

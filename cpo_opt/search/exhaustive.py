@@ -91,7 +91,7 @@ def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
 
 
 def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
-                      batch: int | None = None, top: int = 5) -> SearchResult:
+                      batch: int | None = None, top: int = 5, scorer=None) -> SearchResult:
     """Score the whole space; returns the fastest feasible plan (and hardware point).
 
     The plans are enumerated once and scored a group of hardware points at a time (at least
@@ -107,7 +107,7 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     lo, hi = distributed.share(len(cols["tp"]))
     mine = {k: v[lo:hi] for k, v in cols.items()}
     n_mine = hi - lo
-    scorer = S.make_exact_scorer(space)
+    scorer = scorer or S.make_exact_scorer(space)  # or a sampled one (search/robust.py)
     keep_cols, keep_scores, n, feasible = [], [], 0, 0
     per_group = max(1, (8 * batch) // max(n_mine, 1))
     bar = None
