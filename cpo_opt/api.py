@@ -498,7 +498,8 @@ def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
-              hold_out=(), prior: str = "shipped", stack=None) -> CalibrateResult:
+              hold_out=(), prior: str = "shipped", stack=None,
+              transfer: str | None = None) -> CalibrateResult:
     """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
 
     Args:
@@ -512,6 +513,10 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
       prior: ``"shipped"`` (start from the shipped constants, fitted ones included) or
         ``"physical"`` (from the physical defaults only: how the shipped fit is regenerated).
       ``fit`` entries may name a level, ``"blackwell:host_launch_s"``.
+      transfer: ``"hopper:blackwell"``: fit the source generation's cases only and carry
+        the fitted shifts (relative to the shipped constants) to the target generation,
+        with wider intervals; the target's cases are held out and reported before and after
+        (``transfer`` in the result; :mod:`cpo_opt.analysis.calibrate`).
     """
     if stack is not None:
         cases = _cases_on(cases, stack)
@@ -519,7 +524,7 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
     target = None if out is None else check_out(out)  # before the fit: a bad --out fails now
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
-                               prior=prior)
+                               prior=prior, transfer=transfer)
     data = dict(cal.report)
     if target is not None:
         data["out"] = _calibrate.write(cal, target)

@@ -248,7 +248,7 @@ def cmd_calibrate(args) -> None:
     check_int_flags(args, ("steps",))
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
                       steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior,
-                      stack=args.stack)
+                      stack=args.stack, transfer=args.transfer)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
@@ -504,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start from the shipped constants (default) or from the physical "
                          "defaults without the shipped fitted values (how they are "
                          "regenerated: experiments/fit_shipped_constants.py)")
+    sp.add_argument("--transfer", metavar="SOURCE:TARGET",
+                    help="fit the cases of GPU generation SOURCE only and carry the fitted "
+                         "shifts relative to the shipped constants to generation TARGET, with "
+                         "wider intervals (e.g. hopper:blackwell); the other cases are held "
+                         "out, TARGET's reported before and after")
     constants_flag(sp)
 
     sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")

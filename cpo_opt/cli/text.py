@@ -434,6 +434,19 @@ def calibrate_table(r: dict) -> str:
     if "held_out" in r:
         out += line("held out, before", r["held_out"]["before"])
         out += line("held out, after", r["held_out"]["after"])
+    tr = r.get("transfer")
+    if tr:
+        rows = [[f"{tr['to']}.{n}", c["shipped"], c["value"], c["low"], c["high"], c["unit"]]
+                for n, c in tr["constants"].items()]
+        out += (f"\n\ntransferred {tr['from']} -> {tr['to']} (the fitted shift carried to the "
+                "target's shipped value; interval widened by the shift)\n")
+        out += table(rows, ["constant", "shipped", "transferred", "90% low", "90% high",
+                            "unit"]) if rows else "nothing constrained to transfer"
+        if tr.get("held_out"):
+            h = tr["held_out"]
+            out += f"\n{len(h['ids'])} held-out {tr['to']} cases"
+            out += line(f"{tr['to']}, shipped", h["before"])
+            out += line(f"{tr['to']}, transferred", h["after"])
     if r.get("out"):
         out += f"\n\nwrote {r['out']}"
     return out
