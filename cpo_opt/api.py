@@ -12,14 +12,25 @@ the command's ``--json`` object. The command line is a thin shell over these fun
     best.plan_arg                      # a string that ``plan=`` accepts again
 
 Results also read like the JSON object (``r["step_time_s"]``).
+
+Precision. Every function here computes in float64 by default (``precision="float64"``), the
+precision of the command line, so that the library and ``cpo-opt ... --json`` give the same
+numbers (to 1e-12); ``precision="float32"`` runs in float32 for speed (searches, large
+batches). The choice holds for the call only (``jax.enable_x64`` as a context): nothing here
+changes JAX's global configuration, and code of the caller keeps its own precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
+import inspect
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from cpo_opt.analysis import compare as _compare
 from cpo_opt.analysis import calibrate as _calibrate
@@ -35,9 +46,44 @@ from cpo_opt.inputs.stacks import StackSpec, load_stack
 from cpo_opt.model.constants import constants_for
 
 __all__ = ["Result", "EvaluateResult", "OptimizeResult", "SensitivityResult", "ValidateResult",
-           "ReproduceResult", "CompareResult", "CalibrateResult", "evaluate", "optimize",
-           "sensitivity", "validate", "calibrate", "reproduce", "compare", "load_inputs",
-           "load_constants"]
+           "ReproduceResult", "CompareResult", "CalibrateResult", "BatchResult", "evaluate",
+           "evaluate_batch", "optimize", "sensitivity", "validate", "calibrate", "reproduce",
+           "compare", "load_inputs", "load_constants", "step_time", "PRECISIONS"]
+
+PRECISIONS = ("float64", "float32")
+"""``precision=`` of every function: float64 (the default, the command line's) or float32."""
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str = "float64"):
+    """Run the body in ``precision`` (``jax.enable_x64`` as a context: this thread, this
+    call; JAX's global configuration is left as the caller set it)."""
+    import jax
+    if precision not in PRECISIONS:
+        raise ArgumentError("precision", f"must be one of {', '.join(PRECISIONS)} "
+                            f"(got {precision!r})")
+    with jax.enable_x64(precision == "float64"):
+        yield
+
+
+def _numerics(fn):
+    """Give ``fn`` a keyword ``precision="float64"`` and run it in that precision."""
+    @functools.wraps(fn)
+    def wrapped(*args, precision: str = "float64", **kwargs):
+        with precision_scope(precision):
+            return fn(*args, **kwargs)
+
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default="float64",
+                              annotation="str")
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD),
+              len(params))
+    wrapped.__signature__ = sig.replace(parameters=params[:at] + [extra] + params[at:])
+    wrapped.__doc__ = (fn.__doc__ or "") + (
+        "\n\n    ``precision``: ``\"float64\"`` (default, as the command line) or "
+        "``\"float32\"``, for this call only.")
+    return wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,10 +297,20 @@ class _Inputs:
 
 
 def _resolve(model, system, plan=None, overrides=None, scenario=None,
-             constants=None, stack=None) -> _Inputs:
+             constants=None, stack=None, want_plan: bool = False,
+             plan_edits: Mapping[str, Any] | None = None) -> _Inputs:
     """Load the inputs of a command; a scenario fills what is not given explicitly (its
-    stack too, unless ``stack`` is given)."""
+    stack too, unless ``stack`` is given).
+
+    ``want_plan``: the command evaluates a plan, so a scenario's plan is used when ``plan``
+    is not given, also on an explicit ``model``/``system`` (checked again there; when it
+    does not hold, :class:`ArgumentError` names the flag that dropped it and the rule).
+    ``plan_edits``: ``{"dtype": ..., "global_batch": ...}`` from ``--dtype`` /
+    ``--global-batch`` (None entries ignored), written into the plan; a plan that sets a
+    different value is an :class:`ArgumentError` naming the flag."""
+    from cpo_opt.inputs.loaders import _plan_table, plan_from_values
     overrides = {str(k): v for k, v in (overrides or {}).items()}
+    edits = {k: v for k, v in (plan_edits or {}).items() if v is not None}
     sc = None
     _not_empty(scenario, "scenario")
     if scenario is not None:
@@ -263,6 +319,7 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
     if stack is None and sc is not None:
         stack = sc.stack
     st = load_stack(stack)
+    own = {"model": model is None, "system": system is None}
     if model is None and sc is not None:
         model = sc.model
     if system is None and sc is not None:
@@ -272,12 +329,34 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
         system, s_over = sc.system, None
     else:
         s_over = overrides
-    m, s, p = load_inputs(model, system, plan, s_over, stack=st)
-    if p is None and sc is not None and sc.plan is not None and sc.system is s:
-        p = sc.plan  # the scenario's plan, checked against the scenario's own system
     if constants is None and st.constants is not None:
         constants = st.constants
-    s = _with_constants(s, load_constants(constants))
+    m, s, _ = load_inputs(model, system, None, s_over, constants=constants, stack=st)
+    p = None
+    if plan is not None:
+        if isinstance(plan, PlanSpec):  # a loaded plan is checked again on another input
+            p = plan_for(plan, m, s, stack=st)
+            for k, v in edits.items():
+                if p.values.get(k) != v:
+                    raise ArgumentError(k, f"the plan has {k} = {p.values.get(k)}; pass the "
+                                        "plan as a table or string to change it")
+        else:
+            table, label = _plan_table(plan)
+            p = plan_from_values(_edited(table, edits), m, s, label, st)
+    elif sc is not None and sc.plan is not None and (want_plan or edits):
+        if own["model"] and own["system"] and constants is None and not edits:
+            p = sc.plan  # the scenario's plan, checked against the scenario's own inputs
+        else:
+            table = _edited(sc.plan_table or {}, edits)
+            try:
+                p = plan_from_values(table, m, s, f"{sc.origin}: scenario.plan", st)
+            except InputError as e:
+                flag = next((f for f in ("system", "model") if not own[f]), None)
+                if flag is None:
+                    raise
+                raise ArgumentError(flag, f"the scenario's plan does not hold on this "
+                                    f"{flag} ({str(e).split(': ', 1)[-1]}); give --plan") \
+                    from None
     base = None
     if overrides:
         if sc is not None and system is sc.system:
@@ -291,24 +370,223 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
                    warnings, st)
 
 
+def _edited(table: Mapping[str, Any], edits: Mapping[str, Any]) -> dict:
+    """``table`` with ``--dtype`` / ``--global-batch`` written in (a different value in the
+    plan is an :class:`ArgumentError` naming the flag)."""
+    out = dict(table)
+    for k, v in edits.items():
+        if k in out and out[k] != v:
+            raise ArgumentError(k, f"the plan sets {k} = {out[k]}; drop one of the two")
+        out[k] = v
+    return out
+
+
+@_numerics
 def evaluate(model=None, system=None, plan=None, tokens: float | None = None, *,
              overrides: Mapping[str, Any] | None = None, scenario=None,
-             constants=None, stack=None) -> EvaluateResult:
+             constants=None, stack=None, dtype: str | None = None,
+             global_batch: int | None = None) -> EvaluateResult:
     """One exact step-time evaluation (``cpo-opt evaluate``); ``scenario`` (a name, path or
     :class:`~cpo_opt.inputs.loaders.Scenario`) fills the model, system, plan and tokens that
-    are not given; with ``constants`` carrying intervals it adds ``step_time_interval_s``."""
-    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
+    are not given (its plan also on another ``model``/``system``, checked there); with
+    ``constants`` carrying intervals it adds ``step_time_interval_s``. ``dtype`` and
+    ``global_batch`` (``--dtype``, ``--global-batch``) fill the plan's keys (a plan that
+    sets another value is an error naming the argument)."""
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack, want_plan=True,
+                 plan_edits={"dtype": dtype, "global_batch": global_batch})
     if x.plan is None:
         raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
     tokens = x.tokens if tokens is None else tokens
-    return EvaluateResult.from_dict(x.echo(_evaluate.evaluate(x.model, x.system, x.plan,
-                                                              _tokens(tokens))))
+    out = _evaluate.evaluate(x.model, x.system, x.plan, _tokens(tokens))
+    return EvaluateResult.from_dict(x.echo(with_megatron(out, x.model, x.system)))
 
 
+def with_megatron(out: dict[str, Any], model: ModelSpec, system: SystemSpec) -> dict[str, Any]:
+    """Add ``plan_megatron`` (the Megatron-Core arguments that run the plan, with the exact
+    pipeline split it ran: :func:`cpo_opt.analysis.megatron.export_result`) and
+    ``plan_megatron_unmapped`` (the plan keys Megatron has no equivalent for, and why) to an
+    ``evaluate`` object."""
+    from cpo_opt.analysis import megatron
+    try:
+        exp = megatron.export_result(out, model.values, system.gpu_name)
+        out["plan_megatron"], out["plan_megatron_unmapped"] = list(exp.args), list(exp.unmapped)
+    except ValueError as e:  # a split Megatron cannot express: say why, export nothing
+        out["plan_megatron"], out["plan_megatron_unmapped"] = None, [str(e)]
+    return out
+
+
+def step_time(model, system, plan, temperature: float = 0.0, stacked: bool = False, *,
+              structure=None, stack=None, precision: str = "float64"):
+    """The traced model: :func:`cpo_opt.model.step.step_time` -> :class:`StepTime`.
+
+    On config pytrees (:class:`~cpo_opt.model.config.Model`, ``System``, ``Plan``) it is the
+    pure function itself, in the caller's JAX precision, under ``jit``, ``vmap`` and
+    ``grad``::
+
+        m, s = cpo_opt.load_model("deepseek-v3"), cpo_opt.load_system("gb200-nvl72")
+        p = cpo_opt.load_plan("tp=1,pp=8,ep=64", m, s)
+        cpo_opt.step_time(m.model, s.system, p.plan).step_time_s
+
+    On loaded specs (or preset names, files, dicts, inline plans: whatever :func:`evaluate`
+    takes) it evaluates once, jitted with the model's structure, in ``precision`` (float64 by
+    default, for this call only): ``cpo_opt.step_time(m, s, p)`` equals
+    ``cpo_opt.evaluate(m, s, p).step_time_s``. ``structure``, ``stack``: see
+    :func:`cpo_opt.model.step.step_time` and :func:`evaluate`."""
+    from cpo_opt.model.config import Model, Plan, System
+    from cpo_opt.model import step as _step
+    if isinstance(model, Model) and isinstance(system, System) and isinstance(plan, Plan):
+        return _step.step_time(model, system, plan, temperature, stacked, structure=structure)
+    with precision_scope(precision):
+        m, s, p = load_inputs(model, system, plan, stack=stack)
+        if p is None:
+            raise ArgumentError("plan", "required (a plan file, preset, dict or 'tp=8,pp=16')")
+        return _step.step_time_jit(m.model, s.system, p.plan, temperature,
+                                   structure=structure or _evaluate.structure_of_plan(m, p))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """``evaluate_batch``: stacked results of many plans (numpy arrays, one entry per plan of
+    ``plans``, in order).
+
+    ``result[i]`` is the :class:`EvaluateResult` of plan ``i``, equal to
+    ``cpo_opt.evaluate(model, system, plans.given[i])``; ``step_time`` is the stacked
+    :class:`~cpo_opt.model.step.StepTime` (every field of the model); ``to_dict()`` holds the
+    main columns as JSON lists, the plans and the rejected combinations."""
+
+    step_time: Any = dataclasses.field(repr=False)
+    plans: Any = None
+    tokens: float | None = None
+    inputs: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __getitem__(self, i: int) -> EvaluateResult:
+        from cpo_opt.analysis.batch import row
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"plan {i} of a batch of {n}")
+        i %= n
+        x = self.inputs
+        out = _evaluate.result_dict(row(self.step_time, i), x.model, x.system,
+                                    self.plans.specs[i], self.tokens)
+        out = _evaluate.with_interval(out, x.model, x.system, self.plans.specs[i])
+        return EvaluateResult.from_dict(x.echo(with_megatron(out, x.model, x.system)))
+
+    @property
+    def step_time_s(self) -> np.ndarray:
+        return np.asarray(self.step_time.step_time_s)
+
+    @property
+    def fits_memory(self) -> np.ndarray:
+        return np.asarray(self.step_time.fits_memory) > 0.5
+
+    @property
+    def mfu(self) -> np.ndarray:
+        return np.asarray(self.step_time.mfu)
+
+    @property
+    def memory_GB_per_gpu(self) -> np.ndarray:
+        return np.asarray(self.step_time.memory.total) / 1e9
+
+    @property
+    def breakdown_s(self) -> dict[str, np.ndarray]:
+        from cpo_opt.model.step import BREAKDOWN_PARTS
+        return {k: np.asarray(getattr(self.step_time.breakdown, k)) for k in BREAKDOWN_PARTS}
+
+    @property
+    def time_to_train_days(self) -> np.ndarray | None:
+        if self.tokens is None:
+            return None
+        return self.tokens / np.asarray(self.step_time.tokens_per_s) / _evaluate.SECONDS_PER_DAY
+
+    def best(self) -> int | None:
+        """Index of the fastest plan that fits in memory (None when none fits)."""
+        t = np.where(self.fits_memory, self.step_time_s, np.inf)
+        return int(np.argmin(t)) if np.isfinite(t).any() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Columns (one entry per plan), the plans and the rejected combinations."""
+        x = self.inputs
+        out = {"model": x.model.name, "system": x.system.name, "stack": self.plans.stack,
+               "n": len(self), "step_time_s": self.step_time_s.tolist(),
+               "breakdown_s": {k: v.tolist() for k, v in self.breakdown_s.items()},
+               "mfu": self.mfu.tolist(), "memory_GB_per_gpu": self.memory_GB_per_gpu.tolist(),
+               "fits_memory": self.fits_memory.tolist(),
+               "plans": self.plans.values,
+               "rejected": [{"plan": r.plan, "reason": r.reason} for r in self.plans.rejected]}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+            out["time_to_train_days"] = self.time_to_train_days.tolist()
+        return x.echo(out)
+
+
+def _same_inputs(a, b) -> bool:
+    return a.values == b.values and getattr(a, "constants", None) is getattr(b, "constants",
+                                                                               None)
+
+
+@_numerics
+def evaluate_batch(model=None, system=None, plans=None, tokens: float | None = None, *,
+                   overrides: Mapping[str, Any] | None = None, constants=None, stack=None,
+                   batch: int | None = None, progress: bool | None = None) -> BatchResult:
+    """Many plans of one model on one system in one batched call (``jit(vmap(step_time))``,
+    one compilation per model structure, dtype and attention kernel).
+
+    Args:
+      model, system: as :func:`evaluate` (None: those ``plans`` were checked against).
+      plans: a :class:`cpo_opt.plans.PlanBatch` (from :func:`cpo_opt.plans.grid` or
+        :func:`cpo_opt.plans.sample`; checked again on another ``model``/``system``), or a
+        list of plans as :func:`evaluate` takes them (inline strings, dicts, presets,
+        files, loaded plans): each is checked as ``--plan`` is, and the first that breaks a
+        rule raises :class:`~cpo_opt.inputs.InputError` naming its index and the rule.
+      tokens: training tokens (adds ``time_to_train_days``).
+      batch: rows per compiled call (default 4096 on CPU); progress: a progress bar on
+        stderr (default: for more than 20,000 plans when stderr is a terminal).
+
+    Returns:
+      :class:`BatchResult`: ``result[i]`` equals ``evaluate(model, system, plans[i])``."""
+    import sys
+    from cpo_opt.analysis import batch as _batch
+    given = plans
+    if given is None:
+        raise ArgumentError("plans", "required (cpo_opt.plans.grid(...), sample(...) or a "
+                            "list of plans)")
+    if isinstance(given, _batch.PlanBatch) and model is None and system is None:
+        model, system = given.model, given.system
+        stack = given.stack if stack is None else stack
+    x = _resolve(model, system, None, overrides, None, constants, stack)
+    if isinstance(given, _batch.PlanBatch):
+        pb = given
+        if not (_same_inputs(pb.model, x.model) and _same_inputs(pb.system, x.system)
+                and pb.stack == x.stack.name):
+            pb = _batch.plan_batch(list(pb.given), x.model, x.system, x.stack,
+                                   "plans", progress=bool(progress))
+    else:
+        if isinstance(given, (str, bytes, Mapping)):
+            raise ArgumentError("plans", "a list of plans (or a PlanBatch); for one plan "
+                                "use cpo_opt.evaluate")
+        tables = _batch.tables_of(list(given), x.model, x.system)
+        specs, reasons = _batch.resolve_tables(tables, x.model, x.system, x.stack, "plans")
+        for i, why in enumerate(reasons):
+            if why is not None:
+                raise InputError(f"plans[{i}]: {why}")
+        pb = _batch.PlanBatch(tuple(specs), tuple(tables), (), x.model, x.system, x.stack.name)
+    if len(pb) == 0:
+        raise ArgumentError("plans", f"no valid plan among {len(pb.rejected)} combinations "
+                            f"(e.g. {pb.rejected[0].reason})" if pb.rejected else "no plans")
+    if progress is None:
+        progress = len(pb) > 20_000 and sys.stderr.isatty()
+    r = _batch.evaluate_specs(x.model, x.system, pb.specs, batch=batch, progress=progress)
+    return BatchResult(r, pb, _tokens(tokens), x)
+
+
+@_numerics
 def optimize(model=None, system=None, global_batch: int | None = None, *,
              exhaustive: bool | None = None,
              free: tuple[str, ...] | list[str] = (), power_budget_kW: float | None = None,
-             dtype: str = "bf16", starts: int = 32, steps: int = 150, seed: int = 0,
+             dtype: str | None = None, starts: int = 32, steps: int = 150, seed: int = 0,
              tokens: float | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
@@ -318,6 +596,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
 
     ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
+    ``dtype`` defaults to the model's training precision (``[model] dtype``, else bf16).
     ``objective``: ``"point"`` (default: the step time at the point constants), ``"mean"``,
     ``"p90"`` or ``"worst"`` over ``samples`` draws of the constants' posterior and the
     model-form term; the result then adds ``robustness`` (``best_changes_fraction``,
@@ -329,14 +608,20 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
     Raises :class:`~cpo_opt.analysis.optimize.InfeasibleError` (an InputError) naming the
     binding limit and the key that lifts it when nothing is feasible."""
     start_distributed(coordinator, num_processes, process_id)
+    from cpo_opt.inputs.loaders import model_dtype
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
-    return OptimizeResult.from_dict(x.echo(_optimize.optimize(
+    dtype = dtype or model_dtype(x.model)
+    out = _optimize.optimize(
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
         tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple,
-        stack=x.stack, objective=objective, samples=samples)))
+        stack=x.stack, objective=objective, samples=samples)
+    with_megatron(out["result"], x.model, x.system)
+    out["plan_megatron"] = out["result"]["plan_megatron"]
+    out["plan_megatron_unmapped"] = out["result"]["plan_megatron_unmapped"]
+    return OptimizeResult.from_dict(x.echo(out))
 
 
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -350,13 +635,16 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
     return distributed.initialize(coordinator, num_processes, process_id, timeout=timeout)
 
 
+@_numerics
 def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None = None, *,
                 overrides: Mapping[str, Any] | None = None, scenario=None,
                 tokens: float | None = None, constants=None, stack=None, **kwargs) -> Result:
     """``optimize`` at each power budget (``--power-budget-kW A B C``): ``{"sweep": [one
     optimize object per budget, or {"feasible": false, "reason": ...}], ...}``."""
+    from cpo_opt.inputs.loaders import model_dtype
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     kwargs["stack"] = x.stack
+    kwargs["dtype"] = kwargs.get("dtype") or model_dtype(x.model)
     global_batch = x.global_batch if global_batch is None else global_batch
     tokens = x.tokens if tokens is None else tokens
     return Result(data=x.echo(_optimize.power_sweep(
@@ -364,23 +652,31 @@ def power_sweep(model=None, system=None, budgets_kW=(), global_batch: int | None
         tokens=_tokens(tokens), **kwargs)))
 
 
+@_numerics
 def sensitivity(model=None, system=None, plan=None, tokens: float | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
                 progress: bool = False, scenario=None, constants=None,
-                stack=None, notice=None) -> SensitivityResult:
+                stack=None, notice=None, dtype: str | None = None,
+                global_batch: int | None = None) -> SensitivityResult:
     """Gradients and elasticities of step time by autodiff (``cpo-opt sensitivity``).
 
     Without a plan (given or in the scenario) the best plan is found first (``optimize``'s
-    gradient search) and the result says so under ``"plan_source"``; ``notice(message)``, when
-    given, is told so once the inputs are checked, before the search."""
-    x = _resolve(model, system, plan, overrides, scenario, constants, stack)
+    search, at ``global_batch`` and ``dtype``, default the model's training precision) and
+    the result says so under ``"plan_source"``; ``notice(message)``, when given, is told so
+    once the inputs are checked, before the search. With a plan, ``dtype`` and
+    ``global_batch`` fill its keys as in :func:`evaluate`."""
+    from cpo_opt.inputs.loaders import model_dtype
+    x = _resolve(model, system, plan, overrides, scenario, constants, stack, want_plan=True,
+                 plan_edits={"dtype": dtype, "global_batch": global_batch})
     m, s, p = x.model, x.system, x.plan
     tokens = _tokens(x.tokens if tokens is None else tokens)
     source = {"optimized": False}
     if p is None:
         if notice is not None:
             notice("no --plan given: optimizing first (gradient search)")
-        best = _optimize.optimize(m, s, x.global_batch, progress=progress, stack=x.stack)
+        best = _optimize.optimize(m, s, global_batch if global_batch is not None
+                                  else x.global_batch, dtype=dtype or model_dtype(m),
+                                  progress=progress, stack=x.stack)
         p = load_plan(best["plan_arg"], m, s, where="plan_arg", stack=x.stack)
         source = {"optimized": True, "method": best["method"], "plan_arg": best["plan_arg"],
                   "search_wall_s": best["search_wall_s"]}
@@ -391,8 +687,10 @@ def sensitivity(model=None, system=None, plan=None, tokens: float | None = None,
     return SensitivityResult.from_dict(x.echo(out))
 
 
+@_numerics
 def compare(model=None, system=None, against=None, tokens: float | None = None, *,
-            global_batch: int | None = None, exhaustive: bool | None = None, dtype: str = "bf16",
+            global_batch: int | None = None, exhaustive: bool | None = None,
+            dtype: str | None = None,
             starts: int = 32, steps: int = 150, seed: int = 0,
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
@@ -403,7 +701,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
     ``overrides`` apply to the baseline, ``against_overrides`` to the candidate (``--set`` and
-    ``--set-against``); ``scenario`` fills the model, the baseline system, batch and tokens::
+    ``--set-against``); ``scenario`` fills the model, the baseline system, batch and tokens;
+    ``dtype`` defaults to the model's training precision::
 
         r = cpo_opt.compare("deepseek-v3", "gb200-nvl72", "gb200-nvl72", tokens=14.8e12,
                             against_overrides={"scale_up.domain_size": 576,
@@ -428,8 +727,10 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
         if str(e).startswith("--set:"):
             raise InputError("--set-against:" + str(e)[len("--set:"):]) from None
         raise
+    from cpo_opt.inputs.loaders import model_dtype
     labels = _compare.labels_of(x.system, y.system, x.overrides, y.overrides)
     global_batch = x.global_batch if global_batch is None else global_batch
+    dtype = dtype or model_dtype(x.model)
     tokens = x.tokens if tokens is None else tokens
     out = _compare.compare(
         x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),
@@ -475,6 +776,7 @@ def preset_show(name: str) -> dict[str, Any]:
             "notes": about.get("notes", []), "content": content, "resolved": resolved}
 
 
+@_numerics
 def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     """Predicted vs measured for a cases file (default: the shipped calibration set); with
     ``constants`` every case runs with those constants instead of the shipped ones; with
@@ -495,6 +797,7 @@ def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
     return ValidateResult.from_dict(out)
 
 
+@_numerics
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
@@ -546,6 +849,7 @@ def _cases_on(cases, stack) -> list:
     return out
 
 
+@_numerics
 def reproduce(quick: bool = False, out_dir: str | None = None,
               progress: bool = False, coordinator: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,

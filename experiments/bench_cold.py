@@ -27,6 +27,12 @@ COMMANDS = {
                           "--gradient"],
     "optimize-deepseek-h800": ["optimize", "--model", "deepseek-v3", "--system", "h800-cluster",
                                "--global-batch", "15360", "--dtype", "fp8"],
+    # the README's first-run times (issue 23): the quick study, a three-run calibration, a
+    # co-design
+    "reproduce-quick": ["reproduce", "--quick", "--no-progress", "--out", "{tmp}/quick"],
+    "calibrate-3": ["calibrate", "--cases", "cpo_opt/data/moe-fit.toml"],
+    "codesign": ["optimize", "--model", "config4", "--system", "study-passage", "--free",
+                 "scale_up.bandwidth_GB_s", "scale_up.domain_size", "--power-budget-kW", "6000"],
 }
 
 PAT = re.compile(r"Finished (tracing|jaxpr to MLIR module conversion|XLA compilation of) "
@@ -58,7 +64,8 @@ def main():
     for name, cmd in COMMANDS.items():
         if args.only and name not in args.only:
             continue
-        with tempfile.TemporaryDirectory() as cache:
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as tmp:
+            cmd = [c.replace("{tmp}", tmp) for c in cmd]
             la = load()
             cold, spans, out = run(cmd, cache, log=True)
             lb = load()

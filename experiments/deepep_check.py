@@ -11,7 +11,9 @@ as in tests/legacy/test_internode.py, ``num_rdma_token_sent x hidden x bytes`` w
 node included; for the intranode row the received copies ``recv_x`` (one per token and GPU
 holding one of its experts). Time = those bytes / bandwidth.
 
-The model's time is :func:`cpo_opt.model.fabric.hierarchical_dispatch` for the same tokens on
+The model's time is :func:`cpo_opt.model.fabric.hierarchical_dispatch_islands` (DeepEP's
+configuration: one NVLink island per node; the model's dispatcher may also split a domain
+into smaller islands, :func:`~cpo_opt.model.fabric.hierarchical_dispatch`) for the same tokens on
 the ``h800-cluster`` preset's links (the ``deepseek-v3-2048-h800`` case's system) and its
 shipped Hopper link efficiencies, with ``max_domains_per_token = 4``. The expected numbers of
 distinct nodes / GPUs per token are computed exactly (below) for DeepEP's routing: pick the
@@ -56,8 +58,8 @@ def rows():
         limit = float(GROUPS) if nodes > GROUPS else 0.0
         t_model = {}
         for leg, width in (("dispatch", FP8_BYTES), ("combine", BF16)):
-            c = fabric.hierarchical_dispatch(TOKENS * HIDDEN * width, float(TOP_K), grp,
-                                             system, limit)
+            c = fabric.hierarchical_dispatch_islands(TOKENS * HIDDEN * width, float(TOP_K),
+                                                     grp, system, limit)
             t_model[leg] = float(c.time)
         if nodes == 1:  # intranode: received copies, one per (token, GPU)
             per_gpu = EXPERTS // ep

@@ -7,28 +7,41 @@ What it runs is the command line
 
     cpo-opt calibrate --prior physical \\
         --cases cpo_opt/data/megatron-a100.toml --cases cpo_opt/data/moe-fit.toml \\
-        --fit ampere:gemm_eff_bf16 {hopper,blackwell}:{hbm_eff,kernel_overhead_s,
-              host_launch_s,host_sync_s} --out docs/constants-shipped.toml
+        --cases cpo_opt/data/dense-fit.toml \\
+        --fit ampere:gemm_eff_bf16 {hopper,blackwell}:{clock_fraction,small_kernel_s} \\
+        --out docs/constants-shipped.toml
 
 plus writing the fitted values and intervals into ``cpo_opt/model/fitted.py``, which
 :func:`cpo_opt.model.constants.constants_for` applies over the physical defaults.
 
-Which cases. The fit sets only: the 18 dense A100 runs (Megatron-LM) and the three BF16
-Megatron-Core MoE runs of ``moe-fit.toml``. The FP8/MXFP8 runs of ``moe-heldout.toml`` never
-enter; they are validated afterwards (``cpo-opt validate --cases
-cpo_opt/data/moe-heldout.toml``) and reported as out-of-sample.
+Which cases (all IN SAMPLE; every other case file is out of sample). The 18 dense A100 runs
+(Megatron-LM, Selene: A100 with HDR InfiniBand between 8-GPU nodes), the three BF16
+Megatron-Core MoE runs of ``moe-fit.toml`` (GB200 NVL72 racks, H100 8-GPU nodes on
+InfiniBand) and the ten dense runs of ``dense-fit.toml`` (Llama 3 70B on GB300 and GB200 NVL72
+racks and on H100 nodes, GPT-3 175B / Llama 2 70B / Llama 3 8B / 70B on H100 nodes): several
+fabrics in each generation. ``moe-published.toml``, ``moe-heldout.toml``, ``dense-published.toml``
+and ``modern.toml`` never enter; they are validated afterwards
+(``python experiments/published_errors.py``) and reported as out of sample.
 
-Which constants, and why these. ``gemm_eff_bf16`` for Ampere: the dense A100 set is GEMM-bound
-and identifies it (it did before, 0.75 -> 0.725). For Hopper and Blackwell the MoE runs are
-not GEMM-bound: NVIDIA's report (arXiv 2603.07685) puts GEMMs under 50% of DeepSeek-V3's step
-against ~70% for a dense Llama 3 405B, the rest being routing, permutation, small kernels and
-launch overhead; and a BF16 run cannot say anything about fp8 GEMMs. So the fit is given the
-constants of that remainder, which every dtype shares: the achievable HBM fraction of the
-memory-bound kernels (``hbm_eff``), the GPU time of a kernel launch (``kernel_overhead_s``), the
-host's issue time per kernel (``host_launch_s``) and the host-device sync stall of dropless
-routing (``host_sync_s``). The GEMM fractions of Hopper and Blackwell stay at their
-micro-benchmark values (``GENERATION_DEFAULTS``). ``calibrate`` reports which of these the
-three MoE runs actually constrain; the others keep their physical values.
+Which constants, and why these. The GEMM main-loop fractions of Hopper and Blackwell, the
+per-tile overhead, the SM counts, the host costs, the sync wait and the all-to-all per-peer
+cost are sourced (published GEMM tables, datasheets, DeepEP's tables: their docstrings in
+:mod:`cpo_opt.model.constants`) and not fitted. Fitted:
+
+* ``ampere:gemm_eff_bf16``: no published A100 GEMM table here; the dense A100 set is
+  GEMM-bound and identifies it.
+* ``{hopper,blackwell}:clock_fraction``: the sustained tensor-core clock of hours-long runs at
+  the power limit over the short benchmarks' (physical, one per generation; the dense runs of
+  ``dense-fit.toml`` identify it).
+* ``{hopper,blackwell}:small_kernel_s``: the GPU time of a small (non-GEMM) kernel beyond its
+  HBM traffic. This is the model's residual (no measurement of it was found): the MoE runs,
+  whose layers run many more small kernels than dense ones, identify it; being a time per
+  kernel of the layer's own count it does not grow with the fabric's time, and it is fitted
+  on runs over NVLink racks and InfiniBand nodes alike. Its interval is in ``fitted.py`` and
+  enters every study interval (:mod:`cpo_opt.study.uncertainty`).
+
+``calibrate`` reports which of these the cases actually constrain; the others keep their
+physical values.
 """
 
 from __future__ import annotations
@@ -43,10 +56,10 @@ from cpo_opt.runtime import setup
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "cpo_opt" / "data"
-CASES = [DATA / "megatron-a100.toml", DATA / "moe-fit.toml"]
+CASES = [DATA / "megatron-a100.toml", DATA / "moe-fit.toml", DATA / "dense-fit.toml"]
 FIT = (["ampere:gemm_eff_bf16"]
        + [f"{gen}:{name}" for gen in ("hopper", "blackwell")
-          for name in ("hbm_eff", "kernel_overhead_s", "host_launch_s", "host_sync_s")])
+          for name in ("clock_fraction", "small_kernel_s")])
 MODULE = ROOT / "cpo_opt" / "model" / "fitted.py"
 TOML = ROOT / "docs" / "constants-shipped.toml"
 

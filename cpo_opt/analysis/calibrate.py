@@ -30,11 +30,12 @@ step time does not depend on) is reported in ``unconstrained`` and left at its p
 Intervals (Laplace approximation). ``L`` is ``2 sigma^2 / N`` times the negative log posterior
 of the model ``log y_i ~ Normal(log pred_i, sigma^2)`` with prior ``theta ~ Normal(theta0,
 sigma^2 / (N prior_weight))``, so the posterior covariance at the optimum is
-``cov = (2 sigma^2 / N) H^-1`` with ``H = jax.hessian(L)`` (exact, cheap: a few parameters) and
+``cov = (2 sigma^2 / N) H^-1`` with ``H`` the Hessian of ``L`` (central differences of its exact
+gradient, :func:`hessian_of_loss`: cheap, a few parameters) and
 ``sigma^2`` estimated from the residuals, ``sum r^2 / (N - p)``, floored at ``noise_floor^2``.
 The 90% interval is ``theta +- 1.645 sd`` mapped back through the sigmoid/exp, so it stays
 physical and is asymmetric in the constant's units. Why Laplace rather than a bootstrap over
-cases: the loss is smooth, the Hessian is exact and free from JAX, and with 10-20 cases a
+cases: the loss is smooth, its Hessian comes from the exact gradient, and with 10-20 cases a
 bootstrap resample often drops every case that identifies a constant (all fp8 runs, say),
 giving degenerate refits. The leave-one-out fits below are the honest out-of-sample check.
 
@@ -246,7 +247,10 @@ class Functions:
       predict_and_jacobian: ``theta -> (log pred (N,), d log pred / d theta (N, G, F))``.
       loss_and_grad: ``(theta, weights, y, theta0, prior_weight) -> (L, dL/dtheta)``: the
         gradient the descent follows (tested against finite differences).
-      hessian: same arguments -> ``jax.hessian`` of ``L``, flattened (P, P).
+      hessian: same arguments -> the Hessian of ``L``, flattened (P, P): central differences
+        of the exact gradient, itself built on the host from ``predict_and_jacobian``
+        (:func:`hessian_of_loss`; ``jax.hessian`` of the whole model compiled for 30 minutes
+        on a 2-core machine, the step that dominated a first ``calibrate``).
       fit_many: see :meth:`fit`.
     """
 
@@ -259,10 +263,6 @@ class Functions:
             jac, value = jax.jacfwd(f, has_aux=True)(theta)
             return value, jac
 
-        def hess(theta, w, y, theta0, pw):
-            shape = theta.shape
-            return jax.hessian(lambda t: loss(t.reshape(shape), w, y, theta0, pw))(
-                theta.reshape(-1))
 
         def fit_many(weights, mask, y, theta0, pw, lr, steps):
             mask = mask.astype(theta0.dtype)
@@ -287,7 +287,7 @@ class Functions:
 
         self.predict_and_jacobian = jax.jit(pj)
         self.loss_and_grad = jax.jit(jax.value_and_grad(loss))
-        self.hessian = jax.jit(hess)
+        self.hessian = functools.partial(hessian_of_loss, self)
         self.predict = lambda theta: self.predict_and_jacobian(theta)[0]
         self.fit_many = jax.jit(fit_many, static_argnames="steps")
 
@@ -296,6 +296,41 @@ class Functions:
         = 0 freezes that constant at its prior. Returns (theta per row, final loss per row)."""
         return self.fit_many(jnp.asarray(weights), jnp.asarray(mask), jnp.asarray(y),
                              jnp.asarray(theta0), prior_weight, learning_rate, steps=steps)
+
+
+HESSIAN_STEP = 1e-4
+"""Step of the central differences of :func:`hessian_of_loss`, in theta units (logits and
+logs of the constants, of order one): truncation error of order ``h^2`` times the third
+derivative (1e-8 relative), rounding of order ``eps / h`` (1e-12) in float64."""
+
+
+def loss_gradient(fns: "Functions", theta, w, y, theta0, prior_weight) -> np.ndarray:
+    """``dL/dtheta`` from the predictions and their Jacobian (host arithmetic):
+    ``2 sum_i w_i r_i J_i / sum_i w_i + 2 prior_weight (theta - theta0)``, ``r = log pred -
+    log y`` (the derivative of :func:`loss_fn`)."""
+    value, jac = fns.predict_and_jacobian(jnp.asarray(theta))
+    value, jac, w = np.asarray(value), np.asarray(jac), np.asarray(w, dtype=float)
+    r = value - np.asarray(y)
+    g = 2.0 * np.einsum("n,n,n...->...", w, r, jac) / max(w.sum(), 1e-300)
+    return g + 2.0 * prior_weight * (np.asarray(theta) - np.asarray(theta0))
+
+
+def hessian_of_loss(fns: "Functions", theta, w, y, theta0, prior_weight,
+                    step: float = HESSIAN_STEP) -> np.ndarray:
+    """The Hessian of :func:`loss_fn` at ``theta``, flattened (P, P): central differences of
+    the exact gradient :func:`loss_gradient`, symmetrized. It reuses the compiled Jacobian
+    (no program of its own) and costs ``2 P`` Jacobian evaluations."""
+    theta = np.asarray(theta, dtype=float)
+    P = theta.size
+    cols = []
+    for k in range(P):
+        e = np.zeros(P)
+        e[k] = step
+        up = loss_gradient(fns, theta + e.reshape(theta.shape), w, y, theta0, prior_weight)
+        down = loss_gradient(fns, theta - e.reshape(theta.shape), w, y, theta0, prior_weight)
+        cols.append((up - down).reshape(-1) / (2.0 * step))
+    H = np.stack(cols, axis=1)
+    return 0.5 * (H + H.T)
 
 
 def identified(J: np.ndarray, weights: np.ndarray, prior_weight: float
@@ -681,7 +716,7 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
         "parameterisation": "logit for fractions, log for positive quantities",
         "optimizer": f"adam (optax), {int(steps)} steps, cosine-decayed learning rate "
                      f"{learning_rate}",
-        "interval": "90%, Laplace approximation (jax.hessian of the loss at the optimum)",
+        "interval": "90%, Laplace approximation (Hessian of the loss at the optimum)",
         "prior_weight": prior_weight, "residual_sigma": sigma,
         "final_loss": float(np.asarray(losses)[0]),
     }

@@ -473,3 +473,57 @@ def megatron_args_for(plan: Mapping[str, Any], model_values: Mapping[str, Any],
 def command_line(args: Sequence[str]) -> str:
     """The arguments as one shell-safe line (a layout string holds ``|``, ``(`` and ``*``)."""
     return shlex.join(args)
+
+
+def stage_list(pipeline: Mapping[str, Any], layers: int) -> list[int]:
+    """Decoder layers of every virtual stage of the layout a step ran, from ``evaluate``'s
+    ``pipeline`` object (:func:`cpo_opt.analysis.evaluate.pipeline_report`): the first stage
+    ``first_stage_layers``, the last ``last_stage_layers``, the middle stages the rest as
+    evenly as possible (the extras on the earlier ones), so that the largest holds
+    ``middle_stage_layers`` as the model counted (:mod:`cpo_opt.model.pipeline`) and the
+    counts sum to ``layers``. Where the model's counts do not sum to ``layers`` (the even
+    layout when ``pp * vpp`` does not divide them: every stage counted at the largest,
+    ``ceil(layers / S)``) the last stage takes what is left."""
+    S = int(pipeline.get("virtual_stages", 1))
+    if S <= 1:
+        return [int(layers)]
+    f, m, l = (int(pipeline[k]) for k in ("first_stage_layers", "middle_stage_layers",
+                                           "last_stage_layers"))
+    if S == 2:
+        return [layers - l, l] if 0 <= l <= layers else [layers - layers // 2, layers // 2]
+    rest = layers - f - l
+    if rest >= S - 2 and -(-rest // (S - 2)) == m:
+        return [f] + _spread(rest, S - 2) + [l]
+    mids = [m] * (S - 2)
+    last = layers - f - sum(mids)
+    if last >= 0:
+        return [f] + mids + [last]
+    return _spread(layers, S)
+
+
+def export_result(result: Mapping[str, Any], model_values: Mapping[str, Any],
+                  gpu_name: str | None = None) -> MegatronExport:
+    """The Megatron-Core arguments of an ``evaluate`` object: its ``plan`` with the exact
+    per-virtual-stage split its ``pipeline`` ran (:func:`stage_list`); where Megatron's split
+    differs from the one the model counted (an even layout that does not divide), an
+    ``unmapped`` line says so."""
+    layers = int(model_values["model"]["layers"])
+    pipe = result.get("pipeline") or {}
+    counts = stage_list(pipe, layers) if pipe else stage_layers(result["plan"], layers)
+    S = len(counts)
+    stages = [(n, 0, c == 0, c == S - 1) for c, n in enumerate(counts)]
+    out = megatron_args_for(result["plan"], model_values, gpu_name, stages=stages)
+    counted = [pipe.get("first_stage_layers"), pipe.get("last_stage_layers")]
+    exported = [counts[0], counts[-1]]
+    if S > 2:
+        counted.append(pipe.get("middle_stage_layers"))
+        exported.append(max(counts[1:-1]))
+    if pipe and S > 1 and counted != exported:
+        out.unmapped.append(_unmapped(
+            "pipeline_layout", pipe.get("layout", "even"),
+            f"the model counted first/middle/last virtual stages of "
+            f"{pipe['first_stage_layers']}/{pipe['middle_stage_layers']}/"
+            f"{pipe['last_stage_layers']} layers (the largest stage everywhere: {layers} "
+            f"layers do not split evenly over {S} stages); Megatron needs a split that sums "
+            f"to {layers}: exported {counts[0]}/{max(counts[1:-1] or [0])}/{counts[-1]}"))
+    return out

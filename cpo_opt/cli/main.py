@@ -227,11 +227,21 @@ def cmd_evaluate(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
+    check_int_flags(args, ("global_batch",))
     r = api.evaluate(args.model, args.system, args.plan, _tokens(args),
                      overrides=parse_sets(args.set), scenario=args.scenario,
-                     constants=args.constants, stack=args.stack)
+                     constants=args.constants, stack=args.stack, dtype=args.dtype,
+                     global_batch=args.global_batch)
     warn(r, args.json)
-    emit(r.to_dict(), args.json, text.evaluate_table)
+    emit(r.to_dict(), args.json, _formatter(args, text.evaluate_table))
+
+
+def _formatter(args, table: Callable[[dict], str]) -> Callable[[dict], str]:
+    """The text of a result: its table, or with ``--format megatron`` the Megatron-Core
+    arguments of its plan (``--json`` prints the object, which holds them as
+    ``plan_megatron``)."""
+    from cpo_opt.cli import text
+    return text.megatron_text if getattr(args, "format", "text") == "megatron" else table
 
 
 def cmd_validate(args) -> None:
@@ -304,8 +314,8 @@ def cmd_optimize(args) -> None:
                      objective=args.objective, samples=args.samples)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
-        emit(r.to_dict(), args.json, lambda d: text.optimize_table(d) + (
-            f"\nprocesses: {nproc}" if nproc > 1 else ""))
+        emit(r.to_dict(), args.json, _formatter(args, lambda d: text.optimize_table(d) + (
+            f"\nprocesses: {nproc}" if nproc > 1 else "")))
 
 
 def _main_process() -> bool:
@@ -327,13 +337,15 @@ def cmd_sensitivity(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     _need_inputs(args)
+    check_int_flags(args, ("global_batch",))
 
     def notice(message: str) -> None:  # once the inputs are checked, before the search
         if not args.json:
             print(f"sensitivity: {message}", file=sys.stderr)
     r = api.sensitivity(args.model, args.system, args.plan, _tokens(args),
                         overrides=parse_sets(args.set), scenario=args.scenario,
-                        constants=args.constants, stack=args.stack,
+                        constants=args.constants, stack=args.stack, dtype=args.dtype,
+                        global_batch=args.global_batch,
                         progress=sys.stderr.isatty() and not args.json, notice=notice)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.sensitivity_table)
@@ -417,15 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", help="preset name (case-insensitive; KIND/NAME when "
                                             "several kinds share it)")
 
+    def batch_flags(sp, whose):
+        sp.add_argument("--global-batch", type=int, metavar="N",
+                        help=f"sequences per step: {whose} global_batch (default, the one rule "
+                             "of every command: the smallest multiple of micro_batch x dp "
+                             "(for a search: of the GPU count) holding >= 2^22 tokens)")
+        sp.add_argument("--dtype", choices=["bf16", "fp8"], default=None,
+                        help=f"GEMM precision: {whose} dtype (default: "
+                             + ("the plan's, else bf16)" if whose == "the plan's" else
+                                "the model's training precision, [model] dtype, else bf16)"))
+
+    def format_flag(sp):
+        sp.add_argument("--format", choices=("text", "megatron"), default="text",
+                        help="text: the readable table (default); megatron: the plan as "
+                             "Megatron-Core arguments (docs/megatron.md; --json always holds "
+                             "them as plan_megatron)")
+
     sp = add("evaluate", cmd_evaluate, "one step-time evaluation")
     msp(sp, plan=True)
+    format_flag(sp)
+    batch_flags(sp, "the plan's")
     sp.add_argument("--tokens", help="training tokens (e.g. 15e12 or 15T): adds time to train")
 
     sp = add("optimize", cmd_optimize, "best plan (and hardware values with --free)")
     msp(sp)
-    sp.add_argument("--global-batch", type=int,
-                    help="sequences per step (default: the smallest multiple of the GPU count "
-                         "with >= 4M tokens)")
+    format_flag(sp)
+    batch_flags(sp, "the searched plans'")
     sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
                     help="enumerate every valid plan and score all (ground truth; the default "
                          "when the space is small enough to be faster)")
@@ -442,7 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--domain-multiple", type=int, metavar="N",
                     help="with scale_up.domain_size free: settle on multiples of N GPUs (a "
                          "rack) instead of divisors of the cluster")
-    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
     sp.add_argument("--seed", type=int, default=0)
@@ -458,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
              "gradients and elasticities of step time w.r.t. every continuous system field")
     msp(sp, plan=True, plan_required=False)
     sp.add_argument("--tokens", help="training tokens: adds time-to-train sensitivities")
+    batch_flags(sp, "the plan's (or, without --plan, the searched plans')")
 
     sp = add("compare", cmd_compare, "the best plan on a baseline system and on a candidate "
              "(--against), the baseline's plan on the candidate, speedups and why")
@@ -467,12 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a field of the candidate system (repeatable); --set "
                          "overrides the baseline")
     sp.add_argument("--tokens", help="training tokens: reports times to train")
-    sp.add_argument("--global-batch", type=int,
-                    help="sequences per step on both (default: each cluster's default batch)")
+    batch_flags(sp, "both systems' searched plans'")
     sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
                     help="enumerate every valid plan on both systems (ground truth; the "
                          "default when the space is small enough to be faster)")
-    sp.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     sp.add_argument("--seed", type=int, default=0, help="search and sampling seed")
     sp.add_argument("--samples", type=int, default=256, metavar="N",
                     help="samples of the speedup's distribution (constants posterior, "
@@ -590,7 +617,9 @@ def _main(argv: list[str], notes: list[str]) -> int:
         # entry point: float64 everywhere except a float32 bench (the library never flips it)
         jax.config.update("jax_enable_x64", args.command != "bench" or args.dtype == "float64")
         runtime.enable_compile_cache(notes)
-        args.fn(args)
+        from cpo_opt.cli.compiling import watch
+        with watch(args.command):  # XLA's log banners to the debug log; "compiling" notice
+            args.fn(args)
         return 0
     except ArgumentError as e:  # a library argument: name the flag the user typed
         print(f"{FLAGS.get(e.argument, '--' + e.argument.replace('_', '-'))}: {e.rule}",

@@ -40,10 +40,13 @@ def pct(x: float) -> str:
     return f"{100 * x:+.1f}%"
 
 
-def plan_line(plan: dict) -> str:
-    keys = ("tp", "pp", "dp", "cp", "ep", "etp", "edp", "vpp", "micro_batch", "microbatches",
-            "global_batch", "recompute", "zero", "dtype", "attention")
-    return " ".join(f"{k}={plan[k]}" for k in keys if k in plan)
+def plan_line(plan: dict, result: dict | None = None) -> str:
+    """A plan as ``--plan`` takes it back (:func:`cpo_opt.analysis.plan_text.plan_line`):
+    every key the plan (not the stack) decided, ``global_batch`` always; ``result`` is the
+    evaluate object holding the options' provenance (``stack.options``)."""
+    from cpo_opt.analysis.plan_text import plan_line as line
+    options = ((result or {}).get("stack") or {}).get("options")
+    return line(plan, options)
 
 
 def stack_lines(r: dict) -> list[str]:
@@ -150,7 +153,7 @@ def evaluate_table(r: dict) -> str:
     lines = [f"model {r['model']} on {r['system']} ({r['gpus']} GPUs)"]
     if r.get("system_effective"):
         lines.append(system_line(r))
-    lines += [f"plan  {plan_line(r['plan'])}"] + stack_lines(r) + [""]
+    lines += [f"plan  {plan_line(r['plan'], r)}"] + stack_lines(r) + [""]
     step = r["step_time_s"]
     rows = [["step time", _s(step), "100.0%"]]
     for k, v in r["breakdown_s"].items():
@@ -205,7 +208,7 @@ def optimize_table(r: dict) -> str:
     lines = ([system_line(r)] if r.get("system_effective") else []) + [
              f"method {r['method']}: {r['evaluations']} evaluations in "
              f"{r['search_wall_s']:.2f} s",
-             f"best plan  {plan_line(r['plan'])}",
+             f"best plan  {plan_line(r['plan'], r.get('result'))}",
              f"--plan     {r['plan_arg']}",
              f"step time  {r['step_time_s']:.4g} s"]
     for k, v in r.get("hardware", {}).items():
@@ -291,8 +294,8 @@ def compare_table(r: dict) -> str:
     a, b, same = r["baseline"], r["candidate"], r.get("baseline_plan_on_candidate")
     lines = [f"model {r['model']}: baseline {la} ({a['result']['gpus']} GPUs) vs candidate "
              f"{lb} ({b['result']['gpus']} GPUs)",
-             f"baseline best plan   {plan_line(a['plan'])}",
-             f"candidate best plan  {plan_line(b['plan'])}", ""]
+             f"baseline best plan   {plan_line(a['plan'], a.get('result'))}",
+             f"candidate best plan  {plan_line(b['plan'], b.get('result'))}", ""]
     rows = [["step time", _s(a["step_time_s"]),
              _s(same["step_time_s"]) if same else "-", _s(b["step_time_s"]),
              _s(b["step_time_s"] - a["step_time_s"], signed=True), ""]]
@@ -400,7 +403,7 @@ def sweep_table(r: dict) -> str:
                      f"{hw['scale_up.domain_size']:.0f}" if "scale_up.domain_size" in hw
                      else "-",
                      f"{hw['scale_up.bandwidth_GB_s']:,.0f}" if "scale_up.bandwidth_GB_s" in hw
-                     else "-", plan_line(x["plan"])])
+                     else "-", plan_line(x["plan"], x.get("result"))])
     head = ([system_line(r)] if r.get("system_effective") else [])
     return "\n".join(head + [table(rows, ["budget kW", "feasible", "step", "power kW",
                                            "domain", "up GB/s", "plan"], left_last=True)])
@@ -450,3 +453,35 @@ def calibrate_table(r: dict) -> str:
     if r.get("out"):
         out += f"\n\nwrote {r['out']}"
     return out
+
+
+def megatron_text(r: dict) -> str:
+    """``--format megatron``: the plan's Megatron-Core arguments, one flag per line joined by
+    `` \\`` (shell-safe; paste after ``torchrun ... pretrain_gpt.py``), the plan and the
+    world size as comments before, the keys Megatron has no equivalent for after."""
+    import shlex
+    from cpo_opt.analysis.megatron import PINNED_RELEASE
+    res = r.get("result") or r
+    args = r.get("plan_megatron")
+    pl = res.get("placement") or {}
+    head = [f"# Megatron-Core {PINNED_RELEASE} arguments: {res['model']} on {res['system']}, "
+            f"WORLD_SIZE {pl.get('working_gpus', res.get('gpus'))}"
+            + (f" ({pl['idle_gpus']} of {res['gpus']} GPUs idle)" if pl.get("idle_gpus") else ""),
+            f"# plan: {plan_line(res['plan'], res)}",
+            f"# step time {res['step_time_s']:.4g} s (cpo-opt)"]
+    if args is None:
+        return "\n".join(head + ["# no export: " + "; ".join(r.get("plan_megatron_unmapped",
+                                                                    []))])
+    lines, cur = [], []
+    for a in args:
+        if a.startswith("--") and cur:
+            lines.append(" ".join(cur))
+            cur = []
+        cur.append(shlex.quote(a))
+    if cur:
+        lines.append(" ".join(cur))
+    body = " \\\n".join(lines)
+    tail = r.get("plan_megatron_unmapped") or []
+    if tail:
+        tail = ["# not expressed in Megatron-Core arguments:"] + [f"#   {u}" for u in tail]
+    return "\n".join(head + [body] + tail)

@@ -90,6 +90,14 @@ RANGES: dict[str, tuple[float, float]] = {
     "kernel_overhead_s": (1e-12, 1e-2),
     "host_launch_s": (1e-12, 1e-2),
     "host_sync_s": (1e-12, 1.0),
+    # GEMM tiling (:mod:`cpo_opt.model.compute`): 1 .. 10,000 SMs (a GPU has 108-160);
+    # a fixed 1 ps .. 1 ms per 128 x 128 output tile (1.23 us shipped)
+    "sm_count": (1.0, 1e4),
+    "gemm_tile_overhead_s": (1e-12, 1e-3),
+    # per remote peer of an all-to-all and per small kernel: 1 ps .. 10 ms (microseconds
+    # measured, :mod:`cpo_opt.model.constants`)
+    "a2a_peer_s": (1e-12, 1e-2),
+    "small_kernel_s": (1e-12, 1e-2),
     # HBM held back from the model: 1 KB .. 1 PB (the largest HBM the system schema takes)
     "reserved_bytes": (1e3, 1e15),
     # GPU-host link: 1 KB/s .. 1 PB/s, the range of a fabric link in the system schema

@@ -197,6 +197,7 @@ def _check_model(values: dict, where: str) -> None:
 
 def _build_model(values: dict) -> Model:
     fields = to_si(schema.MODEL_KEYS, values["model"])
+    fields.pop("dtype", None)  # the default dtype of searches (model_dtype), not a formula input
     if "model.moe" in values:
         fields.update(to_si(schema.MOE_KEYS, values["model.moe"]))
     else:
@@ -355,13 +356,17 @@ def parse_inline_plan(text: str, where: str = "--plan") -> dict:
 
 
 def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
-                     where: str, stack: Any = None, searched: tuple[str, ...] = ()) -> PlanSpec:
+                     where: str, stack: Any = None, searched: tuple[str, ...] = (),
+                     score_placements=None) -> PlanSpec:
     """Check a plan table against the schema, the model and the system on a software stack
     (:mod:`cpo_opt.inputs.stacks`; ``None``: the default stack) and fill its defaults: keys
     the plan gives win, the stack's options fill the rest where they apply, the schema the
     remainder. ``placement = "auto"`` (the plan's or the stack's) becomes the better of
     contiguous and aligned placement for this job: both are scored by the model when they
-    differ. ``searched``: option keys an optimizer chose (reported as ``"search"``)."""
+    differ. ``searched``: option keys an optimizer chose (reported as ``"search"``).
+    ``score_placements``: ``(model, system, {mode: PlanSpec}) -> {mode: (fits_memory,
+    step_time_s)}`` scores both placements (default: one float64 evaluation of each;
+    :mod:`cpo_opt.analysis.batch` scores many plans in one batched call)."""
     from cpo_opt.inputs.stacks import OPTIONS, load_stack
     st = load_stack(stack)
     values = dict(values)
@@ -384,7 +389,7 @@ def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
             if len(candidates) == 1:
                 raise
             tried[mode] = exc
-    spec = _choose_placement(tried, model, system, where)
+    spec = _choose_placement(tried, model, system, where, score_placements)
     options = {}
     for key in OPTIONS:
         if key not in spec.values:
@@ -424,7 +429,7 @@ def _resolved_spec(table: dict, values: dict, model: ModelSpec, system: SystemSp
 
 
 def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
-                      where: str) -> PlanSpec:
+                      where: str, score=None) -> PlanSpec:
     """The placement of an ``auto`` plan: the only valid one, the one that idles nothing
     when both lay the job out the same, else the faster of those that fit in memory (scored
     by the model: what a topology-aware scheduler does)."""
@@ -446,13 +451,9 @@ def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
         unit = max(c.values["tp"] * c.values["cp"], c.values["etp"] * c.values["ep"])
         return _with_why(c, f"contiguous: units of {unit} GPUs fill each {d}-GPU domain "
                             "exactly, so aligned placement is the same layout")
-    from cpo_opt.model.step import step_time_jit
-    from cpo_opt.model.structure import structure_of
-    s = structure_of(model.model, c.plan.fp8, c.plan.flash_attention)
-    r = {m: step_time_jit(model.model, system.system, spec.plan, structure=s)
-         for m, spec in ok.items()}
-    fits = {m: float(x.fits_memory) > 0.5 for m, x in r.items()}
-    t = {m: float(x.step_time_s) for m, x in r.items()}
+    scores = (score or _score_placements)(model, system, ok)
+    fits = {m: bool(scores[m][0]) for m in ok}
+    t = {m: float(scores[m][1]) for m in ok}
     if fits["contiguous"] != fits["aligned"]:
         best = "contiguous" if fits["contiguous"] else "aligned"
         other = "aligned" if best == "contiguous" else "contiguous"
@@ -468,6 +469,22 @@ def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
         why += (f"; units of {unit} GPUs kept whole in each {d}-GPU domain, "
                 f"{spec.placement['idle_gpus']} GPUs idle")
     return _with_why(spec, why)
+
+
+def _score_placements(model: ModelSpec, system: SystemSpec, ok: dict) -> dict:
+    """``{mode: (fits_memory, step_time_s)}`` of each placement's plan: one exact evaluation
+    each, in float64 (the precision of every result the library reports)."""
+    import jax
+    from cpo_opt.model.step import step_time_jit
+    from cpo_opt.model.structure import structure_of
+    c = next(iter(ok.values()))
+    s = structure_of(model.model, c.plan.fp8, c.plan.flash_attention)
+    out = {}
+    with jax.enable_x64(True):
+        for m, spec in ok.items():
+            x = step_time_jit(model.model, system.system, spec.plan, structure=s)
+            out[m] = (float(x.fits_memory) > 0.5, float(x.step_time_s))
+    return out
 
 
 def _same_layout(c: PlanSpec, a: PlanSpec, system: SystemSpec) -> bool:
@@ -743,3 +760,9 @@ def _scenario_plan(ref, batch, model, system, where, base, stack=None):
                         f"differs from the plan's global_batch = {given}", batch)
         table = {**table, "global_batch": batch}
     return plan_from_values(table, model, system, label, stack), dict(table)
+
+
+def model_dtype(model: ModelSpec) -> str:
+    """The dtype a command chooses plans in unless told (``--dtype``): the model's training
+    precision (``[model] dtype``, e.g. fp8 for DeepSeek-V3), else bf16."""
+    return str(model.values["model"].get("dtype", "bf16"))

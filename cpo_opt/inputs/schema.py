@@ -91,6 +91,9 @@ MODEL_KEYS: tuple[Key, ...] = (
     _pos_int("seq_len", "training sequence length, tokens", required=True),
     Key("tied_embeddings", "tied_embeddings", "bool", "input and output embeddings shared",
         default=False),
+    Key("dtype", "dtype", "enum", "training precision of the model's published run: the "
+        "dtype of the plans optimize, compare and sensitivity choose unless told (absent: "
+        "bf16); a plan's own dtype still defaults to bf16", choices=DTYPE_CODES),
 )
 
 MOE_KEYS: tuple[Key, ...] = (
@@ -297,6 +300,12 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("bf16_moments", "bf16_moments", "bool",
         "Adam moments in bf16 (DeepSeek-V3; Megatron-Core --use-precision-aware-optimizer "
         "--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16)", default=False),
+    Key("bf16_main_grads", "bf16_main_grads", "bool",
+        "gradients accumulated, kept and reduced in bf16 instead of fp32 (Megatron-Core "
+        "--use-precision-aware-optimizer --main-grads-dtype bf16)", default=False),
+    Key("fp8_param_gather", "fp8_param_gather", "bool",
+        "fp8 plans: the model's weights kept only in fp8 (no bf16 copy) and all-gathered in "
+        "fp8 (Megatron-Core --fp8-param-gather)", default=False),
     Key("pipeline_layout", "layout_balanced", "enum",
         "layers over the pipeline's virtual stages: even (Megatron's default split, embedding "
         "and output layer on top of the first and last stage) or balanced (the output layer "

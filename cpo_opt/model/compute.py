@@ -1,18 +1,36 @@
 """Time of GPU kernels: GEMMs, the flash-attention core and memory-bound kernels.
 
-GEMM (``m x k`` times ``k x n``, one kernel):
+GEMM (``m x k`` times ``k x n``, ``g`` independent problems in one kernel or one grouped
+call): the output is cut into tiles of ``TM x TN`` that the GPU's ``S`` streaming
+multiprocessors process in waves (CUTLASS/cuBLAS tiling; NVIDIA's "Matrix Multiplication
+Background" guide, sections "Tile quantization" and "Wave quantization"):
 
-    t_flop = 2 m n k / (eta c peak f(m) f(n) f(k)),    f(d) = d / (d + GEMM_TILE_DIM)
-    t_mem  = (e (m k + k n) + o m n) / (HBM_EFF hbm_bandwidth)
-    t      = (t_flop^p + t_mem^p)^(1/p) + KERNEL_OVERHEAD_S
+    tiles  = g ceil(m / TM) ceil(n / TN),      waves = ceil(tiles / S)
+    t_tile = 2 TM TN k / (P / S) + tau TM TN / 128^2
+    t_flop = min over the tile menu of  waves t_tile
+    t_mem  = g (e (m k + k n) + o m n) / (HBM_EFF hbm_bandwidth)
+    t      = (t_flop^p + t_mem^p)^(1/p) + launches KERNEL_OVERHEAD_S
 
-with ``eta`` the dtype's achievable fraction (``gemm_eff_*``), ``c`` the sustained clock
-fraction (``clock_fraction``), ``e`` input bytes per element (2 bf16, 1 fp8), ``o`` output bytes, ``p = ROOFLINE_P = 4``.
-Efficiency therefore falls smoothly for small GEMMs (fine-grained experts split by EP run at a
-fraction of peak and become weight-bandwidth bound), with no step tables (style rule 7).
+``P = eta c peak`` is the achievable tensor rate of the whole GPU (``eta`` the dtype's
+``gemm_eff_*``, ``c`` the sustained clock fraction ``clock_fraction``), so ``P / S`` is one
+SM's. ``tau`` (``gemm_tile_overhead_s``) is the fixed time of one 128 x 128 output tile that
+does not shrink with ``k``: filling the operand pipeline before the first MMA and writing the
+tile out after the last (the epilogue); it is what makes small-``k`` GEMMs inefficient: the
+tile runs at ``k / (k + k_0)`` of its rate, ``k_0 = tau P / (2 128^2 S)`` (about 220 for
+bf16 on H100, 370 on B200, twice that in fp8). The tile menu (:data:`GEMM_TILES`) stands
+for cuBLAS's heuristic choice: small outputs take smaller tiles, which waste less in tile and
+wave quantization. ``e`` input bytes per element (2 bf16, 1 fp8), ``o`` output bytes,
+``p = ROOFLINE_P = 4``. ``S`` is ``sm_count`` (per GPU, :mod:`cpo_opt.model.constants`).
+Checked against published GEMM tables (OpenXLA's H100 and B200 matmul tables, DeepGEMM's
+H800 FP8 table: ``cpo_opt/data/gemm-benchmarks.toml``, ``experiments/gemm_shape_fit.py``,
+``tests/test_gemm_shape.py``).
+
+The relaxed model (``temperature > 0``) smooths each ceiling and the menu's minimum
+(:func:`tiled_flop_time`).
+
 Backward runs two GEMMs per forward GEMM: the input gradient (``m x n`` by ``n x k``) and the
 weight gradient (``k x m`` by ``m x n``), which accumulates into fp32 main gradients
-(``o = 8``: read + write 4 bytes).
+(``o = 8``: read + write 4 bytes) and whose reduction dimension is the tokens ``m``.
 """
 
 from __future__ import annotations
@@ -20,7 +38,19 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from cpo_opt.model import constants as C
+from cpo_opt.model import smooth
 from cpo_opt.model.config import Plan, System
+
+GEMM_TILES = ((128.0, 128.0), (64.0, 128.0), (128.0, 64.0))
+"""The output tiles ``(TM, TN)`` a GEMM may run with: CUTLASS's and cuBLAS's Hopper and
+Blackwell kernels use 128 x 128 tiles (and larger 2-SM tiles) for large problems and 64-row
+or 64-column tiles where the output is small (CUTLASS 3.x ``KernelTmaWarpSpecialized*``
+tile shapes; NVIDIA Matrix Multiplication Background guide, "Tile quantization"). The tile
+overhead is quoted per 128 x 128 tile and scales with the tile's area (its epilogue writes
+``TM TN`` outputs)."""
+
+TILE_REF_AREA = 128.0 * 128.0
+"""Output elements of the tile at which ``gemm_tile_overhead_s`` is quoted."""
 
 
 def matmul_peak(system: System, plan: Plan):
@@ -36,24 +66,37 @@ def input_bytes(plan: Plan):
     return jnp.where(plan.fp8 > 0, 1.0, 2.0)
 
 
-def shape_factor(m, n, k):
-    """Tile/wave fill of a GEMM: ``prod d / (d + GEMM_TILE_DIM)`` over its three sizes."""
-    d0 = C.GEMM_TILE_DIM
-    return (m / (m + d0)) * (n / (n + d0)) * (k / (k + d0))
+def tiled_flop_time(m, n, k, groups, peak, system: System, temperature: float = 0.0):
+    """Seconds of the tensor-core work of ``groups`` GEMMs ``(m x k) @ (k x n)`` at ``peak``
+    FLOP/s (the whole GPU's), tiled and scheduled in waves over the SMs (module docstring),
+    with the best tile of :data:`GEMM_TILES`.
+
+    Relaxed model (``temperature > 0``): every ceiling is :func:`smooth.ceil` (exact at whole
+    counts, rising to the next within ``temperature`` of a count above each) and the menu's
+    minimum the smooth minimum: smooth between tile boundaries, converging to the exact model
+    as the temperature falls (like the layer split's ceiling, :mod:`cpo_opt.model.dims`)."""
+    consts = system.constants
+    sms = jnp.maximum(consts.sm_count, 1.0)
+    per_sm = sms / peak  # seconds per FLOP on one SM
+    best = None
+    for tm, tn in GEMM_TILES:
+        tiles = groups * smooth.ceil(m / tm, temperature) * smooth.ceil(n / tn, temperature)
+        waves = smooth.ceil(tiles / sms, temperature)
+        tile = 2.0 * tm * tn * k * per_sm + consts.gemm_tile_overhead_s * (tm * tn / TILE_REF_AREA)
+        t = waves * tile
+        best = t if best is None else smooth.smin(best, t, temperature)
+    return best
 
 
-def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0, launches=1.0):
-    """Seconds for one ``(m x k) @ (k x n)`` GEMM on one GPU (smooth roofline).
-
-    ``t_flop = 2 m n k / (peak f(m) f(n) f(k))`` is evaluated in the equal, division-free form
-    ``2 (m + d0)(n + d0)(k + d0) / peak``; this function runs ~60 times per plan, and vector
-    divisions cost several multiplications. Sizes are clamped to at least 1 so that absent
-    blocks, which callers weight by 0, stay finite with finite gradients.
-    """
-    d0 = C.GEMM_TILE_DIM
+def gemm_time(m, n, k, system: System, plan: Plan, out_bytes=2.0, launches=1.0, groups=1.0,
+              temperature: float = 0.0):
+    """Seconds for ``groups`` GEMMs ``(m x k) @ (k x n)`` on one GPU (module docstring):
+    the tiled tensor-core time and the HBM time combined by the smooth roofline, plus
+    ``launches`` kernel overheads. Sizes are clamped to at least 1 so that absent blocks,
+    which callers weight by 0, stay finite with finite gradients."""
     m, n, k = jnp.maximum(m, 1.0), jnp.maximum(n, 1.0), jnp.maximum(k, 1.0)
-    t_flop = 2.0 * (m + d0) * (n + d0) * (k + d0) * (1.0 / matmul_peak(system, plan))
-    nbytes = input_bytes(plan) * (m * k + k * n) + out_bytes * m * n
+    t_flop = tiled_flop_time(m, n, k, groups, matmul_peak(system, plan), system, temperature)
+    nbytes = groups * (input_bytes(plan) * (m * k + k * n) + out_bytes * m * n)
     t_mem = nbytes * (1.0 / (system.constants.hbm_eff * system.gpu.hbm_bandwidth))
     return roofline(t_flop, t_mem) + launches * system.constants.kernel_overhead_s
 
@@ -67,15 +110,20 @@ def roofline(t_flop, t_mem):
     return tmax * jnp.sqrt(jnp.sqrt(1.0 + r2 * r2))
 
 
-def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan, launches=1.0):
-    """Forward and backward seconds of one linear layer applied to ``m`` tokens.
+def gemm_fwd_bwd_time(m, n, k, system: System, plan: Plan, launches=1.0, groups=1.0,
+                      temperature: float = 0.0):
+    """Forward and backward seconds of ``groups`` linear layers, each applied to ``m``
+    tokens (a grouped GEMM over experts: ``groups`` problems of ``m`` tokens each).
 
     Returns ``(t_fwd, t_bwd)`` with ``t_bwd`` = input-gradient GEMM + weight-gradient GEMM;
     ``launches`` kernel overheads per GEMM (see :func:`gemm_time`).
     """
-    fwd = gemm_time(m, n, k, system, plan, launches=launches)
-    dgrad = gemm_time(m, k, n, system, plan, launches=launches)
-    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0, launches=launches)
+    kw = dict(launches=launches, groups=groups, temperature=temperature)
+    fwd = gemm_time(m, n, k, system, plan, **kw)
+    dgrad = gemm_time(m, k, n, system, plan, **kw)
+    # the weight gradient accumulates into the main gradient: read + write 4 bytes (fp32) or
+    # 2 (bf16 main gradients)
+    wgrad = gemm_time(k, n, m, system, plan, out_bytes=8.0 - 4.0 * plan.bf16_main_grads, **kw)
     return fwd, dgrad + wgrad
 
 

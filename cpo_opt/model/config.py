@@ -180,7 +180,11 @@ split of layers over the ``pp vpp`` virtual stages / 1 the first and last virtua
 hold fewer layers so that the embedding and the output layer count as layer-equivalents;
 ``first_stage_layers`` / ``last_stage_layers`` the layers of the first / last virtual stage
 when the plan gives them (Megatron ``--decoder-first/last-pipeline-num-layers``), ``-1``
-when the layout decides (:mod:`cpo_opt.model.pipeline`). The fields after
+when the layout decides (:mod:`cpo_opt.model.pipeline`); ``bf16_main_grads`` gradients
+accumulated, kept and reduced in bf16 (Megatron-Core ``--use-precision-aware-optimizer
+--main-grads-dtype bf16``, the Megatron-Bridge DeepSeek-V3 recipe); ``fp8_param_gather``
+fp8 plans keep the model's weights only in fp8 and all-gather them in fp8 (Megatron-Core
+``--fp8-param-gather``, Megatron-Bridge's MXFP8 preset) (:mod:`cpo_opt.model.memory`). The fields after
 ``flash_attention`` have defaults so older constructors keep working; batched callers pass
 arrays for them.
     """
@@ -216,6 +220,8 @@ arrays for them.
     layout_balanced: Array = 0.0
     first_stage_layers: Array = -1.0
     last_stage_layers: Array = -1.0
+    bf16_main_grads: Array = 0.0
+    fp8_param_gather: Array = 0.0
 
 
 def replace(obj, **changes):

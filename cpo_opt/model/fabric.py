@@ -53,8 +53,14 @@ bandwidth per GPU per direction, ``a`` = one-hop latency):
   latency.
 * all-reduce: twice the reduce-scatter time.
 * all-to-all with ``V`` bytes leaving each GPU's buffer spread evenly over the ``g`` members:
-  ``max(V (m-1)/g / B_up, V (g-m)/g / B_out) + a_up + a_out [g > m]``; NVLink and NIC traffic
-  proceed concurrently.
+  ``max(V (m-1)/g / B_up, V (g-m)/g / B_out) + a_up + a_out [g > m] + (g - m) a_peer``;
+  NVLink and NIC traffic proceed concurrently. ``a_peer`` (``a2a_peer_s``) is the cost of
+  one message to one remote peer: an all-to-all posts one send and one receive per peer,
+  and the NIC (or the proxy that drives it) handles them one after another, so a group
+  spread over more remote peers pays more however few bytes each carries (DeepEP's
+  low-latency kernels: ``A2A_PEER_S``). Peers inside the domain are reached by direct
+  loads and stores over NVLink; their per-peer cost is not measured and taken as 0, so a
+  larger domain (fewer remote peers) never adds latency.
 * point-to-point: ``V / B + a`` on the tier the hop uses.
 """
 
@@ -248,14 +254,63 @@ def all_to_all_on(nbytes, grp: Group, system: System, temperature: float = 0.0) 
     t_up = up * _s_per_byte_up(system)
     t_out = out * _s_per_byte_out(system)
     crosses = smooth.step(f_out, temperature)
-    lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s
+    peers = (grp.size - grp.in_domain) * system.constants.a2a_peer_s
+    lat = system.scale_up.latency_s + crosses * system.scale_out.latency_s + peers
     active = smooth.step(f_up + f_out, temperature)
     return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
 
 
+HIERARCHY_LEVELS = 7
+"""Island sizes a hierarchical dispatcher may use: the domain's ``m`` members per group, or
+``m / 2, m / 4, ...`` down to :data:`MIN_ISLAND` (:func:`hierarchical_dispatch`)."""
+
+MIN_ISLAND = 8.0
+"""Smallest NVLink island of a hierarchical dispatcher: DeepEP's kernels are built for up to
+8 NVLink peers per node (``NUM_MAX_NVL_PEERS = 8``, deepseek-ai/DeepEP ``csrc/kernels/
+configs.cuh``) and HybridEP splits a larger NVLink domain only into groups of whole 8-GPU
+sets (``NUM_OF_HYBRID_EP_RANKS_PER_NVLINK_DOMAIN``); a domain of 8 or fewer is one island."""
+
+
 def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_domains=0.0,
                           temperature: float = 0.0) -> Comm:
-    """EP dispatch (or combine) of DeepEP / HybridEP style: each token crosses the scale-out
+    """EP dispatch (or combine) of DeepEP / HybridEP style
+    (:func:`hierarchical_dispatch_islands`) on the best NVLink island size: the dispatcher
+    treats ``m' = m / 2^j >= 8`` of a group's ``m`` in-domain members as one island
+    (HybridEP's ``NUM_OF_HYBRID_EP_RANKS_PER_NVLINK_DOMAIN``,
+    DeepEP's NVLink-domain size), and the fastest choice is taken.
+
+    Why: forwarding through an entry GPU per remote island saves a scale-up copy each time the
+    entry GPU is itself a destination, so islands twice as large move fewer bytes in all but
+    more over the scale-up tier; where that tier binds (EP 16 on 8-GPU H800 nodes grown to
+    16-GPU domains: +7% on the all-to-all) a larger domain would slow the step although the
+    old islands remain available (issue 21). The minimum over island sizes is monotone in the
+    domain: a domain twice as large keeps every island size of the smaller one (a domain
+    1.5 times as large cuts power-of-two groups elsewhere: no such guarantee, nor is there one
+    in the placement, :func:`members_in_domain`). Exact model: the argmin's time and bytes;
+    relaxed model (continuous degrees, no island of its own): the whole domain as one
+    island."""
+    if not smooth.is_exact(temperature):
+        return hierarchical_dispatch_islands(token_bytes, top_k, grp, system, max_domains,
+                                             temperature)
+    m = grp.in_domain
+    floor = jnp.minimum(m, MIN_ISLAND)
+    sizes = [m] + [jnp.maximum(m / 2.0 ** j, floor) for j in range(1, HIERARCHY_LEVELS)]
+    levels = [hierarchical_dispatch_islands(token_bytes, top_k, Group(grp.size, size), system,
+                                            max_domains, temperature)
+              for size in sizes]
+    best = levels[0]
+    for c in levels[1:]:
+        take = c.time < best.time
+        best = Comm(*(jnp.where(take, getattr(c, f), getattr(best, f))
+                      for f in ("time", "up_bytes", "out_bytes")))
+    return best
+
+
+def hierarchical_dispatch_islands(token_bytes, top_k, grp: Group, system: System,
+                                  max_domains=0.0, temperature: float = 0.0) -> Comm:
+    """EP dispatch (or combine) of DeepEP / HybridEP style with the group's domains as its
+    NVLink islands (DeepEP's own configuration; :func:`hierarchical_dispatch` takes the best
+    island size): each token crosses the scale-out
     network once per remote domain that holds one of its experts, and is forwarded over the
     scale-up network to the experts inside that domain (DeepEP README, "normal kernels ...
     forwarding from NVLink to RDMA"; DeepSeek-V3 report sec. 3.2.2).
@@ -272,8 +327,10 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     ``k`` experts hit ``G (1 - (1 - 1/G)^k)`` distinct ones, and each that is not the GPU
     holding the copy moves once over the scale-up tier: scale-up bytes
     ``token_bytes G (1 - (1 - 1/G)^k) (m - 1) / m``. The tiers run concurrently:
-    ``max(t_up, t_out)`` plus one latency of each tier used. Checked against DeepEP's
-    published normal-kernel benchmark (H800, EP 8-64): ``experiments/deepep_check.py``.
+    ``max(t_up, t_out)`` plus one latency of each tier used, plus one message cost
+    ``a2a_peer_s`` per remote RDMA peer (the same-index GPU of each of the ``n - 1`` other
+    domains, DeepEP's normal kernels; module docstring). Checked against DeepEP's published
+    normal-kernel benchmark (H800, EP 8-64): ``experiments/deepep_check.py``.
     """
     g, m = grp.size, grp.in_domain
     n = g / m
@@ -281,15 +338,22 @@ def hierarchical_dispatch(token_bytes, top_k, grp: Group, system: System, max_do
     distinct = n * (1.0 - (1.0 - 1.0 / n) ** k)
     limited = smooth.smin(distinct, jnp.maximum(max_domains, 1.0), temperature)
     distinct = jnp.where(max_domains > 0, limited, distinct)
+    # the scale-up copies per token grow with the island (fewer entry GPUs double as
+    # destinations); a dispatcher that would be slowed by a larger island keeps the smaller
+    # one (:func:`hierarchical_dispatch`), so in the exact model the island size is held
+    # constant in this share for derivatives: d(time) / d(domain) comes from the scale-out
+    # side only and is never > 0 (the relaxed model keeps every derivative)
+    mu = jax.lax.stop_gradient(m) if smooth.is_exact(temperature) else m
     reach = jnp.where(max_domains > 0,
-                      m * smooth.smin(n, jnp.maximum(max_domains, 1.0), temperature), g)
+                      mu * smooth.smin(g / mu, jnp.maximum(max_domains, 1.0), temperature), g)
     gpus = reach * (1.0 - (1.0 - 1.0 / jnp.maximum(reach, 1.0)) ** k)
     out = token_bytes * distinct * (n - 1.0) / n
-    up = token_bytes * gpus * (m - 1.0) / m
+    up = token_bytes * gpus * (mu - 1.0) / mu
     t_up = up * _s_per_byte_up(system)
     t_out = out * _s_per_byte_out(system)
     crosses_out = smooth.step((g - m) / g, temperature)
-    lat = system.scale_up.latency_s + crosses_out * system.scale_out.latency_s
+    peers = (n - 1.0) * system.constants.a2a_peer_s
+    lat = system.scale_up.latency_s + crosses_out * system.scale_out.latency_s + peers
     active = smooth.step((g - 1.0) / g, temperature)
     return Comm(active * (smooth.smax(t_up, t_out, temperature) + lat), up, out)
 

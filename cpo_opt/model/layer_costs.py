@@ -101,6 +101,18 @@ class Kernels:
 KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(Kernels))
 
 
+GROUPED_GEMM_STREAMS = 4.0
+"""CUDA streams over which Transformer Engine's grouped GEMM (``GroupedLinear``, the
+``TEGroupedMLP`` experts of Megatron-Core) issues its per-expert cuBLAS GEMMs: one GEMM per
+local expert, expert ``i`` on stream ``i mod 4`` (TE ``transformer_engine/common/include/
+transformer_engine/gemm.h``: ``num_streams = 4``; ``cublaslt_gemm.cu``:
+``nvte_multi_stream_cublas_gemm`` loops over ``num_gemms``; NVIDIA's DeepSeek-V3 GB200 guide,
+Megatron-LM docs/discussions/deepseek-v3-gb200-optimization sec. 1: the MXFP8 grouped GEMM is
+"multi-stream + cuBLAS"). The experts' tiles share the SMs (:mod:`cpo_opt.model.compute`
+counts them together), and each stream pays one kernel's launch/tail per expert it runs:
+``E_local / 4`` launch overheads in sequence."""
+
+
 class _GemmTable:
     """The GEMMs of all blocks, timed by :func:`compute.gemm_fwd_bwd_time` row by row or
     stacked along a leading axis (one roofline expression instead of one per GEMM, which
@@ -111,18 +123,21 @@ class _GemmTable:
         self.owner: list[str] = []
 
     def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
-        """Add ``count`` GEMMs ``(m x k) @ (k x n)``; ``when`` (0/1) switches the row off,
-        and a row switched off by a Python 0 (the structure) is not built at all.
-        ``grouped``: the ``count`` GEMMs run as one grouped-GEMM kernel (TE/cuBLAS grouped
-        GEMM, Megatron-Core ``TEGroupedMLP``): one launch overhead in total instead of one
-        per GEMM."""
+        """Add ``count`` GEMMs ``(m x k) @ (k x n)`` run as one kernel (a batched GEMM) or,
+        with ``grouped``, as Transformer Engine's grouped GEMM: one cuBLAS GEMM per group on
+        :data:`GROUPED_GEMM_STREAMS` streams (``count / 4`` launch overheads in sequence).
+        Either way their tiles share the SMs (``groups`` of :func:`compute.gemm_time`).
+        ``when`` (0/1) switches the row off, and a row switched off by a Python 0 (the
+        structure) is not built at all."""
         if decided(when) and float(when) == 0.0:
             return
-        self.rows.append((m, n, k, count * when, (1.0 if grouped else count) * when))
+        launches = (jnp.maximum(count / GROUPED_GEMM_STREAMS, 1.0) if grouped else 1.0)
+        casts = count if grouped else 1.0  # fp8: one quantisation per expert slice
+        self.rows.append((m, n, k, count * when, launches * when, casts * when))
         self.owner.append(block)
 
-    def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure
-                 ) -> dict[str, Kernels]:
+    def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure,
+                 temperature: float = 0.0) -> dict[str, Kernels]:
         """Kernels per block; ``stacked`` evaluates all rows as one array (small graph, fast
         to compile and differentiate) instead of one expression per row (fused into one
         loop under ``vmap``: fastest batched evaluation). Same formula, same numbers."""
@@ -135,22 +150,23 @@ class _GemmTable:
         fp8 = weight(structure.fp8, plan.fp8 > 0)
         cast = compute.fp8_cast_time if structure.fp8 is not False else (
             lambda m, *a, **k: (jnp.zeros_like(m),) * 2)
+
+        def timed(m, n, k, count, launches, casts):
+            on = jnp.where(count > 0, 1.0, 0.0)
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0,
+                                                 groups=jnp.maximum(count, 1.0),
+                                                 temperature=temperature)
+            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
+            return (on * fwd + c_f + (launches + fp8 * casts) * ovh,
+                    on * bwd + c_b + (2.0 * launches + fp8 * casts) * ovh)
+
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                    for i in range(5)]
-            m, n, k, count, launches = cols
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-            times = [(fwd[i] * count[i] + c_f[i] + launches[i] * ovh * (1.0 + fp8),
-                      bwd[i] * count[i] + c_b[i] + launches[i] * ovh * (2.0 + fp8))
-                     for i in range(len(self.rows))]
+                    for i in range(6)]
+            fwd, bwd = timed(*cols)
+            times = [(fwd[i], bwd[i]) for i in range(len(self.rows))]
         else:
-            times = []
-            for m, n, k, count, launches in self.rows:
-                fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0)
-                c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-                times.append((fwd * count + c_f + launches * ovh * (1.0 + fp8),
-                              bwd * count + c_b + launches * ovh * (2.0 + fp8)))
+            times = [timed(*row) for row in self.rows]
         out: dict[str, Kernels] = {}
         for (fwd, bwd), block in zip(times, self.owner):
             out[block] = out.get(block, Kernels()) + Kernels(gemm_fwd=fwd, gemm_bwd=bwd)
@@ -167,7 +183,7 @@ class Blocks(NamedTuple):
 
 
 def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False,
-           structure: Structure | None = None) -> Blocks:
+           structure: Structure | None = None, temperature: float = 0.0) -> Blocks:
     """Forward/backward kernel seconds of the attention block, a dense FFN, an MoE FFN and
     the output layer (shapes in the module docstring); blocks ``structure`` (default: read
     from the concrete leaves, :func:`~cpo_opt.model.structure.resolve`) lacks are not built."""
@@ -211,7 +227,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
     g.add("moe_ffn", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
-    k = g.evaluate(system, plan, stacked, s)
+    k = g.evaluate(system, plan, stacked, s, temperature)
     for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
         k.setdefault(block, Kernels())
 
@@ -234,7 +250,7 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     attn_elem = (ELEM_SEQ_PASSES * BF16 * h * d.tokens_sp
                  + 2.0 * BF16 * (a + model.kv_heads) * d.dqk / tp * t)
     # every small (non-GEMM) kernel also costs its fixed launch/tail time on the GPU
-    ovh = system.constants.kernel_overhead_s
+    ovh = system.constants.small_kernel_s
     n_attn, n_dense, n_moe = small_kernels(model, s, plan)
     # recompute modules (Megatron-Core --recompute-modules): the norm of each block
     # (read + write 2h per token) and the FFN/expert activation are re-run in the backward
@@ -301,8 +317,11 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
     ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
     issues about twice the forward's kernels. The small kernels are :func:`small_kernels`'
-    count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM and
-    the two all-to-all kernels.
+    count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM, the
+    two all-to-all kernels, and the experts' grouped GEMMs, which Transformer Engine issues
+    as one cuBLAS GEMM per local expert (``E / ep`` of them, :data:`GROUPED_GEMM_STREAMS`),
+    each expert's slice quantised by its own cast in fp8 (TE ``split_quantize``, one
+    quantizer per split).
 
     Returns ``((dense_total, dense_captured), (moe_total, moe_captured))``.
     """
@@ -316,11 +335,40 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     ffn = n_dense + 2.0 * (1.0 + cast)  # + 2 GEMMs
     has_shared = weight(s.shared_experts, model.shared_experts > 0)
     router = 1.0 + ROUTER_KERNELS
-    # + router GEMM, the two all-to-alls, two grouped GEMMs; shared experts count 3 kernels
-    # with casts in all, their activation already among the small ones
-    moe = (n_moe + 1.0 + 2.0 + 2.0 * (1.0 + cast)
+    local = jnp.maximum(model.experts / plan.ep, 1.0)
+    # + router GEMM, the two all-to-alls, two grouped GEMMs of one GEMM (and one cast) per
+    # local expert; shared experts count 3 kernels with casts in all, their activation
+    # already among the small ones
+    moe = (n_moe + 1.0 + 2.0 + 2.0 * local * (1.0 + cast)
            + has_shared * (3.0 * (1.0 + cast) - 1.0))
     return (attn + ffn, attn), (attn + moe, attn + router)
+
+
+def host_issue_parts(model: Model, system: System, plan: Plan,
+                     structure: Structure | None = None):
+    """Host seconds to issue one layer's forward, by part: ``(attention, dense FFN, router,
+    MoE rest)`` (:func:`host_kernels` times ``HOST_LAUNCH_S``; kernels captured in CUDA graphs
+    at ``graph_launch_fraction`` of it). The router part runs up to the tokens-per-expert
+    sync of a dropless MoE layer; the MoE rest (dispatch, experts, combine) after it."""
+    k = system.constants
+    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
+    saved = 1.0 - plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
+    launch = k.host_launch_s
+    return (d_cap * saved * launch, (d_all - d_cap) * launch,
+            (m_cap - d_cap) * saved * launch, (m_all - m_cap) * launch)
+
+
+def router_kernels(model: Model, system: System, plan: Plan, d: Dims,
+                   temperature: float = 0.0) -> Kernels:
+    """GPU seconds of an MoE layer's router and preprocessing (the part before the
+    tokens-per-expert sync): the router GEMM ``Ts x h -> E`` with its fp8 cast, and the
+    :data:`ROUTER_KERNELS` small kernels' fixed cost. Part of :func:`blocks`' MoE FFN."""
+    f, b = compute.gemm_fwd_bwd_time(d.tokens_moe, model.experts, model.hidden, system, plan,
+                                     launches=1.0, temperature=temperature)
+    cf, cb = compute.fp8_cast_time(d.tokens_moe, model.experts, model.hidden, system, plan,
+                                   launches=1.0)
+    small = ROUTER_KERNELS * system.constants.small_kernel_s
+    return Kernels(gemm_fwd=f + cf, gemm_bwd=b + cb, elem_fwd=small)
 
 
 def small_kernels(model: Model, structure: Structure | None = None, plan: Plan | None = None):
@@ -328,7 +376,7 @@ def small_kernels(model: Model, structure: Structure | None = None, plan: Plan |
     fp8 casts nor the flash-attention core (those carry their own ``KERNEL_OVERHEAD_S``):
     norms, RoPE, residual adds, activations, the router's and the dispatcher's small kernels
     (the all-to-all kernels themselves are timed as communication). Each costs the fixed
-    launch/tail time ``KERNEL_OVERHEAD_S`` on the GPU besides its HBM traffic; the backward
+    time ``SMALL_KERNEL_S`` on the GPU besides its HBM traffic; the backward
     runs about twice as many (charged through ``elem_fwd``, which the backward counts twice).
     Counts of Megatron-Core with Transformer Engine; :func:`host_kernels` adds the GEMMs."""
     s = resolve(structure, model, plan)
@@ -341,22 +389,27 @@ def small_kernels(model: Model, structure: Structure | None = None, plan: Plan |
     return attn, dense, moe
 
 
+def dropless(model: Model):
+    """1 for dropless routing (no capacity factor: dynamic shapes, a host sync per MoE layer
+    forward), 0 with a capacity factor (static shapes)."""
+    return jnp.where(model.capacity_factor > 0, 0.0, 1.0)
+
+
 def sync_stall(model: Model, system: System):
-    """GPU idle seconds per MoE layer forward from the host-device synchronisation of dropless
-    routing (``HOST_SYNC_S``; none with a capacity factor, whose shapes are static)."""
-    dropless = jnp.where(model.capacity_factor > 0, 0.0, 1.0)
-    return dropless * system.constants.host_sync_s
+    """Seconds the host waits per dropless MoE layer forward on the device-to-host copy of the
+    tokens-per-expert counts beyond the GPU work before it (``HOST_SYNC_S``; none with a
+    capacity factor, whose shapes are static). What the sync costs besides this latency (the
+    host work behind it cannot overlap the GPU work before it) is :mod:`cpo_opt.model.step`'s
+    host chain."""
+    return dropless(model) * system.constants.host_sync_s
 
 
 def host_issue_time(model: Model, system: System, plan: Plan,
                     structure: Structure | None = None):
-    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels:
-    ``(total - captured (1 - f)) HOST_LAUNCH_S`` with CUDA graphs (``f`` the
-    graph launch fraction), ``total HOST_LAUNCH_S`` without."""
-    k = system.constants
-    (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
-    saved = plan.cuda_graphs * (1.0 - k.graph_launch_fraction)
-    return ((d_all - saved * d_cap) * k.host_launch_s, (m_all - saved * m_cap) * k.host_launch_s)
+    """``(dense layer, MoE layer)`` host seconds to issue one layer's forward kernels
+    (:func:`host_issue_parts` summed)."""
+    att, ffn, router, rest = host_issue_parts(model, system, plan, structure)
+    return att + ffn, att + router + rest
 
 
 def capacity(model: Model):

@@ -1,8 +1,11 @@
 """HBM use per GPU on the most loaded pipeline rank, bytes.
 
 Model state (mixed-precision Adam, Megatron-LM): bf16 weights (2 bytes/param; fp8 plans keep
-an extra 1-byte fp8 copy), fp32 main gradients (4), fp32 master weights + Adam moments (12;
-8 with ``bf16_moments``: DeepSeek-V3 sec. 3.3.3 keeps both moments in bf16).
+an extra 1-byte fp8 copy, and only that copy with ``fp8_param_gather``: Megatron-Core
+``--fp8-param-gather`` keeps the model's parameters as fp8 tensors, the fp32 master in the
+optimizer), fp32 main gradients (4; 2 with ``bf16_main_grads``, Megatron-Core
+``--main-grads-dtype bf16``), fp32 master weights + Adam moments (12; 8 with
+``bf16_moments``: DeepSeek-V3 sec. 3.3.3 keeps both moments in bf16).
 ZeRO shards over the data-parallel group of each parameter (``dp cp`` ranks for dense
 weights, ``edp`` for experts): stage 1 the optimizer states, 2 also gradients, 3 also weights.
 DualPipe (``schedule = "dualpipe"``, deepseek-ai/DualPipe: "Parameter per device 2x") puts
@@ -143,8 +146,10 @@ def model_state(model: Model, plan: Plan, d: Dims, load: RankLoad):
     def sharded(stage):
         return sharded_params(dense, experts, plan, d, stage)
 
-    weights = (BF16 + plan.fp8) * sharded(3)
-    grads = 4.0 * sharded(2)
+    # bf16 weights plus an fp8 copy in fp8 plans; with fp8 parameter gather the fp8 copy only
+    fp8_only = plan.fp8 * plan.fp8_param_gather
+    weights = (BF16 + plan.fp8 - BF16 * fp8_only) * sharded(3)
+    grads = (4.0 - 2.0 * plan.bf16_main_grads) * sharded(2)
     opt_bytes = 12.0 - 4.0 * plan.bf16_moments  # fp32 master + two moments (fp32 or bf16)
     opt = (1.0 - plan.offload_optimizer) * opt_bytes * sharded(1)  # offloaded: in host memory
     return weights, grads, opt

@@ -20,7 +20,9 @@ Layouts (``plan.pipeline_layout`` / ``plan.layout_balanced``):
   layers (their kernel time over one layer's) and the embedding as ``k_e = 1`` layer
   (:data:`EMBEDDING_LAYERS`), so the stages hold ``c = ceil((L + k_h + k_e) / P)``
   layer-equivalents: the first stage ``c - k_e`` layers, the last ``max(c - k_h, 0)``, the
-  ``P - 2`` middle stages the rest evenly (the largest ``ceil(M / (P - 2))``). Megatron-Core's
+  ``P - 2`` middle stages the rest evenly (the largest ``ceil(M / (P - 2))``; a rank holding
+  ``j`` middle stages holds ``ceil(j M / (P - 2))`` of the ``M`` layers: the layout places the
+  stages one layer larger on different ranks). Megatron-Core's
   ``--account-for-embedding-in-pipeline-split --account-for-loss-in-pipeline-split`` is the
   case ``k_h = 1``; ``--decoder-first/last-pipeline-num-layers`` or
   ``--pipeline-model-parallel-layout`` express any of them.
@@ -92,6 +94,12 @@ class Layout:
     middle_stage: object
     last_stage: object
 
+    first_chunk: RankLoad = None
+    """Rank 0's first virtual stage (with the embedding); with ``vpp > 1`` its gradients are
+    reduced last and its parameters gathered first (:mod:`cpo_opt.model.step`, DP)."""
+    middle_chunk: RankLoad = None
+    """One middle virtual stage (the first chunk of the other ranks)."""
+
     def ranks(self) -> tuple[RankLoad, RankLoad, RankLoad]:
         return self.first, self.middle, self.last
 
@@ -148,6 +156,15 @@ def layout(model: Model, plan: Plan, microbatches, t_head, t_layer, structure: S
     md, mm = kinds(mid)
     ld, lm = kinds(l)
     k = vpp - 1.0
+
+    def middles(count):
+        """(dense, moe) of ``count`` middle stages of one rank: ``count`` times the largest
+        middle stage in the even layout; in an uneven one the ``rest`` layers spread as evenly
+        over the ranks as over the stages, ``ceil(count rest / (P - 2))`` (a rank need not hold
+        the largest middle stage ``count`` times over)."""
+        spread = smooth.ceil(count * rest / jnp.maximum(n_mid, 1.0), t)
+        n = jnp.where(n_mid > 0.5, uneven * spread + (1.0 - uneven) * count * c, 0.0)
+        return kinds(n)
     pp, m = plan.pp, microbatches
     single = jnp.where(plan.pp > 1.5, 0.0, 1.0)        # pp = 1: one rank holds both ends
     # micro-batches in flight (module docstring), smooth min with m
@@ -171,17 +188,22 @@ def layout(model: Model, plan: Plan, microbatches, t_head, t_layer, structure: S
         moe = smooth.smin(moe, l_moe, t) if structure.moe is not False else moe
         return RankLoad(dense=total - moe, moe=moe, per_mb=per_mb, **kw)
 
-    first = load(fd + k * md + both * ld, fm + k * mm + both * lm, embedding=1.0, head=both,
+    kd, km = middles(k)
+    rd, rm = middles(k + 1.0 + dual)
+    first = load(fd + kd + both * ld, fm + km + both * lm, embedding=1.0, head=both,
                  in_flight=flight(0.0, pp))
-    mid_rank = load((k + 1.0 + dual) * md, (k + 1.0 + dual) * mm, embedding=0.0, head=0.0,
-                    in_flight=flight(1.0, pp - 1.0))
-    last = load(k * md + ld + dual * fd, k * mm + lm + dual * fm, embedding=dual, head=1.0,
+    mid_rank = load(rd, rm, embedding=0.0, head=0.0, in_flight=flight(1.0, pp - 1.0))
+    last = load(kd + ld + dual * fd, km + lm + dual * fm, embedding=dual, head=1.0,
                 in_flight=flight(pp - 1.0, 1.0))
     # ranks that do not exist stand in for one that does (pp < 3: no middle; pp = 1: one)
     has_mid = pp > 2.5
     mid_rank = pick(has_mid, mid_rank, last)
     last = pick(plan.pp > 1.5, last, first)
-    return Layout(first, mid_rank, last, f, mid, l)
+    chunk0 = RankLoad(dense=fd, moe=fm, embedding=1.0, head=single, per_mb=per_mb,
+                      in_flight=1.0)
+    chunk_mid = RankLoad(dense=md, moe=mm, embedding=0.0, head=0.0, per_mb=per_mb,
+                         in_flight=1.0)
+    return Layout(first, mid_rank, last, f, mid, l, chunk0, chunk_mid)
 
 
 def pick(cond, a: RankLoad, b: RankLoad) -> RankLoad:

@@ -122,6 +122,13 @@ TIE = 1e-12
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
 gradient (16), write master, m, v (12) and the bf16 weight (2)."""
+DDP_BUCKET_PARAMS = 4e7
+"""Parameters per DP gradient bucket (Megatron-Core ``--ddp-bucket-size 40000000``, the
+minimum of its default ``max(4e7, 1e6 dp cp)``): with overlapped DP the last bucket's
+reduction and the first one's gather are always exposed, ``min(1, bucket / P_rank)`` of the
+rank's traffic. At large ``dp`` Megatron-Core's default bucket is larger (one bucket at
+``dp = 9216``); the simulator models that default, the closed form the 40M buckets a tuned
+run sets (docs/simulator.md, D2)."""
 BF16_MOMENTS_SAVING = 8.0
 """Bytes of those 30 saved with ``bf16_moments``: m and v read and written at 2 bytes."""
 
@@ -206,11 +213,14 @@ def _hide(window, comm_time, overlap, temperature):
 def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts):
     """``(gradient reduction, parameter gather)`` of one step for ZeRO 0-2, and the
     per-micro-batch ``(gather, gather + reduce)`` of ZeRO-3. Gradients are reduced in fp32
-    (4 bytes, Megatron's default with bf16), parameters gathered in bf16 (2 bytes)."""
-    rs = (fabric.reduce_scatter_on(4.0 * dense, pl.dp, system)
-          + fabric.reduce_scatter_on(4.0 * experts, pl.edp, system))
-    ag = (fabric.reduce_scatter_on(2.0 * dense, pl.dp, system)
-          + fabric.reduce_scatter_on(2.0 * experts, pl.edp, system))
+    (4 bytes, Megatron's default with bf16; 2 with ``bf16_main_grads``), parameters gathered
+    in bf16 (2 bytes; 1 in fp8 plans with ``fp8_param_gather``)."""
+    g_bytes = 4.0 - 2.0 * plan.bf16_main_grads
+    p_bytes = 2.0 - plan.fp8 * plan.fp8_param_gather
+    rs = (fabric.reduce_scatter_on(g_bytes * dense, pl.dp, system)
+          + fabric.reduce_scatter_on(g_bytes * experts, pl.edp, system))
+    ag = (fabric.reduce_scatter_on(p_bytes * dense, pl.dp, system)
+          + fabric.reduce_scatter_on(p_bytes * experts, pl.edp, system))
     z0 = jnp.where(plan.zero < 1, 1.0, 0.0)
     z3 = jnp.where(plan.zero >= 3, 1.0, 0.0)
     grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
@@ -249,7 +259,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         check(structure, model, plan)
     s = resolve(structure, model, plan)
     d = dims(model, system, plan, t, s)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s)
+    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s, t)
     dense_k = att + dense_ffn
     moe_k = att + moe
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
@@ -304,14 +314,6 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     ovl_ep = ovl_ep * jnp.minimum(neighbour, 1.0)
     # PP send/recv likewise hides only behind another micro-batch's compute
     ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
-    # Megatron-Core's merged 1F1B (and DualPipe) pair the forward of one micro-batch with the
-    # backward of its neighbour: the forward's all-to-alls run beside the backward's compute
-    # and the backward's beside the forward's. The merged pair's forward part lasts
-    # max(w_f, c_b) and its backward part max(w_b, c_f), so each part stays monotone in its
-    # own compute (what the DP windows below need)
-    exp_moe["ep"] = tuple(overlapped(c, w, ovl_ep)
-                          for c, w in ((ep_b.time, wall_moe_f), (ep_f.time, wall_moe_b)))
-
     # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
     cross = fabric.crosses(pl.pp, t)
@@ -327,14 +329,16 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     held = [local_params(model, plan, d, load) for load in lay.ranks()]
     dp_comms = [_dp_comms(system, plan, pl, *h) for h in held]
     avg_load = pipeline.average(model, plan, s)
-    avg_comms = _dp_comms(system, plan, pl, *local_params(model, plan, d, avg_load))
 
-    # --- host issue (module docstring): a layer pass runs at the slower of its GPU wall time
-    # and the host's time to issue its kernels (synchronised per MoE layer by the dispatch)
-    host_d, host_m = layer_costs.host_issue_time(model, system, plan, s)
+    # --- host issue (module docstring, "Host"): a layer pass runs at the slower of its GPU
+    # wall time and the host's time to issue its kernels; a dropless MoE layer's forward
+    # synchronises the two at its tokens-per-expert counts
+    h_att, h_ffn, h_router, h_rest = layer_costs.host_issue_parts(model, system, plan, s)
+    host_d = h_att + h_ffn
 
     def host_exposed(host_f, kern, exps):
-        """Host time beyond a layer's forward / backward GPU wall (kernels + exposures)."""
+        """Host time beyond a dense layer's forward / backward GPU wall (kernels +
+        exposures): the host runs ahead across layers, so only its excess shows."""
         e_f = sum(e[0] for e in exps)
         e_b = sum(e[1] for e in exps)
         w_f = kern.fwd + e_f
@@ -344,17 +348,61 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
                 smooth.relu(h_b - w_b, w_b + 1e-9, t))
 
     host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
-    host_moe = host_exposed(host_m, moe_k, list(exp_moe.values()))
+    host_moe = (0.0, 0.0)
+    exp_moe["ep"] = (0.0, 0.0)
+    # what a recomputed forward (full recompute) exposes per layer: (dense, MoE)
+    exp_rec = {kind: (exp_dense[kind][0], exp_moe[kind][0]) for kind in ("tp", "cp")}
+    exp_rec["ep"] = (0.0, 0.0)
     if not dense_only:
-        # the dropless MoE forward (and its recomputed forward) waits once on the host
+        # MoE layer forward (module docstring, "Host"): G1 the GPU work before the sync
+        # (attention with its TP/CP exposure, router), G2 the rest (dispatch, experts,
+        # combine), H1 / H2 the host issue of each part, s the sync latency. The host issues
+        # H2 only after the sync and then H1 of the next layer, so the layer lasts
+        # s + max(H2 + max(H1, G1), G1 + G2) (dropless), max(H1 + H2, G1 + G2) without it.
+        router = layer_costs.router_kernels(model, system, plan, d, t)
+        g1 = att.fwd + router.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
+        g_c = wall_moe_f                          # G1 + G2 (compute stream, no EP)
+        h1, h2 = h_att + h_router, h_rest
         sync = layer_costs.sync_stall(model, system)
+        drop = layer_costs.dropless(model)
+        c_f, c_b = ep_f.time, ep_b.time
+
+        def chain(wall):
+            tied = sync + smooth.smax(h2 + smooth.smax(h1, g1, t), wall, t)
+            free = smooth.smax(h1 + h2, wall, t)
+            return free + drop * (tied - free)
+
+        # without the A2A overlap the forward's dispatch and combine run on the compute
+        # stream's critical path (G2 includes them); merged with a neighbour's backward
+        # (Megatron-Core's 1F1B A2A overlap, DualPipe) the neighbour's all-to-all c runs
+        # beside this forward's compute and host stall W and the pair ends at max(c, W + f c):
+        # the compute runs on 1 - f of the SMs while c runs (simulator D5, D12)
+        wall_nm = g_c + c_f
+        host_nm = chain(wall_nm) - wall_nm
+        w_m = chain(g_c)
+        ep_m_f = smooth.smax(c_b, w_m + f_sm * c_b, t) - w_m
+        ep_m_b = smooth.smax(c_f, wall_moe_b + f_sm * c_f, t) - wall_moe_b
+        # the forward's own all-to-all when not merged (also what a recomputed forward pays:
+        # Megatron-Core refuses the A2A overlap with full recompute; simulator D9)
+        exp_moe["ep"] = (c_f + ovl_ep * (ep_m_f - c_f), c_b + ovl_ep * (ep_m_b - c_b))
+        host_f = host_nm + ovl_ep * ((w_m - g_c) - host_nm)
+        # backward: the host runs ahead (no sync) and issues twice the forward's kernels; a
+        # recomputed forward (full recompute) runs first, unmerged, with its own all-to-all
+        # and its own host chain (simulator D9)
+        w_b = wall_moe_b + exp_moe["ep"][1]
+        host_b = smooth.relu(2.0 * (h1 + h2) - w_b, w_b + 1e-9, t) + full * host_nm
+        exp_rec["ep"] = (0.0, c_f)
         # offloaded expert activations: out to the host in the forward, back in the backward,
-        # on a copy engine behind the layer's own kernels; only the excess is exposed
+        # on a copy engine beside everything the layer's part of the step does (kernels,
+        # exposed communication, host stalls): only the excess over that wall is exposed, so
+        # a shorter wall never exposes more in total (issue 21's offload break)
         t_off = (plan.offload_expert_act * routed_saved(model, plan, d)
                  / system.constants.host_link_bw)
-        off_f = smooth.relu(t_off - moe_k.fwd, moe_k.fwd + 1e-9, t)
-        off_b = smooth.relu(t_off - moe_k.bwd, moe_k.bwd + 1e-9, t)
-        host_moe = (host_moe[0] + sync + off_f, host_moe[1] + full * sync + off_b)
+        wf = g_c + exp_moe["ep"][0] + host_f
+        wb = w_b + full * (g_c + c_f) + host_b
+        off_f = smooth.relu(t_off - wf, wf + 1e-9, t)
+        off_b = smooth.relu(t_off - wb, wb + 1e-9, t)
+        host_moe = (host_f + off_f, host_b + off_b)
 
     def rank(n_dense, n_moe, n_head, z3_fwd, z3_bwd):
         """One micro-batch on a rank passing through these blocks: kernels, then the
@@ -370,8 +418,9 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         for kind in ("tp", "cp", "ep"):
             e_f = n_dense * exp_dense.get(kind, (0.0, 0.0))[0] + n_moe * exp_moe[kind][0]
             e_b = n_dense * exp_dense.get(kind, (0.0, 0.0))[1] + n_moe * exp_moe[kind][1]
-            out[kind] = (1.0 + full) * e_f + e_b
-            s_f, s_b = s_f + e_f, s_b + e_b + full * e_f
+            e_r = n_dense * exp_rec[kind][0] + n_moe * exp_rec[kind][1]
+            out[kind] = e_f + e_b + full * e_r
+            s_f, s_b = s_f + e_f, s_b + e_b + full * e_r
         host_f = n_dense * host_dense[0] + n_moe * host_moe[0]
         host_b = n_dense * host_dense[1] + n_moe * host_moe[1]
         out["host"] = host_f + host_b
@@ -402,31 +451,66 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
                     if k == "kernels" else jnp.where(take, v, slow[k])) for k, v in r.items()}
         pacing = jnp.where(take, float(i), pacing)
         pace_load = pipeline.pick(take, x, pace_load)
-    avg = rank(avg_load.dense, avg_load.moe, avg_load.head, avg_comms[2], avg_comms[3])
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
-    # gradient reduction (last micro-batch's backward) and parameter gather (first one's
-    # forward) of every rank hide behind that rank's actual time for one micro-batch, which
-    # is the pacing rank's (pipeline wait included: the rank is idle, its NIC is not; module
-    # docstring): max(grad_r - (t_pace - fwd_r), grad_r + gather_r - t_pace, 0) for the
-    # rank's own parameters; the step waits for the last rank to finish (the max over ranks,
-    # each term monotone, so their max is too)
-    w_total = slow["total"]
-    dp_step = 0.0
-    for (grad_r, param_r, _, _), r in zip(dp_comms, ranks):
-        w_grad = w_total - r["wall_fwd"]
-        both = grad_r.time + param_r.time
-        hidden = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
-                             smooth.relu(both - w_total, w_total + 1e-9, t), t)
-        dp_step = smooth.smax(dp_step, both + plan.overlap_dp * (hidden - both), t)
-
     # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
-    # the average rank; with fewer micro-batches than stages interleaving stops helping
+    # the average rank; with fewer micro-batches than stages interleaving stops helping. The
+    # fill and drain hold no ZeRO-3 exposure: a rank's per-layer gathers and reductions run on
+    # its own link also while its compute waits, and they are counted in each of its m
+    # micro-batches already (simulator D8)
+    fill = rank(avg_load.dense, avg_load.moe, avg_load.head, NO_COMM, NO_COMM)
     bubble_1f1b = ((plan.pp - 1.0) / plan.vpp
-                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * avg["total"]
+                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * fill["total"]
     # DualPipe (module docstring): (pp/2 - 1)(F&B + B - 3W), W = half the backward GEMMs
     bubble_dual = (jnp.maximum(plan.pp / 2.0 - 1.0, 0.0)
-                   * (avg["total"] + avg["wall_bwd"] - 1.5 * avg["kernels"].gemm_bwd))
+                   * (fill["total"] + fill["wall_bwd"] - 1.5 * fill["kernels"].gemm_bwd))
     bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
+
+    # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
+    # interleaving they hide behind that rank's actual time for one micro-batch, which is the
+    # pacing rank's (pipeline wait included: the rank is idle, its NIC is not):
+    # max(grad_r - (t_pace - fwd_r), grad_r + gather_r - t_pace, 0). Interleaved, each chunk
+    # reduces when its own last backward ends and gathers before its first forward
+    # (Megatron-Core DDP with --overlap-grad-reduce / --overlap-param-gather and
+    # align_grad_reduce), so every chunk's traffic but the first chunk's gather and the last
+    # chunk's reduction hides behind the rest of the pipeline, W = t_pipe - t_pace / vpp:
+    # max(c0 (grad_r + gather_r), grad_r + gather_r - W), c0 the share of the rank's
+    # parameters in its first chunk (~1 / vpp; rank 0's with the embedding) (simulator D3).
+    # The step waits for the last rank to finish (the max over ranks, each
+    # term monotone, so their max is too).
+    w_total = slow["total"]
+    inter = jnp.where(plan.vpp > 1.5, 1.0, 0.0) * (1.0 - plan.schedule)
+    t_pipe = n_mb * w_total + bubble
+    w_pipe = t_pipe - w_total / plan.vpp
+    # share of each rank's parameters in its first chunk (rank 0's holds the embedding), and
+    # in its first layer (with the embedding on rank 0): the gradients the backward produces
+    # last, reduced after it ends, and the parameters the forward needs first
+    first_share, first_layer = [], []
+    for i, h in enumerate(held):
+        chunk = lay.first_chunk if i == 0 else lay.middle_chunk
+        total = jnp.maximum(h[0] + h[1], 1.0)
+        c_dense, c_exp = local_params(model, plan, d, chunk)
+        first_share.append(jnp.clip((c_dense + c_exp) / total, 0.0, 1.0))
+        n = jnp.maximum(chunk.dense + chunk.moe, 1.0)
+        one = dataclasses.replace(chunk, dense=chunk.dense / n, moe=chunk.moe / n)
+        l_dense, l_exp = local_params(model, plan, d, one)
+        first_layer.append(jnp.clip((l_dense + l_exp) / total, 0.0, 1.0))
+    dp_step = 0.0
+    for (grad_r, param_r, _, _), r, c0, held_r, l0 in zip(dp_comms, ranks, first_share, held,
+                                                            first_layer):
+        w_grad = w_total - r["wall_fwd"]
+        both = grad_r.time + param_r.time
+        hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
+                                  smooth.relu(both - w_total, w_total + 1e-9, t), t)
+        hidden_inter = smooth.smax(c0 * both,
+                                   smooth.relu(both - w_pipe, w_pipe + 1e-9, t), t)
+        hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
+        # the last gradient bucket (at least the first layer, with the embedding on rank 0:
+        # Megatron-Core never splits a parameter across buckets) is reduced after the last
+        # backward, whatever the window (simulator D2; its first bucket's gather the
+        # simulator finds hidden behind the step's start)
+        bucket = jnp.clip(DDP_BUCKET_PARAMS / jnp.maximum(held_r[0] + held_r[1], 1.0), 0.0, 1.0)
+        hidden = smooth.smax(hidden, smooth.smax(bucket, l0, t) * grad_r.time, t)
+        dp_step = smooth.smax(dp_step, both + plan.overlap_dp * (hidden - both), t)
 
     # --- optimizer and other
     # the rank's optimizer shard (the largest over ranks: every rank updates at once)

@@ -48,19 +48,33 @@ OPTION_ATTRS = {"pipeline_layout": "layout_balanced"}
 
 
 def working_gpus(cols: dict, system_values: dict):
-    """GPUs each row's placement works (:func:`cpo_opt.model.fabric.fill`, vectorized)."""
+    """GPUs each row's placement works (:func:`cpo_opt.model.fabric.fill`, the model's rule).
+
+    Aligned rows depend only on their unit ``max(tp cp, etp ep)``
+    (:func:`cpo_opt.model.fabric.placement_unit`), so the rule runs once per distinct unit,
+    on host scalars in float64: calling it on row arrays ran every JAX op eagerly on a new
+    shape at every stage of every search, each a fresh XLA compilation too small for the
+    persistent cache (about 470 s of a 2-core ``reproduce --quick``, cold or warm)."""
     import types
+    import jax
     from cpo_opt.model import fabric
     gpus = float(system_values["cluster"]["gpus"])
     n = len(cols["tp"])
-    placement = cols.get("placement", np.zeros(n))
-    if not np.any(placement > 0):
-        return np.full(n, int(gpus), dtype=np.int64)
+    placement = np.asarray(cols.get("placement", np.zeros(n)))
+    out = np.full(n, int(gpus), dtype=np.int64)
+    aligned = placement > 0
+    if not np.any(aligned):
+        return out
     sys_ = types.SimpleNamespace(gpus=gpus, scale_up=types.SimpleNamespace(
         domain_size=float(system_values["scale_up"]["domain_size"])))
-    p = types.SimpleNamespace(**{k: np.asarray(cols[k], float) for k in ("tp", "cp", "ep", "etp")},
-                              placement=np.asarray(placement, float))
-    return np.rint(np.asarray(fabric.fill(sys_, p).world)).astype(np.int64)
+    units = np.maximum(np.asarray(cols["tp"]) * np.asarray(cols["cp"]),
+                       np.asarray(cols["etp"]) * np.asarray(cols["ep"]))[aligned]
+    distinct, back = np.unique(units, return_inverse=True)
+    with jax.enable_x64(True):
+        world = np.asarray([float(fabric.fill(sys_, types.SimpleNamespace(
+            tp=float(u), cp=1.0, ep=1.0, etp=1.0, placement=1.0)).world) for u in distinct])
+    out[aligned] = np.rint(world[back.reshape(-1)]).astype(np.int64)
+    return out
 
 
 def powers_of_two(limit: int) -> np.ndarray:
@@ -294,7 +308,8 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
     base = dict(recompute_norm_act=0.0, recompute_mla_up=0.0, offload_optimizer=0.0,
                 dispatcher=0.0, perfect_balance=0.0, offload_expert_act=0.0, schedule=0.0,
                 low_precision_storage=0.0, bf16_moments=0.0, layout_balanced=0.0,
-                first_stage_layers=-1.0, last_stage_layers=-1.0, overlap_p2p=None)
+                first_stage_layers=-1.0, last_stage_layers=-1.0, overlap_p2p=None,
+                bf16_main_grads=0.0, fp8_param_gather=0.0)
     fields = {k: ones * v for k, v in base.items() if v is not None}
     fields.update(opt)
     if "overlap_p2p" not in opt:

@@ -128,7 +128,8 @@ def search_options(stack: StackSpec | None, fp8: int = 0):
         elif key in stack.options:
             fixed[attr] = _codes(stack, key)
     for key in ("overlap_tp", "overlap_dp", "overlap_p2p", "recompute_norm_act",
-                "recompute_mla_up", "bf16_moments", "offload_optimizer", "offload_expert_act"):
+                "recompute_mla_up", "bf16_moments", "offload_optimizer", "offload_expert_act",
+                "bf16_main_grads", "fp8_param_gather"):
         if key in stack.options:
             fixed[key] = _codes(stack, key)
     return enum, tuple(sorted(fixed.items())), tuple(chosen)

@@ -219,13 +219,14 @@ def _point(opt: dict[str, Any], budget_kw: float) -> dict[str, Any]:
     if not opt["feasible"]:
         return {"budget_kW": budget_kw, "feasible": False, "power_kW": None,
                 "time_to_train_days": None, "bandwidth_GB_s": None, "domain_size": None,
-                "plan": None}
+                "plan": None, "plan_line": None}
     hw = opt["hardware"]
     return {"budget_kW": budget_kw, "feasible": True, "power_kW": opt["interconnect_power_kW"],
             "time_to_train_days": opt["time_to_train_days"],
             "step_time_s": opt["step_time_s"],
             "bandwidth_GB_s": hw.get("scale_up.bandwidth_GB_s"),
             "domain_size": hw.get("scale_up.domain_size"), "plan": opt["plan"],
+            "plan_line": opt.get("plan_line"),
             "breakdown_s": opt["breakdown_s"], "mfu": opt["mfu"],
             "search_point": opt.get("search_point"), "domain_trade": opt.get("domain_trade"),
             "binding": opt.get("binding")}
@@ -264,7 +265,7 @@ def codesign(study: Study, config: str, headline: dict[str, dict[str, Any]],
         out["exhaustive_plan_check"] = {
             "step_time_s": chk["step_time_s"],
             "agree": bool(opt["step_time_s"] <= chk["step_time_s"] * 1.01),
-            "plan": chk["plan"]}
+            "plan": chk["plan"], "plan_line": chk.get("plan_line")}
     out["text"] = [
         f"{config} under the copper fabric's interconnect power ({budget_kw:.0f} kW): build a "
         f"Passage domain of {out['domain_size']:.0f} GPUs at {out['bandwidth_GB_s']:.0f} GB/s "

@@ -51,6 +51,8 @@ def same_plan(study: Study, config: str, plan: dict[str, Any], fabric: str = "pa
     """Copper's optimal plan evaluated on another fabric: separates the fabric's own effect
     (same plan, faster links / larger domain) from the effect of re-optimizing the plan."""
     model, system = study.models[config], study.fabrics[fabric]
+    plan = {k: v for k, v in plan.items() if k not in ("dp", "edp", "microbatches")}
+    # dp is derived from the GPUs the placement works, which differ between the fabrics
     r = evaluate(model, system, plan_from_values(plan, model, system, "copper plan",
                                                  study.stack), study.tokens)
     return {"fabric": fabric, "step_time_s": r["step_time_s"],

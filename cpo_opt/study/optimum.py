@@ -18,6 +18,7 @@ from typing import Any
 
 from cpo_opt.model import fabric_cost
 from cpo_opt.analysis.evaluate import evaluate
+from cpo_opt.analysis.plan_text import plan_line
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec, plan_from_values
 from cpo_opt.inputs import system_with
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
@@ -62,7 +63,8 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
       ``{"feasible", "plan", "step_time_s", "time_to_train_days", "breakdown_s", "mfu",
       "memory_GB_per_gpu", "traffic_GB_per_gpu_per_step", "hardware",
       "interconnect_power_kW", "search", "result"}``; ``result`` is the full ``evaluate``
-      object and ``plan`` the resolved plan table (a valid input of ``plan_from_values``).
+      object, ``plan`` the resolved plan table (a valid input of ``plan_from_values``) and
+      ``plan_line`` the plan as ``--plan`` takes it back (global batch included).
       ``search`` holds the method, both step times and their agreement. When no plan fits,
       ``feasible`` is False and the numbers are None.
     """
@@ -93,7 +95,7 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
     out: dict[str, Any] = {"feasible": bool(best.plan_values), "search": search,
                            "hardware": dict(best.hardware)}
     if not best.plan_values:
-        out.update({k: None for k in ("plan", "step_time_s", "time_to_train_days",
+        out.update({k: None for k in ("plan", "plan_line", "step_time_s", "time_to_train_days",
                                       "breakdown_s", "mfu", "memory_GB_per_gpu",
                                       "traffic_GB_per_gpu_per_step", "interconnect_power_kW",
                                       "result")})
@@ -108,6 +110,7 @@ def summarize(result: dict[str, Any], plan: PlanSpec, system: SystemSpec) -> dic
     """The study's fields of one ``evaluate`` object (plan = the resolved plan table)."""
     return {
         "plan": dict(plan.values),
+        "plan_line": plan_line(result["plan"], result["stack"]["options"]),
         "microbatches": result["plan"].get("microbatches"),
         "step_time_s": result["step_time_s"],
         "time_to_train_days": result["time_to_train_days"],

@@ -48,10 +48,14 @@ def clean(x: Any) -> Any:
     return x
 
 
-def plan_text(plan: dict[str, Any] | None) -> str:
-    if not plan:
+def plan_text(r: dict[str, Any] | None) -> str:
+    """The plan of a result (an optimum, a sweep point, a figure bar) as ``--plan`` takes it
+    back: its ``plan_line`` (:func:`cpo_opt.analysis.plan_text.plan_line`: every key the
+    stack does not fill, ``global_batch`` always), else every key of its ``plan``."""
+    from cpo_opt.analysis.plan_text import plan_line
+    if not r or not r.get("plan"):
         return "-"
-    return " ".join(f"{k}={plan[k]}" for k in PLAN_KEYS if k in plan)
+    return r.get("plan_line") or plan_line(r["plan"])
 
 
 def _f(x, fmt=".3g") -> str:
@@ -79,6 +83,7 @@ def headline_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
                    "dtype": c["dtype"], "global_batch": c["global_batch"],
                    "seq_len": c["seq_len"]}
             row.update({k: (r["plan"] or {}).get(k) for k in PLAN_KEYS})
+            row["plan"] = plan_text(r)
             row.update({"step_time_s": r["step_time_s"], "mfu": r["mfu"],
                         "memory_GB_per_gpu": r["memory_GB_per_gpu"],
                         "time_to_train_days": r["time_to_train_days"],
@@ -105,6 +110,7 @@ def sweep_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
         row = {k: s[k] for k in ("config", "sweep", "field", "value", "fabric",
                                  "time_to_train_days", "step_time_s", "mfu", "method")}
         row.update({k: (s["plan"] or {}).get(k) for k in PLAN_KEYS})
+        row["plan"] = plan_text(s)
         row.update(_breakdown_columns(s))
         rows.append(row)
     return rows
@@ -116,7 +122,7 @@ def pareto_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
              "budget_kW": q["budget_kW"], "power_kW": q["power_kW"],
              "time_to_train_days": q["time_to_train_days"], "bandwidth_GB_s": q["bandwidth_GB_s"],
              "domain_size": q["domain_size"], "on_front": q.get("on_front"),
-             "plan": plan_text(q["plan"])} for q in p["points"]]
+             "plan": plan_text(q)} for q in p["points"]]
     rows += [{"kind": f"preset:{q['name']}", "power_kW": q["power_kW"],
               "time_to_train_days": q["time_to_train_days"],
               "bandwidth_GB_s": q["bandwidth_GB_s"], "domain_size": q["domain_size"]}
@@ -149,7 +155,7 @@ def markdown(obj: dict[str, Any]) -> str:
                    + (f", exh {_f(s['exhaustive_step_time_s'], '.4g')} s, agree "
                       f"{s['agree']}" if s["exhaustive_step_time_s"] is not None else ""))
             L.append(f"| {c['name']} | {c['params_total'] / 1e12:.2f}T | {f} | "
-                     f"{plan_text(r['plan'])} | {_f(r['step_time_s'], '.4g')} | "
+                     f"{plan_text(r)} | {_f(r['step_time_s'], '.4g')} | "
                      f"{_f(r['mfu'] and 100 * r['mfu'], '.1f')}% | "
                      f"{_f(r['time_to_train_days'], '.2f')} | "
                      f"{_f(c['speedup'], '.2f') + 'x' if f == 'passage' else ''}"
@@ -353,7 +359,7 @@ def paper_figure_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
                      "paper_relative_time": r["paper_relative_time"],
                      "model_relative_time": r["model_relative_time"],
                      "model_relative_time_same_plan": r["model_relative_time_same_plan"],
-                     "step_time_s": r["step_time_s"], "plan": plan_text(r["plan"]),
+                     "step_time_s": r["step_time_s"], "plan": plan_text(r),
                      **{f"{k}_s": v for k, v in r["breakdown_s"].items()}})
     for f in (obj.get("paper_figure_variants") or {}).get("variants", []):
         if f["variant"] == fig.get("variant"):
@@ -363,7 +369,7 @@ def paper_figure_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
                          "paper_relative_time": r["paper_relative_time"],
                          "model_relative_time": r["model_relative_time"],
                          "model_relative_time_same_plan": r["model_relative_time_same_plan"],
-                         "step_time_s": r["step_time_s"], "plan": plan_text(r["plan"]),
+                         "step_time_s": r["step_time_s"], "plan": plan_text(r),
                          "gap_closed": (f.get("gap_closed") or [None] * 3)[i]})
     return rows
 
@@ -380,7 +386,7 @@ def paper_figure_markdown(obj: dict[str, Any]) -> list[str]:
     for r in fig["rows"]:
         L.append(f"| {r['name']} | {r['paper_relative_time']:.2f} | "
                  f"{_f(r['model_relative_time'], '.3f')} | "
-                 f"{_f(r['model_relative_time_same_plan'], '.3f')} | {plan_text(r['plan'])} | "
+                 f"{_f(r['model_relative_time_same_plan'], '.3f')} | {plan_text(r)} | "
                  f"{_f(r['step_time_s'], '.4g')} |")
     L += [""] + [f"- {t}" for t in fig.get("explanation", {}).get("text", [])]
     var = obj.get("paper_figure_variants")
@@ -410,7 +416,7 @@ def batch_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
                "global_batch": r["global_batch"], "speedup": r["speedup"]}
         for f in ("copper", "passage"):
             row[f"{f}_days"] = r[f]["time_to_train_days"]
-            row[f"{f}_plan"] = plan_text(r[f]["plan"])
+            row[f"{f}_plan"] = plan_text(r[f])
         row.update({f"contribution {g}": v for g, v in (r.get("contribution") or {}).items()})
         rows.append(row)
     return rows

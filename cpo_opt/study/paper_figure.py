@@ -112,7 +112,9 @@ def _edit(plan: dict[str, Any], edit: tuple[tuple[str, Any], ...]) -> dict[str, 
 def _run(model, system, values: dict[str, Any], tokens: float, stack=None) -> dict[str, Any]:
     plan = plan_from_values(values, model, system, "paper figure plan", stack)
     r = evaluate(model, system, plan, tokens)
-    return {"plan": dict(plan.values), "step_time_s": r["step_time_s"],
+    from cpo_opt.analysis.plan_text import plan_line
+    return {"plan": dict(plan.values), "plan_line": plan_line(r["plan"], r["stack"]["options"]),
+            "step_time_s": r["step_time_s"],
             "time_to_train_days": r["time_to_train_days"], "breakdown_s": r["breakdown_s"],
             "fits_memory": r["fits_memory"], "mfu": r["mfu"],
             "traffic_GB_per_gpu_per_step": r["traffic_GB_per_gpu_per_step"],
@@ -178,7 +180,8 @@ def figure(study: Study, variant: Variant = BASE, tick: Callable[[str], None] = 
             "paper_relative_time": float(b["paper_relative_time"]),
             "model_relative_time": own["step_time_s"] / t0 if own["step_time_s"] else None,
             "model_relative_time_same_plan": same["step_time_s"] / t0,
-            "plan": own["plan"], "step_time_s": own["step_time_s"],
+            "plan": own["plan"], "plan_line": own.get("plan_line"),
+            "step_time_s": own["step_time_s"],
             "breakdown_s": own["breakdown_s"], "fits_memory": own["fits_memory"],
             "mfu": own["mfu"],
             "same_plan": {k: same[k] for k in ("step_time_s", "breakdown_s", "fits_memory")},
@@ -277,7 +280,8 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                         "model_relative_time": r["model_relative_time"],
                         "model_relative_time_same_plan": r["model_relative_time_same_plan"],
                         "gap_closed": (f.get("gap_closed") or [None] * 3)[i],
-                        "plan": " ".join(f"{k}={r['plan'][k]}" for k in
-                                         ("tp", "cp", "pp", "ep", "dp", "micro_batch")),
+                        "plan": r.get("plan_line") or " ".join(
+                            f"{k}={r['plan'][k]}" for k in ("tp", "cp", "pp", "ep", "dp",
+                                                           "micro_batch")),
                         "fits_memory": r["fits_memory"]})
     return out

@@ -63,7 +63,7 @@ def point(study: Study, config: str, kind: str, value: float, fabric: str = "pas
                     stack=study.stack)
     row = {"config": config, "sweep": kind, "field": field, "value": float(value),
            "fabric": fabric, **{k: opt[k] for k in (
-               "time_to_train_days", "step_time_s", "mfu", "plan", "breakdown_s",
+               "time_to_train_days", "step_time_s", "mfu", "plan", "plan_line", "breakdown_s",
                "traffic_GB_per_gpu_per_step", "interconnect_power_kW", "memory_GB_per_gpu")},
            "method": opt["search"]["method"]}
     if opt["plan"] is not None:
@@ -204,7 +204,7 @@ def batch_point(study: Study, config: str, tokens_per_gpu: int,
                            "global_batch": gb}
     for f, o in opts.items():
         row[f] = {k: o[k] for k in ("time_to_train_days", "step_time_s", "mfu", "plan",
-                                    "breakdown_s", "memory_GB_per_gpu")}
+                                    "plan_line", "breakdown_s", "memory_GB_per_gpu")}
         row[f]["method"] = o["search"]["method"]
     cu, pa = opts["copper"], opts["passage"]
     if cu["step_time_s"] is None or pa["step_time_s"] is None:

@@ -25,6 +25,7 @@ read by :func:`cpo_opt.inputs.constants_file.read_constants`) goes through
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import pathlib
 import tomllib
@@ -123,12 +124,21 @@ def corners(base: Constants, ranges: Mapping[str, tuple[float, float]]) -> Const
     return Constants(**{n: jnp.asarray([r[n] for r in rows]) for n in names})
 
 
+@functools.partial(jax.jit, static_argnames=("structure",))
+def _corner_times(model, system, plan, batch: Constants, *, structure):
+    """Step time at every row of the batched constants (model, system and plan traced: one
+    compilation per structure and corner count, shared by every config and fabric)."""
+    def one(c):
+        return step_time(model, dataclasses.replace(system, constants=c), plan,
+                         structure=structure).step_time_s
+    return jax.vmap(one)(batch)
+
+
 def _step_times(model: ModelSpec, system: SystemSpec, plan: PlanSpec, batch: Constants
                 ) -> np.ndarray:
-    def one(c):
-        return step_time(model.model, dataclasses.replace(system.system, constants=c),
-                         plan.plan).step_time_s
-    return np.asarray(jax.jit(jax.vmap(one))(batch))
+    from cpo_opt.analysis.evaluate import structure_of_plan
+    return np.asarray(_corner_times(model.model, system.system, plan.plan, batch,
+                                    structure=structure_of_plan(model, plan)))
 
 
 def speedup_interval(model: ModelSpec, baseline: tuple[SystemSpec, PlanSpec],
