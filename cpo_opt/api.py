@@ -133,6 +133,8 @@ class OptimizeResult(Result):
     plan: dict | None = None
     plan_arg: str | None = None
     step_time_s: float | None = None
+    objective: str = "point"
+    robustness: dict | None = None
     method: str = ""
     evaluations: int = 0
     search_wall_s: float = 0.0
@@ -186,9 +188,13 @@ class ReproduceResult(Result):
 class CompareResult(Result):
     """``compare``: each system's best plan (``baseline``/``candidate`` optimize objects), the
     speedups (``speedup`` = T_baseline / T_candidate; ``speedup_same_plan`` with the baseline's
-    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences."""
+    plan on the candidate, None when that plan is not valid there) and the ``why`` sentences;
+    the speedup's 90% interval (``speedup_interval``, [5th, 95th] percentile of the sampled
+    speedup) and ``probability_faster``, P(the baseline is faster than the candidate)."""
 
     speedup: float = 0.0
+    speedup_interval: list | None = None
+    probability_faster: float | None = None
     speedup_same_plan: float | None = None
     why: list = dataclasses.field(default_factory=list)
     baseline: dict = dataclasses.field(default_factory=dict)
@@ -604,11 +610,16 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
              progress: bool = False, scenario=None, constants=None,
              domain_multiple: int | None = None, coordinator: str | None = None,
              num_processes: int | None = None, process_id: int | None = None,
-             stack=None) -> OptimizeResult:
+             stack=None, objective: str = "point", samples: int | None = None
+             ) -> OptimizeResult:
     """The best plan, and with ``free`` the best hardware values (``cpo-opt optimize``).
 
     ``exhaustive=None`` picks the exhaustive search on small spaces, else the gradient search.
     ``dtype`` defaults to the model's training precision (``[model] dtype``, else bf16).
+    ``objective``: ``"point"`` (default: the step time at the point constants), ``"mean"``,
+    ``"p90"`` or ``"worst"`` over ``samples`` draws of the constants' posterior and the
+    model-form term; the result then adds ``robustness`` (``best_changes_fraction``,
+    ``expected_regret``; :mod:`cpo_opt.search.robust`).
     ``coordinator`` (``"HOST:PORT"``), ``num_processes``, ``process_id``: run as one of N
     ``jax.distributed`` processes (also from the environment or a detected SLURM job; see
     :mod:`cpo_opt.search.distributed`); every process returns the same result.
@@ -625,7 +636,7 @@ def optimize(model=None, system=None, global_batch: int | None = None, *,
         x.model, x.system, global_batch, exhaustive=exhaustive, free=tuple(free),
         power_budget_kW=power_budget_kW, dtype=dtype, starts=starts, steps=steps, seed=seed,
         tokens=_tokens(tokens), progress=progress, domain_multiple=domain_multiple,
-        stack=x.stack)
+        stack=x.stack, objective=objective, samples=samples)
     with_megatron(out["result"], x.model, x.system)
     out["plan_megatron"] = out["result"]["plan_megatron"]
     out["plan_megatron_unmapped"] = out["result"]["plan_megatron_unmapped"]
@@ -703,7 +714,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
             overrides: Mapping[str, Any] | None = None,
             against_overrides: Mapping[str, Any] | None = None,
             progress: bool = False, scenario=None, constants=None,
-            stack=None) -> CompareResult:
+            stack=None, samples: int = 256, alternatives: tuple[str, ...] = (),
+            model_form: bool | float = True) -> CompareResult:
     """``model`` on ``system`` (baseline) against ``against`` (candidate): each one's best
     plan, the baseline's plan on the candidate, speedups and why (``cpo-opt compare``).
 
@@ -716,6 +728,11 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
                                                "scale_up.max_domain_size": 576,
                                                "scale_up.bandwidth_GB_s": 2000})
         r.speedup, r.speedup_same_plan, r.why
+        r.speedup_interval, r.probability_faster   # P(the baseline is faster)
+
+    ``samples``, ``alternatives`` (stack options to sample,
+    :data:`cpo_opt.analysis.uncertainty.ALTERNATIVES`) and ``model_form`` (True: the fit's
+    leave-one-out term; False: none; a number: that sd) shape the speedup's distribution.
     """
     x = _resolve(model, system, None, overrides, scenario, constants, stack)
     if against is None:
@@ -737,7 +754,8 @@ def compare(model=None, system=None, against=None, tokens: float | None = None, 
     out = _compare.compare(
         x.model, x.system, y.system, global_batch, tokens=_tokens(tokens),
         exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
-        labels=labels, progress=progress, stack=x.stack)
+        labels=labels, progress=progress, stack=x.stack, samples=samples,
+        alternatives=tuple(alternatives), model_form=model_form)
     x.echo(out["baseline"])
     y.echo(out["candidate"])
     out["warnings"] = ([f"baseline: {w}" for w in x.warnings]
@@ -802,7 +820,8 @@ def validate(cases=None, *, constants=None, stack=None) -> ValidateResult:
 def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
-              hold_out=(), prior: str = "shipped", stack=None) -> CalibrateResult:
+              hold_out=(), prior: str = "shipped", stack=None,
+              transfer: str | None = None) -> CalibrateResult:
     """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
 
     Args:
@@ -816,6 +835,10 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
       prior: ``"shipped"`` (start from the shipped constants, fitted ones included) or
         ``"physical"`` (from the physical defaults only: how the shipped fit is regenerated).
       ``fit`` entries may name a level, ``"blackwell:host_launch_s"``.
+      transfer: ``"hopper:blackwell"``: fit the source generation's cases only and carry
+        the fitted shifts (relative to the shipped constants) to the target generation,
+        with wider intervals; the target's cases are held out and reported before and after
+        (``transfer`` in the result; :mod:`cpo_opt.analysis.calibrate`).
     """
     if stack is not None:
         cases = _cases_on(cases, stack)
@@ -823,7 +846,7 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
     target = None if out is None else check_out(out)  # before the fit: a bad --out fails now
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
-                               prior=prior)
+                               prior=prior, transfer=transfer)
     data = dict(cal.report)
     if target is not None:
         data["out"] = _calibrate.write(cal, target)

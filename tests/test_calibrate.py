@@ -338,9 +338,18 @@ def test_malformed_fit_entry_is_bad_input(entry):
 def test_a_level_restricted_fit_leaves_other_levels_alone(cases):
     """Only the named level's constant moves; at any other level it is neither fitted nor
     reported."""
-    cal = C.calibrate(cases, ["hopper:gemm_eff_bf16"], steps=5, cross_validate=False)
-    assert "gemm_eff_bf16" not in cal.table.get("ampere", {})
-    assert not [u for u in cal.report["unconstrained"] if u["level"] == "ampere"]
+    # a level the cases lack constrains nothing (bad input); so two levels: fp8 runs on
+    # Hopper and GB200 (cpo_opt/data/dense-fit.toml), the fit restricted to Hopper
+    two = [c for c in load_cases("cpo_opt/data/dense-fit.toml")
+           if c.id in ("nemo2407-llama3-8b-h100-8", "nemo2407-llama2-70b-h100-64",
+                       "nemo2407-llama3-70b-h100-64", "mb2604-llama3-70b-gb200-fsdp-fp8",
+                       "mb2604-llama3-70b-gb200-mxfp8")]
+    cal = C.calibrate(two, ["hopper:gemm_eff_fp8"], steps=5, cross_validate=False)
+    assert "gemm_eff_fp8" in cal.table.get("hopper", {})
+    assert "gemm_eff_fp8" not in cal.table.get("blackwell", {})
+    assert not [u for u in cal.report["unconstrained"] if u["level"] == "blackwell"]
+    with pytest.raises(C.ArgumentError, match="constrain nothing"):
+        C.calibrate(cases, ["hopper:gemm_eff_bf16"], steps=5, cross_validate=False)
 
 
 def test_shipped_fitted_constants_apply_and_the_physical_prior_leaves_them_out(monkeypatch):

@@ -40,7 +40,23 @@ bootstrap resample often drops every case that identifies a constant (all fp8 ru
 giving degenerate refits. The leave-one-out fits below are the honest out-of-sample check.
 
 Cross-validation. Each case is predicted by constants fitted without it (leave-one-out), from
-the same ``theta0`` and with the same constrained set.
+the same ``theta0`` and with the same constrained set. Its residuals ``r_i`` (log) give the
+model-form term of :mod:`cpo_opt.analysis.uncertainty`: ``rms_log_error = sqrt(mean r_i^2)``
+and ``within_level_correlation`` ``= mean_{i != j, same level} r_i r_j / mean r_i^2`` (clipped
+to [0, 1]; 0 without pairs), written to a constants file's ``about.model_form``; the Laplace
+correlations of each level's constrained constants go to ``about.correlation``.
+
+Transfer (``transfer="hopper:blackwell"``, ``calibrate --transfer``). Constants are per GPU
+generation, so a fit to one generation's runs says nothing about another's. What does carry
+is the *shift* a user's runs ask for relative to the shipped constants (their software is
+slower or faster than the shipped fit's in the same way on every GPU): only the cases of the
+source generation are fitted (the others are held out), and each constrained constant's shift
+in its unbounded coordinate, ``delta_j = theta_j - theta0_j`` (source level), is applied to
+the target generation's shipped value, ``theta_target_j = theta0_target_j + delta_j``. The
+transferred interval is wider: ``sd_target^2 = sd_j^2 + delta_j^2`` (the fit's posterior plus a
+transfer term as large as the shift itself: whether the shift carries at all is the unknown,
+so the target's interval spans both the shipped and the shifted value). Held-out cases of the
+target generation are reported before (shipped) and after the transfer.
 """
 
 from __future__ import annotations
@@ -351,6 +367,62 @@ def laplace_sd(H: np.ndarray, residuals: np.ndarray, mask: np.ndarray, prior_wei
     return sd.reshape(G, F), sigma
 
 
+def laplace_correlations(H: np.ndarray, mask: np.ndarray, levels: Sequence[str],
+                         names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{level: {"names", "matrix"}}``: the correlation matrix of each level's constrained
+    constants in the Laplace posterior (the inverse of the constrained block of ``H``; the
+    scale ``2 sigma^2 / N`` cancels), for levels with two or more."""
+    G, F = mask.shape
+    idx = np.flatnonzero(mask.reshape(-1))
+    out: dict[str, dict[str, Any]] = {}
+    if idx.size < 2:
+        return out
+    cov = np.linalg.pinv(H[np.ix_(idx, idx)], hermitian=True)
+    d = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
+    corr = cov / np.outer(d, d)
+    for g in range(G):
+        sel = [k for k, i in enumerate(idx) if i // F == g]
+        if len(sel) < 2:
+            continue
+        m = np.clip(corr[np.ix_(sel, sel)], -1.0, 1.0)
+        out[levels[g]] = {"names": [names[idx[k] % F] for k in sel],
+                          "matrix": [[float(x) for x in row] for row in m]}
+    return out
+
+
+def model_form_of(residuals: np.ndarray, level_index: np.ndarray) -> dict[str, float]:
+    """``{"rms_log_error", "within_level_correlation"}`` of leave-one-out log residuals
+    (module docstring)."""
+    r = np.asarray(residuals, dtype=float)
+    lv = np.asarray(level_index)
+    ms = float(np.mean(r * r)) if r.size else 0.0
+    num, pairs = 0.0, 0
+    for g in np.unique(lv):
+        x = r[lv == g]
+        if x.size > 1:
+            num += float(np.sum(x) ** 2 - np.sum(x * x))
+            pairs += x.size * (x.size - 1)
+    rho = num / pairs / ms if pairs and ms > 0 else 0.0
+    return {"rms_log_error": math.sqrt(ms), "within_level_correlation":
+            float(np.clip(rho, 0.0, 1.0))}
+
+
+REPRESENTATIVE_GPU = {"ampere": "A100", "hopper": "H100", "blackwell": "B200",
+                      "rubin": "R100"}
+"""A GPU name of each generation (for its shipped constants, :func:`constants_for`)."""
+
+
+def parse_transfer(transfer: str | None) -> tuple[str, str] | None:
+    """``"SRC:TGT"`` (two different GPU generations) -> ``(SRC, TGT)``."""
+    if transfer is None:
+        return None
+    src, sep, tgt = str(transfer).partition(":")
+    if not sep or src not in GENERATIONS or tgt not in GENERATIONS or src == tgt:
+        raise ArgumentError("transfer", f"must be SOURCE:TARGET, two different GPU generations "
+                            f"of {', '.join(GENERATIONS)} (got {transfer!r})")
+    return src, tgt
+
+
 # --------------------------------------------------------------------------- the command
 @dataclasses.dataclass(frozen=True)
 class Calibration:
@@ -425,6 +497,29 @@ def check_levels(levels: Sequence[str], where: dict[str, set[str] | None],
                                     "the level")
 
 
+def check_constrains_something(mask: np.ndarray, allowed: np.ndarray, jmax: np.ndarray,
+                               ratio: np.ndarray, levels: Sequence[str], names: Sequence[str],
+                               pair: tuple[str, str] | None) -> None:
+    """A fit that constrains no constant (or, with ``transfer``, none at the source
+    generation) would write an empty file: ArgumentError ``fit`` naming the first asked-for
+    constant and why the fitted cases leave it free."""
+    rows = range(len(levels)) if pair is None else [
+        g for g, lv in enumerate(levels) if generation_of_level(lv) == pair[0]]
+    if any(mask[g].any() for g in rows):
+        return
+    asked = [(g, j) for g in rows for j in range(len(names)) if allowed[g, j]]
+    if not asked:
+        raise ArgumentError("fit", "names no constant at the fitted levels "
+                            f"({', '.join(levels[g] for g in rows)}); nothing to fit")
+    g, j = asked[0]
+    why = ("no fitted case's step time depends on it" if jmax[g, j] == 0.0 else
+           "the cases carry less information on it than the prior (posterior/prior variance "
+           f"{ratio[g, j]:.2f} >= {IDENTIFIED_RATIO})")
+    raise ArgumentError("fit", f"constrains nothing: {levels[g]}.{names[j]} (and "
+                        f"{len(asked) - 1} other asked-for constants) stay free because {why}; "
+                        "fit constants these cases depend on, or add cases")
+
+
 def load_case_files(cases: Any) -> tuple[list[Case], list[str]]:
     """Cases from a path, a list of paths or of loaded :class:`Case` (ids must be unique)."""
     if cases is None:
@@ -455,7 +550,7 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
               learning_rate: float = DEFAULT_LEARNING_RATE,
               noise_floor: float = DEFAULT_NOISE_FLOOR, cross_validate: bool = True,
               hold_out: Sequence[str] = (), measured: Sequence[float] | None = None,
-              prior: str = "shipped") -> Calibration:
+              prior: str = "shipped", transfer: str | None = None) -> Calibration:
     """Fit constants to measured cases (module docstring); returns a :class:`Calibration`.
 
     Args:
@@ -470,7 +565,10 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
       prior: ``"shipped"`` starts from (and pulls toward) the shipped constants, fitted ones
         included; ``"physical"`` from the physical defaults and ``GENERATION_DEFAULTS`` only,
         leaving out :mod:`cpo_opt.model.fitted` (how the shipped fit itself is regenerated).
+      transfer: ``"SRC:TGT"``: fit the cases of generation SRC only and carry the fitted
+        shifts to generation TGT with wider intervals (module docstring).
     """
+    pair = parse_transfer(transfer)
     if prior not in ("shipped", "physical"):
         raise ArgumentError("prior", f"must be 'shipped' or 'physical' (got {prior!r})")
     names, fit_levels = parse_fit(fit)
@@ -503,6 +601,13 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     unknown = [h for h in hold_out if h not in batch.ids]
     if unknown:
         raise ArgumentError("hold_out", f"no case with id {unknown[0]!r}")
+    if pair is not None:
+        src_cases = [cid for cid, g in zip(batch.ids, batch.level_index)
+                     if generation_of_level(batch.levels[g]) == pair[0]]
+        if not src_cases:
+            raise ArgumentError("transfer", f"no case is of generation {pair[0]!r} (the cases "
+                                f"are {', '.join(batch.levels)}): nothing to transfer from")
+        hold_out = tuple(hold_out) + tuple(c for c in batch.ids if c not in src_cases)
     train = np.asarray([cid not in set(hold_out) for cid in batch.ids], dtype=float)
     if not train.any():
         raise ArgumentError("hold_out", "holds out every case; nothing left to fit")
@@ -510,6 +615,7 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     log_before, J = (np.asarray(a) for a in fns.predict_and_jacobian(jnp.asarray(theta0)))
     allowed = allowed_mask(batch.levels, names, fit_levels)
     mask, ratio, jmax = identified(J * allowed[None], train, prior_weight)
+    check_constrains_something(mask, allowed, jmax, ratio, batch.levels, names, pair)
 
     # row 0: the fit; row 1 + i: the fit without case i (a held-out case's row repeats row 0)
     weights = np.tile(train, (n + 1, 1))
@@ -541,7 +647,9 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
                         if fitted[i] else np.nan for i in range(n)])
         err_loo = _errors(loo, y)
         report["cross_validation"] = {"method": "leave-one-out",
-                                      **_summary(err_loo[fitted])}
+                                      **_summary(err_loo[fitted]),
+                                      **model_form_of((loo - y)[fitted],
+                                                      batch.level_index[fitted])}
     else:
         report["cross_validation"] = {"method": "none", "mean_abs_error": None,
                                       "median_abs_error": None, "max_abs_error": None}
@@ -623,9 +731,80 @@ def calibrate(cases: Any, fit: Sequence[str] | None = None, *, base: Any = None,
     if err_loo is not None:
         about["median_abs_error_cross_validation"] = report["cross_validation"][
             "median_abs_error"]
-    table = ConstantsTable(table_values, table_intervals, "<calibrate>", about,
-                           generations_of(batch.levels))
+    correlations = laplace_correlations(H, mask, batch.levels, names)
+    report["posterior"] = {"correlation": correlations,
+                           "parameterisation": "logit of fractions, log of the others"}
+    if err_loo is not None:
+        cv = report["cross_validation"]
+        about["model_form"] = {"sd": cv["rms_log_error"],
+                               "correlation": cv["within_level_correlation"]}
+    if correlations:
+        about["correlation"] = correlations
+    generations = generations_of(batch.levels)
+    if pair is not None:
+        generations = sorted(set(generations_of(
+            [lv for lv, n in zip(batch.levels, counts) if n]) + list(pair)))
+        _transfer(report, pair, batch, names, theta, theta0, sd, mask, fns, y, fitted,
+                  table_values, table_intervals, warnings, files, base_table, prior)
+        about["transfer"] = f"{pair[0]} -> {pair[1]}: shifts of the fitted constants carried " \
+            "to the target's shipped values, interval sd^2 = sd_fit^2 + shift^2"
+        report["generations"] = generations
+    table = ConstantsTable(table_values, table_intervals, "<calibrate>", about, generations)
     return Calibration(report, table, comments)
+
+
+def generation_of_level(level: str) -> str | None:
+    """The generation a fit level belongs to (a generation, or a GPU name's)."""
+    return level if level in GENERATIONS else generation_of(level)
+
+
+def _transfer(report, pair, batch, names, theta, theta0, sd, mask, fns, y, fitted,
+              table_values, table_intervals, warnings, files, base_table, prior) -> None:
+    """Carry the source level's fitted shifts to the target generation (module docstring):
+    the target's values and intervals go into the table, the held-out target cases are
+    predicted before and after."""
+    src, tgt = pair
+    g_src = next(g for g, lv in enumerate(batch.levels) if generation_of_level(lv) == src)
+    rep = REPRESENTATIVE_GPU[tgt]
+    shipped = constants_for(rep, for_gpu(base_table, rep), fitted=prior == "shipped")
+    theta_t = np.asarray(theta, dtype=float).copy()
+    tgt_rows = [g for g, lv in enumerate(batch.levels) if generation_of_level(lv) == tgt]
+    out: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        if not mask[g_src, j]:
+            continue
+        delta = float(theta[g_src, j] - theta0[g_src, j])
+        t0 = float(to_theta(name, float(np.asarray(getattr(shipped, name)))))
+        tt = t0 + delta
+        s_t = math.sqrt(float(sd[g_src, j]) ** 2 + delta ** 2)
+        value = float(from_theta(name, tt))
+        low, high = float(from_theta(name, tt - Z90 * s_t)), float(from_theta(name, tt + Z90 * s_t))
+        value, low, high, clipped = physical(name, tgt, value, low, high, files)
+        if clipped:
+            warnings.append(f"{tgt}.{name}: the transferred interval reaches beyond the "
+                            "constant's physical range and is cut at its end")
+        table_values.setdefault(tgt, {})[name] = value
+        table_intervals.setdefault(tgt, {})[name] = (low, high)
+        out[name] = {"value": value, "low": low, "high": high, "unit": INFO[name].unit,
+                     "shipped": float(from_theta(name, t0)), "shift_theta": delta,
+                     "source_value": float(from_theta(name, theta[g_src, j]))}
+        for g in tgt_rows:  # each target level from its own prior (a GPU may differ from
+            theta_t[g, j] = theta0[g, j] + delta  # the generation's representative)
+    report["transfer"] = {
+        "from": src, "to": tgt, "constants": out,
+        "rule": "theta_target = theta_shipped_target + (theta_fit - theta_prior) at the "
+                "source level; sd_target^2 = sd_fit^2 + shift^2 (logit/log coordinates)"}
+    held = np.asarray([i for i, g in enumerate(batch.level_index)
+                       if g in tgt_rows and not fitted[i]], dtype=int)
+    if held.size:
+        before = np.asarray(fns.predict(jnp.asarray(theta0)))[held]
+        after = np.asarray(fns.predict(jnp.asarray(theta_t)))[held]
+        report["transfer"]["held_out"] = {
+            "ids": [batch.ids[i] for i in held],
+            "before": _summary(_errors(before, y[held])),
+            "after": _summary(_errors(after, y[held])),
+            "errors_before": [float(e) for e in _errors(before, y[held])],
+            "errors_after": [float(e) for e in _errors(after, y[held])]}
 
 
 def generations_of(levels: Sequence[str]) -> list[str]:

@@ -9,6 +9,13 @@
    ``speedup_plan_reoptimized = T_(A's plan on B) / T_B``; their product is ``speedup``.
 4. The breakdown of the exposed step time side by side, with the difference.
 5. The sentences of :func:`cpo_opt.analysis.explain.explain_pair`, computed from these numbers.
+6. The speedup's distribution with each side's best plan fixed
+   (:func:`cpo_opt.analysis.uncertainty.speedup_distribution`: the constants' fitted posterior,
+   the model-form term, and the stack alternatives asked for; one vmapped call):
+   ``speedup_interval`` [5th, 95th percentile], ``probability_faster`` = P(the baseline,
+   ``--system``, is faster than the candidate, ``--against``) = P(speedup < 1), and its
+   complement ``probability_candidate_faster``; each side's provisioned interconnect power
+   (:func:`cpo_opt.model.fabric_cost.interconnect_power_w`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.analysis.explain import explain_pair
 from cpo_opt.analysis.optimize import InfeasibleError, optimize
 from cpo_opt.inputs.loaders import InputError, ModelSpec, SystemSpec, load_plan, system_with
+from cpo_opt.analysis import uncertainty
 from cpo_opt.model.step import BREAKDOWN_PARTS
 
 
@@ -45,9 +53,19 @@ def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
             global_batch: int | None = None, *, tokens: float | None = None,
             exhaustive: bool | None = None, dtype: str = "bf16", starts: int = 32, steps: int = 150,
             seed: int = 0, labels: tuple[str, str] | None = None,
-            progress: bool = False, stack=None) -> dict[str, Any]:
+            progress: bool = False, stack=None, samples: int = uncertainty.DEFAULT_SAMPLES,
+            alternatives: tuple[str, ...] = (), model_form: bool | float = True
+            ) -> dict[str, Any]:
     """The ``compare --json`` object (see the module docstring); both sides run on the same
-    software ``stack``."""
+    software ``stack``. ``samples``, ``alternatives`` and ``model_form`` shape the speedup's
+    distribution (:func:`cpo_opt.analysis.uncertainty.speedup_distribution`); ``seed`` seeds
+    it too."""
+    samples = uncertainty.check_samples(samples)
+    for k in alternatives:
+        if k not in uncertainty.ALTERNATIVES:
+            raise uncertainty.ArgumentError(
+                "alternatives", f"unknown option {k!r}; the stack options a distribution "
+                "may sample: " + ", ".join(uncertainty.ALTERNATIVES))
     kw = dict(exhaustive=exhaustive, dtype=dtype, starts=starts, steps=steps, seed=seed,
               tokens=tokens, progress=progress, stack=stack)
     a = _side("baseline", model, baseline, global_batch, kw)
@@ -71,12 +89,26 @@ def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
                      "baseline_share": ra["breakdown_s"][k] / step_a,
                      "candidate_share": rb["breakdown_s"][k] / step_b}
                  for k in BREAKDOWN_PARTS}
+    speed = why["numbers"]["speedup"]
+    dist = uncertainty.speedup_distribution(
+        model, (sys_a, load_plan(a["plan_arg"], model, sys_a, where="baseline plan",
+                                 stack=stack)),
+        (sys_b, load_plan(b["plan_arg"], model, sys_b, where="candidate plan", stack=stack)),
+        samples=samples, seed=seed, alternatives=tuple(alternatives), model_form=model_form,
+        tokens_ratio=(rb["tokens_per_s"] * rb["step_time_s"])
+        / (ra["tokens_per_s"] * ra["step_time_s"]))
     out: dict[str, Any] = {
         "model": model.name,
         "labels": {"baseline": la, "candidate": lb},
         "baseline": a,
         "candidate": b,
-        "speedup": why["numbers"]["speedup"],
+        "speedup": speed,
+        "speedup_interval": dist["interval"],
+        "speedup_median": dist["median"],
+        "probability_faster": dist["probability_baseline_faster"],
+        "probability_candidate_faster": dist["probability_candidate_faster"],
+        "interconnect_power_kW": {"baseline": a["interconnect_power_kW"],
+                                  "candidate": b["interconnect_power_kW"]},
         "speedup_same_plan": split.get("fabric_alone"),
         "speedup_plan_reoptimized": split.get("plan_reoptimized"),
         "slowdown": 1.0 / why["numbers"]["speedup"],
@@ -87,5 +119,8 @@ def compare(model: ModelSpec, baseline: SystemSpec, candidate: SystemSpec,
         "why_numbers": why["numbers"],
         "basis": "speedup = time to train on baseline / on candidate at equal tokens "
                  "(= ratio of cluster tokens/s); each system runs its own best plan",
+        "uncertainty": {**{k: v for k, v in dist.items() if k not in ("interval", "median")},
+                        "probability_faster_is": "P(baseline --system faster than candidate "
+                                                 "--against) = P(speedup < 1)"},
     }
     return out

@@ -17,6 +17,7 @@ from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_a
 from cpo_opt.search import distributed, exhaustive_search, gradient_search, make_space
 from cpo_opt.search.exhaustive import AUTO_EXHAUSTIVE_ROWS, space_size
 from cpo_opt.search.space import SearchResult, SearchSpace
+from cpo_opt.search import robust
 
 
 class InfeasibleError(InputError):
@@ -179,8 +180,29 @@ def trim_domain(space: SearchSpace, plan_values: dict, hardware: dict, step_time
     return {**hardware, key: chosen}, info
 
 
+OBJECTIVE_TEXT = {
+    "point": "minimum step time (= time to train at fixed batch and tokens) at the point "
+             "constants",
+    "mean": "minimum mean step time over sampled constants and the model-form term",
+    "p90": "minimum 90th-percentile step time over sampled constants and the model-form term",
+    "worst": "minimum worst-sample step time over sampled constants and the model-form term",
+}
+
+SEARCH_SAMPLES = 32
+"""Samples the robust objectives score every candidate with (exact re-scoring and the
+exhaustive search); the same draws for every candidate."""
+
+RELAXED_SAMPLES = 8
+"""Samples of the relaxed descent (the first of the search's samples): the descent only
+steers, the exact re-scoring decides."""
+
+ROBUST_TOP = 16
+"""Distinct best candidates the search keeps for the robustness report."""
+
+
 def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
-           domain_multiple: int | None = None) -> dict[str, Any]:
+           domain_multiple: int | None = None, objective: str = "point",
+           robustness: dict | None = None) -> dict[str, Any]:
     """The ``optimize --json`` object for a search result."""
     out: dict[str, Any] = {
         "stack": space.stack.name if space.stack is not None else None,
@@ -188,8 +210,9 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
         "method": res.method,
         "evaluations": int(res.evaluations),
         "search_wall_s": float(res.search_wall_s),
-        "objective": "minimum step time (= time to train at fixed batch and tokens) over "
-                     "plans that fit in HBM and hardware within every fabric limit",
+        "objective": objective,
+        "objective_text": OBJECTIVE_TEXT[objective] + " over plans that fit in HBM and "
+                          "hardware within every fabric limit",
         "global_batch": space.global_batch,
         "free": list(space.free),
         "bounds": {k: list(b) for k, b in zip(space.free, space.bounds)},
@@ -200,7 +223,13 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
     if not res.plan_values:
         check_hardware_feasible(space)
         raise InfeasibleError(no_plan_message(space), "memory")
-    hardware, trim = trim_domain(space, res.plan_values, dict(res.hardware), res.step_time_s,
+    searched = res.step_time_s
+    if objective != "point":  # the trim compares step times at the point constants
+        at = system_with(space.system, dict(res.hardware))
+        searched = evaluate(space.model, at, plan_from_values(
+            res.plan_values, space.model, at, "optimize", space.stack, space.chosen)
+        )["step_time_s"]
+    hardware, trim = trim_domain(space, res.plan_values, dict(res.hardware), searched,
                                  multiple=domain_multiple)
     system = system_with(space.system, hardware)
     plan = plan_from_values(res.plan_values, space.model, system, "optimize", space.stack,
@@ -221,6 +250,10 @@ def report(space: SearchSpace, res: SearchResult, tokens: float | None = None,
         "interconnect_power_kW": power / 1e3,
         "result": result,
     })
+    if objective != "point":
+        out["objective_value_s"] = float(res.step_time_s)
+    if robustness is not None:
+        out["robustness"] = robustness
     return out
 
 
@@ -229,7 +262,8 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
              power_budget_kW: float | None = None, dtype: str = "bf16", starts: int = 32,
              steps: int = 150, seed: int = 0, tokens: float | None = None,
              progress: bool = False, domain_multiple: int | None = None,
-             stack=None) -> dict[str, Any]:
+             stack=None, objective: str = "point", samples: int | None = None
+             ) -> dict[str, Any]:
     """The best plan (and free hardware values) for ``model`` on ``system``.
 
     Args:
@@ -248,6 +282,11 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
         of this (a rack) instead of divisors of the cluster (:func:`trim_domain`).
       stack: the software stack (name, file or spec; default: the default stack): its
         options fill the plan, and the search chooses what it lets it choose.
+      objective: ``"point"`` (the step time at the point constants) or ``"mean"``, ``"p90"``,
+        ``"worst"``: that statistic of the step time over ``samples`` (default
+        :data:`SEARCH_SAMPLES`) draws of the constants' posterior and the model-form term
+        (:mod:`cpo_opt.search.robust`); the result adds ``robustness``
+        (:func:`robustness_of`).
 
     Returns:
       The ``optimize --json`` object. Raises :class:`~cpo_opt.inputs.ArgumentError` naming
@@ -259,23 +298,105 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
         raise ArgumentError("steps", f"must be >= 1 (got {steps})")
     if tokens is not None and not (tokens > 0 and math.isfinite(tokens)):
         raise ArgumentError("tokens", f"must be a positive finite number (got {tokens})")
+    if objective not in robust.OBJECTIVES:
+        raise ArgumentError("objective", f"must be one of {', '.join(robust.OBJECTIVES)} "
+                            f"(got {objective!r})")
     budget = None if power_budget_kW is None else power_budget_kW * 1e3
     space = make_space(model, system, global_batch, dtype, tuple(free), power_budget_w=budget,
                        stack=stack)
     check_hardware_feasible(space)
     if domain_multiple is not None and domain_multiple < 1:
         raise ArgumentError("domain_multiple", f"must be >= 1 (got {domain_multiple})")
+    kw: dict[str, Any] = {}
+    n_samples = 1
+    if objective != "point":
+        from cpo_opt.analysis import uncertainty
+        n_samples = uncertainty.check_samples(SEARCH_SAMPLES if samples is None else samples)
+        post = uncertainty.posterior_of(space.system)
+        draws = uncertainty.draw([post], n_samples, seed)
+        consts = uncertainty.constants_batch(space.system.system.constants, post, draws)
+        factor = uncertainty.model_form_factor(post, draws)
+        k = min(RELAXED_SAMPLES, n_samples)
+        kw = {"scorer": robust.make_robust_scorer(space, consts, factor, objective),
+              "top": ROBUST_TOP}
+        relax = (jax_head(consts, k), factor[:k], objective)
     auto = exhaustive is None
     if auto:
-        exhaustive = space_size(space) <= AUTO_EXHAUSTIVE_ROWS
+        exhaustive = space_size(space) * n_samples <= AUTO_EXHAUSTIVE_ROWS
     if exhaustive:
-        res = exhaustive_search(space, progress=progress)
+        res = exhaustive_search(space, progress=progress, **kw)
         if auto:
             res.method = "exhaustive (auto)"
     else:
+        if objective != "point":
+            kw["descend_fn"] = robust.make_robust_descent(*relax)
         with ticker(f"gradient search ({starts} starts x {steps} steps)", progress):
-            res = gradient_search(space, starts=starts, steps=steps, seed=seed)
-    return report(space, res, tokens, domain_multiple)
+            res = gradient_search(space, starts=starts, steps=steps, seed=seed, **kw)
+    rob = None
+    if objective != "point" and res.plan_values:
+        rob = robustness_of(space, res, objective, seed=seed)
+    return report(space, res, tokens, domain_multiple, objective, rob)
+
+
+def jax_head(tree, k: int):
+    """The first ``k`` rows of every leaf of a batched pytree."""
+    import jax
+    return jax.tree.map(lambda x: x[:k], tree)
+
+
+ROBUSTNESS_SAMPLES = 256
+"""Samples of the robustness report (fresh draws, not the search's)."""
+
+
+def robustness_of(space: SearchSpace, res: SearchResult, objective: str,
+                  samples: int = ROBUSTNESS_SAMPLES, seed: int = 0) -> dict[str, Any]:
+    """How the chosen plan (and hardware point) fares against the search's other best
+    candidates over fresh samples (:func:`cpo_opt.analysis.uncertainty.choice_robustness`):
+    ``best_changes_fraction`` (how often another candidate is the fastest), ``expected_regret``
+    (mean relative excess over the fastest candidate of each sample), and each candidate's
+    point, mean, 90th-percentile and worst step time. The candidates are the distinct plans
+    of the search's ``top`` rows (re-built as plans; the winner first)."""
+    from cpo_opt.analysis import uncertainty
+    from cpo_opt.analysis.evaluate import evaluate as _evaluate
+    tops = [{"plan": res.plan_values, "hardware": dict(res.hardware)}] + [
+        t for t in res.detail.get("top", [])]
+    designs, seen, described = [], set(), []
+    import jax
+    for t in tops:
+        try:
+            system = system_with(space.system, t["hardware"])
+            plan = plan_from_values(t["plan"], space.model, system, "candidate", space.stack,
+                                    space.chosen)
+        except InputError:
+            continue
+        key = tuple(float(np.asarray(x)) for x in jax.tree.leaves(plan.plan)) + tuple(
+            sorted(t["hardware"].items()))
+        if key in seen:  # the same plan written two ways (an option at its default or not)
+            continue
+        seen.add(key)
+        designs.append((system, plan))
+        described.append({"plan_arg": plan_arg(plan.values, space.model, system, space.stack),
+                          "hardware": t["hardware"]})
+    posts = [uncertainty.posterior_of(s) for s, _ in designs]
+    draws = uncertainty.draw(posts[:1], samples, seed + 1)  # one design's draws for all
+    draws = uncertainty.Draws(draws.n, draws.z, np.repeat(draws.eps[:1], len(designs), 0),
+                              draws.alt)
+    times, fits = uncertainty.sampled_step_times(space.model, designs, posts, draws)
+    times = np.where(fits > 0.5, times, np.inf)
+    rob = uncertainty.choice_robustness(times, 0)
+    for i, d in enumerate(described):
+        d.update(point_step_time_s=_evaluate(space.model, *designs[i])["step_time_s"],
+                 mean_s=rob["mean_s"][i], p90_s=rob["p90_s"][i], worst_s=rob["worst_s"][i],
+                 fastest_fraction=rob["wins"][i])
+    return {"objective": objective, "samples": int(draws.n),
+            "candidates": described,
+            "best_changes_fraction": rob["best_changes_fraction"],
+            "expected_regret": rob["expected_regret"],
+            "regret_p90": rob["regret_p90"],
+            "posterior": posts[0].to_dict() if posts else None,
+            "method": "the search's distinct best candidates re-evaluated on fresh samples "
+                      "(same draws for all, one vmapped call per structure); regret = "
+                      "T_chosen / min_k T_k - 1 per sample"}
 
 
 class ticker:

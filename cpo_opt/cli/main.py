@@ -68,7 +68,8 @@ SEED_RANGE = (0, 2**32 - 1)
 LIMITS = {"seed": SEED_RANGE, "starts": (1, 4096), "steps": (1, 100_000), "n": (1, 10**10),
           "batch": (1, 2**22), "max_seconds": (1, 86_400), "num_processes": (1, 2**20),
           "process_id": (0, 2**20 - 1), "coordinator_timeout": (1, 3_600),
-          "domain_multiple": (1, 2**27), "global_batch": (1, 2**40)}
+          "domain_multiple": (1, 2**27), "global_batch": (1, 2**40),
+          "samples": (1, 65_536)}
 """Ranges of the numeric flags, stated in ``--help``: enough for any use, small enough that no
 flag value allocates unbounded memory (``--batch`` plans are held at once; ``bench`` draws
 its ``--n`` plans batch by batch) or runs unbounded (``--max-seconds`` caps a bench,
@@ -257,7 +258,7 @@ def cmd_calibrate(args) -> None:
     check_int_flags(args, ("steps",))
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
                       steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior,
-                      stack=args.stack)
+                      stack=args.stack, transfer=args.transfer)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
@@ -282,7 +283,7 @@ def cmd_optimize(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
     check_int_flags(args, ("seed", "starts", "steps", "global_batch", "domain_multiple",
-                           "num_processes", "process_id", "coordinator_timeout"))
+                           "num_processes", "process_id", "coordinator_timeout", "samples"))
     if args.power_budget_kw is not None and not args.free:
         raise UsageError("--power-budget-kW: needs --free: the budget caps the interconnect "
                          "power of the hardware values the search chooses")
@@ -296,6 +297,7 @@ def cmd_optimize(args) -> None:
                             free=tuple(args.free), dtype=args.dtype, starts=args.starts,
                             steps=args.steps, seed=args.seed,
                             domain_multiple=args.domain_multiple,
+                            objective=args.objective, samples=args.samples,
                             progress=sys.stderr.isatty() and not args.json)
         warn(r, args.json)
         emit(r.to_dict(), args.json, text.sweep_table)
@@ -308,7 +310,8 @@ def cmd_optimize(args) -> None:
                      dtype=args.dtype, starts=args.starts, steps=args.steps, seed=args.seed,
                      tokens=_tokens(args), overrides=parse_sets(args.set),
                      progress=sys.stderr.isatty() and not args.json and _main_process(),
-                     constants=args.constants, stack=args.stack)
+                     constants=args.constants, stack=args.stack,
+                     objective=args.objective, samples=args.samples)
     if _main_process():  # every process holds the result; process 0 prints it
         warn(r, args.json)
         emit(r.to_dict(), args.json, _formatter(args, lambda d: text.optimize_table(d) + (
@@ -351,7 +354,7 @@ def cmd_sensitivity(args) -> None:
 def cmd_compare(args) -> None:
     from cpo_opt import api
     from cpo_opt.cli import text
-    check_int_flags(args, ("seed", "global_batch"))
+    check_int_flags(args, ("seed", "global_batch", "samples"))
     _need_inputs(args)
     r = api.compare(args.model, args.system, args.against, _tokens(args),
                     scenario=args.scenario,
@@ -359,7 +362,8 @@ def cmd_compare(args) -> None:
                     dtype=args.dtype, seed=args.seed, overrides=parse_sets(args.set),
                     against_overrides=parse_sets(args.set_against, "--set-against"),
                     progress=sys.stderr.isatty() and not args.json, constants=args.constants,
-                    stack=args.stack)
+                    stack=args.stack, samples=args.samples,
+                    alternatives=tuple(args.alternatives))
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.compare_table)
 
@@ -474,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--starts", type=int, default=32, help="gradient search: random starts")
     sp.add_argument("--steps", type=int, default=150, help="gradient search: Adam steps")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--objective", choices=["point", "mean", "p90", "worst"], default="point",
+                    help="what the search minimises: the step time at the point constants "
+                         "(default), or its mean, 90th percentile or worst case over sampled "
+                         "constants and the model-form term (adds a robustness report)")
+    sp.add_argument("--samples", type=int, default=None, metavar="N",
+                    help="samples of the robust objectives (default 32)")
     _distributed_flags(sp)
 
     sp = add("sensitivity", cmd_sensitivity,
@@ -494,7 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exhaustive", action="store_const", const=True, default=None,
                     help="enumerate every valid plan on both systems (ground truth; the "
                          "default when the space is small enough to be faster)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="search and sampling seed")
+    sp.add_argument("--samples", type=int, default=256, metavar="N",
+                    help="samples of the speedup's distribution (constants posterior, "
+                         "model-form term, stack alternatives; default 256)")
+    sp.add_argument("--alternatives", nargs="+", default=[], metavar="OPTION",
+                    choices=["overlap_ep", "overlap_tp", "overlap_dp", "cuda_graphs",
+                             "dispatcher", "pipeline_layout"],
+                    help="stack options whose values the distribution samples (each value "
+                         "equally likely, the same on both sides): overlap_ep overlap_tp "
+                         "overlap_dp cuda_graphs dispatcher pipeline_layout")
 
     sp = add("validate", cmd_validate, "predicted vs measured step times of a cases file")
     sp.add_argument("--cases", help="cases file (default: the shipped calibration set)")
@@ -516,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start from the shipped constants (default) or from the physical "
                          "defaults without the shipped fitted values (how they are "
                          "regenerated: experiments/fit_shipped_constants.py)")
+    sp.add_argument("--transfer", metavar="SOURCE:TARGET",
+                    help="fit the cases of GPU generation SOURCE only and carry the fitted "
+                         "shifts relative to the shipped constants to generation TARGET, with "
+                         "wider intervals (e.g. hopper:blackwell); the other cases are held "
+                         "out, TARGET's reported before and after")
     constants_flag(sp)
 
     sp = add("reproduce", cmd_reproduce, "the copper vs Passage study: tables, plots, time to train")

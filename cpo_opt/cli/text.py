@@ -251,6 +251,7 @@ def optimize_table(r: dict) -> str:
         if fab.get("reference_power_kW") is not None and r.get("free"):
             used += f"; the given system draws {fab['reference_power_kW']:,.1f} kW"
         lines.append(used)
+    lines += robustness_lines(r)
     res = r.get("result", {})
     if res:
         lines += stack_lines(res)
@@ -336,11 +337,17 @@ def compare_table(r: dict) -> str:
                      f"{same['time_to_train_days']:.2f} d" if same else "-",
                      f"{rb['time_to_train_days']:.2f} d",
                      f"{rb['time_to_train_days'] - ra['time_to_train_days']:+.2f} d", ""])
+    power = r.get("interconnect_power_kW")
+    if power:
+        rows.append(["interconnect power", f"{power['baseline']:.4g} kW", "-",
+                     f"{power['candidate']:.4g} kW",
+                     f"{power['candidate'] - power['baseline']:+.4g} kW", ""])
     lines.append(table(rows, ["", "baseline", "base plan on cand.", "candidate",
                               "difference", "share of step"]))
     sp, same_sp = r["speedup"], r.get("speedup_same_plan")
     lines += ["", f"speedup {sp:.3f}x: the candidate trains in {1 / sp:.3f} of the baseline's "
                   f"time (each on its own best plan)"]
+    lines += uncertainty_lines(r, la, lb)
     if same_sp is not None:
         lines.append(f"  baseline's plan unchanged on the candidate: {same_sp:.3f}x; "
                      f"re-optimizing the plan: {r['speedup_plan_reoptimized']:.3f}x more")
@@ -349,6 +356,48 @@ def compare_table(r: dict) -> str:
                      f"{r['baseline_plan_on_candidate_error']}")
     lines += ["", "why:"] + [f"- {t}" for t in r["why"]]
     return "\n".join(lines)
+
+
+def robustness_lines(r: dict) -> list[str]:
+    """optimize --objective: the objective's value and how robust the choice is."""
+    rob = r.get("robustness")
+    if not rob:
+        return []
+    out = [f"objective {r['objective']}: {r['objective_value_s']:.4g} s over the search's "
+           f"samples; over {rob['samples']} fresh samples another of the "
+           f"{len(rob['candidates'])} best candidates is fastest in "
+           f"{100 * rob['best_changes_fraction']:.0f}% of them, expected regret "
+           f"{100 * rob['expected_regret']:.2f}%"]
+    rows = [[("* " if i == 0 else "  ") + c["plan_arg"],
+             ", ".join(f"{k.split('.')[-1]}={v:.4g}" for k, v in c["hardware"].items()),
+             f"{c['point_step_time_s']:.4g}", f"{c['mean_s']:.4g}", f"{c['p90_s']:.4g}",
+             f"{c['worst_s']:.4g}", f"{100 * c['fastest_fraction']:.0f}%"]
+            for i, c in enumerate(rob["candidates"][:8])]
+    out.append(table(rows, ["candidate (* chosen)", "hardware", "point s", "mean s", "p90 s",
+                            "worst s", "fastest"]))
+    return out
+
+
+def uncertainty_lines(r: dict, la: str, lb: str) -> list[str]:
+    """The speedup's interval and the probability that each side is faster (compare)."""
+    iv, u = r.get("speedup_interval"), r.get("uncertainty") or {}
+    if not iv or iv[0] is None:
+        return []
+    out = [f"  90% interval {iv[0]:.3f}-{iv[1]:.3f}x (median {r['speedup_median']:.3f}x, "
+           f"{u.get('samples')} samples); P({la} faster) = {r['probability_faster']:.2f}, "
+           f"P({lb} faster) = {r['probability_candidate_faster']:.2f}"]
+    sampled = u.get("sampled", {})
+    parts = []
+    if sampled.get("constants"):
+        parts.append("constants " + ", ".join(sampled["constants"]))
+    mf = max(sampled.get("model_form_sd") or [0.0])
+    if mf:
+        parts.append(f"model form {100 * mf:.1f}% per side")
+    if sampled.get("alternatives"):
+        parts.append("stack alternatives " + ", ".join(sampled["alternatives"]))
+    out.append("  sampled: " + ("; ".join(parts) if parts else "nothing")
+               + (" (every sampled quantity is exact: zero width)" if u.get("exact") else ""))
+    return out
 
 
 def _s(x: float, signed: bool = False) -> str:
@@ -412,6 +461,19 @@ def calibrate_table(r: dict) -> str:
     if "held_out" in r:
         out += line("held out, before", r["held_out"]["before"])
         out += line("held out, after", r["held_out"]["after"])
+    tr = r.get("transfer")
+    if tr:
+        rows = [[f"{tr['to']}.{n}", c["shipped"], c["value"], c["low"], c["high"], c["unit"]]
+                for n, c in tr["constants"].items()]
+        out += (f"\n\ntransferred {tr['from']} -> {tr['to']} (the fitted shift carried to the "
+                "target's shipped value; interval widened by the shift)\n")
+        out += table(rows, ["constant", "shipped", "transferred", "90% low", "90% high",
+                            "unit"]) if rows else "nothing constrained to transfer"
+        if tr.get("held_out"):
+            h = tr["held_out"]
+            out += f"\n{len(h['ids'])} held-out {tr['to']} cases"
+            out += line(f"{tr['to']}, shipped", h["before"])
+            out += line(f"{tr['to']}, transferred", h["after"])
     if r.get("out"):
         out += f"\n\nwrote {r['out']}"
     return out

@@ -167,6 +167,23 @@ def _fabric_keys(tier: str, latency_us: float, energy_pj: float) -> tuple[Key, .
                    "(shoreline for copper, area for CPO; default = bandwidth)",
                    scale=GB, default=lambda v: v["bandwidth_GB_s"]),
     ]
+    if up:  # what the domain's switch ports cost (cpo_opt.model.fabric_cost)
+        keys += [
+            _pos_float("port_bandwidth_GB_s", "port_bandwidth",
+                       "widest port one GPU has on one switch plane, per direction, GB/s (one "
+                       "NVLink link, one DWDM fibre); a single tier of D GPUs narrows it to "
+                       "switch_bandwidth / D (default = bandwidth)",
+                       scale=GB, default=lambda v: v["bandwidth_GB_s"]),
+            _nonneg("port_power_W", "port_power_w",
+                    "fixed power of one switch port with its link beyond the per-bit energy "
+                    "(laser comb, retimer), W (default 0: not priced)", default=0.0),
+            _nonneg("port_cost_USD", "port_cost",
+                    "cost of one switch port with its link (optics share, fibre or cable), "
+                    "USD (default 0: not priced)", default=0.0),
+            _nonneg("switch_cost_USD", "switch_cost",
+                    "cost of one switch chip with its share of the tray, USD (default 0: "
+                    "not priced)", default=0.0),
+        ]
     return tuple(keys)
 
 
@@ -404,6 +421,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "scale_up.switch_radix": (1, 2**27),
     "scale_up.switch_bandwidth_TB_s": (1e-12, 1e12),
     "scale_up.escape_bandwidth_GB_s": (1e-6, 1e6),
+    "scale_up.port_bandwidth_GB_s": (1e-6, 1e6),
+    "scale_up.port_power_W": (0, 1e6),
+    "scale_up.port_cost_USD": (0, 1e9),
+    "scale_up.switch_cost_USD": (0, 1e9),
     "scale_out.bandwidth_GB_s": (1e-6, 1e6),
     "scale_out.latency_us": (0, 1e6),
     "scale_out.energy_pJ_per_bit": (0, 1e6),

@@ -112,6 +112,10 @@ class Fabric:
       escape_bandwidth: most bytes/s per direction a GPU package can bring out for this tier
         (shoreline-limited for copper SerDes, area-limited for 3D co-packaged optics).
       max_domain_size: largest domain the physical medium allows (copper reach: one rack).
+      port_bandwidth, port_power_w, port_cost, switch_cost: the scale-up fabric's widest
+        port per plane (bytes/s per direction; 0: the GPU's bandwidth), fixed power (W) and
+        cost of one switch port with its link, cost of one switch chip
+        (:mod:`cpo_opt.model.fabric_cost`); 0 where not priced (the scale-out tier).
     """
 
     domain_size: Array
@@ -122,6 +126,10 @@ class Fabric:
     switch_bandwidth: Array
     escape_bandwidth: Array
     max_domain_size: Array
+    port_bandwidth: Array = 0.0
+    port_power_w: Array = 0.0
+    port_cost: Array = 0.0
+    switch_cost: Array = 0.0
 
 
 @pytree

@@ -120,7 +120,7 @@ PIPELINE = 4
 
 
 def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
-                      batch: int | None = None, top: int = 5) -> SearchResult:
+                      batch: int | None = None, top: int = 5, scorer=None) -> SearchResult:
     """Score the whole space; returns the fastest feasible plan (and hardware point).
 
     The plans are enumerated once on the host and copied to the device once; every row
@@ -133,6 +133,8 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     processes' best rows and counts are merged at the end. The result (and its ties: the
     lower row index, hardware point major) is that of scoring every row and sorting stably.
     """
+    if scorer is not None:  # a sampled scorer (search/robust.py): rows built on the host
+        return _host_search(space, grid, progress, batch, top, scorer)
     t0 = time.perf_counter()
     batch = S.batch_shape(batch or S.default_batch())
     cols, hw = _space_rows(space, grid)
@@ -189,6 +191,76 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
                    "placement": placement}
     kept, kept_scores, (n, feasible) = distributed.gather_best(
         kept, kept_scores, np.asarray([total, feasible]), top)
+    n, feasible = int(n), int(feasible)
+    kept = {k: (v.astype(np.int64) if k in cols else v) for k, v in kept.items()}
+    best, best_k = S.best_row(kept, kept_scores, top)
+    wall = time.perf_counter() - t0
+    detail = {"space_size": n, "feasible": feasible,
+              "top": S.describe(space, kept, kept_scores, best_k)}
+    if best is None:
+        return SearchResult({}, {}, float("inf"), n, wall, "exhaustive", detail)
+    plan, hw_best = S.row_result(space, kept, best, kept_scores)
+    return SearchResult(plan, hw_best, float(kept_scores["step_time_s"][best]), n, wall,
+                        "exhaustive", detail)
+
+
+def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
+        ) -> dict[str, np.ndarray]:
+    """Every plan at each of ``points`` (the free fields as columns), point after point."""
+    n = len(cols["tp"])
+    out = {k: np.tile(v, len(points)) for k, v in cols.items()}
+    for j, key in enumerate(space.free):
+        out["hw:" + key] = np.repeat(points[:, j], n)
+    return out
+
+
+def _host_search(space: SearchSpace, grid: int, progress: bool, batch: int | None, top: int,
+                 scorer) -> SearchResult:
+    """:func:`exhaustive_search` with a scorer of its own (``rows -> scores``, e.g. the
+    sampled robust scorer of :mod:`cpo_opt.search.robust`), rows built on the host.
+
+    The plans are enumerated once and scored a group of hardware points at a time (at least
+    a few batches of rows per group), keeping each group's ``top`` rows, so memory stays that
+    of a few million rows (a co-design space of hundreds of millions of rows never sits in
+    memory at once) and every call has the same batch shape. Under ``jax.distributed`` each
+    process scores its share of every group's plans (:mod:`cpo_opt.search.distributed`) and
+    the processes' best rows and counts are merged at the end.
+    """
+    t0 = time.perf_counter()
+    batch = batch or S.default_batch()
+    cols, hw = _space_rows(space, grid)
+    lo, hi = distributed.share(len(cols["tp"]))
+    mine = {k: v[lo:hi] for k, v in cols.items()}
+    n_mine = hi - lo
+    keep_cols, keep_scores, n, feasible = [], [], 0, 0
+    per_group = max(1, (8 * batch) // max(n_mine, 1))
+    bar = None
+    if progress and len(hw) > 1:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(hw) * n_mine, desc="scoring plans", unit="plan",
+                   unit_scale=True, leave=False)
+    for g in range(0, len(hw) if n_mine else 0, per_group):
+        rows = _at(space, mine, hw[g:g + per_group])
+        scores = S.score(space, rows, scorer, batch=batch, progress=progress and bar is None,
+                         split=False)
+        n += len(rows["tp"])
+        feasible += int(np.sum(scores["feasible"] > 0.5))
+        _, idx = S.best_row(rows, scores, top)
+        keep_cols.append({k: v[idx] for k, v in rows.items()})
+        keep_scores.append({k: v[idx] for k, v in scores.items()})
+        if bar is not None:
+            bar.update(len(rows["tp"]))
+    if bar is not None:
+        bar.close()
+    names = list(cols) + ["hw:" + k for k in space.free]
+    kept = {k: np.concatenate([c[k] for c in keep_cols] + [np.zeros(0)]) for k in names}
+    kept_scores = {k: np.concatenate([c[k] for c in keep_scores] + [np.zeros(0)])
+                   for k in S.OUTPUTS}
+    _, mine_top = S.best_row(kept, kept_scores, top)
+    kept = {k: v[mine_top] for k, v in kept.items()}
+    kept_scores = {k: v[mine_top] for k, v in kept_scores.items()}
+    kept, kept_scores, (n, feasible) = distributed.gather_best(
+        kept, kept_scores, np.asarray([n, feasible]), top)
     n, feasible = int(n), int(feasible)
     kept = {k: (v.astype(np.int64) if k in cols else v) for k, v in kept.items()}
     best, best_k = S.best_row(kept, kept_scores, top)

@@ -285,13 +285,18 @@ def _beam(cols: dict, scores: dict, width: int) -> list[int]:
 
 def gradient_search(space: SearchSpace, starts: int = 32, steps: int = 150, seed: int = 0,
                     lr: float = 0.1, polish_rounds: int = 40, beam: int = 8,
-                    top: int = 5, full: bool = True) -> SearchResult:
-    """Multi-start relaxed descent, rounding and exact re-scoring (see module docstring)."""
+                    top: int = 5, full: bool = True, scorer=None,
+                    descend_fn=None) -> SearchResult:
+    """Multi-start relaxed descent, rounding and exact re-scoring (see module docstring).
+
+    ``scorer`` (default :func:`cpo_opt.search.score.make_exact_scorer`) and ``descend_fn``
+    (default :func:`descend`) replace the exact scorer and the descent, e.g. by the sampled
+    objectives of :mod:`cpo_opt.search.robust`."""
     t0 = time.perf_counter()
-    z, combos, vals, st = descend(space, starts, steps, seed, lr)
+    z, combos, vals, st = (descend_fn or descend)(space, starts, steps, seed, lr)
     t_descent = time.perf_counter() - t0
     cols = round_points(space, z)
-    scorer = S.make_exact_scorer(space)
+    scorer = scorer or S.make_exact_scorer(space)
     scores = S.score(space, cols, scorer, batch=SMALL_BATCH)
     exact = len(cols["tp"])
     visited: set[tuple] = set()
