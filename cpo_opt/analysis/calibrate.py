@@ -113,10 +113,13 @@ def level_of(gpu_name: str) -> str:
     return generation_of(gpu_name) or str(gpu_name)
 
 
-NOT_BY_DEFAULT = ("clock_fraction",)
-"""Constants fitted only when asked for (``--fit clock_fraction``): the sustained clock
-fraction multiplies every tensor-core rate, so on runs of one dtype it is collinear with that
-dtype's GEMM fraction and neither would be identified."""
+NOT_BY_DEFAULT = ("clock_fraction", "sm_count", "gemm_tile_overhead_s", "a2a_peer_s")
+"""Constants fitted only when asked for (``--fit NAME``): the sustained clock fraction
+multiplies every tensor-core rate, so on runs of one dtype it is collinear with that dtype's
+GEMM fraction and neither would be identified; the SM count is a datasheet count, not an
+efficiency (a step-time fit pushed A100's 108 to ~677); the per-tile GEMM overhead is fitted
+to the published GEMM tables and the all-to-all per-peer cost sourced from DeepEP/NCCL
+measurements (:mod:`cpo_opt.model.constants`), not to training steps."""
 
 
 def default_fit() -> tuple[str, ...]:
