@@ -77,6 +77,29 @@ def interval(study: Study, config: str, full: dict[str, dict[str, Any]],
     return speedup_interval(model, sides[0], sides[1], ranges)
 
 
+def distribution(study: Study, config: str, full: dict[str, dict[str, Any]],
+                 samples: int = 256) -> dict[str, Any]:
+    """The speedup as a distribution (issue 22): constants drawn from their fitted posterior
+    (correlations kept) and a model-form factor per fabric from the fit's leave-one-out
+    residuals, all samples in one vmapped call, each fabric's optimal plan fixed
+    (:func:`cpo_opt.analysis.uncertainty.speedup_distribution`): median, 90% interval and
+    ``probability_passage_faster``."""
+    from cpo_opt.analysis.uncertainty import speedup_distribution
+    model = study.models[config]
+    sides = [(study.fabrics[f], plan_from_values(full[f]["plan"], model, study.fabrics[f],
+                                                 f"{f} optimum", study.stack))
+             for f in FABRICS]
+    step_ratio = full["copper"]["step_time_s"] / full["passage"]["step_time_s"]
+    days_ratio = full["copper"]["time_to_train_days"] / full["passage"]["time_to_train_days"]
+    d = speedup_distribution(model, sides[0], sides[1], samples=samples, seed=0,
+                             tokens_ratio=days_ratio / step_ratio)
+    return {"median": d["median"], "interval": d["interval"],
+            "probability_passage_faster": d["probability_candidate_faster"],
+            "samples": d["samples"], "method": d["method"],
+            "model_form_sd": d["sampled"]["model_form_sd"],
+            "constants": d["sampled"]["constants"]}
+
+
 def config_entry(study: Study, config: str, tick: Callable[[str], None] = lambda s: None
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """One ``configs[]`` entry of the JSON, and the full optima by fabric."""
@@ -97,6 +120,7 @@ def config_entry(study: Study, config: str, tick: Callable[[str], None] = lambda
     }
     if entry["speedup"] is not None:
         entry["speedup_interval"] = interval(study, config, full)["interval"]
+        entry["speedup_distribution"] = distribution(study, config, full)
         entry["copper_plan_on_passage"] = same_plan(study, config, full["copper"]["plan"])
         entry["explanation"] = explain(config, full["copper"], full["passage"], study.fabrics,
                                        entry["copper_plan_on_passage"])

@@ -87,7 +87,10 @@ def headline_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
             row.update({"step_time_s": r["step_time_s"], "mfu": r["mfu"],
                         "memory_GB_per_gpu": r["memory_GB_per_gpu"],
                         "time_to_train_days": r["time_to_train_days"],
-                        "speedup": c["speedup"], "search_method": r["search"]["method"],
+                        "speedup": c["speedup"],
+                        "probability_passage_faster": (c.get("speedup_distribution") or {}
+                                                       ).get("probability_passage_faster"),
+                        "search_method": r["search"]["method"],
                         "gradient_step_time_s": r["search"]["gradient_step_time_s"],
                         "exhaustive_step_time_s": r["search"]["exhaustive_step_time_s"],
                         "search_agree_1pct": r["search"]["agree"]})
@@ -160,7 +163,12 @@ def markdown(obj: dict[str, Any]) -> str:
                      f"{_f(r['time_to_train_days'], '.2f')} | "
                      f"{_f(c['speedup'], '.2f') + 'x' if f == 'passage' else ''}"
                      f"{_interval_text(c) if f == 'passage' else ''} | {chk} |")
-    L += ["", "Breakdown of the exposed step time (s):", "",
+    L += ["", "Speedup brackets: [low-high] over the constants' ranges (each fabric's plan "
+          "fixed, corners of the stated and fitted ranges); 'sampled': median and 90% "
+          "interval of 256 draws of the fitted constants' posterior (correlations kept) and "
+          "a model-form factor per fabric from the fit's leave-one-out residuals, and the "
+          "share of draws in which Passage is faster (docs/uncertainty.md).",
+          "", "Breakdown of the exposed step time (s):", "",
           "| config | fabric | " + " | ".join(PARTS) + " | scale-out GB/GPU/step | "
           "scale-up GB/GPU/step |", "|---|---|" + "---|" * (len(PARTS) + 2)]
     for c in obj["configs"]:
@@ -347,7 +355,12 @@ def write_all(obj: dict[str, Any], out_dir: str | pathlib.Path) -> list[str]:
 
 def _interval_text(c: dict[str, Any]) -> str:
     iv = c.get("speedup_interval")
-    return f" [{iv[0]:.2f}-{iv[1]:.2f}]" if iv and iv[0] is not None else ""
+    out = f" [{iv[0]:.2f}-{iv[1]:.2f}]" if iv and iv[0] is not None else ""
+    d = c.get("speedup_distribution")
+    if d and d.get("interval") and d["interval"][0] is not None:
+        out += (f"; sampled {d['median']:.2f}x [{d['interval'][0]:.2f}-{d['interval'][1]:.2f}],"
+                f" P(Passage faster) {d['probability_passage_faster']:.2f}")
+    return out
 
 
 def paper_figure_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
