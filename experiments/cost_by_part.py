@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt.analysis.bench import default_global_batch, sample_plans
+from cpo_opt.analysis.bench import sample_plans
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.loaders import load_model, load_system
 from cpo_opt.inputs.stacks import load_stack
@@ -52,7 +53,8 @@ from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import lattice
 from cpo_opt.search.space import search_options
 
-SCENARIOS = [("megatron-1t", "dgx-a100-selene"), ("deepseek-v3", "gb200-nvl72")]
+SCENARIOS = [("megatron-1t", "dgx-a100-selene", 3072), ("deepseek-v3", "gb200-nvl72", 15360)]
+"""Model, system, and the global batch of the search scorer's plan space (bench_search.py's)."""
 PARTS = ["decode", "dims", "compute", "fabric", "pipeline + DP", "memory", "composition",
          "outputs"]
 
@@ -140,34 +142,35 @@ def programs(system, structure, fixed):
     return out
 
 
-def cost(f, args, batch: int) -> dict[str, float]:
-    ca = f.lower(*args).compile().cost_analysis()
+def cost(f, args, batch: int, **static) -> dict[str, float]:
+    """XLA's flops, transcendentals and bytes accessed per plan, and the compiled program's
+    ``while`` loops. XLA's cost analysis counts a loop's body once, whatever its trip count
+    (checked on jax 0.10.2's CPU backend with a fixed and a data-dependent trip count), so a
+    part holding loops is undercounted by their trip counts."""
+    compiled = f.lower(*args, **static).compile()
+    ca = compiled.cost_analysis()
     if isinstance(ca, (list, tuple)):
         ca = ca[0]
     return {"flops": float(ca.get("flops", 0.0)) / batch,
             "transc": float(ca.get("transcendentals", 0.0)) / batch,
-            "bytes": float(ca.get("bytes accessed", 0.0)) / batch}
+            "bytes": float(ca.get("bytes accessed", 0.0)) / batch,
+            "loops": float(len(re.findall(r"= [^=]*\bwhile\(", compiled.as_text())))}
 
 
-def scorer_cost(model_spec, system_spec, batch: int) -> dict[str, float]:
-    """Per-row cost of the search scorer on the plan-only space's first ``batch`` rows."""
+def scorer_cost(model_spec, system_spec, global_batch: int, batch: int) -> dict[str, float]:
+    """Per-row cost of the search scorer on the first ``batch`` rows of the plan-only space
+    at ``global_batch``."""
     from cpo_opt.search import make_space
     from cpo_opt.search import score as S
     from cpo_opt.search.exhaustive import plan_columns
-    space = make_space(model_spec, system_spec, default_global_batch(model_spec, system_spec))
+    space = make_space(model_spec, system_spec, global_batch)
     cols = plan_columns(space)
     n = len(cols["tp"])
     idx = np.arange(batch) % n
     rows = {k: jnp.asarray(v[idx]) for k, v in S.columns_for_scoring(cols).items()}
-    f = S.score_rows
     static = dict(structure=S.structure(space), free=(), fixed=space.fixed)
-    ca = f.lower(space.model.model, space.system.system, rows, jnp.float32(np.inf),
-                 **static).compile().cost_analysis()
-    if isinstance(ca, (list, tuple)):
-        ca = ca[0]
-    return {"flops": float(ca.get("flops", 0.0)) / batch,
-            "transc": float(ca.get("transcendentals", 0.0)) / batch,
-            "bytes": float(ca.get("bytes accessed", 0.0)) / batch}
+    return cost(S.score_rows, (space.model.model, space.system.system, rows,
+                               jnp.float32(np.inf)), batch, **static)
 
 
 def main():
@@ -179,7 +182,7 @@ def main():
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, float32, batch {a.batch}; "
           "per plan: flop, transcendentals, bytes accessed (part = prefix - previous prefix)")
     fixed = tuple((k, v) for k, v in search_options(load_stack(None))[1] if k != "schedule")
-    for model_name, system_name in SCENARIOS:
+    for model_name, system_name, search_gb in SCENARIOS:
         if a.only and model_name not in a.only:
             continue
         ms, ss = load_model(model_name), load_system(system_name)
@@ -190,19 +193,19 @@ def main():
         rows = {k: jnp.asarray(cols[k].astype(np.float32))
                 for k in lattice.COLUMNS + ("global_batch",)}
         print(f"\n{model_name} on {system_name}")
-        print(f"| part | flop | transc. | bytes | cumulative flop | cumulative transc. | "
-              f"cumulative bytes |\n|---|---|---|---|---|---|---|")
-        prev = {"flops": 0.0, "transc": 0.0, "bytes": 0.0}
+        print("| part | flop | transc. | bytes | cumulative flop | cumulative transc. | "
+              "cumulative bytes | while loops |\n|---|---|---|---|---|---|---|---|")
+        prev = {"flops": 0.0, "transc": 0.0, "bytes": 0.0, "loops": 0.0}
         for name, f in programs(ss.system, st, fixed).items():
             c = cost(f, (ms.model, rows), a.batch)
             dlt = {k: c[k] - prev[k] for k in c}
             print(f"| {name} | {dlt['flops']:.0f} | {dlt['transc']:.0f} | "
                   f"{dlt['bytes']:.0f} | {c['flops']:.0f} | {c['transc']:.0f} | "
-                  f"{c['bytes']:.0f} |", flush=True)
+                  f"{c['bytes']:.0f} | {c['loops']:.0f} |", flush=True)
             prev = c
-        c = scorer_cost(ms, ss, a.batch)
-        print(f"| search scorer (score_rows, system traced) | | | | {c['flops']:.0f} | "
-              f"{c['transc']:.0f} | {c['bytes']:.0f} |", flush=True)
+        c = scorer_cost(ms, ss, search_gb, a.batch)
+        print(f"| search scorer (score_rows, gb {search_gb}) | | | | {c['flops']:.0f} | "
+              f"{c['transc']:.0f} | {c['bytes']:.0f} | {c['loops']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
