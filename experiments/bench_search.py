@@ -57,6 +57,28 @@ def run(space, label, grid=9, repeat=2):
           f"{ex_warm / gr_warm:.1f}x (compiled)", flush=True)
 
 
+def codesign_space():
+    """The co-design space of issue 24: DeepSeek-V3 on GB200 (domain up to 1152 GPUs, escape
+    bandwidth 3600 GB/s), scale-up bandwidth and domain size free under 1.5x the NVL72
+    interconnect power, global batch 15360 (234,123,696 rows on a 9 x 9 grid)."""
+    m, s = load_model("deepseek-v3"), load_system("gb200-nvl72", overrides={
+        "scale_up.max_domain_size": "1152", "scale_up.escape_bandwidth_GB_s": "3600"})
+    free = ("scale_up.bandwidth_GB_s", "scale_up.domain_size")
+    budget = 1.5 * float(fabric_cost.interconnect_power_w(s.system))
+    return make_space(m, s, 15360, free=free, power_budget_w=budget,
+                      bounds={free[0]: (225.0, 3600.0), free[1]: (8.0, 1152.0)})
+
+
+def small_codesign_space():
+    """A small co-design space (the CPU run of experiments/gpu_check.sh): Megatron-1T on
+    Selene, global batch 3072, scale-up bandwidth free (default bounds) under 1.5x Selene's
+    interconnect power."""
+    s = load_system("dgx-a100-selene")
+    free = ("scale_up.bandwidth_GB_s",)
+    budget = 1.5 * float(fabric_cost.interconnect_power_w(s.system))
+    return make_space(load_model("megatron-1t"), s, 3072, free=free, power_budget_w=budget)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-large", action="store_true", help="skip the co-design scenario")
@@ -68,14 +90,9 @@ def main():
         space = make_space(load_model(model), load_system(system, overrides=ov), gb)
         run(space, f"{model} on {system}: plans only")
     if not args.skip_large:
-        m, s = load_model("deepseek-v3"), load_system("gb200-nvl72", overrides={
-            "scale_up.max_domain_size": "1152", "scale_up.escape_bandwidth_GB_s": "3600"})
-        free = ("scale_up.bandwidth_GB_s", "scale_up.domain_size")
-        budget = 1.5 * float(fabric_cost.interconnect_power_w(s.system))
-        space = make_space(m, s, 15360, free=free, power_budget_w=budget,
-                           bounds={free[0]: (225.0, 3600.0), free[1]: (8.0, 1152.0)})
-        run(space, "deepseek-v3 on gb200-nvl72, co-design of scale-up bandwidth and domain "
-                   "size under 1.5x the NVL72 interconnect power", repeat=1)
+        run(codesign_space(), "deepseek-v3 on gb200-nvl72, co-design of scale-up bandwidth "
+                              "and domain size under 1.5x the NVL72 interconnect power",
+            repeat=1)
     print("load average", open("/proc/loadavg").read().split()[0], flush=True)
 
 
