@@ -187,7 +187,9 @@ def test_relaxed_model_gradients_in_plan_degrees(key, temperature):
     assert np.all(np.isfinite(g)), g
     # tp, pp, cp, vpp and micro_batch always matter
     assert np.all(g[[0, 1, 2, 4, 5]] != 0), g
-    check_grads(f, (x,), order=1, modes=["rev"])
+    # the relaxed ceilings bend over a width of ``temperature`` (GEMM tiles, layer split):
+    # the central differences' step must be well below it (float64: rounding ~1e-10 here)
+    check_grads(f, (x,), order=1, modes=["rev"], eps=min(1e-4, temperature * 1e-4))
 
 
 @pytest.mark.parametrize("temperature", TEMPERATURES_CHECKED)
