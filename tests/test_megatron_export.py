@@ -134,6 +134,8 @@ def megatron_parser() -> argparse.ArgumentParser:
       choices=("no_shard", "optim", "optim_grads", "optim_grads_params"))  # A:3023
     a("--seq-length", type=int, default=None)                          # A:3138
     a("--use-precision-aware-optimizer", action="store_true")          # A:3500
+    a("--main-grads-dtype", default="fp32", choices=("fp32", "bf16"))  # A:3504
+    a("--fp8-param-gather", action="store_true")                       # A:1935
     a("--exp-avg-dtype", default="fp32", choices=("fp32", "fp16", "bf16", "fp8"))     # A:3508
     a("--exp-avg-sq-dtype", default="fp32", choices=("fp32", "fp16", "bf16", "fp8"))  # A:3513
     return p
@@ -312,8 +314,13 @@ def megatron_rules(ns: argparse.Namespace, world: int, *, experts: int | None, m
         need(dist_opt, "OptimizerConfig: precision-aware optimizer needs the distributed"
              " optimizer")
     else:
-        need(ns.exp_avg_dtype == "fp32" and ns.exp_avg_sq_dtype == "fp32",
-             "OptimizerConfig: non-fp32 moments need --use-precision-aware-optimizer")
+        need(ns.exp_avg_dtype == "fp32" and ns.exp_avg_sq_dtype == "fp32"
+             and ns.main_grads_dtype == "fp32",
+             "OptimizerConfig: non-fp32 moments or main grads need"
+             " --use-precision-aware-optimizer")
+    if ns.fp8_param_gather:
+        need(dist_opt or ns.use_megatron_fsdp, "validate_args: --fp8-param-gather needs the"
+             " distributed optimizer or Megatron-FSDP")
     if ns.optimizer_cpu_offload:
         need(ns.use_precision_aware_optimizer, "validate_args: --optimizer-cpu-offload needs"
              " --use-precision-aware-optimizer")

@@ -88,7 +88,7 @@ def megatron_lines(text: str) -> tuple[list[str], list[str]]:
     """(arguments, unmapped lines) of ``--format megatron`` output."""
     body = [ln for ln in text.splitlines() if not ln.startswith("#")]
     args = shlex.split(" ".join(ln.rstrip("\\").strip() for ln in body))
-    unmapped = [ln[5:] for ln in text.splitlines() if ln.startswith("#   ")]
+    unmapped = [ln[4:] for ln in text.splitlines() if ln.startswith("#   ")]
     return args, unmapped
 
 
@@ -123,6 +123,8 @@ def plan_from_megatron(ns, counts: list[int], unmapped: list[str], attention: st
         "dispatcher": "deepep" if ns.moe_token_dispatcher_type == "flex" else "alltoall",
         "cuda_graphs": ns.cuda_graph_impl == "transformer_engine",
         "bf16_moments": ns.exp_avg_dtype == "bf16",
+        "bf16_main_grads": ns.main_grads_dtype == "bf16",
+        "fp8_param_gather": bool(ns.fp8) and ns.fp8_param_gather,
         "offload_optimizer": ns.optimizer_cpu_offload,
         "offload_expert_act": ns.fine_grained_activation_offloading,
         "perfect_balance": ns.moe_router_force_load_balancing,

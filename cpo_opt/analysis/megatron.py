@@ -376,6 +376,23 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         else:
             unmapped.append(_unmapped("bf16_moments", True, "Megatron's precision-aware "
                                       "optimizer needs the distributed optimizer (zero >= 1)"))
+    handled |= {"bf16_main_grads", "fp8_param_gather"}
+    if p.get("bf16_main_grads"):  # ARGS:3504, non-fp32 needs the precision-aware optimizer
+        if dist_opt:
+            if not precision_aware:
+                flag("--use-precision-aware-optimizer")
+                precision_aware = True
+            flag("--main-grads-dtype", "bf16")
+        else:
+            unmapped.append(_unmapped("bf16_main_grads", True, "--main-grads-dtype bf16 "
+                                      "needs --use-precision-aware-optimizer, which needs the "
+                                      "distributed optimizer (zero >= 1)"))
+    if p.get("fp8_param_gather") and p.get("dtype") == "fp8":
+        if dist_opt:  # ARGS:1935: needs the distributed optimizer or FSDP
+            flag("--fp8-param-gather")
+        else:
+            unmapped.append(_unmapped("fp8_param_gather", True, "--fp8-param-gather needs "
+                                      "the distributed optimizer or FSDP (zero >= 1)"))
     if p.get("offload_optimizer"):
         if dist_opt:
             if not precision_aware:
