@@ -490,7 +490,7 @@ FLAGS: dict[str, list[V]] = {
 """Flag -> its values. One entry per flag; the entry applies to every command that has it."""
 
 PATH_FLAGS = {"--model", "--system", "--against", "--scenario", "--constants", "--cases",
-              "--out"}
+              "--out", "--stack"}
 """Flags whose value is a path: an error line may name the path instead of the flag."""
 
 COSTLY = {"calibrate": "full", "reproduce": NEVER}

@@ -576,18 +576,33 @@ def _terminate_cleanly():
     """SIGTERM raises :class:`~cpo_opt.inputs.writes.Interrupted` in the main thread while a
     command runs, so that staged writes clean up as they do on Ctrl-C (Python's default for
     SIGTERM ends the process at once, leaving staging files behind)."""
+    from cpo_opt.inputs import writes
     from cpo_opt.inputs.writes import Interrupted
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    writes.RECEIVED.clear()
 
     def handler(signum, frame):
+        writes.RECEIVED.append(signum)  # raised again if this exception is dropped
         raise Interrupted(signum)
+
+    def on_int(signum, frame):
+        writes.RECEIVED.append(signum)
+        raise KeyboardInterrupt
+
+    def unraisable(u):  # raised inside a GC callback: dropped, re-raised by check_interrupted
+        if not isinstance(u.exc_value, (Interrupted, KeyboardInterrupt)):
+            hook(u)
     old = signal.signal(signal.SIGTERM, handler)
+    old_int = signal.signal(signal.SIGINT, on_int)
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+        sys.unraisablehook = hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,6 +632,10 @@ def _main(argv: list[str], notes: list[str]) -> int:
             print(f"cpo-opt: a command is required: {', '.join(commands)} "
                   "(cpo-opt COMMAND --help for its flags)", file=sys.stderr)
             return 2
+        stack = getattr(args, "stack", None)
+        if stack is not None and not stack.strip():
+            raise UsageError("--stack: empty; give a stack file (.toml or .json) or a stack "
+                             "preset name (cpo-opt presets)")
         import jax
         # entry point: float64 everywhere except a float32 bench (the library never flips it)
         jax.config.update("jax_enable_x64", args.command != "bench" or args.dtype == "float64")
@@ -624,6 +643,8 @@ def _main(argv: list[str], notes: list[str]) -> int:
         from cpo_opt.cli.compiling import watch
         with watch(args.command):  # XLA's log banners to the debug log; "compiling" notice
             args.fn(args)
+        from cpo_opt.inputs.writes import check_interrupted
+        check_interrupted()  # a SIGTERM whose exception a GC callback dropped
         return 0
     except ArgumentError as e:  # a library argument: name the flag the user typed
         print(f"{FLAGS.get(e.argument, '--' + e.argument.replace('_', '-'))}: {e.rule}",

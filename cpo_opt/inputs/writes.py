@@ -49,6 +49,23 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
+RECEIVED: list[int] = []
+"""Signals the command line's handlers raised (SIGTERM as :class:`Interrupted`, SIGINT as
+``KeyboardInterrupt``). An exception
+raised while Python runs a garbage-collection callback (JAX registers one) is printed and
+dropped, so the handler also records the signal here and :func:`check_interrupted` raises
+it again before any rename and when the command returns."""
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` (SIGTERM) or ``KeyboardInterrupt`` (SIGINT) if the command
+    line's handler received one (:data:`RECEIVED`)."""
+    if RECEIVED:
+        if RECEIVED[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(RECEIVED[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """A checked output file: its path, its format (the extension without the dot), and
@@ -177,6 +194,7 @@ def write_file(target: Target, text: str, recheck: bool = True) -> pathlib.Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        check_interrupted()  # a SIGTERM whose exception was dropped: nothing is replaced
         if recheck:  # what is there now must still pass (a link planted meanwhile: refused)
             check_file(path, flag=target.flag, formats=(target.format,), owner=target.owner,
                        ours=target.ours)
