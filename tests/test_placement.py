@@ -105,7 +105,10 @@ def test_ep64_over_8_domains_sends_seven_eighths_out():
     assert _f(c.out_bytes / (c.up_bytes + c.out_bytes)) == pytest.approx(56 / 63, rel=1e-14)
     t_out = V * 7 / 8 / (s.scale_out.bandwidth * C.LINK_EFF_SCALE_OUT)
     t_up = V * 7 / 64 / (s.scale_up.bandwidth * C.LINK_EFF_SCALE_UP)
-    expected = max(t_up, t_out) + s.scale_up.latency_s + s.scale_out.latency_s
+    # plus one message cost per remote peer (56 outside the domain; DeepEP's low-latency
+    # table, constants.A2A_PEER_S)
+    expected = (max(t_up, t_out) + s.scale_up.latency_s + s.scale_out.latency_s
+                + 56 * C.A2A_PEER_S)
     assert _f(c.time) == pytest.approx(expected, rel=1e-12)
 
 

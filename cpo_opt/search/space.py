@@ -84,12 +84,15 @@ class SearchResult:
     detail: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-DOMINANT = {"overlap_ep": 1, "cuda_graphs": 1}
-"""Options whose value here is never slower in the model and holds no more memory (EP
-all-to-all overlap: ``max(c - w, 0) + r min(c, w) <= c`` for the SM share ``r < 1``;
-CUDA graphs: less host time, nothing else): a search that may choose them takes this value
+DOMINANT = {"cuda_graphs": 1}
+"""Options whose value here is never slower in the model and holds no more memory (CUDA
+graphs: less host time, nothing else): a search that may choose them takes this value
 without enumerating the other (exact: the other can only tie). ``tests/test_stacks.py``
-checks the claim on random plans."""
+checks the claim on random plans. EP all-to-all overlap is not among them: the paired
+micro-batches' kernels hold SMs for the all-to-all and their host issue and dropless syncs
+run in one chain (docs/simulator.md D5, D12), so on host-bound plans with little all-to-all
+to hide it is slower (128 of 300 random DeepSeek-V3 GB200 plans at 30 us per launch, by up
+to 0.8%); a search that may choose it enumerates both values."""
 
 
 def _codes(stack: StackSpec, key: str) -> float:
