@@ -821,7 +821,7 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
               prior_weight: float = _calibrate.DEFAULT_PRIOR_WEIGHT,
               steps: int = _calibrate.DEFAULT_STEPS, cross_validate: bool = True,
               hold_out=(), prior: str = "shipped", stack=None,
-              transfer: str | None = None) -> CalibrateResult:
+              transfer: str | None = None, method: str = "adam") -> CalibrateResult:
     """Fit efficiency constants to measured cases by gradient descent (``cpo-opt calibrate``).
 
     Args:
@@ -839,6 +839,9 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
         the fitted shifts (relative to the shipped constants) to the target generation,
         with wider intervals; the target's cases are held out and reported before and after
         (``transfer`` in the result; :mod:`cpo_opt.analysis.calibrate`).
+      method: ``"adam"`` (default, ``steps`` steps) or ``"gauss-newton"``
+        (Levenberg-Marquardt from the compiled Jacobian: far fewer model evaluations on
+        large sets of many structures, :func:`cpo_opt.analysis.calibrate.fit_gauss_newton`).
     """
     if stack is not None:
         cases = _cases_on(cases, stack)
@@ -846,7 +849,7 @@ def calibrate(cases, fit=None, *, out: str | None = None, constants=None,
     target = None if out is None else check_out(out)  # before the fit: a bad --out fails now
     cal = _calibrate.calibrate(cases, fit, base=constants, prior_weight=prior_weight,
                                steps=steps, cross_validate=cross_validate, hold_out=hold_out,
-                               prior=prior, transfer=transfer)
+                               prior=prior, transfer=transfer, method=method)
     data = dict(cal.report)
     if target is not None:
         data["out"] = _calibrate.write(cal, target)

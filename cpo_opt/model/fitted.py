@@ -6,32 +6,37 @@ runs ``cpo-opt calibrate --prior physical`` on the public fit sets and writes th
 and ``GENERATION_DEFAULTS``, and under any user constants table.
 """
 
-VALUES: dict[str, dict[str, float]] = {'ampere': {'gemm_eff_bf16': 0.7269557229131979}}
+VALUES: dict[str, dict[str, float]] = {'ampere': {'gemm_eff_bf16': 0.7041862259654905},
+ 'blackwell': {'clock_fraction': 0.8547961110077777},
+ 'hopper': {'clock_fraction': 0.7428300530424266}}
 """``{level: {constant: value}}`` (SI units), levels as in a constants file."""
 
-INTERVALS: dict[str, dict[str, tuple[float, float]]] = {'ampere': {'gemm_eff_bf16': (0.7118506201771522, 0.7415564790163848)}}
+INTERVALS: dict[str, dict[str, tuple[float, float]]] = {'ampere': {'gemm_eff_bf16': (0.6741525692318135, 0.732549866423301)},
+ 'blackwell': {'clock_fraction': (0.7990460162019052, 0.9144359355761953)},
+ 'hopper': {'clock_fraction': (0.6974841890267538, 0.7911240088079597)}}
 """``{level: {constant: (low, high)}}``: the 90% Laplace intervals of the fit."""
 
-ABOUT: dict[str, object] = {'after': {'max_abs_error': 0.0841452606495845,
-           'mean_abs_error': 0.028961330646401415,
-           'median_abs_error': 0.02146441391114584},
- 'before': {'max_abs_error': 0.12693316272053023,
-            'mean_abs_error': 0.04335200174811763,
-            'median_abs_error': 0.03987773952577767},
- 'cases_files': ['cpo_opt/data/megatron-a100.toml', 'cpo_opt/data/moe-fit.toml'],
+ABOUT: dict[str, object] = {'after': {'max_abs_error': 0.2021208285987257,
+           'mean_abs_error': 0.06081538425469129,
+           'median_abs_error': 0.04618430771826454},
+ 'before': {'max_abs_error': 0.269604519706064,
+            'mean_abs_error': 0.11015923548836755,
+            'median_abs_error': 0.07898143136853597},
+ 'cases_files': ['cpo_opt/data/megatron-a100.toml',
+                 'cpo_opt/data/moe-fit.toml',
+                 'cpo_opt/data/dense-fit.toml'],
  'command': 'python experiments/fit_shipped_constants.py',
- 'cross_validation': {'max_abs_error': 0.0911998903945086,
-                      'mean_abs_error': 0.032426549170188564,
-                      'median_abs_error': 0.027703389192746064,
-                      'method': 'leave-one-out'},
+ 'cross_validation': {'max_abs_error': 0.25314799686555123,
+                      'mean_abs_error': 0.06940802727228851,
+                      'median_abs_error': 0.04790774330826464,
+                      'method': 'leave-one-out',
+                      'rms_log_error': 0.09082830828015111,
+                      'within_level_correlation': 0.0},
  'fit': ['ampere:gemm_eff_bf16',
-         'hopper:hbm_eff',
-         'hopper:kernel_overhead_s',
-         'hopper:host_launch_s',
-         'hopper:host_sync_s',
-         'blackwell:hbm_eff',
-         'blackwell:kernel_overhead_s',
-         'blackwell:host_launch_s',
-         'blackwell:host_sync_s'],
- 'n_cases': 21}
+         'hopper:clock_fraction',
+         'hopper:small_kernel_s',
+         'blackwell:clock_fraction',
+         'blackwell:small_kernel_s'],
+ 'method': 'gauss-newton',
+ 'n_cases': 31}
 """What produced the values: command, cases files, fitted names, errors."""
