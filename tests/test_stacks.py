@@ -19,7 +19,7 @@ from cpo_opt.inputs.stacks import DEFAULT_STACK, OPTIONS, load_stack
 from cpo_opt.model.config import replace
 from cpo_opt.model.step import BREAKDOWN_PARTS, step_time
 from cpo_opt.search import exhaustive_search, gradient_search, lattice, make_space
-from cpo_opt.search.space import DOMINANT
+from cpo_opt.search.space import DOMINANCE_TOLERANCE, DOMINANT
 
 
 # --------------------------------------------------------------------------- presets
@@ -168,7 +168,8 @@ N = 300
 
 @pytest.mark.parametrize("option", sorted(DOMINANT))
 def test_dominant_options_are_never_slower_and_hold_no_more_memory(dsv3, option):
-    """search.space.DOMINANT's claim, on random plans of DeepSeek-V3 (fp8, 1152 GB200)."""
+    """search.space.DOMINANT's claim within DOMINANCE_TOLERANCE, on random plans of
+    DeepSeek-V3 (fp8, 1152 GB200, three times the shipped host launch time)."""
     m, s = dsv3
     cols = lattice.enumerate_plans(m.values, s.values, 4608, options={"placement": (0, 1)})
     idx = np.random.default_rng(1).choice(len(cols["tp"]), N, replace=False)
@@ -178,7 +179,8 @@ def test_dominant_options_are_never_slower_and_hold_no_more_memory(dsv3, option)
     f = jax.jit(jax.vmap(lambda pl: step_time(m.model, slow, pl)))
     off = f(replace(plan, **{option: np.zeros(N)}))
     on = f(replace(plan, **{option: np.ones(N)}))
-    assert np.all(np.asarray(on.step_time_s) <= np.asarray(off.step_time_s) * (1 + 1e-12))
+    tol = DOMINANCE_TOLERANCE[option] + 1e-12
+    assert np.all(np.asarray(on.step_time_s) <= np.asarray(off.step_time_s) * (1 + tol))
     assert np.all(np.asarray(on.memory.total) <= np.asarray(off.memory.total) * (1 + 1e-12))
 
 
