@@ -1,4 +1,4 @@
-"""How each effect of the second MoE round moves the study's speedups, plans held fixed.
+"""How each modelled effect (round 4's physics) moves the study's speedups, plans held fixed.
 
 Reads the optimal plans of a ``reproduce`` run (default ``out/quick/reproduce.json``), then
 evaluates both fabrics' plans of every config with one effect switched off at a time (a
@@ -24,11 +24,16 @@ from cpo_opt.study import load_study
 # (name, constants table switching one effect off; None = shipped)
 VARIANTS = [
     ("shipped model", None),
-    ("no host-device sync per MoE layer", {"*": {"host_sync_s": 1e-12}}),
-    ("no launch cost for small kernels", {"*": {"kernel_overhead_s": 1e-12}}),
-    ("Blackwell fp8 GEMM at the global 0.70 (not 0.55)",
+    ("no host wait of the dropless sync (20 us)", {"*": {"host_sync_s": 1e-12}}),
+    ("no per-remote-peer all-to-all cost (0.13 us)", {"*": {"a2a_peer_s": 1e-12}}),
+    ("no fixed time per GEMM output tile", {"*": {"gemm_tile_overhead_s": 1e-12}}),
+    ("datasheet tensor clock (fitted 0.85 on Blackwell)", {"blackwell": {"clock_fraction": 1.0}}),
+    ("no launch cost for small kernels", {"*": {"kernel_overhead_s": 1e-12,
+                                                "small_kernel_s": 1e-12}}),
+    ("Blackwell fp8 GEMM at the global 0.70 (not 0.59)",
      {"blackwell": {"gemm_eff_fp8": INFO["gemm_eff_fp8"].default}}),
     ("no SM share held by all-to-alls", {"*": {"comm_sm_fraction": 1e-9}}),
+    ("the round-3 stall: 2.7 ms per MoE layer (fitted then)", {"*": {"host_sync_s": 2.675e-3}}),
 ]
 
 
