@@ -297,8 +297,12 @@ def constants_batch(base: Constants, posterior: Posterior, draws: Draws) -> Cons
     for name in INFO:
         values[name] = np.full(draws.n, float(np.asarray(getattr(base, name))))
     for lvl, name, mean, sd in posterior.entries:
-        values[name] = np.asarray(from_theta(name, mean + sd * draws.z[(lvl, name)]))
-    return Constants(**{k: jnp.asarray(v) for k, v in values.items()})
+        theta = mean + sd * np.asarray(draws.z[(lvl, name)], dtype=float)
+        # from_theta on the host (numpy): a logistic for fractions, exp otherwise; host
+        # arrays, one transfer in the compiled call (jnp here cost a dispatch per leaf)
+        values[name] = (1.0 / (1.0 + np.exp(-theta)) if INFO[name].unit == "fraction"
+                        else np.exp(theta))
+    return Constants(**values)
 
 
 def model_form_factor(posterior: Posterior, draws: Draws, side: int = 0) -> np.ndarray:
@@ -323,10 +327,10 @@ def _sampled(model, systems, plans, constants, *, structure: Structure):
 
 def _plan_batch(plan, draws: Draws):
     """``plan`` with a leading sample axis; the sampled alternatives replace their fields."""
-    leaves = {f.name: jnp.full(draws.n, jnp.asarray(getattr(plan, f.name), dtype=float))
+    leaves = {f.name: np.full(draws.n, float(np.asarray(getattr(plan, f.name))))
               for f in dataclasses.fields(plan)}
     for field, values in draws.alt.items():
-        leaves[field] = jnp.asarray(values)
+        leaves[field] = np.asarray(values, dtype=float)
     return type(plan)(**leaves)
 
 
@@ -357,7 +361,9 @@ def sampled_step_times(model: ModelSpec, designs: Sequence[tuple[SystemSpec, Pla
 
 
 def _stack(trees):
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, dtype=float) for x in xs]),
+    """Stack pytrees on a new leading axis, on the host (numpy: no device dispatch per
+    leaf; the compiled call transfers the stacked arrays once)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x, dtype=float) for x in xs]),
                         *trees)
 
 
