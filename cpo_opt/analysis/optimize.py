@@ -16,6 +16,7 @@ from cpo_opt.inputs.loaders import (ArgumentError, ModelSpec, SystemSpec, plan_a
                                     plan_from_values, system_with)
 from cpo_opt.search import distributed, exhaustive_search, gradient_search, make_space
 from cpo_opt.search.exhaustive import AUTO_EXHAUSTIVE_ROWS, space_size
+from cpo_opt.search.lattice import PlanSpaceTooLarge
 from cpo_opt.search.space import SearchResult, SearchSpace
 from cpo_opt.search import robust
 
@@ -322,7 +323,10 @@ def optimize(model: ModelSpec, system: SystemSpec, global_batch: int | None = No
         relax = (jax_head(consts, k), factor[:k], objective)
     auto = exhaustive is None
     if auto:
-        exhaustive = space_size(space) * n_samples <= AUTO_EXHAUSTIVE_ROWS
+        try:
+            exhaustive = space_size(space) * n_samples <= AUTO_EXHAUSTIVE_ROWS
+        except PlanSpaceTooLarge:  # too many plans to enumerate: the gradient search
+            exhaustive = False
     if exhaustive:
         res = exhaustive_search(space, progress=progress, **kw)
         if auto:
