@@ -189,19 +189,7 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     kept_scores = {"step_time_s": values, "raw_step_time_s": values,
                    "feasible": np.ones(len(p)), "fits_memory": np.ones(len(p)),
                    "placement": placement}
-    kept, kept_scores, (n, feasible) = distributed.gather_best(
-        kept, kept_scores, np.asarray([total, feasible]), top)
-    n, feasible = int(n), int(feasible)
-    kept = {k: (v.astype(np.int64) if k in cols else v) for k, v in kept.items()}
-    best, best_k = S.best_row(kept, kept_scores, top)
-    wall = time.perf_counter() - t0
-    detail = {"space_size": n, "feasible": feasible,
-              "top": S.describe(space, kept, kept_scores, best_k)}
-    if best is None:
-        return SearchResult({}, {}, float("inf"), n, wall, "exhaustive", detail)
-    plan, hw_best = S.row_result(space, kept, best, kept_scores)
-    return SearchResult(plan, hw_best, float(kept_scores["step_time_s"][best]), n, wall,
-                        "exhaustive", detail)
+    return _result(space, cols, kept, kept_scores, total, feasible, top, t0)
 
 
 def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
@@ -259,6 +247,13 @@ def _host_search(space: SearchSpace, grid: int, progress: bool, batch: int | Non
     _, mine_top = S.best_row(kept, kept_scores, top)
     kept = {k: v[mine_top] for k, v in kept.items()}
     kept_scores = {k: v[mine_top] for k, v in kept_scores.items()}
+    return _result(space, cols, kept, kept_scores, n, feasible, top, t0)
+
+
+def _result(space: SearchSpace, cols: dict, kept: dict, kept_scores: dict, n: int,
+            feasible: int, top: int, t0: float) -> SearchResult:
+    """This process's best rows merged with the other processes' (``jax.distributed``),
+    and the search's result: the fastest feasible row, its plan and the top rows."""
     kept, kept_scores, (n, feasible) = distributed.gather_best(
         kept, kept_scores, np.asarray([n, feasible]), top)
     n, feasible = int(n), int(feasible)
