@@ -96,7 +96,13 @@ def test_explicit_structure_changes_no_number_stacked_relaxed_and_in_gradients(p
     v0, g0 = jax.jit(jax.value_and_grad(functools.partial(f, DYNAMIC)))(system)
     v1, g1 = jax.jit(jax.value_and_grad(functools.partial(f, st)))(system)
     np.testing.assert_allclose(np.asarray(v0), np.asarray(v1), rtol=RTOL)
-    _same(g0, g1, RTOL)
+    # compared as elasticities d step / d ln x, to a few ulps of the step: a block that the
+    # blended program builds with weight 0 (the MoE host wait of a dense model) leaves a
+    # rounding-noise gradient (1e-27 s per s of host_sync_s, i.e. 1e-32 s) where the pruned
+    # program has an exact 0
+    for x, a, b in zip(jax.tree.leaves(system), jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(np.asarray(a) * np.asarray(x), np.asarray(b) * np.asarray(x),
+                                   rtol=RTOL, atol=RTOL * float(v0))
 
 
 @pytest.mark.parametrize("name", SLOW_OTHERS)
