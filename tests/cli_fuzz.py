@@ -471,6 +471,7 @@ FLAGS: dict[str, list[V]] = {
     "--hold-out": ([v("a", OK, tier="full")]
                    + _many(["zzz", ("a", "b", "c"), ""], BAD)),
     "--prior": [v("physical", OK, tier="full"), v("bogus", BAD), v("", BAD)],
+    "--method": [v("gauss-newton", OK, tier="full"), v("newton", BAD), v("", BAD)],
     "--num-processes": [v(x, BAD, names=("--num-processes", "--coordinator", "--process-id"))
                         for x in NUM_BAD[:4] + ["0"]],
     "--process-id": [v(x, BAD, names=("--process-id", "--coordinator", "--num-processes"))

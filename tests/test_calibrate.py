@@ -261,6 +261,11 @@ def test_calibrate_cli_writes_a_file_that_constants_reads(tmp_path, capsys, fitt
     assert main(["validate", "--constants", str(out), "--json"]) == 0
     v = json.loads(capsys.readouterr().out)
     assert v["mean_abs_error"] == pytest.approx(r["after"]["mean_abs_error"], rel=1e-6)
+    # --method gauss-newton: the same fit by Levenberg-Marquardt lands inside Adam's interval
+    assert main(["calibrate", "--cases", A100, "--method", "gauss-newton", "--prior",
+                 "physical", "--fit", "ampere:gemm_eff_bf16", "--json"]) == 0
+    g = json.loads(capsys.readouterr().out)["constants"]["gemm_eff_bf16"]
+    assert c["low"] <= g["value"] <= c["high"] and g["value"] == pytest.approx(c["value"], abs=0.01)
 
 
 def test_unknown_fit_name_is_bad_input(capsys):

@@ -258,7 +258,7 @@ def cmd_calibrate(args) -> None:
     check_int_flags(args, ("steps",))
     r = api.calibrate(args.cases, args.fit or None, out=args.out, constants=args.constants,
                       steps=args.steps, hold_out=tuple(args.hold_out), prior=args.prior,
-                      stack=args.stack, transfer=args.transfer)
+                      stack=args.stack, transfer=args.transfer, method=args.method)
     warn(r, args.json)
     emit(r.to_dict(), args.json, text.calibrate_table)
 
@@ -531,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hold-out", nargs="+", metavar="ID", default=[],
                     help="case ids left out of the fit and reported separately")
     sp.add_argument("--steps", type=int, default=400, help="Adam steps (default 400)")
+    sp.add_argument("--method", choices=("adam", "gauss-newton"), default="adam",
+                    help="adam (default: --steps steps of Adam) or gauss-newton "
+                         "(Levenberg-Marquardt from the compiled Jacobian: far fewer model "
+                         "evaluations on large sets; --steps is then ignored)")
     sp.add_argument("--prior", choices=("shipped", "physical"), default="shipped",
                     help="start from the shipped constants (default) or from the physical "
                          "defaults without the shipped fitted values (how they are "
