@@ -296,6 +296,22 @@ class _Inputs:
         return out
 
 
+@contextlib.contextmanager
+def _edit_named(edits: Mapping[str, Any]):
+    """A plan rule broken by a value that ``--dtype`` / ``--global-batch`` wrote into the plan
+    is that argument's error (``global_batch: must be a multiple of ...``), not the plan's."""
+    try:
+        yield
+    except InputError as e:
+        if isinstance(e, ArgumentError):
+            raise
+        for k in edits:
+            marker = f"plan.{k}: "
+            if marker in str(e):
+                raise ArgumentError(k, str(e).split(marker, 1)[1]) from None
+        raise
+
+
 def _resolve(model, system, plan=None, overrides=None, scenario=None,
              constants=None, stack=None, want_plan: bool = False,
              plan_edits: Mapping[str, Any] | None = None) -> _Inputs:
@@ -342,14 +358,18 @@ def _resolve(model, system, plan=None, overrides=None, scenario=None,
                                         "plan as a table or string to change it")
         else:
             table, label = _plan_table(plan)
-            p = plan_from_values(_edited(table, edits), m, s, label, st)
+            with _edit_named(edits):
+                p = plan_from_values(_edited(table, edits), m, s, label, st)
     elif sc is not None and sc.plan is not None and (want_plan or edits):
         if own["model"] and own["system"] and constants is None and not edits:
             p = sc.plan  # the scenario's plan, checked against the scenario's own inputs
         else:
             table = _edited(sc.plan_table or {}, edits)
             try:
-                p = plan_from_values(table, m, s, f"{sc.origin}: scenario.plan", st)
+                with _edit_named(edits):
+                    p = plan_from_values(table, m, s, f"{sc.origin}: scenario.plan", st)
+            except ArgumentError:
+                raise
             except InputError as e:
                 flag = next((f for f in ("system", "model") if not own[f]), None)
                 if flag is None:

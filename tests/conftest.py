@@ -19,6 +19,20 @@ from cpo_opt import runtime
 runtime.setup(x64=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop the in-memory compiled programs after each test module (``jax.clear_caches``).
+
+    The suite compiles thousands of programs in one process (each model structure, row
+    shape and static option is its own executable); held until the end, the process grew
+    past 10 GB on the 24 GB CI machine, beside subprocesses of 7 GB (``reproduce --quick``).
+    A later module that needs a program again loads it from the persistent cache."""
+    yield
+    import gc
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _cache_every_compilation():
     """Keep even sub-0.5 s compilations in the persistent cache during tests.
