@@ -302,3 +302,61 @@ def test_a_fit_the_cases_do_not_depend_on_is_bad_input(capsys):
     assert rc == 2 and len(err.splitlines()) == 1
     assert "constrains nothing" in err and "depends on it" in err
     assert not os.path.exists(out)
+
+
+# --------------------------------------------------------------------------- robust search
+TINY_MODEL = {"layers": 4, "hidden": 1024, "heads": 16, "ffn_hidden": 4096, "vocab": 32000,
+              "seq_len": 2048}
+TINY_SYSTEM = {"gpu": {"preset": "A100-SXM-80GB"},
+               "scale_up": {"domain_size": 8, "bandwidth_GB_s": 300.0, "latency_us": 1.0},
+               "scale_out": {"bandwidth_GB_s": 25.0}, "cluster": {"gpus": 8}}
+
+
+@pytest.fixture(scope="module")
+def tiny_p90():
+    """``optimize --objective p90 --exhaustive --samples 8`` on an 8-GPU, 4-layer case."""
+    m, s = load_model(TINY_MODEL), load_system(TINY_SYSTEM)
+    return m, s, cpo_opt.optimize(m, s, 64, exhaustive=True, objective="p90", samples=8,
+                                  seed=0).to_dict()
+
+
+def test_robust_exhaustive_optimum_is_the_brute_force_minimum(tiny_p90):
+    """Every plan of the space evaluated one design at a time (``sampled_step_times``, not
+    the search's vmapped row scorer) on the search's own draws: the plan the p90 search
+    returns has the smallest 90th percentile, and its value is the search's objective."""
+    from cpo_opt.inputs.loaders import plan_from_values
+    from cpo_opt.search import lattice, make_space
+    from cpo_opt.search.exhaustive import plan_columns
+    m, s, r = tiny_p90
+    space = make_space(m, s, 64, "bf16")
+    cols = plan_columns(space)
+    n = len(next(iter(cols.values())))
+    assert 20 <= n <= 5000
+    plans = [plan_from_values(lattice.plan_values(cols, i, "bf16", space.attention), m, s,
+                              f"row {i}", space.stack, space.chosen) for i in range(n)]
+    post = U.posterior_of(s)
+    d = U.draw([post], 8, 0)
+    d = U.Draws(d.n, d.z, np.repeat(d.eps[:1], n, 0), d.alt)
+    times, fits = U.sampled_step_times(m, [(s, p) for p in plans], [post] * n, d)
+    p90 = np.where(np.all(fits > 0.5, axis=1), np.quantile(times, 0.9, axis=1), np.inf)
+    best = int(np.argmin(p90))
+    assert r["objective_value_s"] == pytest.approx(p90[best], rel=1e-9)
+    assert np.sum(p90 <= p90[best] * (1 + 1e-9)) >= 1
+    chosen = plan_from_values(r["plan"], m, s, "chosen", space.stack, space.chosen)
+    i = next(i for i, p in enumerate(plans) if p.values == chosen.values)
+    assert p90[i] == pytest.approx(p90[best], rel=1e-9)
+    # the point optimum is not scored by p90 here: its 90th percentile is no lower
+    point = cpo_opt.optimize(m, s, 64, exhaustive=True).to_dict()
+    j = next(i for i, p in enumerate(plans)
+             if p.values == plan_from_values(point["plan"], m, s, "point", space.stack,
+                                             space.chosen).values)
+    assert p90[j] >= p90[best] * (1 - 1e-12)
+    assert r["robustness"]["expected_regret"] >= 0.0
+
+
+@pytest.mark.slow  # compiles the sampled relaxed descent (about a minute cold)
+def test_robust_gradient_search_reaches_the_robust_exhaustive_optimum(tiny_p90):
+    m, s, r = tiny_p90
+    g = cpo_opt.optimize(m, s, 64, exhaustive=False, objective="p90", samples=8, seed=0,
+                         starts=8, steps=40).to_dict()
+    assert g["objective_value_s"] <= r["objective_value_s"] * 1.01

@@ -50,22 +50,18 @@ COMBOS = tuple(itertools.product((0, 1, 2), (0, 1, 2, 3)))  # (recompute, zero)
 POW2 = ("tp", "cp", "ep", "etp", "micro_batch")
 
 
-@functools.partial(jax.jit, static_argnames=("free", "structure", "fixed"))
-def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
-             power_budget_w, free: tuple[str, ...], structure: Structure, fixed=()):
-    """Adam on the relaxed objective for every start at once (vmap), annealing ``temps``.
-
-    The model is traced (one compilation per :class:`Structure` and free-field tuple, shared
-    by every model of that structure); the formulas read ``structure``, so blocks the model
-    lacks are not built (a smaller graph to differentiate)."""
+def adam_scan(objective, z0, recompute, zero, lo, hi, temps, lr):
+    """Adam on ``objective(z, recompute, zero, temperature) -> (value, relaxed step time)``
+    for every start at once: ``vmap`` over the starts of one ``lax.scan`` over the annealed
+    ``temps``, each step clipped to the box ``[lo, hi]`` and non-finite gradient entries
+    zeroed. Returns ``(z_final, (values, step times))``, traces (starts, steps). Traced
+    inside the caller's ``jit`` (the point and the sampled descents share it)."""
     opt = optax.adam(lr)
 
     def run(z0, rc, zr):
         def step(carry, t):
             z, state = carry
-            (val, st), g = jax.value_and_grad(relaxed.objective, has_aux=True)(
-                z, rc, zr, t, model, system, global_batch, fp8, flash, power_budget_w, free,
-                structure, fixed)
+            (val, st), g = jax.value_and_grad(objective, has_aux=True)(z, rc, zr, t)
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             upd, state = opt.update(g, state)
             z = jnp.clip(z + upd, lo, hi)
@@ -77,21 +73,46 @@ def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch
     return jax.vmap(run)(z0, recompute, zero)
 
 
-def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 0.1,
-            t_start: float = 0.3, t_end: float = 0.005):
-    """Run the multi-start descent; returns ``(z_final, (recompute, zero) per start,
-    objective traces, relaxed step-time traces)``."""
+@functools.partial(jax.jit, static_argnames=("free", "structure", "fixed"))
+def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
+             power_budget_w, free: tuple[str, ...], structure: Structure, fixed=()):
+    """Adam on the relaxed objective for every start at once (:func:`adam_scan`).
+
+    The model is traced (one compilation per :class:`Structure` and free-field tuple, shared
+    by every model of that structure); the formulas read ``structure``, so blocks the model
+    lacks are not built (a smaller graph to differentiate)."""
+    def objective(z, rc, zr, t):
+        return relaxed.objective(z, rc, zr, t, model, system, global_batch, fp8, flash,
+                                 power_budget_w, free, structure, fixed)
+
+    return adam_scan(objective, z0, recompute, zero, lo, hi, temps, lr)
+
+
+def starting_points(space: SearchSpace, starts: int, seed: int, t_start: float = 0.3,
+                    t_end: float = 0.005, steps: int = 150) -> dict:
+    """The descent's inputs shared by every objective: ``starts`` uniform points in the box
+    of :func:`relaxed.bounds`, each start's (recompute, ZeRO) pair from :data:`COMBOS`, the
+    geometric temperature schedule and the power budget (inf for none)."""
     lo, hi = relaxed.bounds(space)
     rng = np.random.default_rng(seed)
     z0 = lo + (hi - lo) * rng.random((starts, len(lo)))
     combos = np.asarray([COMBOS[i % len(COMBOS)] for i in range(starts)], dtype=float)
-    budget = np.inf if space.power_budget_w is None else space.power_budget_w
+    return {"z0": z0, "combos": combos, "lo": lo, "hi": hi,
+            "temps": jnp.geomspace(t_start, t_end, steps),
+            "budget": np.inf if space.power_budget_w is None else space.power_budget_w}
+
+
+def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 0.1,
+            t_start: float = 0.3, t_end: float = 0.005):
+    """Run the multi-start descent; returns ``(z_final, (recompute, zero) per start,
+    objective traces, relaxed step-time traces)``."""
+    x = starting_points(space, starts, seed, t_start, t_end, steps)
     z, (vals, st) = _descend(
-        jnp.asarray(z0), jnp.asarray(combos[:, 0]), jnp.asarray(combos[:, 1]),
-        jnp.asarray(lo), jnp.asarray(hi), jnp.geomspace(t_start, t_end, steps), lr,
+        jnp.asarray(x["z0"]), jnp.asarray(x["combos"][:, 0]), jnp.asarray(x["combos"][:, 1]),
+        jnp.asarray(x["lo"]), jnp.asarray(x["hi"]), x["temps"], lr,
         space.model.model, space.system.system, float(space.global_batch), float(space.fp8),
-        float(space.flash), budget, space.free, S.structure(space), space.fixed)
-    return np.asarray(z), combos, np.asarray(vals), np.asarray(st)
+        float(space.flash), x["budget"], space.free, S.structure(space), space.fixed)
+    return np.asarray(z), x["combos"], np.asarray(vals), np.asarray(st)
 
 
 def _bracket(values: np.ndarray, x: float) -> list[int]:

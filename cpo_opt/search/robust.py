@@ -31,7 +31,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from cpo_opt.inputs import schema
 from cpo_opt.model import fabric_cost
@@ -123,8 +122,9 @@ def _descend_sampled(z0, recompute, zero, lo, hi, temps, lr, model, system, glob
                      fp8, flash, power_budget_w, constants, log_factor, *,
                      free: tuple[str, ...], structure: Structure, fixed=(),
                      objective: str = "mean"):
-    """:func:`cpo_opt.search.gradient._descend` on the sampled relaxed objective."""
-    opt = optax.adam(lr)
+    """:func:`cpo_opt.search.gradient._descend` on the sampled relaxed objective (the same
+    :func:`cpo_opt.search.gradient.adam_scan`)."""
+    from cpo_opt.search.gradient import adam_scan
 
     def robust(z, rc, zr, t):
         def at(c, lf):
@@ -135,19 +135,7 @@ def _descend_sampled(z0, recompute, zero, lo, hi, temps, lr, model, system, glob
         v, st = jax.vmap(at)(constants, log_factor)
         return reduce_log(v, objective), reduce(st, objective)
 
-    def run(z0, rc, zr):
-        def step(carry, t):
-            z, state = carry
-            (val, st), g = jax.value_and_grad(robust, has_aux=True)(z, rc, zr, t)
-            g = jnp.where(jnp.isfinite(g), g, 0.0)
-            upd, state = opt.update(g, state)
-            z = jnp.clip(z + upd, lo, hi)
-            return (z, state), (val, st)
-
-        (z, _), trace = jax.lax.scan(step, (z0, opt.init(z0)), temps)
-        return z, trace
-
-    return jax.vmap(run)(z0, recompute, zero)
+    return adam_scan(robust, z0, recompute, zero, lo, hi, temps, lr)
 
 
 def make_robust_descent(constants, factor, objective: str):
@@ -159,19 +147,14 @@ def make_robust_descent(constants, factor, objective: str):
 
     def descend(space: SearchSpace, starts: int, steps: int, seed: int, lr: float = 0.1,
                 t_start: float = 0.3, t_end: float = 0.005):
-        lo, hi = relaxed.bounds(space)
-        rng = np.random.default_rng(seed)
-        z0 = lo + (hi - lo) * rng.random((starts, len(lo)))
-        combos = np.asarray([gradient.COMBOS[i % len(gradient.COMBOS)] for i in range(starts)],
-                            dtype=float)
-        budget = np.inf if space.power_budget_w is None else space.power_budget_w
+        x = gradient.starting_points(space, starts, seed, t_start, t_end, steps)
         z, (vals, st) = _descend_sampled(
-            jnp.asarray(z0), jnp.asarray(combos[:, 0]), jnp.asarray(combos[:, 1]),
-            jnp.asarray(lo), jnp.asarray(hi), jnp.geomspace(t_start, t_end, steps), lr,
-            space.model.model, space.system.system, float(space.global_batch),
-            float(space.fp8), float(space.flash), budget, constants,
+            jnp.asarray(x["z0"]), jnp.asarray(x["combos"][:, 0]),
+            jnp.asarray(x["combos"][:, 1]), jnp.asarray(x["lo"]), jnp.asarray(x["hi"]),
+            x["temps"], lr, space.model.model, space.system.system, float(space.global_batch),
+            float(space.fp8), float(space.flash), x["budget"], constants,
             jnp.log(jnp.asarray(factor)), free=space.free, structure=S.structure(space),
             fixed=space.fixed, objective=objective)
-        return np.asarray(z), combos, np.asarray(vals), np.asarray(st)
+        return np.asarray(z), x["combos"], np.asarray(vals), np.asarray(st)
 
     return descend
