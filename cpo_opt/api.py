@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -800,7 +800,6 @@ def preset_show(name: str) -> dict[str, Any]:
     elif kind == "systems":
         resolved = load_system(path.stem).values
     elif kind == "gpus":
-        from cpo_opt.inputs import schema
         from cpo_opt.inputs.tables import resolve_table
         resolved = {"gpu": resolve_table("gpu", {"name": path.stem, **doc["gpu"]}, str(path))}
     elif kind == "stacks":

@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import pathlib
-import re
 
 import numpy as np
 

@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     setup()
     rows = []
-    print(f"| variant | " + " | ".join(args.configs) + " |")
+    print("| variant | " + " | ".join(args.configs) + " |")
     print("|---|" + "---:|" * len(args.configs))
     for name, stack, table in VARIANTS:
         t0 = time.perf_counter()

@@ -66,3 +66,55 @@ def test_no_library_module_flips_x64():
         if _layer(path) in ("runtime", "cli"):
             continue
         assert "jax_enable_x64\", True" not in path.read_text(), path
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    return ".".join(rel.parts)
+
+
+def test_no_import_circles_between_modules():
+    """No two modules import each other, directly or around a longer circle (function-level
+    imports included: a circle there is the same tangle, only deferred). Package
+    ``__init__`` files, which re-export, are left out."""
+    names = {_module_name(p): p for p in MODULES if p.stem != "__init__"}
+    graph: dict[str, set[str]] = {n: set() for n in names}
+    for name, path in names.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            for t in targets:
+                if t in names and t != name:
+                    graph[name].add(t)
+    # Tarjan's strongly connected components
+    index, low, stack, on, circles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, circles

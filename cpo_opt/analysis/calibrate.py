@@ -66,7 +66,6 @@ import functools
 import hashlib
 import math
 import os
-import pathlib
 from typing import Any, Sequence
 
 import jax
@@ -74,17 +73,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cpo_opt.analysis.coordinates import Z90, from_theta, to_theta
 from cpo_opt.analysis.evaluate import step_time_jit
 from cpo_opt.model.structure import structure_of_cases
 from cpo_opt.inputs.constants_file import RANGES, ConstantsTable, as_table, for_gpu
 from cpo_opt.inputs.loaders import ArgumentError, Case, InputError, load_cases
 from cpo_opt.model.constants import GENERATIONS, INFO, constants_for, generation_of
-
-Z90 = 1.6448536269514722
-"""Standard normal quantile of 0.95: a central 90% interval is ``mean +- Z90 sd``."""
-
-FRACTION_MAX = 1.0 - 1e-9
-"""A fraction's prior is clipped below 1 so its logit is finite."""
 
 DEFAULT_PRIOR_WEIGHT = 1e-3
 """Weight of the prior term: with ~10% residuals (r^2 ~ 1e-2) moving a constant by one unit of
@@ -129,21 +123,6 @@ def default_fit() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- parameterisation
-def to_theta(name: str, value):
-    """Physical value -> unbounded coordinate: logit of a fraction, log of anything else."""
-    if INFO[name].unit == "fraction":
-        v = jnp.clip(value, 1e-12, FRACTION_MAX)
-        return jnp.log(v) - jnp.log1p(-v)
-    return jnp.log(value)
-
-
-def from_theta(name: str, theta):
-    """Unbounded coordinate -> physical value (sigmoid or exp)."""
-    if INFO[name].unit == "fraction":
-        return jax.nn.sigmoid(theta)
-    return jnp.exp(theta)
-
-
 # --------------------------------------------------------------------------- the batch
 @dataclasses.dataclass(frozen=True, eq=False)
 class Batch:

@@ -7,25 +7,18 @@ object (seconds, GB, TFLOP/s, days). Nothing here prints.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax
 import numpy as np
 
 from cpo_opt.inputs import schema
 from cpo_opt.model import transformer
-from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
-from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time, step_time_jit
-from cpo_opt.model.structure import Structure, structure_of
+from cpo_opt.inputs.loaders import (ModelSpec, PlanSpec, SystemSpec,  # noqa: F401
+                                    structure_of_plan)
+from cpo_opt.model.step import BREAKDOWN_PARTS, StepTime, step_time_jit
 
 SECONDS_PER_DAY = 86400.0
 BITS_PER_BYTE = 8.0
-
-
-def structure_of_plan(model: ModelSpec, plan: PlanSpec) -> Structure:
-    """The :class:`Structure` of a loaded model and plan (dtype and attention kernel)."""
-    return structure_of(model.model, plan.plan.fp8, plan.plan.flash_attention)
 
 
 def _f(x) -> float:

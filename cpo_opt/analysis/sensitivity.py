@@ -43,7 +43,6 @@ in float32 and ``dtype`` in the result says so.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any
@@ -53,7 +52,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from cpo_opt.inputs import schema
-from cpo_opt.model.config import System
 from cpo_opt.analysis.evaluate import SECONDS_PER_DAY, structure_of_plan
 from cpo_opt.inputs.loaders import ArgumentError, ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.step import step_time

@@ -52,8 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpo_opt.analysis.calibrate import Z90, from_theta, to_theta
-from cpo_opt.analysis.evaluate import step_time_jit, structure_of_plan
+from cpo_opt.analysis.coordinates import Z90, from_theta, to_theta
+from cpo_opt.inputs.loaders import structure_of_plan
+from cpo_opt.model.step import step_time_jit
 from cpo_opt.inputs.constants_file import SHIPPED, ConstantsTable, as_table
 from cpo_opt.inputs.loaders import ArgumentError, ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.constants import INFO, Constants, constants_for, generation_of

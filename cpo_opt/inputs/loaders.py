@@ -38,6 +38,7 @@ from cpo_opt.inputs import plan_rules
 from cpo_opt.inputs import schema
 from cpo_opt.model.config import GPU, Fabric, Model, Plan, System
 from cpo_opt.model.constants import constants_for
+from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.inputs.schema import Key
 from cpo_opt.inputs.sources import (ArgumentError, InputError, check_top, list_presets, preset_path, read_document,
                              resolve, table_of)
@@ -766,3 +767,8 @@ def model_dtype(model: ModelSpec) -> str:
     """The dtype a command chooses plans in unless told (``--dtype``): the model's training
     precision (``[model] dtype``, e.g. fp8 for DeepSeek-V3), else bf16."""
     return str(model.values["model"].get("dtype", "bf16"))
+
+
+def structure_of_plan(model: ModelSpec, plan: PlanSpec) -> Structure:
+    """The :class:`Structure` of a loaded model and plan (dtype and attention kernel)."""
+    return structure_of(model.model, plan.plan.fp8, plan.plan.flash_attention)

@@ -7,7 +7,6 @@ raises :class:`~cpo_opt.inputs.sources.InputError` naming the plan key and the r
 
 from __future__ import annotations
 
-import math
 import types
 
 from cpo_opt.inputs import schema

@@ -16,6 +16,8 @@ import re
 import tomllib
 from typing import Any
 
+from cpo_opt.inputs.errors import ArgumentError, InputError  # noqa: F401 (re-exported)
+
 PRESETS_DIR = pathlib.Path(__file__).parent.parent / "presets"
 """Root of the shipped presets (tests point it elsewhere)."""
 
@@ -38,20 +40,6 @@ _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 _ABOUT_KEYS = ("description", "sources", "notes")
 
 
-class InputError(ValueError):
-    """A bad input. ``str()`` is one line: ``<where>: <key>: <rule> (got <value>)``."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
-class ArgumentError(InputError):
-    """A bad argument of a library function. ``str()`` is ``<argument>: <rule>``; the command
-    line shows the same rule under its flag (``global_batch`` -> ``--global-batch``)."""
-
-    def __init__(self, argument: str, rule: str):
-        self.argument, self.rule = argument, " ".join(str(rule).split())
-        super().__init__(f"{argument}: {self.rule}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cpo_opt.inputs.schema import FLOAT_RANGE, SECTIONS, Key, range_of
-from cpo_opt.inputs.sources import InputError
+from cpo_opt.inputs.errors import InputError
 
 _MISSING = object()
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")

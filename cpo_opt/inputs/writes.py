@@ -140,7 +140,7 @@ def check_file(path, *, flag: str, formats: Sequence[str], owner: str,
     text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text.strip():
         raise ArgumentError(flag.lstrip("-").replace("-", "_"),
-                            f"empty path; give a file name ending in "
+                            "empty path; give a file name ending in "
                             + " or ".join(f".{f}" for f in formats))
     p = pathlib.Path(text)
     fmt = p.suffix.lower().lstrip(".")

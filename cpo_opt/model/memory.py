@@ -80,7 +80,6 @@ import jax
 import jax.numpy as jnp
 
 from cpo_opt.model import layer_costs
-from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System
 from cpo_opt.model.dims import Dims

@@ -111,7 +111,7 @@ from cpo_opt.model import pipeline
 from cpo_opt.model import smooth
 from cpo_opt.model import transformer
 from cpo_opt.model.config import Model, Plan, System, pytree
-from cpo_opt.model.dims import Dims, dims
+from cpo_opt.model.dims import dims
 from cpo_opt.model.fabric import NO_COMM, Comm
 from cpo_opt.model.memory import Memory, local_params, memory, routed_saved, sharded_params
 from cpo_opt.model.structure import Structure, check, resolve

@@ -34,8 +34,8 @@ from cpo_opt.model import fabric_cost
 from cpo_opt.model.step import step_time
 from cpo_opt.model.structure import Structure, structure_of
 from cpo_opt.search import distributed, lattice
-from cpo_opt.search.batching import (LARGE_BATCH, batch_shape, batch_sharding, batched_map,
-                                     default_batch, replicated_sharding)
+from cpo_opt.search.batching import (LARGE_BATCH, batch_shape, batch_sharding,  # noqa: F401
+                                     batched_map, default_batch, replicated_sharding)
 from cpo_opt.search.space import SearchSpace
 
 DEFAULT_BATCH = LARGE_BATCH

@@ -18,7 +18,6 @@ import numpy as np
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.schema import PLACEMENT_POLICY_KEY
 from cpo_opt.inputs.stacks import StackSpec, load_stack
-from cpo_opt.model.config import System, replace
 from cpo_opt.inputs.loaders import ArgumentError, InputError, ModelSpec, SystemSpec
 from cpo_opt.inputs.tables import show, to_si
 from cpo_opt.search import lattice

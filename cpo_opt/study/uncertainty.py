@@ -27,12 +27,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import pathlib
-import tomllib
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec
