@@ -247,3 +247,38 @@ def test_optimize_beats_deepseeks_published_plan_on_its_own_stack(capsys):
     assert main(["optimize", "--global-batch", "15360", "--dtype", "fp8"] + args) == 0
     best = json.loads(capsys.readouterr().out)
     assert best["step_time_s"] <= published["step_time_s"]
+
+
+def test_recipe_words_map_to_plan_options_every_case_accepts(experiment):
+    """``experiments/recipe_options.py`` reads the recipe a published row quotes: each phrase
+    maps to its plan option, and every mapped plan of ``moe-published.toml`` is a valid plan
+    of its case (the options exist, take those values and pass the plan rules)."""
+    import tomllib
+    from cpo_opt.inputs.loaders import load_model, load_system, plan_from_values
+    ro = experiment("recipe_options")
+    opts, unmapped, _ = ro.recipe_options(
+        "x. Not in the plan (recipe, not the table): R_V1 (degrees match the row): HybridEP, "
+        "no CUDA graphs, recompute mla_up_proj + mlp, EP all-to-all overlap off, TP comm "
+        "overlap off. System: y")
+    assert opts == {"dispatcher": "deepep", "cuda_graphs": False, "overlap_ep": False,
+                    "overlap_tp": False, "recompute_mla_up": True}
+    assert unmapped == ["recompute mlp"]
+    opts, _, _ = ro.recipe_options("Not in the plan (recipe, not the table): R: alltoall "
+                                   "dispatcher, CUDA graphs (attn), no recompute, EP overlap on.")
+    assert opts == {"dispatcher": "alltoall", "cuda_graphs": True, "overlap_ep": True,
+                    "recompute": "none"}
+    assert ro.recipe_options("no recipe quoted") is None
+    doc = tomllib.loads(ro.DATA.read_text())
+    mapped = 0
+    for case in doc["case"]:
+        rec = ro.recipe_options(case["source"])
+        if rec is None:
+            continue
+        m = load_model(case["model"])
+        s = load_system(case["system"], overrides={k: str(v) for k, v in
+                                                   ro.dotted(case.get("overrides") or {}).items()})
+        p = plan_from_values({**case["plan"], **rec[0]}, m, s, case["id"])
+        for k, v in rec[0].items():
+            assert p.values[k] == v, (case["id"], k)
+        mapped += 1
+    assert mapped == 20
