@@ -130,10 +130,12 @@ class Costs:
     params_moe_dense: float
     params_moe_experts: float
     params_embedding: float
-    grad_dense: Linear   # fp32 gradient reduce-scatter over the dense DP group (per byte)
+    grad_dense: Linear   # gradient reduce-scatter over the dense DP group (per byte)
     grad_experts: Linear
-    gather_dense: Linear  # bf16 parameter all-gather
+    gather_dense: Linear  # parameter all-gather
     gather_experts: Linear
+    grad_bytes: float    # bytes per gradient: 4 (fp32 main grads), 2 with bf16_main_grads
+    gather_bytes: float  # bytes per gathered parameter: 2 (bf16), 1 with fp8_param_gather
     other: float         # gradient-norm and loss all-reduces over the world
     optimizer_bytes: float  # HBM bytes per locally updated parameter
     hbm_s_per_byte: float
@@ -229,6 +231,8 @@ def costs(model: Model, system: System, plan: Plan):
         grad_experts=_linear(lambda b: fabric.reduce_scatter_on(b, pl.edp, system).time),
         gather_dense=_linear(lambda b: fabric.reduce_scatter_on(b, pl.dp, system).time),
         gather_experts=_linear(lambda b: fabric.reduce_scatter_on(b, pl.edp, system).time),
+        grad_bytes=4.0 - 2.0 * f(plan.bf16_main_grads),
+        gather_bytes=2.0 - f(plan.fp8) * f(plan.fp8_param_gather),
         other=2.0 * f(fabric.reduce_scatter_on(8.0, pl.world, system).time),
         optimizer_bytes=opt_bytes,
         hbm_s_per_byte=f(compute.memory_time(1.0, system)),

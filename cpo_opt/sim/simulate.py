@@ -800,12 +800,14 @@ class _Sim:
 
     def grad_time(self, dense, experts):
         c = self.c
-        t = c.grad_dense(4.0 * dense) + c.grad_experts(4.0 * experts)
+        b = c.grad_bytes
+        t = c.grad_dense(b * dense) + c.grad_experts(b * experts)
         return 2.0 * t if self.zero == 0 else t
 
     def gather_time(self, dense, experts):
         c = self.c
-        return c.gather_dense(2.0 * dense) + c.gather_experts(2.0 * experts)
+        b = c.gather_bytes
+        return c.gather_dense(b * dense) + c.gather_experts(b * experts)
 
     def param_gates(self, progs):
         """Parameter all-gathers (ZeRO 1-2 with ``overlap_dp``) created before the programs
