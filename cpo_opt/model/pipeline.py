@@ -42,7 +42,12 @@ In flight (1F1B, Megatron's schedules; Korthikanti et al. 2022 sec. 4.2.3 for ra
 ``2 (pp - r - 1) + (vpp - 1) pp`` warm-up chunks (Megatron-Core
 ``get_pipeline_parallel_order``/``forward_backward_pipelining_with_interleaving``) and so holds
 ``min(m vpp, 2 (pp - r - 1) + (vpp - 1) pp + 1)`` chunk activations, ``/ vpp`` in micro-batches
-of the whole rank: ``pp (1 + (pp - 1) / (pp vpp))`` for rank 0.
+of the whole rank: ``pp (1 + (pp - 1) / (pp vpp))`` for rank 0. ``pp`` there is Megatron-Core's
+micro-batch group per virtual stage (:func:`group`): when ``m`` is not a multiple of ``pp``
+the group is ``m``, and the warm-up holds (almost) every chunk.
+
+Merged (EP-overlapped) micro-batches (:func:`steady_share`): Megatron-Core's combined 1F1B
+runs the warm-up forwards and the cool-down backwards unmerged.
 """
 
 from __future__ import annotations
@@ -102,6 +107,36 @@ class Layout:
 
     def ranks(self) -> tuple[RankLoad, RankLoad, RankLoad]:
         return self.first, self.middle, self.last
+
+
+def group(plan: Plan, microbatches, temperature: float = 0.0):
+    """Micro-batches per group of an interleaved schedule (Megatron-Core core_v0.19.0
+    ``microbatch_group_size_per_vp_stage``, default ``pp``; ``schedules.py`` refuses a group
+    outside ``[pp, m]`` and a last group of ``1..pp-1`` micro-batches): ``min(pp, m)`` when
+    ``pp`` divides ``m`` (the default), else ``m``, one group of every micro-batch
+    (``--microbatch-group-size-per-virtual-stage m``, always runnable; the simulator runs the
+    same). The relaxed model keeps ``min(pp, m)`` (divisibility has no derivative)."""
+    m, pp = microbatches, plan.pp
+    base = smooth.smin(pp, m, temperature)
+    if not smooth.is_exact(temperature):
+        return base
+    return jnp.where(jnp.mod(m, pp) < 0.5, base, m)
+
+
+def steady_share(plan: Plan, microbatches, temperature: float = 0.0):
+    """Share of the micro-batches an EP-overlapped 1F1B merges with a neighbour: without a
+    pipeline ``(m - 1) / m`` (the first forward and the last backward alone: Megatron-Core
+    ``combined_1f1b_schedule_for_no_pipelining``); with one, the virtual micro-batches past
+    the last rank's warm-up, ``(m vpp - w) / (m vpp)`` with ``w = min(m vpp, (vpp - 1) g + 1)``
+    (``get_pp_rank_microbatches``: ``2 (pp - r - 1) + (vpp - 1) g`` warm-up forwards, one
+    more with the A2A overlap, ``g`` the :func:`group`); the last rank, with the fewest
+    warm-ups, paces the steady state. DualPipe: ``(m - 1) / m``."""
+    t, m = temperature, microbatches
+    neighbour = smooth.relu(m - 1.0, 1.0, t) / jnp.maximum(m, 1.0)
+    virtual = m * plan.vpp
+    warmup = smooth.smin(virtual, (plan.vpp - 1.0) * group(plan, m, t) + 1.0, t)
+    steady = smooth.relu(virtual - warmup, 1.0, t) / jnp.maximum(virtual, 1.0)
+    return jnp.minimum(steady + plan.schedule * (neighbour - steady), 1.0)
 
 
 RANK_NAMES = ("first", "middle", "last")
@@ -168,7 +203,8 @@ def layout(model: Model, plan: Plan, microbatches, t_head, t_layer, structure: S
     pp, m = plan.pp, microbatches
     single = jnp.where(plan.pp > 1.5, 0.0, 1.0)        # pp = 1: one rank holds both ends
     # micro-batches in flight (module docstring), smooth min with m
-    chunks = lambda r: 2.0 * (pp - r - 1.0) + (vpp - 1.0) * pp + 1.0  # noqa: E731
+    g = group(plan, m, t)
+    chunks = lambda r: 2.0 * (pp - r - 1.0) + (vpp - 1.0) * g + 1.0  # noqa: E731
     inter = vpp > 1.5
 
     def flight(r, plain):
