@@ -33,6 +33,7 @@ from cpo_opt.inputs.loaders import InputError, load_model, load_system  # noqa: 
 from cpo_opt.inputs.loaders import parse_inline_plan, plan_from_values  # noqa: E402
 from cpo_opt.model.step import step_time  # noqa: E402
 from cpo_opt.sim import simulate  # noqa: E402
+from cpo_opt.sim.simulate import SimOptions  # noqa: E402
 
 PRESETS = ROOT / "cpo_opt" / "presets"
 MODELS = sorted(p.stem for p in (PRESETS / "models").glob("*.toml"))
@@ -195,12 +196,12 @@ def features(model, plan, sim) -> dict[str, str]:
     }
 
 
-def compare(mname: str, sname: str, plan) -> dict:
-    """Closed form and simulator on one plan: ``{"closed", "sim", "ratio", "features",
-    "result"}`` (``ratio = closed / sim - 1``)."""
+def compare(mname: str, sname: str, plan, options: SimOptions = SimOptions()) -> dict:
+    """Closed form and simulator (run with ``options``) on one plan: ``{"closed", "sim",
+    "ratio", "features", "result"}`` (``ratio = closed / sim - 1``)."""
     model, system = specs(mname, sname)
     closed = float(step_time(model.model, system.system, plan.plan).step_time_s)
-    res = simulate(model.model, system.system, plan.plan)
+    res = simulate(model.model, system.system, plan.plan, options=options)
     return {"model": mname, "system": sname, "plan": plan, "closed": closed,
             "sim": res.step_time_s, "ratio": closed / res.step_time_s - 1.0,
             "features": features(model, plan, res), "result": res}
@@ -244,17 +245,27 @@ def study_optima() -> list[tuple[str, str, str]]:
     return out
 
 
+STUDY_BUCKETS = SimOptions(bucket_params=4e7)
+"""The simulator's options for the study's optima: the closed form's 40M-parameter DP buckets
+(``cpo_opt.model.step.DDP_BUCKET_PARAMS``, ``--ddp-bucket-size 40000000``), bucketed where
+Megatron-Core buckets (pipeline rank 0's first chunk); Megatron's default bucket at the
+study's ``dp`` is disagreement D2 (docs/simulator.md)."""
+
+
 def study_plan(config: str, system_name: str, text: str):
-    """The study optimum as a PlanSpec: its plan, fp8, the study's batch."""
+    """The study optimum as a PlanSpec: its plan line resolved on the study's software stack
+    (the line names only what differs from it), fp8, the study's batch."""
     from cpo_opt.study.spec import load_study
 
+    study = load_study("quick")
     model, system = specs(config, system_name)
     table = parse_inline_plan(text.replace(" ", ","), "study-results.md")
     table.pop("dp", None)
     table.pop("edp", None)
+    table.pop("microbatches", None)
     table["dtype"] = "fp8"
-    table["global_batch"] = load_study("quick").global_batch(config)
-    return plan_from_values(table, model, system, "study-results.md", STACK)
+    table["global_batch"] = study.global_batch(config)
+    return plan_from_values(table, model, system, "study-results.md", study.stack.name)
 
 
 def main(argv=None) -> int:
@@ -269,18 +280,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.study:
-        print("## Study optima (fp8, the study's batch)\n")
-        print("| config | fabric | closed form s | simulator s | closed / sim - 1 |")
-        print("|---|---|---|---|---|")
+        print("## Study optima (fp8, the study's batch, its stack; 40M DP buckets)\n")
+        print("| config | fabric | closed form s | simulator s | closed / sim - 1 | "
+              "simulator, default buckets | closed / sim - 1 |")
+        print("|---|---|---|---|---|---|---|")
         for config, sname, text in study_optima():
             try:
                 plan = study_plan(config, sname, text)
             except InputError as e:
                 print(f"| {config} | {sname} | - | - | no longer loads: {e} |")
                 continue
-            r = compare(config, sname, plan)
+            r = compare(config, sname, plan, STUDY_BUCKETS)
+            d = compare(config, sname, plan)
             print(f"| {config} | {sname} | {r['closed']:.4f} | {r['sim']:.4f} | "
-                  f"{r['ratio']:+.2%} |")
+                  f"{r['ratio']:+.2%} | {d['sim']:.4f} | {d['ratio']:+.2%} |")
         print()
     rows = []
     for mname, sname, plan in sample(args.plans, args.seed,
