@@ -38,7 +38,7 @@ def evaluator(system, structure: Structure, fixed: tuple = ()):
     opts = dict(fixed)
     return jax.jit(lambda model, rows: jax.vmap(lambda row: step_time(
         model, system, lattice.to_plan(row, fp8, flash, fixed=opts),
-        structure=structure))(rows))
+        structure=structure, every_field=True))(rows))
 
 
 def default_global_batch(model: ModelSpec, system: SystemSpec) -> int:

@@ -246,7 +246,7 @@ def _select(cond, a: Comm, b: Comm) -> Comm:
 
 def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0,
               stacked: bool = False, *, structure: Structure | None = None,
-              every_field: bool = True) -> StepTime:
+              every_field: bool = False) -> StepTime:
     """Time and memory of one training step; see the module docstring for the structure.
 
     Args:
@@ -261,12 +261,12 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         static argument): blocks it lacks are not built, ``None`` fields are blended per row.
         Default: read from the concrete leaves (:func:`~cpo_opt.model.structure.resolve`).
         An explicit structure that contradicts a concrete leaf raises ``ValueError``.
-      every_field: the caller reads every :class:`StepTime` field (``evaluate``, ``bench``,
-        batches): the exact model then stores the per-layer communication and exposures and
-        each pipeline rank's times once for all outputs (:mod:`cpo_opt.model.fusion`; about
-        half the compiled work on CPU). ``False`` (the searches' scorer, which reads the step
-        time and memory) stores only the blocks' kernels, which every caller shares. Same
-        numbers either way.
+      every_field: the caller reads every :class:`StepTime` field of large batches
+        (``bench``): the exact model then stores the blocks' kernels, the per-layer
+        communication and exposures and each pipeline rank's times once for all outputs
+        (:mod:`cpo_opt.model.fusion`; about half the compiled work on CPU, but more live
+        buffers: ``reproduce --quick`` peaked at 14.4 GB with it on everywhere, 10.9 GB
+        off). Default off: the program XLA fuses on its own. Same numbers either way.
 
     Returns:
       :class:`StepTime`.
@@ -278,11 +278,11 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     d = dims(model, system, plan, t, s)
     att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s, t)
     # what many outputs share is computed once (:mod:`fusion`; exact model only)
-    exact = smooth.is_exact(t)
-    one = fusion.unit(plan) if exact else None
+    store = every_field and smooth.is_exact(t)
+    one = fusion.unit(plan) if store else None
 
-    def shared(value, wanted=True):
-        return fusion.materialize(value, one) if exact and wanted else value
+    def shared(value):
+        return fusion.materialize(value, one) if store else value
 
     att, dense_ffn, moe, head = shared((att, dense_ffn, moe, head))
     dense_k = att + dense_ffn
@@ -298,7 +298,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)
     ep_f, ep_b = ((NO_COMM, NO_COMM) if dense_only
                   else layer_costs.ep_moe_layer(model, system, plan, d, pl, t))
-    tp_d, tp_m, cp_f, ep_f, ep_b = shared((tp_d, tp_m, cp_f, ep_f, ep_b), every_field)
+    tp_d, tp_m, cp_f, ep_f, ep_b = shared((tp_d, tp_m, cp_f, ep_f, ep_b))
     # TP communication overlap (Transformer Engine userbuffers) runs over the scale-up
     # fabric's peer-to-peer memory: a TP group that leaves its domain cannot overlap
     # (relaxed model: the domain holds the group; exact: no TP group straddles)
@@ -375,7 +375,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
                 smooth.relu(h_b - w_b, w_b + 1e-9, t))
 
     host_dense = host_exposed(host_d, dense_k, list(exp_dense.values()))
-    exp_dense, host_dense = shared((exp_dense, host_dense), every_field)
+    exp_dense, host_dense = shared((exp_dense, host_dense))
     host_moe = (0.0, 0.0)
     exp_moe["ep"] = (0.0, 0.0)
     # what a recomputed forward (full recompute) exposes per layer: (dense, MoE)
@@ -432,7 +432,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         off_b = smooth.relu(t_off - wb, wb + 1e-9, t)
         host_moe = (host_f + off_f, host_b + off_b)
 
-    exp_moe, host_moe, exp_rec = shared((exp_moe, host_moe, exp_rec), every_field)
+    exp_moe, host_moe, exp_rec = shared((exp_moe, host_moe, exp_rec))
 
     def rank(n_dense, n_moe, n_head, z3_fwd, z3_bwd):
         """One micro-batch on a rank passing through these blocks: kernels, then the
@@ -468,7 +468,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # passes through per_mb of what a rank holds: half under DualPipe)
     ranks = [rank(x.dense * x.per_mb, x.moe * x.per_mb, x.head * x.per_mb, c[2], c[3])
              for x, c in zip(lay.ranks(), dp_comms)]
-    ranks = shared(ranks, every_field)
+    ranks = shared(ranks)
     slow, pacing, pace_load = ranks[0], jnp.asarray(0.0), lay.first
     pace_comms = dp_comms[0]
     for i, (r, x) in enumerate(zip(ranks[1:], lay.ranks()[1:]), start=1):

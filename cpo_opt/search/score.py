@@ -57,7 +57,7 @@ def _scores(model, system, row, power_budget_w, structure: Structure,
     s = schema.with_fields(system, free, [row["hw:" + k] for k in free])
     fabric_ok = fabric_cost.feasible(s, power_budget_w)
     plan = lattice.to_plan(row, fp8, flash, fixed=fixed_opts)
-    r = step_time(model, s, plan, structure=structure, every_field=False)
+    r = step_time(model, s, plan, structure=structure)
     ok = r.fits_memory * fabric_ok
     return {"step_time_s": jnp.where(ok > 0, r.step_time_s, jnp.inf),
             "raw_step_time_s": r.step_time_s, "feasible": ok,
