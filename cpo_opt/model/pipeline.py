@@ -123,6 +123,12 @@ def group(plan: Plan, microbatches, temperature: float = 0.0):
     return jnp.where(jnp.mod(m, pp) < 0.5, base, m)
 
 
+def neighbour_share(microbatches, temperature: float = 0.0):
+    """Share of ``m`` micro-batches with a neighbour to overlap with: ``(m - 1) / m``."""
+    m = microbatches
+    return smooth.relu(m - 1.0, 1.0, temperature) / jnp.maximum(m, 1.0)
+
+
 def steady_share(plan: Plan, microbatches, temperature: float = 0.0):
     """Share of the micro-batches an EP-overlapped 1F1B merges with a neighbour: without a
     pipeline ``(m - 1) / m`` (the first forward and the last backward alone: Megatron-Core
@@ -132,7 +138,7 @@ def steady_share(plan: Plan, microbatches, temperature: float = 0.0):
     more with the A2A overlap, ``g`` the :func:`group`); the last rank, with the fewest
     warm-ups, paces the steady state. DualPipe: ``(m - 1) / m``."""
     t, m = temperature, microbatches
-    neighbour = smooth.relu(m - 1.0, 1.0, t) / jnp.maximum(m, 1.0)
+    neighbour = neighbour_share(m, t)
     virtual = m * plan.vpp
     warmup = smooth.smin(virtual, (plan.vpp - 1.0) * group(plan, m, t) + 1.0, t)
     steady = smooth.relu(virtual - warmup, 1.0, t) / jnp.maximum(virtual, 1.0)

@@ -336,7 +336,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     wall_moe_b = moe_k.bwd + exp_moe["tp"][1] + exp_moe["cp"][1]
     # only micro-batches with a neighbour can overlap (Megatron 1F1B A2A overlap, DualPipe)
     n_mb = d.microbatches
-    neighbour = smooth.relu(n_mb - 1.0, 1.0, t) / jnp.maximum(n_mb, 1.0)
+    neighbour = pipeline.neighbour_share(n_mb, t)
     # Megatron-Core's combined 1F1B merges only the steady state (module docstring)
     ovl_ep = ovl_ep * pipeline.steady_share(plan, n_mb, t)
     # PP send/recv likewise hides only behind another micro-batch's compute
