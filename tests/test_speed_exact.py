@@ -127,3 +127,22 @@ def test_stored_shared_values_change_no_number():
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-13, atol=0)
         assert np.isfinite(np.asarray(a.step_time_s)).all()
+
+
+def test_smallest_piece_of_one_block_matches_the_cut_block():
+    """The world and pipeline groups' shortcut (their block is the whole cluster), against
+    the cut blocks, for every (group, stride, domain) of a grid and random large sizes."""
+    g, s, dom = np.meshgrid(np.arange(1, 17), np.arange(1, 9), np.arange(1, 80), indexing="ij")
+    g, s, dom = (x.ravel() for x in (g, s, dom))
+    rng = np.random.default_rng(11)
+    m = 2000
+    gl = 2 ** rng.integers(0, 8, m) * rng.integers(1, 40, m)
+    sl = 2 ** rng.integers(0, 10, m) * rng.integers(1, 50, m)
+    dl = np.where(rng.random(m) < 0.5, rng.choice([8, 36, 64, 72, 144, 512, 576], m),
+                  rng.integers(1, 100_000, m))
+    keep = gl * sl <= 2**27
+    g, s, dom = (np.concatenate([a, b[keep]]) for a, b in ((g, gl), (s, sl), (dom, dl)))
+    want = [_pieces(int(a), int(b), int(c), int(a) * int(b)) for a, b, c in zip(g, s, dom)]
+    f = jax.jit(fabric.smallest_piece_one_block)
+    got = f(*[jnp.asarray(np.asarray(x, dtype=float)) for x in (g, s, dom)])
+    np.testing.assert_array_equal(np.asarray(got).astype(np.int64), want)

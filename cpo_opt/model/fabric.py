@@ -152,6 +152,20 @@ def _divmod(a, b):
     return jnp.where(hi, q + 1, q), jnp.where(hi, r - b, r)
 
 
+def smallest_piece_one_block(group, stride, domain):
+    """:func:`smallest_piece` of a group whose block ``B = g s`` is the whole cluster (the
+    world group, and the pipeline group, whose stride ``tp cp dp`` times ``pp`` is every
+    working GPU): the one block is cut at each multiple of ``D``, so its shortest piece is
+    ``min(B, D, B mod D)`` (``B mod D = 0`` read as ``D``), and the members in one domain are
+    ``clamp(floor(L_min / s), 1, g)``. One remainder instead of the walk and the Euclid; equal
+    to :func:`smallest_piece` whenever ``gpus < 2 B`` (tests/test_speed_exact.py)."""
+    g, s, dom = _int(group), _int(stride), _int(domain)
+    b = g * s
+    tail = _divmod(b, dom)[1]
+    l_min = jnp.minimum(jnp.minimum(b, dom), jnp.where(tail > 0, tail, dom))
+    return jnp.clip(_divmod(l_min, s)[0], 1, g).astype(jnp.result_type(float))
+
+
 def smallest_piece(group, stride, domain, gpus):
     """Members of the worst-placed group in one domain (module docstring), exact for
     integer sizes (up to ``2**27``): ``clamp(floor(L_min / s), 1, g)``.
@@ -190,10 +204,11 @@ def smallest_piece(group, stride, domain, gpus):
 
 
 def members_in_domain(group, stride, system: System, temperature: float = 0.0,
-                      at: Fill | None = None):
+                      at: Fill | None = None, whole: bool = False):
     """Members of a ``group`` (``stride`` apart) in one scale-up domain, for the worst-placed
     group of the cluster (module docstring). ``at``: the plan's :func:`fill` (default: every
-    GPU working, contiguous domains).
+    GPU working, contiguous domains). ``whole``: the caller knows that the group's block
+    ``group x stride`` is every working GPU (:func:`smallest_piece_one_block`).
 
     Computed as the continuous aligned count ``clamp(D / s, 1, g)`` (smooth when
     ``temperature > 0``) times the straddle ratio ``m / clamp(D / s, 1, g)`` of the exact
@@ -213,7 +228,8 @@ def members_in_domain(group, stride, system: System, temperature: float = 0.0,
     m_cont = smooth.clamp(d / stride, 1.0, g_, temperature)
     if not smooth.is_exact(temperature):
         return m_cont
-    m_exact = smallest_piece(group, stride, d, at.world)
+    m_exact = (smallest_piece_one_block(group, stride, d) if whole
+               else smallest_piece(group, stride, d, at.world))
     g, s, dd = _int(group), _int(stride), _int(d)
     ref = jnp.clip(dd / s, 1.0, g)
     return m_cont * jax.lax.stop_gradient(m_exact / ref)
@@ -264,14 +280,17 @@ class Group(NamedTuple):
 
 
 def place(sizes, strides, system: System, temperature: float = 0.0, stacked: bool = False,
-          at: Fill | None = None) -> list[Group]:
+          at: Fill | None = None, whole: tuple[bool, ...] = ()) -> list[Group]:
     """Place several groups; ``stacked`` does it in one vectorized expression (a smaller
     graph for gradients) instead of one expression per group (faster batched evaluation).
-    ``at``: the plan's :func:`fill` (contiguous or aligned placement, module docstring)."""
+    ``at``: the plan's :func:`fill` (contiguous or aligned placement, module docstring).
+    ``whole``: per group, whether its block is every working GPU (:func:`members_in_domain`;
+    unstacked only, where each group has its own expression)."""
     if not stacked:
+        whole = tuple(whole) + (False,) * (len(sizes) - len(whole))
         return [Group(jnp.maximum(g, 1.0),
-                      members_in_domain(g, st, system, temperature, at))
-                for g, st in zip(sizes, strides)]
+                      members_in_domain(g, st, system, temperature, at, w))
+                for g, st, w in zip(sizes, strides, whole)]
     g = jnp.stack(jnp.broadcast_arrays(*[jnp.maximum(x, 1.0) for x in sizes]))
     st = jnp.stack(jnp.broadcast_arrays(*strides))
     m = members_in_domain(g, st, system, temperature, at)

@@ -464,7 +464,9 @@ def placement(system: System, plan: Plan, d: Dims, t: float, stacked: bool = Fal
     sizes = (plan.tp, plan.etp, d.dp * plan.cp, d.edp, d.fill.world, plan.cp, plan.pp, plan.ep)
     strides = (1.0, 1.0, plan.tp, plan.etp * plan.ep, 1.0, plan.tp,
                plan.tp * plan.cp * d.dp, plan.etp)
-    return Placement(*fabric.place(sizes, strides, system, t, stacked, d.fill))
+    # the world group and the pipeline group (pp x tp cp dp) each span every working GPU
+    whole = (False, False, False, False, True, False, True, False)
+    return Placement(*fabric.place(sizes, strides, system, t, stacked, d.fill, whole))
 
 
 def tp_collective(model: Model, system: System, d: Dims, pl: Placement) -> Comm:

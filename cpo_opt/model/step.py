@@ -220,17 +220,21 @@ def _hide(window, comm_time, overlap, temperature):
     overlapped, ``window + comm`` when not."""
     return window + _exposed(comm_time, window, overlap, temperature)
 
-def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts):
+def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts,
+              moe=1.0):
     """``(gradient reduction, parameter gather)`` of one step for ZeRO 0-2, and the
     per-micro-batch ``(gather, gather + reduce)`` of ZeRO-3. Gradients are reduced in fp32
     (4 bytes, Megatron's default with bf16; 2 with ``bf16_main_grads``), parameters gathered
-    in bf16 (2 bytes; 1 in fp8 plans with ``fp8_param_gather``)."""
+    in bf16 (2 bytes; 1 in fp8 plans with ``fp8_param_gather``). A model without experts
+    (``moe`` 0: :attr:`Dims.is_moe`, a Python 0.0 when the structure has no MoE blocks) has no
+    expert-gradient group, so no collective (nor its latency) on it."""
     g_bytes = 4.0 - 2.0 * plan.bf16_main_grads
     p_bytes = 2.0 - plan.fp8 * plan.fp8_param_gather
-    rs = (fabric.reduce_scatter_on(g_bytes * dense, pl.dp, system)
-          + fabric.reduce_scatter_on(g_bytes * experts, pl.edp, system))
-    ag = (fabric.reduce_scatter_on(p_bytes * dense, pl.dp, system)
-          + fabric.reduce_scatter_on(p_bytes * experts, pl.edp, system))
+    rs = fabric.reduce_scatter_on(g_bytes * dense, pl.dp, system)
+    ag = fabric.reduce_scatter_on(p_bytes * dense, pl.dp, system)
+    if not (isinstance(moe, float) and moe == 0.0):
+        rs = rs + moe * fabric.reduce_scatter_on(g_bytes * experts, pl.edp, system)
+        ag = ag + moe * fabric.reduce_scatter_on(p_bytes * experts, pl.edp, system)
     z0 = jnp.where(plan.zero < 1, 1.0, 0.0)
     z3 = jnp.where(plan.zero >= 3, 1.0, 0.0)
     grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
@@ -354,7 +358,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     lay = pipeline.layout(model, plan, d.microbatches, head.fwd + head.bwd, t_layer, s, t)
     # DP / ZeRO traffic of each rank's own parameters (and of the average rank's)
     held = [local_params(model, plan, d, load) for load in lay.ranks()]
-    dp_comms = [_dp_comms(system, plan, pl, *h) for h in held]
+    dp_comms = [_dp_comms(system, plan, pl, *h, moe=d.is_moe) for h in held]
     avg_load = pipeline.average(model, plan, s)
 
     # --- host issue (module docstring, "Host"): a layer pass runs at the slower of its GPU
