@@ -116,7 +116,7 @@ def prefix(k: int, model, system, plan, s):
         t_layer = t_layer + d.is_moe * (moe_k.fwd + moe_k.bwd - t_layer)
     lay = pipeline.layout(model, plan, d.microbatches, head.fwd + head.bwd, t_layer, s, 0.0)
     held = [local_params(model, plan, d, load) for load in lay.ranks()]
-    dp_comms = [step._dp_comms(system, plan, pl, *h) for h in held]
+    dp_comms = [step._dp_comms(system, plan, pl, *h, moe=d.is_moe) for h in held]
     out += [lay, held, dp_comms, pipeline.average(model, plan, s)]
     if k == 5:
         return _sum_leaves(*out)
