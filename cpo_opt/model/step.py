@@ -125,6 +125,7 @@ from cpo_opt.model.dims import dims
 from cpo_opt.model.fabric import NO_COMM, Comm
 from cpo_opt.model.memory import Memory, local_params, memory, routed_saved, sharded_params
 from cpo_opt.model.structure import Structure, check, resolve
+from cpo_opt.model.switch import decided
 
 TIE = 1e-12
 """Relative margin by which a pipeline rank must be slower than another to pace the step."""
@@ -232,7 +233,7 @@ def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, expe
     p_bytes = 2.0 - plan.fp8 * plan.fp8_param_gather
     rs = fabric.reduce_scatter_on(g_bytes * dense, pl.dp, system)
     ag = fabric.reduce_scatter_on(p_bytes * dense, pl.dp, system)
-    if not (isinstance(moe, float) and moe == 0.0):
+    if not (decided(moe) and float(moe) == 0.0):  # the structure's own test (_GemmTable.add)
         rs = rs + moe * fabric.reduce_scatter_on(g_bytes * experts, pl.edp, system)
         ag = ag + moe * fabric.reduce_scatter_on(p_bytes * experts, pl.edp, system)
     z0 = jnp.where(plan.zero < 1, 1.0, 0.0)
