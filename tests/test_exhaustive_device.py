@@ -86,3 +86,30 @@ def test_codesign_with_power_budget_equals_scoring_every_row():
     assert n_hw == 9 and len(rows["tp"]) > batching.SMALL_BATCH
     # the budget binds: some rows fit in memory but not under the budget
     assert np.any((scores["fits_memory"] > 0.5) & (scores["feasible"] < 0.5))
+
+
+def test_factored_plans_are_the_full_product_in_order():
+    """The exhaustive search keeps the plan space as base rows x (recompute, ZeRO) codes
+    (``lattice.enumerate_factors``): any plan index decodes (``lattice.tail_rows``) to the
+    row the full cartesian product holds there (built here with numpy's own product, not
+    ``lattice.expand``), and the count is the product's length."""
+    from cpo_opt.search import lattice
+    space = make_space(load_model("mixtral-8x22b"), load_system("dgx-h100"), 1024)
+    base, tail = exhaustive.plan_factors(space)
+    assert [name for name, _ in tail] == list(lattice.TAIL)
+    full = {k: v for k, v in base.items() if k != "dp"}
+    for name, codes in tail:  # the product by meshgrid: base major, last code fastest
+        n, k = len(next(iter(full.values()))), len(codes)
+        i, j = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+        full = {c: v[i.ravel()] for c, v in full.items()}
+        full[name] = np.asarray(codes)[j.ravel()]
+    n = len(full["tp"])
+    assert exhaustive.plan_count(space) == n > 100_000
+    want = exhaustive.plan_columns(space)
+    for c in full:
+        np.testing.assert_array_equal(want[c], full[c], err_msg=c)
+    idx = np.random.default_rng(0).integers(0, n, 5000)
+    got = lattice.tail_rows(base, tail, idx)
+    assert list(got) == list(want)
+    for c in want:
+        np.testing.assert_array_equal(got[c], want[c][idx], err_msg=c)

@@ -46,38 +46,51 @@ one (64.6x on DeepSeek-V3/GB200)."""
 
 
 @functools.lru_cache(maxsize=4)
-def _plans(model_values: str, system_values: str, global_batch: int, options: str,
-           fp8: int) -> dict[str, np.ndarray]:
+def _factors(model_values: str, system_values: str, global_batch: int, options: str,
+             fp8: int) -> tuple[dict[str, np.ndarray], tuple]:
     import json
-    return lattice.enumerate_plans(json.loads(model_values), json.loads(system_values),
-                                   global_batch, options=json.loads(options), fp8=fp8)
+    return lattice.enumerate_factors(json.loads(model_values), json.loads(system_values),
+                                     global_batch, options=json.loads(options), fp8=fp8)
+
+
+def plan_factors(space: SearchSpace) -> tuple[dict[str, np.ndarray], tuple]:
+    """The space's plans as :func:`lattice.enumerate_factors` gives them (base rows and the
+    recompute and ZeRO codes), cached for the last few spaces so that sizing a space
+    (:func:`space_size`) and searching it enumerate once."""
+    import json
+    return _factors(json.dumps(space.model.values, sort_keys=True, default=str),
+                    json.dumps(space.system.values, sort_keys=True, default=str),
+                    int(space.global_batch), json.dumps(space.options, sort_keys=True),
+                    space.fp8)
 
 
 def plan_columns(space: SearchSpace) -> dict[str, np.ndarray]:
-    """Every valid plan of the space (:func:`lattice.enumerate_plans`, with the option
-    columns the space's stack lets the search choose), cached for the last few spaces so
-    that sizing a space (:func:`space_size`) and searching it enumerate once."""
-    import json
-    return _plans(json.dumps(space.model.values, sort_keys=True, default=str),
-                  json.dumps(space.system.values, sort_keys=True, default=str),
-                  int(space.global_batch), json.dumps(space.options, sort_keys=True),
-                  space.fp8)
+    """Every valid plan of the space as full columns (:func:`lattice.enumerate_plans`, with
+    the option columns the space's stack lets the search choose)."""
+    return lattice.expand(*plan_factors(space))
+
+
+def plan_count(space: SearchSpace) -> int:
+    """Valid discrete plans of the space (nothing expanded)."""
+    base, tail = plan_factors(space)
+    return len(base["tp"]) * lattice.tail_size(tail)
 
 
 def space_size(space: SearchSpace, grid: int = 9) -> int:
     """Rows the exhaustive search would score: plans x hardware grid points."""
-    return len(plan_columns(space)["tp"]) * len(hardware_grid(space, grid))
+    return plan_count(space) * len(hardware_grid(space, grid))
 
 
-def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The plan columns and the hardware grid; refuses spaces beyond :data:`MAX_ROWS`."""
-    cols = plan_columns(space)
+def _space_rows(space: SearchSpace, grid: int) -> tuple[dict[str, np.ndarray], tuple,
+                                                        np.ndarray]:
+    """The plan factors and the hardware grid; refuses spaces beyond :data:`MAX_ROWS`."""
+    base, tail = plan_factors(space)
     hw = hardware_grid(space, grid)
-    n_plans, n_hw = len(cols["tp"]), len(hw)
+    n_plans, n_hw = len(base["tp"]) * lattice.tail_size(tail), len(hw)
     if n_plans * n_hw > MAX_ROWS:
         raise ArgumentError("exhaustive", f"{n_plans} plans x {n_hw} hardware points is more than "
                          f"{MAX_ROWS} rows; free fewer fields or use the gradient search")
-    return cols, hw
+    return base, tail, hw
 
 
 def _bucket(n: int) -> int:
@@ -86,10 +99,12 @@ def _bucket(n: int) -> int:
     return max(1 << 12, 1 << max(int(n) - 1, 0).bit_length())
 
 
-def device_plans(cols: dict[str, np.ndarray]) -> dict:
+def device_plans(cols: dict[str, np.ndarray], tail=()) -> dict:
     """The plan columns (:func:`score.columns_for_scoring`) as device arrays padded to
     :func:`_bucket` rows (copies of the last plan), replicated on every local device, with
-    their true count ``"n"`` (traced: not part of the compiled shape)."""
+    the count of plans ``"n"`` (traced: not part of the compiled shape). With a ``tail``
+    (:func:`lattice.enumerate_factors`) the columns are the base rows, each tail's codes go
+    as ``"tail:" + name`` and ``"n"`` counts base rows x tail codes."""
     import jax
     n = len(cols["tp"])
     size = _bucket(n)
@@ -100,7 +115,9 @@ def device_plans(cols: dict[str, np.ndarray]) -> dict:
         pad[:n] = v
         pad[n:] = v[-1] if n else 0
         out[k] = jax.device_put(pad, rep)
-    out["n"] = jax.device_put(np.int32(n), rep)
+    for name, codes in tail:
+        out["tail:" + name] = jax.device_put(np.asarray(codes, dtype=np.int32), rep)
+    out["n"] = jax.device_put(np.int32(n * lattice.tail_size(tail)), rep)
     return out
 
 
@@ -137,14 +154,15 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
         return _host_search(space, grid, progress, batch, top, scorer)
     t0 = time.perf_counter()
     batch = S.batch_shape(batch or S.default_batch())
-    cols, hw = _space_rows(space, grid)
-    lo, hi = distributed.share(len(cols["tp"]))
-    mine = {k: v[lo:hi] for k, v in cols.items()}
-    n_mine = hi - lo
+    base, tail, hw = _space_rows(space, grid)
+    lo, hi = distributed.share(len(base["tp"]))  # whole base rows: each tail stays together
+    mine = {k: v[lo:hi] for k, v in base.items()}
+    n_mine = (hi - lo) * lattice.tail_size(tail)
     total = n_mine * len(hw)
     budget = np.inf if space.power_budget_w is None else space.power_budget_w
     static = {"structure": S.structure(space), "free": tuple(space.free),
-              "fixed": space.fixed, "batch": batch, "top": top}
+              "fixed": space.fixed, "batch": batch, "top": top,
+              "tail": tuple(name for name, _ in tail)}
     bar = None
     if progress and total > batch:
         from tqdm.auto import tqdm
@@ -152,7 +170,7 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
                    leave=False)
     values, index, feasible = [np.zeros(0)], [np.zeros(0, dtype=np.int64)], 0
     if total:
-        plans, points = device_plans(mine), device_points(space, hw)
+        plans, points = device_plans(mine, tail), device_points(space, hw)
         model, system = space.model.model, space.system.system
         pending = []
 
@@ -180,7 +198,8 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     order = np.lexsort((index, values))[:top]
     values, index = values[order], index[order]
     h, p = index // max(n_mine, 1), index % max(n_mine, 1)
-    kept = {k: v[p] for k, v in mine.items()}
+    kept = lattice.tail_rows(mine, tail, p)
+    names = tuple(kept)  # the plan columns (integers), before the hardware columns join
     for j, key in enumerate(space.free):
         kept["hw:" + key] = hw[h, j]
     fixed = dict(space.fixed)
@@ -189,7 +208,7 @@ def exhaustive_search(space: SearchSpace, grid: int = 9, progress: bool = False,
     kept_scores = {"step_time_s": values, "raw_step_time_s": values,
                    "feasible": np.ones(len(p)), "fits_memory": np.ones(len(p)),
                    "placement": placement}
-    return _result(space, cols, kept, kept_scores, total, feasible, top, t0)
+    return _result(space, names, kept, kept_scores, total, feasible, top, t0)
 
 
 def _at(space: SearchSpace, cols: dict[str, np.ndarray], points: np.ndarray
@@ -216,7 +235,8 @@ def _host_search(space: SearchSpace, grid: int, progress: bool, batch: int | Non
     """
     t0 = time.perf_counter()
     batch = batch or S.default_batch()
-    cols, hw = _space_rows(space, grid)
+    base, tail, hw = _space_rows(space, grid)
+    cols = lattice.expand(base, tail)
     lo, hi = distributed.share(len(cols["tp"]))
     mine = {k: v[lo:hi] for k, v in cols.items()}
     n_mine = hi - lo
@@ -250,10 +270,11 @@ def _host_search(space: SearchSpace, grid: int, progress: bool, batch: int | Non
     return _result(space, cols, kept, kept_scores, n, feasible, top, t0)
 
 
-def _result(space: SearchSpace, cols: dict, kept: dict, kept_scores: dict, n: int,
+def _result(space: SearchSpace, cols, kept: dict, kept_scores: dict, n: int,
             feasible: int, top: int, t0: float) -> SearchResult:
     """This process's best rows merged with the other processes' (``jax.distributed``),
-    and the search's result: the fastest feasible row, its plan and the top rows."""
+    and the search's result: the fastest feasible row, its plan and the top rows
+    (``cols``: the names of the plan columns, kept as integers)."""
     kept, kept_scores, (n, feasible) = distributed.gather_best(
         kept, kept_scores, np.asarray([n, feasible]), top)
     n, feasible = int(n), int(feasible)

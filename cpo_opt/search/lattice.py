@@ -106,15 +106,20 @@ def divisors(n: int) -> np.ndarray:
     return np.unique(np.concatenate([d, n // d]))
 
 
-def _cross(table: dict[str, np.ndarray], name: str, values: np.ndarray) -> dict:
-    """Cartesian product of the rows of ``table`` with ``values`` as a new column."""
-    n, k = len(next(iter(table.values()))) if table else 1, len(values)
+def _check_rows(n: int, k: int, name: str) -> None:
+    """Refuse a stage of ``n x k`` rows beyond :data:`MAX_PLAN_ROWS` (one line, exit 2)."""
     if n * k > MAX_PLAN_ROWS:
         raise PlanSpaceTooLarge(
             f"plan space: {n * k:,} candidate plans at the {name!r} stage, more than the "
             f"{MAX_PLAN_ROWS:,} the exhaustive search holds in memory; narrow it with a "
             "smaller cluster (--set cluster.gpus=N) or drop --exhaustive (the gradient "
             "search does not enumerate)")
+
+
+def _cross(table: dict[str, np.ndarray], name: str, values: np.ndarray) -> dict:
+    """Cartesian product of the rows of ``table`` with ``values`` as a new column."""
+    n, k = len(next(iter(table.values()))) if table else 1, len(values)
+    _check_rows(n, k, name)
     out = {c: np.repeat(v, k) for c, v in table.items()}
     out[name] = np.tile(values, n)
     return out
@@ -204,12 +209,17 @@ def in_space(cols: dict[str, np.ndarray], model_values: dict, system_values: dic
     return ok
 
 
+TAIL = ("recompute", "zero")
+"""The last columns of the plan space: every code of each applies to every plan before them
+(no rule ties them to the others), so :func:`enumerate_factors` leaves them uncrossed."""
+
+
 def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
                     recompute=(0, 1, 2), zero=(0, 1, 2, 3),
                     options: dict[str, tuple[int, ...]] | None = None,
                     fp8: int = 0) -> dict[str, np.ndarray]:
     """Every valid plan as int64 columns (:data:`COLUMNS` plus ``dp``, ``global_batch`` and
-    the enumerated option columns).
+    the enumerated option columns): :func:`expand` of :func:`enumerate_factors`.
 
     Built as a staged cartesian product that prunes early, then checked once more with
     :func:`valid_mask` so that enumeration and rounding share one rule set.
@@ -221,6 +231,23 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
       options: option column -> codes to enumerate (:data:`OPTION_COLUMNS`); ``None`` or
         absent: not a column (contiguous placement, the caller's fixed codes).
       fp8: the space's dtype (low-precision storage applies only to fp8 plans).
+    """
+    return expand(*enumerate_factors(model_values, system_values, global_batch, recompute,
+                                     zero, options, fp8))
+
+
+def enumerate_factors(model_values: dict, system_values: dict, global_batch: int,
+                      recompute=(0, 1, 2), zero=(0, 1, 2, 3),
+                      options: dict[str, tuple[int, ...]] | None = None,
+                      fp8: int = 0) -> tuple[dict[str, np.ndarray], tuple]:
+    """The plan space of :func:`enumerate_plans` as two factors: ``(base, tail)``.
+
+    ``base``: every valid plan before the :data:`TAIL` columns, as int64 columns (``dp``
+    included); ``tail``: ``(("recompute", codes), ("zero", codes))``. Plan ``i`` of the
+    space is base row ``i // (R Z)`` with recompute ``codes[(i // Z) % R]`` and ZeRO
+    ``codes[i % Z]`` (``R``, ``Z``: the code counts), the row order of the full cartesian
+    product. The exhaustive search keeps the factors (12x fewer host rows and bytes) and
+    builds each plan on the device; the size guard of the full product still applies.
     """
     options = {k: tuple(v) for k, v in (options or {}).items() if len(v) > 0}
     m, moe = model_values["model"], model_values.get("model.moe")
@@ -255,10 +282,43 @@ def enumerate_plans(model_values: dict, system_values: dict, global_batch: int,
             t = _cross(t, name, np.asarray(options[name]))
             t = _keep(t, option_mask(t, model_values, system_values,
                                      *_dp_work(t, system_values), fp8))
-    t = _cross(t, "recompute", np.asarray(recompute))
-    t = _cross(t, "zero", np.asarray(zero))
+    tail = (("recompute", np.asarray(recompute, dtype=np.int64)),
+            ("zero", np.asarray(zero, dtype=np.int64)))
+    n = len(t["tp"])
+    for name, codes in tail:  # the guard of the full product, stage by stage
+        _check_rows(n, len(codes), name)
+        n *= len(codes)
     t["dp"] = _dp_work(t, system_values)[0]
+    return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}, tail
+
+
+def tail_size(tail) -> int:
+    """Plans per base row: the product of the tail's code counts."""
+    return math.prod(len(codes) for _, codes in tail)
+
+
+def expand(base: dict[str, np.ndarray], tail) -> dict[str, np.ndarray]:
+    """The full plan columns of :func:`enumerate_factors`' factors (the cartesian product in
+    the order :func:`enumerate_factors` states; ``dp`` last, as before)."""
+    t = {k: v for k, v in base.items() if k != "dp"}
+    for name, codes in tail:
+        t = _cross(t, name, codes)
+    t["dp"] = np.repeat(base["dp"], tail_size(tail))
     return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}
+
+
+def tail_rows(base: dict[str, np.ndarray], tail, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Plans ``index`` of the factored space as columns (what :func:`expand` holds at those
+    rows), without expanding the rest."""
+    q = np.asarray(index, dtype=np.int64)
+    codes_at = {}
+    for name, codes in reversed(tail):
+        codes_at[name] = np.asarray(codes)[q % len(codes)]
+        q = q // len(codes)
+    out = {k: v[q] for k, v in base.items() if k != "dp"}
+    out.update({name: codes_at[name] for name, _ in tail})
+    out["dp"] = base["dp"][q]
+    return out
 
 
 def _dp_work(t: dict, system_values: dict):

@@ -107,19 +107,24 @@ def _smallest(values, index, top: int):
     return jnp.stack(best_v), jnp.stack(best_i)
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "free", "fixed", "batch", "top"))
+@functools.partial(jax.jit, static_argnames=("structure", "free", "fixed", "batch", "top",
+                                             "tail"))
 def score_range(model, system, plans, points, start, n_rows, power_budget_w, *,
                 structure: Structure, free: tuple[str, ...],
-                fixed: tuple[tuple[str, float], ...] = (), batch: int, top: int) -> dict:
+                fixed: tuple[tuple[str, float], ...] = (), batch: int, top: int,
+                tail: tuple[str, ...] = ()) -> dict:
     """Rows ``start .. start + batch - 1`` of a whole search space, generated and reduced on
     the device (the exhaustive search).
 
     Row ``i`` is plan ``i mod P`` (``plans``: integer lattice columns of ``P`` rows, padded
     to a bucket size so that spaces of one structure share executables) at hardware point
     ``i // P`` (``points``: ``(H, len(free))`` file units); rows at or past ``n_rows`` are
-    padding. Returns the ``top`` fastest feasible rows (step times, ``inf`` when fewer; row
-    indices, ties to the lower index) and the count of feasible rows: a few numbers per call
-    cross back to the host, not the scores of every row.
+    padding. With a ``tail`` (static names; :func:`cpo_opt.search.lattice.enumerate_factors`)
+    ``plans`` holds the base rows and each name's codes as ``"tail:" + name``: plan ``p`` is
+    base row ``p // (codes per base row)`` with the codes taken last-name-fastest, the order
+    of the full cartesian product. Returns the ``top`` fastest feasible rows (step times,
+    ``inf`` when fewer; row indices, ties to the lower index) and the count of feasible
+    rows: a few numbers per call cross back to the host, not the scores of every row.
     """
     fixed_opts = dict(fixed)
     n_plans = plans["n"]
@@ -128,7 +133,12 @@ def score_range(model, system, plans, points, start, n_rows, power_budget_w, *,
     valid = idx < n_rows
     safe = jnp.where(valid, idx, 0)
     h, p = safe // n_plans, safe % n_plans
-    rows = {k: v[p] for k, v in plans.items() if k != "n"}
+    rows = {}
+    for name in reversed(tail):  # the last tail column varies fastest
+        codes = plans["tail:" + name]
+        rows[name] = codes[p % codes.shape[0]]
+        p = p // codes.shape[0]
+    rows.update({k: v[p] for k, v in plans.items() if k != "n" and not k.startswith("tail:")})
     for j, key in enumerate(free):
         rows["hw:" + key] = points[h, j]
     out = jax.vmap(lambda row: _scores(model, system, row, power_budget_w, structure, free,

@@ -30,10 +30,10 @@ AGREE_TOL = 0.01
 
 def plan_count(space) -> int:
     """Number of valid discrete plans of a search space (recompute, ZeRO and the options its
-    stack lets the search choose included; :func:`cpo_opt.search.exhaustive.plan_columns`,
+    stack lets the search choose included; :func:`cpo_opt.search.exhaustive.plan_factors`,
     cached)."""
-    from cpo_opt.search.exhaustive import plan_columns
-    return int(len(plan_columns(space)["tp"]))
+    from cpo_opt.search.exhaustive import plan_count as count
+    return int(count(space))
 
 
 def _finite(x: float) -> float | None:
