@@ -22,18 +22,11 @@ from cpo_opt.analysis.plan_text import plan_line
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec, plan_from_values
 from cpo_opt.inputs import system_with
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
+from cpo_opt.search.exhaustive import plan_count
 from cpo_opt.search.space import SearchResult
 
 AGREE_TOL = 0.01
 """Relative step-time difference under which gradient and exhaustive search agree."""
-
-
-def plan_count(space) -> int:
-    """Number of valid discrete plans of a search space (recompute, ZeRO and the options its
-    stack lets the search choose included; :func:`cpo_opt.search.exhaustive.plan_factors`,
-    cached)."""
-    from cpo_opt.search.exhaustive import plan_count as count
-    return int(count(space))
 
 
 def _finite(x: float) -> float | None:
