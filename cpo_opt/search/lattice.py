@@ -307,14 +307,24 @@ def expand(base: dict[str, np.ndarray], tail) -> dict[str, np.ndarray]:
     return {c: np.asarray(v, dtype=np.int64) for c, v in t.items()}
 
 
+def split_index(index, tail):
+    """``(base row, {name: code})`` of plans ``index`` of the factored space: the codes are
+    taken last-name-fastest, the order of the full cartesian product (:func:`expand`).
+    ``tail``: ``(name, codes)`` pairs; numpy or traced arrays alike (the host's
+    :func:`tail_rows` and the device's ``search.score.score_range`` decode with this)."""
+    q = index
+    codes_at = {}
+    for name, codes in reversed(tuple(tail)):
+        codes_at[name] = codes[q % codes.shape[0]]
+        q = q // codes.shape[0]
+    return q, codes_at
+
+
 def tail_rows(base: dict[str, np.ndarray], tail, index: np.ndarray) -> dict[str, np.ndarray]:
     """Plans ``index`` of the factored space as columns (what :func:`expand` holds at those
     rows), without expanding the rest."""
-    q = np.asarray(index, dtype=np.int64)
-    codes_at = {}
-    for name, codes in reversed(tail):
-        codes_at[name] = np.asarray(codes)[q % len(codes)]
-        q = q // len(codes)
+    q, codes_at = split_index(np.asarray(index, dtype=np.int64),
+                              [(name, np.asarray(codes)) for name, codes in tail])
     out = {k: v[q] for k, v in base.items() if k != "dp"}
     out.update({name: codes_at[name] for name, _ in tail})
     out["dp"] = base["dp"][q]

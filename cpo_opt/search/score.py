@@ -133,11 +133,7 @@ def score_range(model, system, plans, points, start, n_rows, power_budget_w, *,
     valid = idx < n_rows
     safe = jnp.where(valid, idx, 0)
     h, p = safe // n_plans, safe % n_plans
-    rows = {}
-    for name in reversed(tail):  # the last tail column varies fastest
-        codes = plans["tail:" + name]
-        rows[name] = codes[p % codes.shape[0]]
-        p = p // codes.shape[0]
+    p, rows = lattice.split_index(p, [(name, plans["tail:" + name]) for name in tail])
     rows.update({k: v[p] for k, v in plans.items() if k != "n" and not k.startswith("tail:")})
     for j, key in enumerate(free):
         rows["hw:" + key] = points[h, j]
