@@ -1156,16 +1156,26 @@ def table(outcomes: Sequence[Outcome]) -> str:
 
 def select(tier: str, commands: Sequence[str] | None) -> list[Case]:
     """The cases of ``tier``: ``"fast"``, ``"full"``, or ``"fresh:SEED"``
-    (:func:`fresh_cases`)."""
+    (:func:`fresh_cases`); ``TIER/N:K`` is every ``N``-th case of ``TIER`` from the ``K``-th
+    (``full/2:0`` and ``full/2:1``: the two halves the suite runs side by side)."""
+    part = None
+    if "/" in tier:
+        tier, part = tier.split("/", 1)
+        n, k = (int(x) for x in part.split(":"))
+        if not 0 <= k < n:
+            raise ValueError(f"--tier {tier}/{part}: K must be in [0, N)")
     cases = fresh_cases(int(tier.split(":")[1])) if tier.startswith("fresh:") \
         else all_cases(tier)
+    if part is not None:
+        cases = cases[k::n]
     return [c for c in cases if not commands or c.command in commands]
 
 
 def main_cli(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tier", default="full",
-                    help="fast, full, or fresh:SEED (a drawn corpus of the same size)")
+                    help="fast, full, or fresh:SEED (a drawn corpus of the same size); "
+                         "TIER/N:K: every N-th case of it from the K-th")
     ap.add_argument("--command", action="append", help="only these commands")
     ap.add_argument("--show", choices=("findings", "all", "none"), default="findings")
     ap.add_argument("--progress", action="store_true")
