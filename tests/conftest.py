@@ -11,10 +11,21 @@ multi-process runs; docs/testing.md lists them and why) are left out of the fast
 ``python -m pytest -m "not slow"``; plain ``python -m pytest`` runs everything.
 """
 
+import os
+
 import jax
 import pytest
 
 from cpo_opt import runtime
+
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("CPO_OPT_CACHE_DIR") != "":
+    # pytest-xdist workers (pyproject.toml's addopts: two) each keep their own compile cache:
+    # JAX writes a cache entry in place (no rename, and no lock without a size limit), so one
+    # worker could read the other's half-written entry. Subprocesses of a test inherit it.
+    base = os.environ.get("CPO_OPT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "cpo-opt", "jax")
+    os.environ["CPO_OPT_CACHE_DIR"] = os.path.join(base, os.environ["PYTEST_XDIST_WORKER"])
 
 runtime.setup(x64=True)
 
