@@ -168,15 +168,22 @@ def test_signals_are_held_back_during_the_folder_swap(tmp_path, monkeypatch):
         real(a, b)
         seen.append(pathlib.Path(b).name)
         if len(seen) == 1:  # the earlier result moved aside: the worst moment to stop
-            # to this thread itself, so that it is delivered now: os.kill lets the kernel hand
-            # it to any thread of the process (JAX and pytest-xdist run several); it failed
-            # once that way (did not raise) on a loaded 2-core machine with two workers
+            # to this thread itself, so that it is delivered now (os.kill lets the kernel hand
+            # it to any thread of the process; JAX and pytest-xdist run several)
             signal.pthread_kill(threading.get_ident(), signal.SIGINT)
             time.sleep(0.05)
     monkeypatch.setattr(outputs.os, "rename", rename)
-    with pytest.raises(KeyboardInterrupt):
-        with outputs.staged(out) as stage:
-            (stage / "results.md").write_text("new\n")
+    # Ctrl-C's handler, whatever this process inherited: a process started in the background
+    # by a shell without job control (`cmd &`, as a CI runner may) inherits SIGINT ignored,
+    # and an ignored signal is rightly dropped by the deferral too (seen here: the test then
+    # did not raise)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with outputs.staged(out) as stage:
+                (stage / "results.md").write_text("new\n")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert seen == ["result", "out"]  # both renames ran before the interrupt
     assert (out / "results.md").read_text() == "new\n"
     assert leftovers(tmp_path) == []
