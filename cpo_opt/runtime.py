@@ -14,6 +14,19 @@ import os
 import stat
 
 
+def compile_cache_dir() -> str | None:
+    """The persistent compilation cache folder, None when off: ``CPO_OPT_CACHE_DIR`` (empty
+    turns the cache off), else ``$XDG_CACHE_HOME/cpo-opt/jax`` (``~/.cache/cpo-opt/jax``).
+    Decided here once for the command line, the tests and the notebooks."""
+    path = os.environ.get("CPO_OPT_CACHE_DIR")
+    if path == "":
+        return None
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "cpo-opt", "jax")
+    return path
+
+
 def enable_compile_cache(notes: list[str] | None = None) -> None:
     """Keep compiled XLA executables between runs (``CPO_OPT_CACHE_DIR``; empty disables).
 
@@ -24,12 +37,9 @@ def enable_compile_cache(notes: list[str] | None = None) -> None:
     line prints it after its answer or its error line), else on standard error at once.
     """
     import jax
-    path = os.environ.get("CPO_OPT_CACHE_DIR")
-    if path == "":
-        return
+    path = compile_cache_dir()
     if path is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "cpo-opt", "jax")
+        return
     if not private_directory(path, notes):
         return
     jax.config.update("jax_compilation_cache_dir", path)

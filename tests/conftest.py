@@ -22,10 +22,8 @@ if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("CPO_OPT_CACHE_DIR")
     # pytest-xdist workers (pyproject.toml's addopts: two) each keep their own compile cache:
     # JAX writes a cache entry in place (no rename, and no lock without a size limit), so one
     # worker could read the other's half-written entry. Subprocesses of a test inherit it.
-    base = os.environ.get("CPO_OPT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "cpo-opt", "jax")
-    os.environ["CPO_OPT_CACHE_DIR"] = os.path.join(base, os.environ["PYTEST_XDIST_WORKER"])
+    os.environ["CPO_OPT_CACHE_DIR"] = os.path.join(runtime.compile_cache_dir(),
+                                                   os.environ["PYTEST_XDIST_WORKER"])
 
 runtime.setup(x64=True)
 

@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 
+from cpo_opt import runtime
+
 NOTICE_AFTER_S = 2.0
 """A compilation still running after this long is a cache miss worth a line."""
 
@@ -113,20 +115,8 @@ def xla_log_to_debug():
             os.close(saved)
 
 
-def cache_dir() -> str | None:
-    """The persistent compilation cache folder (as :mod:`cpo_opt.runtime`), None when off."""
-    path = os.environ.get("CPO_OPT_CACHE_DIR")
-    if path == "":
-        return None
-    if path is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                ".cache")
-        path = os.path.join(base, "cpo-opt", "jax")
-    return path
-
-
 def _times_path() -> str | None:
-    d = cache_dir()
+    d = runtime.compile_cache_dir()
     return None if d is None else os.path.join(os.path.dirname(d.rstrip(os.sep)),
                                                "compile-times.json")
 
@@ -198,7 +188,7 @@ class _Watcher:
 def notice_text(command: str) -> str:
     """The line shown while a first run compiles."""
     last = last_compile_s(command)
-    where = cache_dir()
+    where = runtime.compile_cache_dir()
     kept = (f"kept in {where}, so later runs skip it" if where else
             "not kept: the compile cache is off (CPO_OPT_CACHE_DIR is empty)")
     when = (f"; the last first run of `{command}` here compiled for {last:.0f} s"
