@@ -20,34 +20,68 @@ the file stays out of sample for every shipped number. Run::
 
     python experiments/release_split.py            # both releases, both halves (minutes)
     python experiments/release_split.py --release mb2604
+
+``--recipe`` first gives each row the software options of the recipe its ``source`` quotes
+(``experiments/recipe_options.py``: dispatcher, CUDA graphs, EP overlap, recompute; only the
+26.04.01 rows quote one), so the fit absorbs only what the recipe does not explain; ``--fit``
+names other constants to fit (``LEVEL:NAME`` as ``calibrate --fit``), e.g. the host's issue
+time per kernel, ``blackwell:host_launch_s hopper:host_launch_s``::
+
+    python experiments/release_split.py --release mb2604 --recipe
+    python experiments/release_split.py --release mb2604 --recipe \
+        --fit blackwell:host_launch_s hopper:host_launch_s
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import statistics
+import sys
+import tempfile
+import tomllib
 
 FIT = ("blackwell:clock_fraction", "hopper:clock_fraction")
 RELEASES = ("mb2604", "mb2511")
 FILE = "cpo_opt/data/moe-published.toml"
 
 
-def split(release: str):
+def with_recipes(release: str, folder: pathlib.Path) -> str:
+    """A JSON cases file of ``release``'s rows, each plan completed by the options of the
+    recipe its source quotes (rows without one unchanged); returns its path."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from recipe_options import recipe_options
+    doc = tomllib.loads(pathlib.Path(FILE).read_text())
+    rows = []
+    for case in doc["case"]:
+        if not case["id"].startswith(release + "-"):
+            continue
+        rec = recipe_options(case.get("source", ""))
+        if rec is not None:
+            case = {**case, "plan": {**case["plan"], **rec[0]}}
+        rows.append(case)
+    path = folder / f"{release}-recipes.json"
+    path.write_text(json.dumps({"case": rows}))
+    return str(path)
+
+
+def split(release: str, cases_file: str = FILE):
     """``(rows, halves)``: the release's cases sorted by id and their two interleaved halves
     of ids."""
     from cpo_opt.inputs import load_cases
-    rows = sorted((c for c in load_cases(FILE) if c.id.startswith(release + "-")),
+    rows = sorted((c for c in load_cases(cases_file) if c.id.startswith(release + "-")),
                   key=lambda c: c.id)
     ids = [c.id for c in rows]
     return rows, (ids[0::2], ids[1::2])
 
 
-def run(release: str, half: int) -> dict:
-    """Fit on half ``half`` of ``release``'s rows, hold out the other half."""
+def run(release: str, half: int, cases_file: str = FILE, fit=FIT) -> dict:
+    """Fit ``fit`` on half ``half`` of ``release``'s rows, hold out the other half."""
     import cpo_opt
-    rows, halves = split(release)
+    rows, halves = split(release, cases_file)
     held = halves[1 - half]
-    r = cpo_opt.calibrate(rows, fit=list(FIT), hold_out=held, cross_validate=False,
+    r = cpo_opt.calibrate(rows, fit=list(fit), hold_out=held, cross_validate=False,
                           method="gauss-newton").to_dict()
     per = {c["id"]: c for c in r["cases"]}
     fitted = {f"{lvl}:{name}": e.get("value")
@@ -72,16 +106,24 @@ def main(argv=None) -> int:
     runtime.setup()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--release", choices=RELEASES, action="append")
+    ap.add_argument("--recipe", action="store_true",
+                    help="complete each plan with its quoted recipe's options first")
+    ap.add_argument("--fit", nargs="+", default=list(FIT), metavar="LEVEL:NAME",
+                    help=f"constants to fit (default: {' '.join(FIT)})")
     a = ap.parse_args(argv)
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="release-split-"))
+    print(f"fit: {' '.join(a.fit)}; plans: "
+          f"{'with the quoted recipe options' if a.recipe else 'as published'}\n")
     print("| release | fitted on | held out | fitted constants | held-out median |error| "
           "shipped -> release fit | held-out mean error shipped -> fit |")
     print("|---|---|---|---|---|---|")
     pooled = {}
     for release in a.release or RELEASES:
         for half in (0, 1):
-            r = run(release, half)
+            cases_file = with_recipes(release, folder) if a.recipe else FILE
+            r = run(release, half, cases_file, a.fit)
             pooled.setdefault(release, []).append(r)
-            consts = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["fitted"].items())
+            consts = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r["fitted"].items())
                                if v is not None)
             print(f"| {release} | half {half} ({len(r['fit_ids'])}) | {len(r['held_ids'])} | "
                   f"{consts} | {100 * _med(r['held_before']):.1f}% -> "
