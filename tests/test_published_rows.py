@@ -1,0 +1,84 @@
+"""The rules by which ``experiments/mb_archive_rows.py`` turns the Megatron-Bridge archive's
+tables into cases of ``cpo_opt/data/moe-published.toml`` (docs/validation.md, round 8), on a
+small page written here, and the committed rows it wrote: the measured step time is the
+table's throughput converted, never anything the model computed."""
+
+import re
+import tomllib
+
+import pytest
+
+HEAD = ("| System | #-GPUs | Precision | GBS | MBS | Sequence Length | TP | PP | CP | VP | EP "
+        "| Tokens / sec / GPU | Model TFLOP / sec / GPU |\n|---|---|---|---|---|---|---|---|---|"
+        "---|---|---|---|\n")
+
+PAGE = f"""
+## 26.06.01 NeMo Container
+### Pre-Training Performance
+#### Model: Qwen3_30B_a3B
+{HEAD}| DGX-GB300 | 8 | MXFP8 | 512 | 8 | 4096 | 1 | 1 | 1 | n/a | 8 | 44544 | 1029 |
+#### Model: GPT OSS 120B
+{HEAD}| DGX-GB300 | 64 | MXFP8 | 1280 | 4 | 4096 | 1 | 1 | 1 | n/a | 16 | 20288 | 661 |
+#### Model: Nemotron_3_Nano
+{HEAD}| DGX-GB300 | 8 | MXFP8 | 512 | 4 | 8192 | 1 | 1 | 1 | n/a | 8 | 40960 | 905 |
+## 26.06 NeMo Container
+### Pre-Training Performance
+#### Model: Qwen3_30B_a3B
+{HEAD}| DGX-GB300 | 8 | MXFP8 | 512 | 8 | 4096 | 1 | 1 | 1 | n/a | 8 | 45275 | 1041 |
+| DGX-H100 | 16 | FP8 | 1024 | 1 | 4096 | 1 | 1 | 1 | n/a | 16 | 8826 | 203 |
+#### Model: GPT OSS 120B
+{HEAD}| DGX-GB300 | 64 | MXFP8 | 1280 | 4 | 4096 | 1 | 1 | 1 | n/a | 16 | 33166 | 1081 |
+### SFT Performance
+#### Model: Qwen3_30B_a3B
+{HEAD}| DGX-GB200 | 8 | MXFP8 | 512 | 4 | 4096 | 1 | 1 | 1 | n/a | 8 | 1 | 1 |
+"""
+
+
+@pytest.fixture
+def rows(experiment):
+    mod = experiment("mb_archive_rows")
+    text = "\n".join(mod.rows(PAGE, "0" * 40))
+    return {c["id"]: c for c in tomllib.loads(text)["case"]}
+
+
+def test_one_row_per_release_from_its_last_point_release(rows):
+    assert set(rows) == {"mb2606-qwen3-30b-gb300-mxfp8", "mb2606-qwen3-30b-h100-fp8",
+                         "mb2606-gptoss120b-gb300-mxfp8"}
+    q = rows["mb2606-qwen3-30b-gb300-mxfp8"]
+    assert "'26.06.01 NeMo Container'" in q["source"]  # the point release's measurement
+    assert q["measured"]["step_time_s"] == pytest.approx(512 * 4096 / (44544 * 8), rel=1e-4)
+    assert q["plan"] == {"tp": 1, "pp": 1, "cp": 1, "ep": 8, "micro_batch": 8,
+                         "global_batch": 512, "dtype": "fp8", "perfect_balance": True}
+    assert q["system"]["scale_up"]["domain_size"] == 8 and q["system"]["cluster"]["gpus"] == 8
+
+
+def test_a_row_the_page_flags_as_a_regression_keeps_the_earlier_measurement(rows):
+    g = rows["mb2606-gptoss120b-gb300-mxfp8"]
+    assert "'26.06 NeMo Container'" in g["source"]
+    assert g["measured"]["step_time_s"] == pytest.approx(1280 * 4096 / (33166 * 64), rel=1e-4)
+    assert g["system"]["scale_up"]["domain_size"] == 64
+
+
+def test_rows_only_the_earlier_section_has_are_kept_with_their_own_system(rows):
+    h = rows["mb2606-qwen3-30b-h100-fp8"]
+    assert h["system"] == "dgx-h100" and h["overrides"] == {"cluster": {"gpus": 16}}
+    assert h["plan"]["ep"] == 16 and h["plan"]["micro_batch"] == 1
+
+
+def test_the_committed_rows_convert_their_quoted_throughput():
+    """Every ``mb2606``/``mb2602`` case's measured step time is GBS x seq / (tokens/s/GPU x
+    GPUs) of the row its source quotes."""
+    from pathlib import Path
+    doc = tomllib.loads((Path(__file__).parent.parent / "cpo_opt" / "data"
+                         / "moe-published.toml").read_text())
+    seen = 0
+    for case in doc["case"]:
+        if not case["id"].startswith(("mb2606-", "mb2602-")):
+            continue
+        m = re.search(r"= (\d+) x (\d+) / \((\d+) x (\d+)\)", case["source"])
+        gbs, seq, tps, gpus = map(int, m.groups())
+        assert gbs == case["plan"]["global_batch"]
+        assert case["measured"]["step_time_s"] == pytest.approx(gbs * seq / (tps * gpus),
+                                                                rel=1e-4)
+        seen += 1
+    assert seen == 34
