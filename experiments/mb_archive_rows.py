@@ -37,6 +37,8 @@ import re
 import sys
 import tomllib
 
+from cpo_opt.inputs.constants_file import _scalar as toml_value  # calibrate's TOML writer
+
 DATA = pathlib.Path(__file__).resolve().parents[1] / "cpo_opt" / "data" / "moe-published.toml"
 
 RELEASES = {"mb2606": ("26.06.01", "26.06"), "mb2602": ("26.02.01", "26.02")}
@@ -81,16 +83,6 @@ def sections(text: str) -> dict[str, dict[str, list[dict]]]:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             out[section].setdefault(model, []).append(dict(zip(header, cells)))
     return out
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, str):
-        return json.dumps(v)
-    return repr(v)
 
 
 def templates() -> tuple[dict, dict]:

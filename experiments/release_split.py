@@ -119,8 +119,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     pooled = {}
     for release in a.release or RELEASES:
+        cases_file = with_recipes(release, folder) if a.recipe else FILE
         for half in (0, 1):
-            cases_file = with_recipes(release, folder) if a.recipe else FILE
             r = run(release, half, cases_file, a.fit)
             pooled.setdefault(release, []).append(r)
             consts = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r["fitted"].items())
