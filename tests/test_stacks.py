@@ -89,6 +89,123 @@ def test_a_stack_value_that_does_not_apply_says_why(dsv3):
     assert q.values["overlap_ep"] is False and "vpp" in q.options["overlap_ep"]["note"]
 
 
+# --------------------------------------------------------------------------- "fit" modules
+@pytest.fixture(scope="module")
+def h800():
+    return load_model("deepseek-v3"), load_system("h800-cluster")
+
+
+H800_BASE = "ep=64,micro_batch=1,global_batch=15360,dtype=fp8"
+
+
+def _explicit(m, s, plan, norm_act, mla_up):
+    """The plan with both modules set by the plan (no policy): (fits, step seconds)."""
+    p = load_plan(f"{plan},recompute_norm_act={str(norm_act).lower()},"
+                  f"recompute_mla_up={str(mla_up).lower()}", m, s)
+    with jax.enable_x64(True):
+        x = step_time_jit(m.model, s.system, p.plan)
+    return bool(float(x.fits_memory) > 0.5), float(x.step_time_s)
+
+
+@pytest.mark.parametrize("degrees", ["tp=1,pp=8,vpp=1", "tp=2,pp=2,vpp=1", "tp=1,pp=4,vpp=1"])
+def test_fit_modules_are_the_fastest_set_that_fits(h800, degrees):
+    """A plan that does not fit without recompute modules gets, from the default stack's
+    'fit' policy, the set that the four explicit evaluations rank fastest among those that
+    fit; each module is reported as the stack's, with the policy and why."""
+    m, s = h800
+    plan = f"{degrees},{H800_BASE}"
+    runs = {(a, b): _explicit(m, s, plan, a, b) for a in (False, True) for b in (False, True)}
+    assert not runs[(False, False)][0]  # the case: it needs a module
+    fitting = [(t, a + b, (a, b)) for (a, b), (fits, t) in runs.items() if fits]
+    assert fitting
+    want = min(fitting)[2]
+    p = load_plan(plan, m, s)
+    got = (p.values["recompute_norm_act"], p.values["recompute_mla_up"])
+    assert got == want
+    for key, on in zip(("recompute_norm_act", "recompute_mla_up"), got):
+        o = p.options[key]
+        assert o["from"] == "stack" and o["policy"] == "fit"
+        assert o["note"].startswith("on:" if on else "off:")
+    with jax.enable_x64(True):
+        x = step_time_jit(m.model, s.system, p.plan)
+    assert float(x.fits_memory) > 0.5
+    assert float(x.step_time_s) == pytest.approx(runs[want][1], rel=1e-12)
+
+
+def test_fit_modules_stay_off_where_the_plan_fits_and_the_plan_wins(h800):
+    m, s = h800
+    fits = load_plan(f"tp=4,pp=8,vpp=1,{H800_BASE}", m, s)
+    assert fits.values["recompute_norm_act"] is False and fits.values["recompute_mla_up"] is False
+    assert fits.options["recompute_mla_up"]["note"].startswith("off: the plan fits")
+    # the plan's own value wins: no policy, and the plan does not fit
+    p = load_plan(f"tp=1,pp=8,vpp=1,{H800_BASE},recompute_mla_up=false,"
+                  "recompute_norm_act=false", m, s)
+    assert p.options["recompute_mla_up"] == {"value": False, "from": "plan"}
+    with jax.enable_x64(True):
+        assert float(step_time_jit(m.model, s.system, p.plan).fits_memory) < 0.5
+
+
+def test_fit_never_turns_on_a_module_the_model_lacks():
+    """Mixtral has no MLA: only the norm/activation module can be chosen (this plan needs
+    it), and where nothing fits every module stays off."""
+    m = load_model("mixtral-8x22b")
+    s = load_system("dgx-h100", overrides={"cluster.gpus": "256"})
+    p = load_plan("tp=1,pp=4,ep=8,micro_batch=1,global_batch=1024", m, s)
+    assert p.values["recompute_norm_act"] is True and p.values["recompute_mla_up"] is False
+    assert p.options["recompute_mla_up"]["policy"] == "fit"
+    q = load_plan("tp=1,pp=1,ep=8,micro_batch=4,global_batch=1024", m,
+                  load_system("dgx-h100", overrides={"cluster.gpus": "64"}))
+    assert q.values["recompute_norm_act"] is False
+    assert "with or without" in q.options["recompute_norm_act"]["note"]
+
+
+def test_fit_modules_batch_path_equals_one_plan_at_a_time(h800):
+    from cpo_opt.analysis.batch import resolve_tables
+    m, s = h800
+    tables = [{"tp": tp, "pp": pp, "ep": 64, "vpp": 1, "micro_batch": 1,
+               "global_batch": 15360, "dtype": "fp8"} for tp in (1, 2) for pp in (2, 4, 8)]
+    specs, reasons = resolve_tables(tables, m, s)
+    assert any(sp.values["recompute_mla_up"] or sp.values["recompute_norm_act"]
+               for sp in specs if sp is not None)
+    for t, sp, why in zip(tables, specs, reasons):
+        one = load_plan(dict(t), m, s)
+        assert sp is not None, why
+        assert sp.values == one.values and sp.options == one.options
+
+
+def test_fit_is_a_value_of_the_recompute_modules_only():
+    st = load_stack({"options": {"recompute_norm_act": {"value": "fit", "source": "x"}}})
+    assert st.options["recompute_norm_act"] == "fit"
+    with pytest.raises(InputError, match="true, false or 'fit'"):
+        load_stack({"options": {"recompute_mla_up": "fitt"}})
+    with pytest.raises(InputError, match="must be"):
+        load_stack({"options": {"overlap_ep": "fit"}})
+
+
+def test_a_search_holds_fit_modules_off():
+    from cpo_opt.search.space import search_options
+    _, fixed, _ = search_options(load_stack(DEFAULT_STACK))
+    fixed = dict(fixed)
+    assert fixed["recompute_norm_act"] == 0.0 and fixed["recompute_mla_up"] == 0.0
+
+
+def test_evaluate_text_says_which_fit_modules_ran(capsys):
+    code = main(["evaluate", "--model", "deepseek-v3", "--system", "h800-cluster", "--plan",
+                 f"tp=1,pp=8,vpp=1,{H800_BASE}"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "recompute_mla_up on (stack policy 'fit'): the plan does not fit in HBM without it" \
+        in out
+
+
+def test_a_fit_plan_round_trips_through_its_plan_line(h800):
+    from cpo_opt.inputs.loaders import plan_arg
+    m, s = h800
+    p = load_plan(f"tp=1,pp=8,vpp=1,{H800_BASE}", m, s)
+    again = load_plan(plan_arg(p.values, m, s), m, s)
+    assert again.values == p.values
+
+
 # --------------------------------------------------------------------------- mechanisms
 def _pair(m, s, plan, **change):
     base = load_plan(plan, m, s, stack="megatron-defaults")

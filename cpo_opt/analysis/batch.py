@@ -185,16 +185,24 @@ def sample_tables(model: ModelSpec, system: SystemSpec, n: int, seed: int = 0,
 
 # --------------------------------------------------------------------------- checking
 class _Deferred(Exception):
-    """Raised from :func:`plan_from_values`'s placement scoring: both placements are valid
-    and differ, so they are scored later, together with every other such plan."""
+    """Raised from :func:`plan_from_values`'s scoring of candidate plans (both placements of
+    an ``auto`` plan, a stack's ``fit`` recompute sets) when their scores are not known yet:
+    they are scored later, together with every other such plan."""
 
     def __init__(self, ok: dict):
         super().__init__("deferred")
         self.ok = ok
 
 
-def _defer(model, system, ok):
-    raise _Deferred(ok)
+def _scores_or_defer(known: dict):
+    """A ``score_plans`` for :func:`plan_from_values` that answers from ``known``
+    (``{label: (fits, step_time_s)}``) and defers the labels it does not know."""
+    def score(model, system, ok):
+        missing = {label: s for label, s in ok.items() if label not in known}
+        if missing:
+            raise _Deferred(missing)
+        return {label: known[label] for label in ok}
+    return score
 
 
 def reason_of(error: InputError, where: str) -> str:
@@ -209,36 +217,37 @@ def resolve_tables(tables: Sequence[dict], model: ModelSpec, system: SystemSpec,
     """Check every table as :func:`plan_from_values` does on ``stack``: ``(specs, reasons)``,
     one entry per table, ``specs[i]`` None where ``reasons[i]`` says which rule it breaks.
 
-    Plans whose ``auto`` placement needs both placements scored are scored in one batched
-    float64 call (:func:`evaluate_specs`) instead of two evaluations each."""
+    Candidate plans :func:`plan_from_values` scores (both placements of an ``auto`` plan,
+    a stack's ``fit`` recompute sets) are scored in batched float64 calls
+    (:func:`evaluate_specs`), one per round of candidates, instead of one evaluation each."""
     specs: list[PlanSpec | None] = [None] * len(tables)
     reasons: list[str | None] = [None] * len(tables)
-    deferred: dict[int, dict] = {}
+    known: dict[int, dict] = {i: {} for i in range(len(tables))}
+    pending = list(range(len(tables)))
     bar = _bar(len(tables), "checking plans", progress and len(tables) > 2000)
-    for i, t in enumerate(tables):
-        try:
-            specs[i] = plan_from_values(t, model, system, where, stack,
-                                        score_placements=_defer)
-        except _Deferred as d:
-            deferred[i] = d.ok
-        except InputError as e:
-            reasons[i] = reason_of(e, where)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if deferred:
-        pairs = [(i, mode, s) for i, ok in deferred.items() for mode, s in ok.items()]
-        with jax.enable_x64(True):  # as plan_from_values scores placements
+    while pending:
+        deferred: dict[int, dict] = {}
+        for i in pending:
+            try:
+                specs[i] = plan_from_values(tables[i], model, system, where, stack,
+                                            score_plans=_scores_or_defer(known[i]))
+            except _Deferred as d:
+                deferred[i] = d.ok
+            except InputError as e:
+                reasons[i] = reason_of(e, where)
+            if bar is not None and i not in deferred:
+                bar.update(1)
+        if not deferred:
+            break
+        pairs = [(i, label, s) for i, ok in deferred.items() for label, s in ok.items()]
+        with jax.enable_x64(True):  # as plan_from_values scores its candidates
             r = evaluate_specs(model, system, [s for _, _, s in pairs], batch=batch,
                                progress=progress)
-        scores: dict[int, dict] = {}
-        for j, (i, mode, _) in enumerate(pairs):
-            scores.setdefault(i, {})[mode] = (bool(r.fits_memory[j] > 0.5),
-                                              float(r.step_time_s[j]))
-        for i in deferred:
-            specs[i] = plan_from_values(tables[i], model, system, where, stack,
-                                        score_placements=lambda m, s, ok, i=i: scores[i])
+        for j, (i, label, _) in enumerate(pairs):
+            known[i][label] = (bool(r.fits_memory[j] > 0.5), float(r.step_time_s[j]))
+        pending = list(deferred)
+    if bar is not None:
+        bar.close()
     return specs, reasons
 
 

@@ -63,6 +63,11 @@ def stack_lines(r: dict) -> list[str]:
         out.append(f"stack {st['name']}: " + " ".join(shown)
                    + ("   (* chosen by the search)" if any(
                        v["from"] == "search" for v in st.get("options", {}).values()) else ""))
+        on = [k for k, v in st.get("options", {}).items()
+              if v.get("policy") == "fit" and v["value"] is True]
+        if on:
+            out.append(f"{' and '.join(on)} on (stack policy 'fit'): the plan does not fit "
+                       f"in HBM without {'it' if len(on) == 1 else 'them'}")
     pl = r.get("placement")
     if pl:
         out.append(f"placement {pl['mode']}: {pl['working_gpus']} GPUs working, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -358,27 +359,36 @@ def parse_inline_plan(text: str, where: str = "--plan") -> dict:
 
 def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
                      where: str, stack: Any = None, searched: tuple[str, ...] = (),
-                     score_placements=None) -> PlanSpec:
+                     score_plans=None) -> PlanSpec:
     """Check a plan table against the schema, the model and the system on a software stack
     (:mod:`cpo_opt.inputs.stacks`; ``None``: the default stack) and fill its defaults: keys
     the plan gives win, the stack's options fill the rest where they apply, the schema the
     remainder. ``placement = "auto"`` (the plan's or the stack's) becomes the better of
     contiguous and aligned placement for this job: both are scored by the model when they
-    differ. ``searched``: option keys an optimizer chose (reported as ``"search"``).
-    ``score_placements``: ``(model, system, {mode: PlanSpec}) -> {mode: (fits_memory,
-    step_time_s)}`` scores both placements (default: one float64 evaluation of each;
-    :mod:`cpo_opt.analysis.batch` scores many plans in one batched call)."""
-    from cpo_opt.inputs.stacks import OPTIONS, load_stack
+    differ. A recompute module the stack sets to ``"fit"`` (:data:`~cpo_opt.inputs.stacks.
+    FIT_OPTIONS`) and the plan does not set stays off where the plan fits in HBM, else the
+    fastest set of such modules that makes it fit is turned on (:func:`_fit_memory`).
+    ``searched``: option keys an optimizer chose (reported as ``"search"``).
+    ``score_plans``: ``(model, system, {label: PlanSpec}) -> {label: (fits_memory,
+    step_time_s)}`` scores candidate plans, the placements (labels ``contiguous``,
+    ``aligned``) and the recompute sets (labels ``fit:...``) (default: one float64
+    evaluation of each; :mod:`cpo_opt.analysis.batch` scores many plans in one batched
+    call)."""
+    from cpo_opt.inputs.stacks import FIT, OPTIONS, load_stack
     st = load_stack(stack)
     values = dict(values)
     given = {k for k in values if k not in ("microbatches", "dp", "edp")}
     table = resolve_table("plan", {k: v for k, v in values.items() if k != "microbatches"},
                           where, extra=("dp", "edp"))
     from_stack = {}
+    fit: list[str] = []
     for key, value in st.options.items():
         if key not in given:
             from_stack[key] = table.get(key)
             table[key] = value
+            if value == FIT:
+                fit.append(key)
+                table[key] = False
     candidates = ["contiguous", "aligned"] if table["placement"] == "auto" else [
         table["placement"]]
     tried: dict[str, Any] = {}
@@ -390,7 +400,11 @@ def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
             if len(candidates) == 1:
                 raise
             tried[mode] = exc
-    spec = _choose_placement(tried, model, system, where, score_placements)
+    spec = _choose_placement(tried, model, system, where, score_plans)
+    fit_notes: dict[str, str] = {}
+    if fit:
+        spec, fit_notes = _fit_memory(spec, fit, table, values, model, system, where,
+                                      from_stack, score_plans)
     options = {}
     for key in OPTIONS:
         if key not in spec.values:
@@ -400,7 +414,9 @@ def plan_from_values(values: dict, model: ModelSpec, system: SystemSpec,
         entry = {"value": spec.values[key], "from": src}
         if key == "placement" and table["placement"] == "auto":
             entry["policy"] = "auto"
-        note = spec.values.get("_notes", {}).get(key)
+        if key in fit_notes:
+            entry["policy"] = FIT
+        note = fit_notes.get(key) or spec.values.get("_notes", {}).get(key)
         if note:
             entry["note"] = note
         options[key] = entry
@@ -452,7 +468,7 @@ def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
         unit = max(c.values["tp"] * c.values["cp"], c.values["etp"] * c.values["ep"])
         return _with_why(c, f"contiguous: units of {unit} GPUs fill each {d}-GPU domain "
                             "exactly, so aligned placement is the same layout")
-    scores = (score or _score_placements)(model, system, ok)
+    scores = (score or _score_plans)(model, system, ok)
     fits = {m: bool(scores[m][0]) for m in ok}
     t = {m: float(scores[m][1]) for m in ok}
     if fits["contiguous"] != fits["aligned"]:
@@ -472,9 +488,49 @@ def _choose_placement(tried: dict, model: ModelSpec, system: SystemSpec,
     return _with_why(spec, why)
 
 
-def _score_placements(model: ModelSpec, system: SystemSpec, ok: dict) -> dict:
-    """``{mode: (fits_memory, step_time_s)}`` of each placement's plan: one exact evaluation
-    each, in float64 (the precision of every result the library reports)."""
+def _fit_memory(spec: PlanSpec, fit: list[str], table: dict, values: dict, model: ModelSpec,
+                system: SystemSpec, where: str, from_stack: dict, score=None
+                ) -> tuple[PlanSpec, dict[str, str]]:
+    """The plan with the stack's ``"fit"`` recompute modules (``fit``, all off in ``spec``)
+    decided: all stay off where ``spec`` fits in HBM; else every non-empty set of them that
+    applies to the plan is scored and the fastest that fits is turned on (ties: the smaller
+    set); where none fits, all stay off (the plan is reported as not fitting). This is the
+    remedy Megatron-Core's MoE README (core_v0.19.0, 'Memory Bottleneck') lists first:
+    selective recomputation, low overhead. Returns the plan and ``{key: why}``."""
+    base = spec.values
+    scores = (score or _score_plans)(model, system, {"fit:none": spec})
+    if scores["fit:none"][0]:
+        return spec, {k: "off: the plan fits in HBM without it" for k in fit}
+    table = {**table, "placement": base["placement"]}
+    candidates: dict[str, PlanSpec] = {}
+    for n in range(1, len(fit) + 1):
+        for keys in itertools.combinations(fit, n):
+            cand = _resolved_spec({**table, **{k: True for k in keys}}, values, model, system,
+                                  where, from_stack)
+            if any(not cand.values[k] for k in keys):  # a module that does not apply
+                continue
+            candidates["fit:" + "+".join(keys)] = _with_why(cand, spec.placement["why"])
+    if not candidates:
+        return spec, {k: "off: the plan does not fit in HBM, and the module does not apply"
+                      for k in fit}
+    scored = (score or _score_plans)(model, system, candidates)
+    fitting = [(scored[label][1], len(label.split("+")), label) for label in candidates
+               if scored[label][0]]
+    if not fitting:
+        return spec, {k: "off: the plan does not fit in HBM with or without it" for k in fit}
+    _, _, best = min(fitting)
+    chosen = candidates[best]
+    notes = {k: ("on: the plan does not fit in HBM without it; the fastest set of the "
+                 "stack's fit modules that fits" if chosen.values[k] else
+                 "off: not needed in the fastest set of the stack's fit modules that fits")
+             for k in fit}
+    return chosen, notes
+
+
+def _score_plans(model: ModelSpec, system: SystemSpec, ok: dict) -> dict:
+    """``{label: (fits_memory, step_time_s)}`` of each candidate plan (placements, recompute
+    sets): one exact evaluation each, in float64 (the precision of every result the library
+    reports)."""
     import jax
     from cpo_opt.model.step import step_time_jit
     from cpo_opt.model.structure import structure_of

@@ -22,7 +22,9 @@ file (an older, slower stack can carry its own fitted efficiencies)::
 
 An option's value is checked like the plan key of the same name; ``placement`` also takes
 ``"auto"`` (the better of aligned and contiguous for the job: what a topology-aware
-scheduler does). A plan key the plan sets wins over the stack; a stack value that does not
+scheduler does), and the recompute modules (:data:`FIT_OPTIONS`) take ``"fit"``: off where
+the plan fits in HBM without them, else the fastest set of them that makes it fit (what a
+tuned recipe does when memory is the bottleneck; :func:`cpo_opt.inputs.loaders.plan_from_values`). A plan key the plan sets wins over the stack; a stack value that does not
 apply to a plan (EP overlap of a dense model, DualPipe with an odd ``pp``, low-precision
 storage of a bf16 plan) leaves the plan's default (off) and says why
 (:func:`cpo_opt.inputs.plan_rules.apply_stack`).
@@ -50,6 +52,16 @@ OPTIONS = ("dispatcher", "overlap_tp", "overlap_ep", "overlap_dp", "overlap_p2p"
            "low_precision_storage", "bf16_moments", "offload_optimizer", "offload_expert_act",
            "attention", "placement", "pipeline_layout", "bf16_main_grads", "fp8_param_gather")
 """The plan keys a stack may set (software choices, not parallel degrees or batch)."""
+
+FIT_OPTIONS = ("recompute_norm_act", "recompute_mla_up")
+"""The options a stack may set to ``"fit"``: Megatron-Core's selective recompute modules
+(``--recompute-modules layernorm moe_act`` / ``mla_up_proj``), which Megatron-Core's MoE
+README (core_v0.19.0, 'Memory Bottleneck') names as the first, low-overhead remedy when a
+plan does not fit. A search holds a ``"fit"`` module off (its plans are those that fit
+without it)."""
+
+FIT = "fit"
+"""The value of a :data:`FIT_OPTIONS` option that turns it on only when the plan needs it."""
 
 SEARCHABLE = ("overlap_ep", "dispatcher", "cuda_graphs", "schedule", "low_precision_storage",
               "pipeline_layout", "placement")
@@ -140,6 +152,11 @@ def stack_from_doc(doc: Any, where: str, name: str,
                 sources[opt] = entry["source"]
         else:
             value = entry
+        if opt in FIT_OPTIONS and value == FIT:
+            options[opt] = FIT
+            continue
+        if opt in FIT_OPTIONS and not isinstance(value, bool):
+            raise error(where, f"options.{opt}", "must be true, false or 'fit'", value)
         options[opt] = check_value(key, value, where, f"options.{opt}")
     search = doc.get("search", {})
     if not isinstance(search, dict):

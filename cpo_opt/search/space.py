@@ -17,7 +17,7 @@ import numpy as np
 
 from cpo_opt.inputs import schema
 from cpo_opt.inputs.schema import PLACEMENT_POLICY_KEY
-from cpo_opt.inputs.stacks import StackSpec, load_stack
+from cpo_opt.inputs.stacks import FIT, StackSpec, load_stack
 from cpo_opt.inputs.loaders import ArgumentError, InputError, ModelSpec, SystemSpec
 from cpo_opt.inputs.tables import show, to_si
 from cpo_opt.search import lattice
@@ -139,8 +139,8 @@ def search_options(stack: StackSpec | None, fp8: int = 0):
     for key in ("overlap_tp", "overlap_dp", "overlap_p2p", "recompute_norm_act",
                 "recompute_mla_up", "bf16_moments", "offload_optimizer", "offload_expert_act",
                 "bf16_main_grads", "fp8_param_gather"):
-        if key in stack.options:
-            fixed[key] = _codes(stack, key)
+        if key in stack.options:  # a "fit" module is held off (stacks.FIT_OPTIONS)
+            fixed[key] = 0.0 if stack.options[key] == FIT else _codes(stack, key)
     return enum, tuple(sorted(fixed.items())), tuple(chosen)
 
 
