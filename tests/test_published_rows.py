@@ -82,3 +82,25 @@ def test_the_committed_rows_convert_their_quoted_throughput():
                                                                 rel=1e-4)
         seen += 1
     assert seen == 34
+
+
+def test_published_megatron_plans_fit_by_the_models_account():
+    """Issue 20: the published runs ran, so their plans fit. On the default stack (its
+    recompute modules 'fit', docs/stacks.md) every Megatron plan of the file fits by the
+    model's account; the one known exception is NeMo AutoModel's DeepSeek-V3 on 1024 H100
+    (PyTorch FSDP2 and torch pipelining, docs/validation.md 'Recompute modules where a plan
+    needs them'). Also checks that the policy, not the plan, turned the modules on."""
+    import pathlib
+
+    import cpo_opt
+    from cpo_opt.inputs.loaders import load_cases
+    path = pathlib.Path(cpo_opt.__file__).parent / "data" / "moe-published.toml"
+    cases = cpo_opt.validate(path).to_dict()["cases"]
+    misfits = {c["id"] for c in cases if not c["fits_memory"]}
+    assert misfits == {"am-dsv3-h100-1024"}
+    fit = ("recompute_norm_act", "recompute_mla_up")
+    helped = [c for c in load_cases(path)
+              if any(c.plan.options[k].get("note", "").startswith("on:") for k in fit)]
+    assert "mb2604-gptoss120b-b200-bf16" in {c.id for c in helped}
+    for c in helped:
+        assert all(c.plan.options[k]["from"] == "stack" for k in fit), c.id
