@@ -7,6 +7,7 @@ raises :class:`~cpo_opt.inputs.sources.InputError` naming the plan key and the r
 
 from __future__ import annotations
 
+import functools
 import types
 
 from cpo_opt.inputs import schema
@@ -21,10 +22,17 @@ def working_gpus(plan: dict, system: dict) -> int:
     gpus = int(system["cluster"]["gpus"])
     if plan.get("placement", "contiguous") != "aligned":
         return gpus
-    sys_ = types.SimpleNamespace(gpus=float(gpus), scale_up=types.SimpleNamespace(
-        domain_size=float(system["scale_up"]["domain_size"])))
-    p = types.SimpleNamespace(**{k: float(plan[k]) for k in ("tp", "cp", "ep", "etp")},
-                              placement=1.0)
+    return _aligned_working(float(gpus), float(system["scale_up"]["domain_size"]),
+                            *(float(plan[k]) for k in ("tp", "cp", "ep", "etp")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _aligned_working(gpus: float, domain: float, tp: float, cp: float, ep: float,
+                     etp: float) -> int:
+    """:func:`working_gpus` of an aligned plan, kept per (cluster, domain, unit degrees): the
+    plan checks of a batch ask for the same few hundred combinations thousands of times."""
+    sys_ = types.SimpleNamespace(gpus=gpus, scale_up=types.SimpleNamespace(domain_size=domain))
+    p = types.SimpleNamespace(tp=tp, cp=cp, ep=ep, etp=etp, placement=1.0)
     return int(round(float(fabric.fill(sys_, p).world)))
 
 
