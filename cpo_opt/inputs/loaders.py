@@ -503,18 +503,21 @@ def _fit_memory(spec: PlanSpec, fit: list[str], table: dict, values: dict, model
         return spec, {k: "off: the plan fits in HBM without it" for k in fit}
     table = {**table, "placement": base["placement"]}
     candidates: dict[str, PlanSpec] = {}
+    modules: dict[str, tuple[str, ...]] = {}  # label -> the modules it turns on
     for n in range(1, len(fit) + 1):
         for keys in itertools.combinations(fit, n):
             cand = _resolved_spec({**table, **{k: True for k in keys}}, values, model, system,
                                   where, from_stack)
             if any(not cand.values[k] for k in keys):  # a module that does not apply
                 continue
-            candidates["fit:" + "+".join(keys)] = _with_why(cand, spec.placement["why"])
+            label = "fit:" + "+".join(keys)
+            candidates[label] = _with_why(cand, spec.placement["why"])
+            modules[label] = keys
     if not candidates:
         return spec, {k: "off: the plan does not fit in HBM, and the module does not apply"
                       for k in fit}
     scored = (score or _score_plans)(model, system, candidates)
-    fitting = [(scored[label][1], len(label.split("+")), label) for label in candidates
+    fitting = [(scored[label][1], len(modules[label]), label) for label in candidates
                if scored[label][0]]
     if not fitting:
         return spec, {k: "off: the plan does not fit in HBM with or without it" for k in fit}

@@ -24,10 +24,11 @@ An option's value is checked like the plan key of the same name; ``placement`` a
 ``"auto"`` (the better of aligned and contiguous for the job: what a topology-aware
 scheduler does), and the recompute modules (:data:`FIT_OPTIONS`) take ``"fit"``: off where
 the plan fits in HBM without them, else the fastest set of them that makes it fit (what a
-tuned recipe does when memory is the bottleneck; :func:`cpo_opt.inputs.loaders.plan_from_values`). A plan key the plan sets wins over the stack; a stack value that does not
-apply to a plan (EP overlap of a dense model, DualPipe with an odd ``pp``, low-precision
-storage of a bf16 plan) leaves the plan's default (off) and says why
-(:func:`cpo_opt.inputs.plan_rules.apply_stack`).
+tuned recipe does when memory is the bottleneck;
+:func:`cpo_opt.inputs.loaders.plan_from_values`). A plan key the plan sets wins over the
+stack; a stack value that does not apply to a plan (EP overlap of a dense model, DualPipe
+with an odd ``pp``, low-precision storage of a bf16 plan) leaves the plan's default (off)
+and says why (:func:`cpo_opt.inputs.plan_rules.applies`).
 """
 
 from __future__ import annotations
