@@ -93,7 +93,7 @@ def prefix(k: int, model, system, plan, s):
     d = dims(model, system, plan, 0.0, s)
     if k == 2:
         return _sum_leaves(plan, d)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, False, s, 0.0)
+    att, dense_ffn, moe, head, _ = layer_costs.blocks(model, system, plan, d, False, s, 0.0)
     out = [plan, d, att, dense_ffn, moe, head]
     if k == 3:
         return _sum_leaves(*out)

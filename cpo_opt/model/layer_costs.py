@@ -180,6 +180,10 @@ class Blocks(NamedTuple):
     dense_ffn: Kernels
     moe_ffn: Kernels
     output: Kernels
+    shared_experts: Kernels
+    """The shared experts' part of ``moe_ffn`` (zero without them): Megatron-Core runs them
+    before the router, so they are part of the MoE layer's work before the tokens-per-expert
+    sync (:func:`host_kernels`)."""
 
 
 def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = False,
@@ -224,11 +228,11 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
           grouped=True)
     g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe,
           grouped=True)
-    g.add("moe_ffn", t, n_up * shared / tp, h, when=has_shared)
-    g.add("moe_ffn", t, h, shared / tp, when=has_shared)
+    g.add("shared", t, n_up * shared / tp, h, when=has_shared)
+    g.add("shared", t, h, shared / tp, when=has_shared)
     g.add("output", t, model.vocab / tp, h)
     k = g.evaluate(system, plan, stacked, s, temperature)
-    for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "output"):
+    for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "shared", "output"):
         k.setdefault(block, Kernels())
 
     # attention core: flash (causal) or materialized (GEMMs above + softmax/dropout traffic)
@@ -277,10 +281,13 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
         return Kernels(elem_fwd=compute.memory_time(nbytes, system) + n_moe * ovh,
                        rec_bwd=norm_rec + r_act * compute.memory_time(act_bytes, system))
 
-    moe_ffn = k["moe_ffn"] + mix(moe, moe_elementwise, Kernels)
+    moe_ffn = k["moe_ffn"] + k["shared"] + mix(moe, moe_elementwise, Kernels)
     output = k["output"] + Kernels(elem_fwd=compute.memory_time(
         6.0 * t * model.vocab / tp, system))
-    return Blocks(attention, dense, moe_ffn, output)
+    # the shared experts' part of moe_ffn: their GEMMs, activation and its small kernel
+    shared_experts = k["shared"] + mix(has_shared, lambda: Kernels(
+        elem_fwd=compute.memory_time(act * shared / tp * t, system) + ovh), Kernels)
+    return Blocks(attention, dense, moe_ffn, output, shared_experts)
 
 
 # --------------------------------------------------------------------------- host issue
@@ -314,8 +321,12 @@ blockwise or MXFP8 alike); weights are quantised once per step (not counted per 
 
 def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     """``(dense layer, MoE layer)`` kernels issued by the host per forward, and the share of
-    them that CUDA graphs capture (attention, router and preprocessing; Megatron-Core's
-    ``--cuda-graph-scope attn`` plus router/preprocess, arXiv 2603.07685 B.2). Backward
+    them that CUDA graphs capture (attention, router and preprocessing, with the shared
+    experts that run before the router; Megatron-Core's ``--cuda-graph-scope attn`` plus
+    router/preprocess, arXiv 2603.07685 B.2; core_v0.19.0 ``cuda_graph_modules``:
+    "moe_router ... including the shared experts if they are not overlapped with EP comm").
+    The captured share is also what the host issues before a dropless MoE layer's
+    tokens-per-expert sync. Backward
     issues about twice the forward's kernels. The small kernels are :func:`small_kernels`'
     count; added here: the attention core, each GEMM with its fp8 cast, the router GEMM, the
     two all-to-all kernels, and the experts' grouped GEMMs, which Transformer Engine issues
@@ -341,15 +352,20 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     # already among the small ones
     moe = (n_moe + 1.0 + 2.0 + 2.0 * local * (1.0 + cast)
            + has_shared * (3.0 * (1.0 + cast) - 1.0))
-    return (attn + ffn, attn), (attn + moe, attn + router)
+    # Megatron-Core (core_v0.19.0 MoELayer.forward, shared_experts_compute) runs the shared
+    # experts before the router unless they overlap the dispatch (moe_shared_expert_overlap,
+    # off by default and under DeepEP/HybridEP), so they are issued before the sync
+    shared = has_shared * 3.0 * (1.0 + cast)
+    return (attn + ffn, attn), (attn + moe, attn + router + shared)
 
 
 def host_issue_parts(model: Model, system: System, plan: Plan,
                      structure: Structure | None = None):
     """Host seconds to issue one layer's forward, by part: ``(attention, dense FFN, router,
     MoE rest)`` (:func:`host_kernels` times ``HOST_LAUNCH_S``; kernels captured in CUDA graphs
-    at ``graph_launch_fraction`` of it). The router part runs up to the tokens-per-expert
-    sync of a dropless MoE layer; the MoE rest (dispatch, experts, combine) after it."""
+    at ``graph_launch_fraction`` of it). The router part (with the shared experts, which run
+    before the router) runs up to the tokens-per-expert sync of a dropless MoE layer; the MoE
+    rest (dispatch, experts, combine) after it."""
     k = system.constants
     (d_all, d_cap), (m_all, m_cap) = host_kernels(model, plan, structure)
     saved = 1.0 - plan.cuda_graphs * (1.0 - k.graph_launch_fraction)

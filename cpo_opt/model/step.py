@@ -281,7 +281,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         check(structure, model, plan)
     s = resolve(structure, model, plan)
     d = dims(model, system, plan, t, s)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, stacked, s, t)
+    att, dense_ffn, moe, head, shared_exp = layer_costs.blocks(model, system, plan, d,
+                                                                stacked, s, t)
     # what many outputs share is computed once (:mod:`fusion`; exact model only)
     store = every_field and smooth.is_exact(t)
     one = fusion.unit(plan) if store else None
@@ -289,7 +290,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     def shared(value):
         return fusion.materialize(value, one) if store else value
 
-    att, dense_ffn, moe, head = shared((att, dense_ffn, moe, head))
+    att, dense_ffn, moe, head, shared_exp = shared((att, dense_ffn, moe, head, shared_exp))
     dense_k = att + dense_ffn
     moe_k = att + moe
     full = jnp.where(plan.recompute >= 2, 1.0, 0.0)
@@ -388,20 +389,23 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     exp_rec["ep"] = (0.0, 0.0)
     if not dense_only:
         # MoE layer forward (module docstring, "Host"): G1 the GPU work before the sync
-        # (attention with its TP/CP exposure, router), G2 the rest (dispatch, experts,
+        # (attention with its TP/CP exposure, the shared experts, which Megatron-Core runs
+        # before the router, and the router), G2 the rest (dispatch, experts,
         # combine), H1 / H2 the host issue of each part, s the sync latency. The host issues
         # H2 only after the sync and then H1 of the next layer, so the layer lasts
-        # s + max(H2 + max(H1, G1), G1 + G2) (dropless), max(H1 + H2, G1 + G2) without it.
+        # s + max(H2 + max(H1, C + G1), G1 + G2) (dropless), max(H1 + H2, G1 + G2) without
+        # it: the combine C, the last of the layer's kernels, cannot run before H2 is issued
+        # (without the A2A overlap; with it C runs beside another micro-batch: C = 0).
         router = layer_costs.router_kernels(model, system, plan, d, t)
-        g1 = att.fwd + router.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
+        g1 = att.fwd + shared_exp.fwd + router.fwd + exp_moe["tp"][0] + exp_moe["cp"][0]
         g_c = wall_moe_f                          # G1 + G2 (compute stream, no EP)
         h1, h2 = h_att + h_router, h_rest
         sync = layer_costs.sync_stall(model, system)
         drop = layer_costs.dropless(model)
         c_f, c_b = ep_f.time, ep_b.time
 
-        def chain(wall):
-            tied = sync + smooth.smax(h2 + smooth.smax(h1, g1, t), wall, t)
+        def chain(wall, tail=0.0):
+            tied = sync + smooth.smax(h2 + smooth.smax(h1, tail + g1, t), wall, t)
             free = smooth.smax(h1 + h2, wall, t)
             return free + drop * (tied - free)
 
@@ -411,7 +415,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         # beside this forward's compute and host stall W and the pair ends at max(c, W + f c):
         # the compute runs on 1 - f of the SMs while c runs (simulator D5, D12)
         wall_nm = g_c + c_f
-        host_nm = chain(wall_nm) - wall_nm
+        host_nm = chain(wall_nm, 0.5 * c_b) - wall_nm  # the combine: half the backward's
         w_m = chain(g_c)
         ep_m_f = smooth.smax(c_b, w_m + f_sm * c_b, t) - w_m
         ep_m_b = smooth.smax(c_f, wall_moe_b + f_sm * c_f, t) - wall_moe_b

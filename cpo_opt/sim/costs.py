@@ -158,7 +158,7 @@ def costs(model: Model, system: System, plan: Plan):
     """``(Costs, dims)`` of one plan (host floats)."""
     s = resolve(None, model, plan)
     d = dims(model, system, plan, 0.0, s)
-    att, dense_ffn, moe, head = layer_costs.blocks(model, system, plan, d, False, s)
+    att, dense_ffn, moe, head, _ = layer_costs.blocks(model, system, plan, d, False, s)
     moe_b = _block(moe)
     if s.shared_experts:
         no_shared = replace(model, shared_experts=0.0)

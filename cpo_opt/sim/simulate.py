@@ -295,14 +295,17 @@ class _Sim:
         r = self.c.router
         return [("c", (r.gemm_b * w_keep + r.rest_b) if bwd else r.fwd, "router")]
 
-    def _ops_mlp(self, bwd, w_keep):
+    def _ops_shared(self, bwd, w_keep):
+        """The shared experts (with their TP pair): Megatron-Core core_v0.19.0
+        ``MoELayer.forward`` runs them (``shared_experts_compute``) before the router unless
+        they overlap the dispatch (``moe_shared_expert_overlap``, off by default and under
+        DeepEP/HybridEP)."""
         c = self.c
-        ops = []
-        if c.shared_tp:
-            ops += self._ops_ffn(c.shared, bwd, w_keep, "shared experts")
-        e = c.experts
-        ops.append(("c", (e.gemm_b * w_keep + e.rest_b) if bwd else e.fwd, "experts"))
-        return ops
+        return self._ops_ffn(c.shared, bwd, w_keep, "shared experts") if c.shared_tp else []
+
+    def _ops_mlp(self, bwd, w_keep):
+        e = self.c.experts
+        return [("c", (e.gemm_b * w_keep + e.rest_b) if bwd else e.fwd, "experts")]
 
     def _a2a(self, dur, name, etp_first):
         """An all-to-all of the token dispatcher with its expert-TP collective (Megatron-Core
@@ -324,9 +327,11 @@ class _Sim:
             ffn = ("dense FFN", self._ops_ffn(c.dense_ffn, bwd, w_keep, "dense FFN"),
                    hb * c.host_dense_ffn, False)
             return [ffn, att] if bwd else [att, ffn]
-        pre_ops = self._ops_attention(bwd, w_keep) + self._ops_router(bwd, w_keep)
+        pre_ops = (self._ops_attention(bwd, w_keep) + self._ops_shared(bwd, w_keep)
+                   + self._ops_router(bwd, w_keep))
         if bwd:
-            pre_ops = self._ops_router(bwd, w_keep) + self._ops_attention(bwd, w_keep)
+            pre_ops = (self._ops_router(bwd, w_keep) + self._ops_shared(bwd, w_keep)
+                       + self._ops_attention(bwd, w_keep))
         pre = ("pre-dispatch", pre_ops, hb * (c.host_attn + c.host_router),
                (not bwd) and c.sync > 0)
         mlp = ("experts", self._ops_mlp(bwd, w_keep), hb * c.host_moe_mlp, False)
