@@ -495,13 +495,20 @@ def tp_dense_layer(model: Model, system: System, d: Dims, pl: Placement) -> Comm
     return 4.0 * tp_collective(model, system, d, pl)
 
 
+def etp_pair(model: Model, plan: Plan, system: System, d: Dims, pl: Placement) -> Comm:
+    """The expert-TP pair of an MoE layer's forward over ``etp`` on the dispatched tokens:
+    the dispatcher's all-gather after the dispatch and reduce-scatter before the combine
+    (Megatron-Core ``MoEAlltoAllTokenDispatcher``), part of the EP exchange's time."""
+    etp_bytes = plan.etp * d.tokens_moe * model.top_k * capacity(model) * model.hidden * BF16
+    return 2.0 * fabric.reduce_scatter_on(etp_bytes, pl.etp, system)
+
+
 def tp_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement) -> Comm:
     """Forward TP communication of an MoE layer: attention pair, shared-expert pair, and the
-    expert-TP pair over ``etp`` on the dispatched tokens."""
+    expert-TP pair over ``etp`` on the dispatched tokens (:func:`etp_pair`)."""
     pairs = 1.0 + weight(d.structure.shared_experts, model.shared_experts > 0)
     attn = 2.0 * pairs * tp_collective(model, system, d, pl)
-    etp_bytes = plan.etp * d.tokens_moe * model.top_k * capacity(model) * model.hidden * BF16
-    return attn + 2.0 * fabric.reduce_scatter_on(etp_bytes, pl.etp, system)
+    return attn + etp_pair(model, plan, system, d, pl)
 
 
 def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,

@@ -85,7 +85,9 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   overlapped time: ``max(c, w) + f/(1-f) min(c, w)`` for an all-to-all ``c`` and window ``w``
   (NVIDIA's Megatron-Core MoE report, arXiv 2603.07685, measures about 20% lower GEMM
   efficiency under DeepEP overlap). Monotone in both.
-* CP ring exchange overlaps the attention core (Transformer Engine ring attention).
+* CP ring exchange overlaps the attention core (Transformer Engine ring attention): step
+  ``k`` of the ``cp - 1`` beside the core's piece ``k - 1`` of ``cp``, the last piece after
+  the last step, so ``max(cp_time - (cp - 1) / cp core, 0)`` is exposed per pass.
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving), and, like
   the EP overlap, only ``(m - 1) / m`` of it can hide (a lone micro-batch's activations are
   on the critical path from stage to stage).
@@ -125,7 +127,7 @@ from cpo_opt.model.dims import dims
 from cpo_opt.model.fabric import NO_COMM, Comm
 from cpo_opt.model.memory import Memory, local_params, memory, routed_saved, sharded_params
 from cpo_opt.model.structure import Structure, check, resolve
-from cpo_opt.model.switch import decided
+from cpo_opt.model.switch import decided, weight
 
 TIE = 1e-12
 """Relative margin by which a pipeline rank must be slower than another to pace the step."""
@@ -146,7 +148,9 @@ BF16_MOMENTS_SAVING = 8.0
 
 @pytree
 class Breakdown:
-    """Exposed seconds of each part of one step; they add up to the step time."""
+    """Exposed seconds of each part of one step; they add up to the step time. ``tp_comm``
+    holds the attention, dense-FFN and shared-expert TP pairs; ``ep_comm`` the dispatcher's
+    exchange: the all-to-alls with the expert-TP pair around the experts."""
 
     compute: object
     tp_comm: object
@@ -298,13 +302,17 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # --- communication of one dense and one MoE layer, each hidden behind its own part of
     # the layer's kernels (disjoint windows, so faster kernels never expose more in total)
     pl = layer_costs.placement(system, plan, d, t, stacked)
-    tp_d = layer_costs.tp_dense_layer(model, system, d, pl)
+    tp_one = layer_costs.tp_collective(model, system, d, pl)
+    tp_d = 4.0 * tp_one  # layer_costs.tp_dense_layer
     dense_only = s.moe is False  # no MoE blocks to build
-    tp_m = NO_COMM if dense_only else layer_costs.tp_moe_layer(model, system, plan, d, pl)
+    has_shared = 0.0 if dense_only else weight(s.shared_experts, model.shared_experts > 0)
+    etp = NO_COMM if dense_only else layer_costs.etp_pair(model, plan, system, d, pl)
+    tp_m = NO_COMM if dense_only else 2.0 * (1.0 + has_shared) * tp_one + etp  # tp_moe_layer
     cp_f = layer_costs.cp_layer(model, system, plan, d, pl, t)
     ep_f, ep_b = ((NO_COMM, NO_COMM) if dense_only
                   else layer_costs.ep_moe_layer(model, system, plan, d, pl, t))
-    tp_d, tp_m, cp_f, ep_f, ep_b = shared((tp_d, tp_m, cp_f, ep_f, ep_b))
+    tp_one, tp_d, tp_m, etp, cp_f, ep_f, ep_b = shared((tp_one, tp_d, tp_m, etp, cp_f, ep_f,
+                                                        ep_b))
     # TP communication overlap (Transformer Engine userbuffers) runs over the scale-up
     # fabric's peer-to-peer memory: a TP group that leaves its domain cannot overlap
     # (relaxed model: the domain holds the group; exact: no TP group straddles)
@@ -323,17 +331,26 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     def overlapped(c, w, ovl):
         return _exposed(c, w, ovl, t) + ovl * r_sm * smooth.smin(c, w, t)
 
-    # exposed seconds per layer: (forward, backward); TP behind the layer's GEMMs (MoE layers:
-    # the attention GEMMs), CP behind the attention core
+    # exposed seconds per layer: (forward, backward). TP: each block's all-gather and
+    # reduce-scatter pair behind that block's own GEMMs (Transformer Engine's comm-GEMM
+    # overlap pairs each collective with its adjacent GEMM: attention, dense FFN, shared
+    # experts; simulator D6); the expert-TP pair is the dispatcher's, timed with the EP
+    # exchange below (simulator D10). CP behind the attention core: ring step k of the cp - 1 runs
+    # beside the core's piece k - 1 of cp, and the last piece waits for the last step, so
+    # (cp - 1) max(step - core / cp, 0) = max(cp_time - (cp - 1) / cp core, 0) is exposed
+    # (simulator D7)
+    ring = (plan.cp - 1.0) / plan.cp
+    pair = 2.0 * tp_one.time
+    att_tp = (overlapped(pair, att.gemm_fwd, ovl_tp), overlapped(pair, att.gemm_bwd, ovl_tp))
     exp_dense = {
-        "tp": (overlapped(tp_d.time, dense_k.gemm_fwd, ovl_tp),
-               overlapped(tp_d.time, dense_k.gemm_bwd, ovl_tp)),
-        "cp": (_exposed(cp_f.time, att.attn_fwd, 1.0, t),
-               _exposed(2.0 * cp_f.time, att.attn_bwd, 1.0, t)),
+        "tp": (att_tp[0] + overlapped(pair, dense_ffn.gemm_fwd, ovl_tp),
+               att_tp[1] + overlapped(pair, dense_ffn.gemm_bwd, ovl_tp)),
+        "cp": (_exposed(cp_f.time, ring * att.attn_fwd, 1.0, t),
+               _exposed(2.0 * cp_f.time, ring * att.attn_bwd, 1.0, t)),
     }
     exp_moe = {
-        "tp": (overlapped(tp_m.time, att.gemm_fwd, ovl_tp),
-               overlapped(tp_m.time, att.gemm_bwd, ovl_tp)),
+        "tp": (att_tp[0] + has_shared * overlapped(pair, shared_exp.gemm_fwd, ovl_tp),
+               att_tp[1] + has_shared * overlapped(pair, shared_exp.gemm_bwd, ovl_tp)),
         "cp": exp_dense["cp"],
     }
     # EP all-to-all with overlap_ep hides behind the whole MoE layer of another micro-batch
@@ -402,7 +419,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         h1, h2 = h_att + h_router, h_rest
         sync = layer_costs.sync_stall(model, system)
         drop = layer_costs.dropless(model)
-        c_f, c_b = ep_f.time, ep_b.time
+        c_f, c_b = ep_f.time + etp.time, ep_b.time + etp.time  # with the expert-TP pair
 
         def chain(wall, tail=0.0):
             tied = sync + smooth.smax(h2 + smooth.smax(h1, tail + g1, t), wall, t)
