@@ -99,6 +99,22 @@ def best_plan(model: ModelSpec, system: SystemSpec, global_batch: int, dtype: st
     return {**out, **summarize(evaluate(model, sys_at, plan, tokens), plan, sys_at)}
 
 
+def rescore(model: ModelSpec, system: SystemSpec, plan_values: dict[str, Any],
+            tokens: float, stack=None) -> dict[str, Any] | None:
+    """A resolved plan table (``best_plan``'s ``plan``) evaluated on another system, in
+    ``best_plan``'s form (``search`` empty), or None where the plan is not valid there or
+    does not fit in memory."""
+    from cpo_opt.inputs.errors import InputError
+    try:
+        plan = plan_from_values(plan_values, model, system, "study rescore", stack)
+    except InputError:
+        return None
+    out = summarize(evaluate(model, system, plan, tokens), plan, system)
+    if not out["fits_memory"]:
+        return None
+    return {"feasible": True, "search": {"method": None}, "hardware": {}, **out}
+
+
 def summarize(result: dict[str, Any], plan: PlanSpec, system: SystemSpec) -> dict[str, Any]:
     """The study's fields of one ``evaluate`` object (plan = the resolved plan table)."""
     return {
