@@ -108,7 +108,7 @@ def cases(draw):
         recompute_norm_act=b(), recompute_mla_up=b(), offload_optimizer=b(),
         perfect_balance=b(), offload_expert_act=b() if experts > 0 else 0.0,
         schedule=b() if dual_ok else 0.0, low_precision_storage=b(), bf16_moments=b(),
-        layout_balanced=b())
+        layout_balanced=b(), ddp_bucket=float(draw(st.sampled_from([0, 4e7, 128 * 2**20]))))
     return mname, si, plan
 
 

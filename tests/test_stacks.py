@@ -251,6 +251,31 @@ def test_ep_overlap_hides_the_all_to_all_and_moves_no_byte(dsv3):
           "traffic.scale_out_bytes", "breakdown.tp_comm")
 
 
+def test_the_ddp_bucket_changes_only_the_exposed_dp_traffic(dsv3):
+    """Megatron-Core ``--ddp-bucket-size``: with a bucket holding a rank's whole gradient the
+    reduction waits for the end of the backward, so more DP time shows, in the closed form
+    as in the simulator (which buckets layer by layer, independently); nothing else moves.
+    The tuned stack carries Megatron-Bridge's 128 Mi parameters, the plain one 0 (Megatron-
+    Core's own rule) and the plan line says it."""
+    from cpo_opt.sim import simulate
+
+    m, s = dsv3
+    plan = "tp=2,ep=16,micro_batch=1,global_batch=576,dtype=fp8"
+    a, b = _pair(m, s, plan, ddp_bucket=4e7)
+    base = load_plan(plan, m, s, stack="megatron-defaults")
+    c = step_time_jit(m.model, s.system, replace(base.plan, ddp_bucket=1e15))
+    assert float(b.breakdown.dp_comm) < float(c.breakdown.dp_comm)
+    _same(b, c, "compute_detail.gemm", "compute_detail.host", "memory.total",
+          "breakdown.ep_comm", "breakdown.tp_comm", "traffic.scale_up_bytes")
+    sim_small = simulate(m.model, s.system, replace(base.plan, ddp_bucket=4e7))
+    sim_one = simulate(m.model, s.system, replace(base.plan, ddp_bucket=1e15))
+    assert sim_small.step_time_s < sim_one.step_time_s
+    assert float(base.plan.ddp_bucket) == 0.0
+    tuned = load_plan(plan, m, s)
+    assert float(tuned.plan.ddp_bucket) == 128 * 1024 * 1024
+    assert tuned.options["ddp_bucket"]["from"] == "stack"
+
+
 def test_low_precision_storage_trades_activation_memory_for_recompute(dsv3):
     m, s = dsv3
     a, b = _pair(m, s, PLAN, low_precision_storage=1.0)

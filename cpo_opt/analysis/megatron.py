@@ -347,7 +347,7 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         flag("--attention-backend", "unfused")
 
     # --- data parallel / ZeRO -----------------------------------------------------------
-    handled |= {"zero", "overlap_dp"}
+    handled |= {"zero", "overlap_dp", "ddp_bucket"}
     zero = int(p.get("zero", 1))
     dist_opt = zero >= 1
     if zero >= 1:
@@ -360,6 +360,8 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         flag("--overlap-grad-reduce")
         if dist_opt:
             flag("--overlap-param-gather")
+        if p.get("ddp_bucket"):  # ARGS: --ddp-bucket-size (parameters; only with overlap)
+            flag("--ddp-bucket-size", str(int(p["ddp_bucket"])))
 
     # --- precision, optimizer states, offloading ------------------------------------------
     handled |= {"dtype", "bf16_moments", "offload_optimizer", "low_precision_storage"}

@@ -306,6 +306,9 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("fp8_param_gather", "fp8_param_gather", "bool",
         "fp8 plans: the model's weights kept only in fp8 (no bf16 copy) and all-gathered in "
         "fp8 (Megatron-Core --fp8-param-gather)", default=False),
+    _nonneg("ddp_bucket", "ddp_bucket",
+            "DDP gradient bucket in parameters (Megatron-Core --ddp-bucket-size); 0 = "
+            "Megatron-Core's default, max(4e7, 1e6 dp)", default=0.0),
     Key("pipeline_layout", "layout_balanced", "enum",
         "layers over the pipeline's virtual stages: even (Megatron's default split, embedding "
         "and output layer on top of the first and last stage) or balanced (the output layer "

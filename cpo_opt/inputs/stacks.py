@@ -51,7 +51,8 @@ SHIPPED = pathlib.Path(__file__).parent.parent / "presets" / "stacks"
 OPTIONS = ("dispatcher", "overlap_tp", "overlap_ep", "overlap_dp", "overlap_p2p", "cuda_graphs",
            "schedule", "recompute", "recompute_norm_act", "recompute_mla_up",
            "low_precision_storage", "bf16_moments", "offload_optimizer", "offload_expert_act",
-           "attention", "placement", "pipeline_layout", "bf16_main_grads", "fp8_param_gather")
+           "attention", "placement", "pipeline_layout", "bf16_main_grads", "fp8_param_gather",
+           "ddp_bucket")
 """The plan keys a stack may set (software choices, not parallel degrees or batch)."""
 
 FIT_OPTIONS = ("recompute_norm_act", "recompute_mla_up")

@@ -184,7 +184,9 @@ when the layout decides (:mod:`cpo_opt.model.pipeline`); ``bf16_main_grads`` gra
 accumulated, kept and reduced in bf16 (Megatron-Core ``--use-precision-aware-optimizer
 --main-grads-dtype bf16``, the Megatron-Bridge DeepSeek-V3 recipe); ``fp8_param_gather``
 fp8 plans keep the model's weights only in fp8 and all-gather them in fp8 (Megatron-Core
-``--fp8-param-gather``, Megatron-Bridge's MXFP8 preset) (:mod:`cpo_opt.model.memory`). The fields after
+``--fp8-param-gather``, Megatron-Bridge's MXFP8 preset) (:mod:`cpo_opt.model.memory`);
+``ddp_bucket`` the DDP gradient bucket in parameters (Megatron-Core ``--ddp-bucket-size``),
+``0`` for Megatron-Core's own default ``max(4e7, 1e6 dp)`` (:mod:`cpo_opt.model.step`). The fields after
 ``flash_attention`` have defaults so older constructors keep working; batched callers pass
 arrays for them.
     """
@@ -222,6 +224,7 @@ arrays for them.
     last_stage_layers: Array = -1.0
     bf16_main_grads: Array = 0.0
     fp8_param_gather: Array = 0.0
+    ddp_bucket: Array = 0.0
 
 
 def replace(obj, **changes):

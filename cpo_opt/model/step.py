@@ -30,12 +30,14 @@ below that runs, at best, as computed here.)
 DualPipe (``schedule = "dualpipe"``, DeepSeek-V3 report sec. 3.2.1; deepseek-ai/DualPipe):
 rank ``r`` holds stages ``r`` and ``pp - 1 - r`` and half the micro-batches enter from each
 end, so a rank still runs each micro-batch through one stage (``t`` as above; the head's
-share on the pacing rank 0 is half). Its bubble (the repository's table, ``m >= 2 pp``, a
-plan rule) is ``(pp/2 - 1)(F&B + B - 3W)`` chunk times, with ``F&B`` the overlapped
-forward-backward pair (the average rank's ``t``), ``B`` its backward and ``W`` the weight
-gradient GEMMs (half of the backward GEMMs) that the zero-bubble steps move into the fill:
-``bubble = (pp/2 - 1)(t + t_b - 1.5 g_b)`` (``>= 0`` since ``t_b >= g_b``; faster kernels
-shrink it).
+share on the pacing rank 0 is half). The repository's README gives its bubble (``m >= 2 pp``,
+a plan rule) as ``(PP/2 - 1)(F&B + B - 3W)``; ``DualPipe.step``'s own order, replayed with
+uniform chunks (:func:`cpo_opt.sim.schedule.dualpipe`, exact over pp 4-16 and any F, B, W),
+idles ``n (F + D - W) + max(n (D - F) - F, 0)`` with ``n = pp/2 - 1``, ``F`` the forward
+chunk, ``W`` the weight-gradient GEMMs the zero-bubble steps defer (half of the backward
+GEMMs) and ``D = B - W`` the rest of the backward (the average rank's times): less than the
+README's ``n (F + 2D - W)`` (simulator D11). A faster forward can lengthen the second term,
+by less than it shortens the ``m >= 2 pp`` forwards of the steady state.
 
 with ``hide(w, c) = max(w, c)`` when the communication ``c`` overlaps the window ``w`` and
 ``w + c`` when it does not. Every communication hides behind its own, disjoint part of the
@@ -90,7 +92,10 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   the last step, so ``max(cp_time - (cp - 1) / cp core, 0)`` is exposed per pass.
 * PP send/recv is exposed unless ``overlap_p2p`` (default on with interleaving), and, like
   the EP overlap, only ``(m - 1) / m`` of it can hide (a lone micro-batch's activations are
-  on the critical path from stage to stage).
+  on the critical path from stage to stage). Interleaved, the steady state hides it all, and
+  the first micro-batch's forward and the last one's backward wait for every transfer
+  between virtual stages: ``2 (pp vpp - 1)`` transfer times, whatever ``m`` (Megatron-Core's
+  interleaved order replayed by :mod:`cpo_opt.sim`; simulator D4).
 * The pacing rank holds ``layers_rank`` layers and the output layer (the last stage).
 * Host issue: PyTorch issues each kernel from the CPU (``HOST_LAUNCH_S`` per kernel, a
   fraction of it for kernels captured in CUDA graphs, ``plan.cuda_graphs``); a layer's
@@ -135,13 +140,14 @@ TIE = 1e-12
 OPTIMIZER_BYTES_PER_PARAM = 30.0
 """HBM bytes per locally updated parameter in the Adam step: read fp32 master, m, v and
 gradient (16), write master, m, v (12) and the bf16 weight (2)."""
-DDP_BUCKET_PARAMS = 4e7
-"""Parameters per DP gradient bucket (Megatron-Core ``--ddp-bucket-size 40000000``, the
-minimum of its default ``max(4e7, 1e6 dp cp)``): with overlapped DP the last bucket's
-reduction and the first one's gather are always exposed, ``min(1, bucket / P_rank)`` of the
-rank's traffic. At large ``dp`` Megatron-Core's default bucket is larger (one bucket at
-``dp = 9216``); the simulator models that default, the closed form the 40M buckets a tuned
-run sets (docs/simulator.md, D2)."""
+DDP_BUCKET_MIN_PARAMS = 4e7
+"""Megatron-Core's default DP gradient bucket is ``max(4e7, 1e6 dp)`` parameters
+(core_v0.19.0 ``DistributedDataParallel.__init__``, ``dp`` the data-parallel group without
+CP); the plan's ``ddp_bucket`` (``--ddp-bucket-size``; Megatron-Bridge sets 128 Mi
+parameters) replaces it. With overlapped DP the last bucket's reduction is always exposed,
+``min(1, bucket / P_rank)`` of the rank's gradient traffic: one bucket, all of it, at
+``dp = 9216`` on the default rule (docs/simulator.md, D2)."""
+DDP_BUCKET_PARAMS_PER_DP_RANK = 1e6
 BF16_MOMENTS_SAVING = 8.0
 """Bytes of those 30 saved with ``bf16_moments``: m and v read and written at 2 bytes."""
 
@@ -362,13 +368,22 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     neighbour = pipeline.neighbour_share(n_mb, t)
     # Megatron-Core's combined 1F1B merges only the steady state (module docstring)
     ovl_ep = ovl_ep * pipeline.steady_share(plan, n_mb, t)
-    # PP send/recv likewise hides only behind another micro-batch's compute
-    ovl_p2p = plan.overlap_p2p * jnp.minimum(neighbour, 1.0)
+    # PP send/recv likewise hides only behind another micro-batch's compute; interleaved
+    # (1F1B), the steady state hides it all and the fill and drain wait for every hop (below)
+    inter = jnp.where(plan.vpp > 1.5, 1.0, 0.0) * (1.0 - plan.schedule)
+    alone = jnp.minimum(neighbour, 1.0)
+    ovl_p2p = plan.overlap_p2p * (alone + inter * (1.0 - alone))
     # --- PP send/recv (2 vpp transfers of b s h / (cp tp) per micro-batch) and DP/ZeRO
     has_pp = jnp.where(plan.pp > 1, 1.0, 0.0)
     cross = fabric.crosses(pl.pp, t)
     act_bytes = 2.0 * plan.micro_batch * model.seq_len * model.hidden / (plan.cp * plan.tp)
-    p2p = has_pp * 2.0 * plan.vpp * fabric.p2p(act_bytes, cross, system)
+    p2p_one = fabric.p2p(act_bytes, cross, system)
+    p2p = has_pp * 2.0 * plan.vpp * p2p_one
+    # overlapped and interleaved, the first micro-batch's forward and the last one's backward
+    # still wait for each of the 2 (pp vpp - 1) transfers between virtual stages, whatever m
+    # (the simulator's schedule, test_p2p_latency_adds_once_per_virtual_stage_hop; D4)
+    hops = (has_pp * plan.overlap_p2p * inter * 2.0 * (plan.pp * plan.vpp - 1.0)
+            * p2p_one.time)
     # --- pipeline layout (:mod:`cpo_opt.model.pipeline`): the first, a middle and the last
     # rank; the balanced split weighs the output layer against one (MoE, else dense) layer
     t_layer = dense_k.fwd + dense_k.bwd
@@ -517,10 +532,19 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     fill = rank(avg_load.dense, avg_load.moe, avg_load.head, NO_COMM, NO_COMM)
     bubble_1f1b = ((plan.pp - 1.0) / plan.vpp
                    + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * fill["total"]
-    # DualPipe (module docstring): (pp/2 - 1)(F&B + B - 3W), W = half the backward GEMMs
-    bubble_dual = (jnp.maximum(plan.pp / 2.0 - 1.0, 0.0)
-                   * (fill["total"] + fill["wall_bwd"] - 1.5 * fill["kernels"].gemm_bwd))
+    # DualPipe (module docstring): n (F + D - W) + max(n (D - F) - F, 0), n = pp/2 - 1,
+    # W = half the backward GEMMs, D = the rest of the backward, F = the forward (simulator D11)
+    n_half = jnp.maximum(plan.pp / 2.0 - 1.0, 0.0)
+    w_g = 0.5 * fill["kernels"].gemm_bwd
+    f_c, d_c = fill["total"] - fill["wall_bwd"], fill["wall_bwd"] - w_g
+    bubble_dual = (n_half * (f_c + d_c - w_g)
+                   + smooth.relu(n_half * (d_c - f_c) - f_c, fill["total"] + 1e-9, t))
     bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
+    # a rank bound by its ZeRO-3 traffic keeps its link busy through the fill and drain
+    # (the gathers and reductions of its other chunks run while its compute waits): the
+    # pipeline ends at max(m t + bubble, m (t + z)), t the rank's micro-batch without the
+    # exposed ZeRO-3 part z, so only the bubble beyond m z shows (simulator D8)
+    bubble = smooth.relu(bubble - n_mb * slow["z3"], bubble + 1e-9, t)
 
     # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
     # interleaving they hide behind that rank's actual time for one micro-batch, which is the
@@ -535,8 +559,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # The step waits for the last rank to finish (the max over ranks, each
     # term monotone, so their max is too).
     w_total = slow["total"]
-    inter = jnp.where(plan.vpp > 1.5, 1.0, 0.0) * (1.0 - plan.schedule)
-    t_pipe = n_mb * w_total + bubble
+    t_pipe = n_mb * w_total + bubble + hops
     w_pipe = t_pipe - w_total / plan.vpp
     # share of each rank's parameters in its first chunk (rank 0's holds the embedding), and
     # in its first layer (with the embedding on rank 0): the gradients the backward produces
@@ -551,9 +574,19 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         one = dataclasses.replace(chunk, dense=chunk.dense / n, moe=chunk.moe / n)
         l_dense, l_exp = local_params(model, plan, d, one)
         first_layer.append(jnp.clip((l_dense + l_exp) / total, 0.0, 1.0))
-    dp_step = 0.0
-    for (grad_r, param_r, _, _), r, c0, held_r, l0 in zip(dp_comms, ranks, first_share, held,
-                                                            first_layer):
+    bucket_params = jnp.where(plan.ddp_bucket > 0, plan.ddp_bucket,
+                              jnp.maximum(DDP_BUCKET_MIN_PARAMS,
+                                          DDP_BUCKET_PARAMS_PER_DP_RANK * d.dp))
+    # without overlap each rank reduces after its own last backward, and rank r's ends r
+    # backward chunks before rank 0's (the drain runs from the last rank to the first); the
+    # gathers follow the optimizer, which waits for every rank's reduction (simulator D1)
+    b_chunk = fill["wall_bwd"] / plan.vpp
+    lead = (0.0, jnp.minimum(1.0, plan.pp - 1.0) * b_chunk, (plan.pp - 1.0) * b_chunk)
+    lead = [x * (1.0 - plan.schedule) for x in lead]  # DualPipe: both ends on rank 0
+    ovl = plan.overlap_dp
+    dp_step, gather_step = 0.0, 0.0
+    for i, ((grad_r, param_r, _, _), r, c0, held_r, l0) in enumerate(
+            zip(dp_comms, ranks, first_share, held, first_layer)):
         w_grad = w_total - r["wall_fwd"]
         both = grad_r.time + param_r.time
         hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
@@ -563,11 +596,19 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
         # the last gradient bucket (at least the first layer, with the embedding on rank 0:
         # Megatron-Core never splits a parameter across buckets) is reduced after the last
-        # backward, whatever the window (simulator D2; its first bucket's gather the
-        # simulator finds hidden behind the step's start)
-        bucket = jnp.clip(DDP_BUCKET_PARAMS / jnp.maximum(held_r[0] + held_r[1], 1.0), 0.0, 1.0)
-        hidden = smooth.smax(hidden, smooth.smax(bucket, l0, t) * grad_r.time, t)
-        dp_step = smooth.smax(dp_step, both + plan.overlap_dp * (hidden - both), t)
+        # backward, whatever the window; without interleaving the first rank gathers its
+        # first bucket on first use, before its first forward (simulator D2)
+        bucket = jnp.clip(bucket_params / jnp.maximum(held_r[0] + held_r[1], 1.0), 0.0, 1.0)
+        first = 1.0 - inter if i == 0 else 0.0
+        hidden = smooth.smax(hidden, smooth.smax(bucket, l0, t)
+                             * (grad_r.time + first * param_r.time), t)
+        tail = smooth.relu(grad_r.time - lead[i], grad_r.time + 1e-9, t)
+        dp_step = smooth.smax(dp_step, tail + ovl * (hidden - tail), t)
+        gather_step = smooth.smax(gather_step, param_r.time, t)
+    dp_step = dp_step + (1.0 - ovl) * gather_step
+    # ZeRO-3: nothing hides the first layer's gather (the embedding's with it: ZeRO-3 gathers
+    # layer by layer, one ahead) on the first rank before the step's first forward (D8)
+    dp_step = dp_step + plan.overlap_dp * first_layer[0] * dp_comms[0][2].time
 
     # --- optimizer and other
     # the rank's optimizer shard (the largest over ranks: every rank updates at once)
@@ -589,7 +630,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         tp_comm=n_mb * slow["tp"],
         cp_comm=n_mb * slow["cp"],
         ep_comm=n_mb * slow["ep"],
-        pp_comm=n_mb * slow["p2p"],
+        pp_comm=n_mb * slow["p2p"] + hops,
         dp_comm=dp_step + n_mb * slow["z3"],
         bubble=bubble,
         optimizer=optimizer,

@@ -35,7 +35,8 @@ Queues per rank: ``comp`` (the compute stream), ``tp``, ``cp``, ``ep`` (communic
   With ``overlap_p2p`` the receive is posted early: a transfer starts when its data is ready
   and only its consumer waits for it.
 * DP (ZeRO 0-2, Megatron-Core DDP + distributed optimizer): gradients are reduced in buckets
-  of ``max(4e7, 1e6 dp cp)`` parameters. With ``overlap_dp``: bucketed with per-bucket
+  of the plan's ``ddp_bucket`` parameters (``0``: Megatron-Core core_v0.19.0's default
+  ``max(4e7, 1e6 dp)``, ``dp`` without CP). With ``overlap_dp``: bucketed with per-bucket
   launch during the last micro-batch's backward only on pipeline rank 0's first chunk
   (``pp_rank > 0`` and later chunks are one bucket); non-interleaved ranks ``> 0`` reduce
   after their last backward, interleaved chunks ``pp_rank`` backward steps after their last
@@ -80,8 +81,8 @@ BUCKET_PARAMS_PER_DP_RANK = 1e6
 class SimOptions:
     """Settings of the simulated software that are not plan keys.
 
-    ``bucket_params``: gradient bucket size in parameters (Megatron ``--ddp-bucket-size``);
-    ``None``: Megatron-Core's default ``max(4e7, 1e6 dp cp)``.
+    ``bucket_params``: gradient bucket size in parameters (Megatron ``--ddp-bucket-size``),
+    replacing the plan's ``ddp_bucket``; ``None``: the plan's.
     ``bucket_all_ranks``: bucket every chunk of every rank (``None``: Megatron-Core's rule,
     pipeline rank 0's first chunk only).
     """
@@ -775,15 +776,16 @@ class _Sim:
 
     def buckets(self, r, j, stage):
         """Layer groups of one chunk's gradient buckets, in backward order (last layers
-        first): Megatron-Core DDP buckets of ``max(4e7, 1e6 dp cp)`` parameters on pipeline
+        first): Megatron-Core DDP buckets of the plan's ``ddp_bucket`` parameters (``0``:
+        Megatron-Core's default ``max(4e7, 1e6 dp)``) on pipeline
         rank 0's first chunk (DualPipe: rank 0's), one bucket elsewhere (module docstring)."""
         per_layer, mats = self.stage_params(stage)
         n = len(per_layer)
         bucketed = self.ovl_dp and (self.options.bucket_all_ranks or (r == 0 and j == 0))
         if not bucketed or n == 0:
             return [list(range(n))]
-        size = self.options.bucket_params or max(
-            BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp * f(self.plan.cp))
+        size = (self.options.bucket_params or f(self.plan.ddp_bucket)
+                or max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp))
         groups, cur, acc = [], [], 0.0
         for i in reversed(range(n)):
             cur.append(i)
