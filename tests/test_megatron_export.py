@@ -129,6 +129,7 @@ def megatron_parser() -> argparse.ArgumentParser:
     a("--no-overlap-p2p-communication", action="store_false", dest="overlap_p2p_comm")  # A:2965
     a("--overlap-grad-reduce", action="store_true", default=False)     # A:2968
     a("--overlap-param-gather", action="store_true", default=False)    # A:2989
+    a("--ddp-bucket-size", type=int, default=None)                     # A:2972
     a("--use-distributed-optimizer", action="store_true")              # A:2997
     a("--data-parallel-sharding-strategy", type=str, default="optim_grads_params",
       choices=("no_shard", "optim", "optim_grads", "optim_grads_params"))  # A:3023

@@ -84,11 +84,13 @@ def test_interleaving_never_beats_serial_time_on_random_plans():
     than the same plan with vpp = 1 (same p2p overlap; the slowest rank holds at least as many
     layers with interleaving). The DP exposure is left out: interleaved chunks reduce their
     gradients in the drain while later chunks still compute (simulator D3), which can make
-    the interleaved step shorter, as the simulator also finds on such plans."""
+    the interleaved step shorter, as the simulator also finds on such plans. So are ZeRO-3
+    plans: a rank's per-layer gathers keep its link busy through the fill and drain, so the
+    bubble hides behind ZeRO-3 time, which the breakdown books as DP (simulator D8)."""
     m = load_model("deepseek-v3")
     s = load_system("gb200-nvl72", overrides={"cluster.gpus": "1152"})
     cols = lattice.enumerate_plans(m.values, s.values, 4608)
-    idx = np.flatnonzero((cols["vpp"] > 1) & (cols["pp"] > 1))
+    idx = np.flatnonzero((cols["vpp"] > 1) & (cols["pp"] > 1) & (cols["zero"] < 3))
     idx = np.random.default_rng(0).choice(idx, 400, replace=False)
     sub = {k: v[idx] for k, v in cols.items()}
     sub["global_batch"] = sub["micro_batch"] * sub["dp"]  # one micro-batch per step

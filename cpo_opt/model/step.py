@@ -542,9 +542,13 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
     # a rank bound by its ZeRO-3 traffic keeps its link busy through the fill and drain
     # (the gathers and reductions of its other chunks run while its compute waits): the
-    # pipeline ends at max(m t + bubble, m (t + z)), t the rank's micro-batch without the
-    # exposed ZeRO-3 part z, so only the bubble beyond m z shows (simulator D8)
-    bubble = smooth.relu(bubble - n_mb * slow["z3"], bubble + 1e-9, t)
+    # pipeline ends at max(max_r m (t_r + z_r), max_r m t_r + bubble), t_r a rank's
+    # micro-batch without its exposed ZeRO-3 part z_r (each term monotone), so only the
+    # bubble beyond the slowest rank's ZeRO-3 time shows (simulator D8)
+    t_no_z3 = ranks[0]["total"] - ranks[0]["z3"]
+    for r in ranks[1:]:
+        t_no_z3 = smooth.smax(t_no_z3, r["total"] - r["z3"], t)
+    bubble = smooth.relu(n_mb * t_no_z3 + bubble - n_mb * slow["total"], bubble + 1e-9, t)
 
     # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
     # interleaving they hide behind that rank's actual time for one micro-batch, which is the

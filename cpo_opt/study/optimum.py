@@ -21,6 +21,7 @@ from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.analysis.plan_text import plan_line
 from cpo_opt.inputs.loaders import ModelSpec, PlanSpec, SystemSpec, plan_from_values
 from cpo_opt.inputs import system_with
+from cpo_opt.inputs.errors import InputError
 from cpo_opt.search import exhaustive_search, gradient_search, make_space
 from cpo_opt.search.exhaustive import plan_count
 from cpo_opt.search.space import SearchResult
@@ -104,7 +105,6 @@ def rescore(model: ModelSpec, system: SystemSpec, plan_values: dict[str, Any],
     """A resolved plan table (``best_plan``'s ``plan``) evaluated on another system, in
     ``best_plan``'s form (``search`` empty), or None where the plan is not valid there or
     does not fit in memory."""
-    from cpo_opt.inputs.errors import InputError
     try:
         plan = plan_from_values(plan_values, model, system, "study rescore", stack)
     except InputError:
