@@ -548,7 +548,9 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     t_no_z3 = ranks[0]["total"] - ranks[0]["z3"]
     for r in ranks[1:]:
         t_no_z3 = smooth.smax(t_no_z3, r["total"] - r["z3"], t)
-    bubble = smooth.relu(n_mb * t_no_z3 + bubble - n_mb * slow["total"], bubble + 1e-9, t)
+    # (written as a gap, exactly 0 without ZeRO-3 exposure, so no rounding enters the bubble)
+    z3_gap = smooth.relu(slow["total"] - t_no_z3, slow["total"] + 1e-9, t)
+    bubble = smooth.relu(bubble - n_mb * z3_gap, bubble + 1e-9, t)
 
     # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
     # interleaving they hide behind that rank's actual time for one micro-batch, which is the
