@@ -17,7 +17,7 @@ from typing import Any, Callable
 from cpo_opt.analysis.evaluate import evaluate
 from cpo_opt.inputs.loaders import plan_from_values
 from cpo_opt.study.explain import explain
-from cpo_opt.study.optimum import best_plan, rescore
+from cpo_opt.study.optimum import best_plan, keep_faster
 from cpo_opt.study.spec import FABRICS, Study
 from cpo_opt.study.uncertainty import ranges_from_table, speedup_interval
 
@@ -105,19 +105,13 @@ def cross_check(study: Study, config: str, full: dict[str, dict[str, Any]]) -> N
     the search missed (the gradient search, on a space too large to enumerate) and the other
     optimum is valid there, fits and is faster, it is kept, and ``search.method`` says so."""
     for f, other in (("passage", "copper"), ("copper", "passage")):
-        if full[other].get("plan") is None:
-            continue
-        plan = {k: v for k, v in full[other]["plan"].items()
-                if k not in ("dp", "edp", "microbatches")}  # derived from the working GPUs
-        again = rescore(study.models[config], study.fabrics[f], plan, study.tokens,
-                        study.stack)
-        if again is None or (full[f]["step_time_s"] is not None
-                             and again["step_time_s"] >= full[f]["step_time_s"]):
-            continue
-        search = dict(full[f].get("search") or {})
-        search["method"] = (f"{search.get('method')}; the {other} optimum re-scored here is "
-                            "faster and kept")
-        full[f] = {**again, "search": search}
+        kept, again = keep_faster(full[f], study.models[config], study.fabrics[f],
+                                  full[other].get("plan"), study.tokens, study.stack)
+        if again:
+            search = dict(full[f].get("search") or {})
+            search["method"] = (f"{search.get('method')}; the {other} optimum re-scored here "
+                                "is faster and kept")
+            full[f] = {**kept, "search": search}
 
 
 def config_entry(study: Study, config: str, tick: Callable[[str], None] = lambda s: None

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from cpo_opt.inputs.loaders import load_system
 from cpo_opt.study.explain import PARTS, placement
-from cpo_opt.study.optimum import best_plan, rescore
+from cpo_opt.study.optimum import best_plan, keep_faster
 from cpo_opt.study.spec import Study
 
 FIELDS = {"domain": "scale_up.domain_size", "bandwidth": "scale_up.bandwidth_GB_s"}
@@ -69,13 +69,12 @@ def point(study: Study, config: str, kind: str, value: float, fabric: str = "pas
                     exhaustive_max=mode.sweep_exhaustive_max_plans, gradient=False,
                     stack=study.stack)
     method = opt["search"]["method"]
-    if carried is not None and carried.get("plan") is not None:
-        again = rescore(model, system, carried["plan"], study.tokens, study.stack)
-        if again is not None and (opt["step_time_s"] is None
-                                  or again["step_time_s"] < opt["step_time_s"]):
+    if carried is not None:
+        opt, again = keep_faster(opt, model, system, carried.get("plan"), study.tokens,
+                                 study.stack)
+        if again:
             method = (f"{method}; the plan of {carried['value']:g} re-scored here is faster "
                       "and kept")
-            opt = again
     row = {"config": config, "sweep": kind, "field": field, "value": float(value),
            "fabric": fabric, **{k: opt[k] for k in (
                "time_to_train_days", "step_time_s", "mfu", "plan", "plan_line", "breakdown_s",
