@@ -108,6 +108,27 @@ class Layout:
     def ranks(self) -> tuple[RankLoad, RankLoad, RankLoad]:
         return self.first, self.middle, self.last
 
+    def first_chunks(self) -> tuple[RankLoad, RankLoad, RankLoad]:
+        """Each of :meth:`ranks`' first virtual stage (rank 0's with the embedding)."""
+        return self.first_chunk, self.middle_chunk, self.middle_chunk
+
+
+def drain_lead(plan: Plan) -> tuple:
+    """Backward chunks by which each of :meth:`Layout.ranks`' last backward ends before rank
+    0's: the drain runs from the last rank to the first, so rank ``r`` leads by ``r`` chunks
+    (the middle rank taken as rank 1, the least lead of any middle rank); DualPipe ends both
+    directions on rank 0 (no lead). Without DP overlap each rank reduces its gradients after
+    its own last backward (:mod:`cpo_opt.model.step`, DP; simulator D1)."""
+    one = 1.0 - plan.schedule
+    return 0.0, jnp.minimum(1.0, plan.pp - 1.0) * one, (plan.pp - 1.0) * one
+
+
+def gathers_on_first_use(interleaved) -> tuple:
+    """Which of :meth:`Layout.ranks` gather their first parameter bucket on first use, before
+    their first forward (nothing to hide it): the first rank, without interleaving (with it
+    the first chunk's gather is already counted, :mod:`cpo_opt.model.step`, DP; simulator D2)."""
+    return 1.0 - interleaved, 0.0, 0.0
+
 
 def group(plan: Plan, microbatches, temperature: float = 0.0):
     """Micro-batches per group of an interleaved schedule (Megatron-Core core_v0.19.0

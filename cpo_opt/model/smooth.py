@@ -15,7 +15,9 @@ Surrogates:
   It overestimates ``max`` by at most a factor ``2^temperature``.
 * minimum of positive numbers: ``(a^-p + b^-p)^(-1/p)``, same ``p``.
 * ``relu(x)``: ``temperature * scale * softplus(x / (temperature * scale))``.
-* ``ceil(x)``: ``floor(x) + (1 - exp(-f/T)) / (1 - exp(-1/T))`` with ``f = x - floor(x)``:
+* ``ceil(x)``: ``n + (1 - exp(-f/T)) / (1 - exp(-1/T))`` with ``n = floor(x + eps)`` and
+  ``f = (x - n - eps) / (1 - 2 eps)`` clipped to ``[0, 1]`` (``eps = CEIL_EPS``, the exact
+  ceiling's tolerance, so a fraction within ``eps`` of an integer gives it in both):
   continuous everywhere, exact at integers for every ``T`` (so integer plans are never
   blurred), rising from ``n`` to ``n + 1`` within about ``T`` above each integer; as
   ``T -> 0`` it becomes ``ceil``, at ``T = 1`` it is close to the fluid ``x + 1/2``.
@@ -84,8 +86,10 @@ def ceil(x, temperature: float = 0.0):
     """``ceil(x)``; exact at integers and smooth between them when ``temperature > 0``."""
     if is_exact(temperature):
         return jnp.ceil(x - CEIL_EPS)
+    # the exact ceiling's tolerance on both sides: fractions within CEIL_EPS of n (above or
+    # below) give n, and the rise spans the rest, so both agree as T -> 0 for every x
     n = jnp.floor(x + CEIL_EPS)
-    f = jnp.maximum(x - n, 0.0)
+    f = jnp.clip((x - n - CEIL_EPS) / (1.0 - 2.0 * CEIL_EPS), 0.0, 1.0)
     return n + (-jnp.expm1(-f / temperature)) / (-jnp.expm1(-1.0 / temperature))
 
 

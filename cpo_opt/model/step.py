@@ -54,8 +54,13 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   Each term grows by at most what ``t_rank`` shrinks, and the step holds ``m`` of them, so a
   faster GPU never slows the step; a window of the bare backward kernels would shrink with
   faster GPUs while the pipeline wait replacing them does not (the reported counterexample,
-  issue 14). ZeRO-3 gathers and reduces every micro-batch, overlapped with that
-  micro-batch's forward/backward.
+  issue 14). The reduction's window opens when the first DP bucket is ready (the output
+  layer's backward and what the bucket lacks of it in layers). Whatever the windows, the
+  last of Megatron-Core's greedy buckets (the remainder, with the embedding) is reduced
+  after the backward, and the full bucket beside it beyond the remainder's layers; without
+  interleaving the first rank gathers the same two before its first forward
+  (``_last_buckets``, simulator D2). ZeRO-3 gathers and reduces every micro-batch,
+  overlapped with that micro-batch's forward/backward.
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
   The overlap (Transformer Engine's userbuffers, ``--tp-comm-overlap``) moves data by
@@ -144,9 +149,9 @@ DDP_BUCKET_MIN_PARAMS = 4e7
 """Megatron-Core's default DP gradient bucket is ``max(4e7, 1e6 dp)`` parameters
 (core_v0.19.0 ``DistributedDataParallel.__init__``, ``dp`` the data-parallel group without
 CP); the plan's ``ddp_bucket`` (``--ddp-bucket-size``; Megatron-Bridge sets 128 Mi
-parameters) replaces it. With overlapped DP the last bucket's reduction is always exposed,
-``min(1, bucket / P_rank)`` of the rank's gradient traffic: one bucket, all of it, at
-``dp = 9216`` on the default rule (docs/simulator.md, D2)."""
+parameters) replaces it. With overlapped DP the last two buckets' reduction is exposed
+(``_last_buckets``): at ``dp = 9216`` on the default rule a bucket holds nearly half the
+rank (docs/simulator.md, D2)."""
 DDP_BUCKET_PARAMS_PER_DP_RANK = 1e6
 BF16_MOMENTS_SAVING = 8.0
 """Bytes of those 30 saved with ``bf16_moments``: m and v read and written at 2 bytes."""
@@ -230,6 +235,53 @@ def _hide(window, comm_time, overlap, temperature):
     """``window`` plus the exposed part of ``comm_time``: ``max(window, comm)`` when
     overlapped, ``window + comm`` when not."""
     return window + _exposed(comm_time, window, overlap, temperature)
+
+def _last_buckets(model: Model, system: System, plan: Plan, d, pl, span, rank_layers,
+                  bucket, bwd, fwd, temperature):
+    """Exposed seconds of the gradient reduction after a rank's last backward and of the
+    parameter gather before its first forward, set by the last two of Megatron-Core's DDP
+    buckets.
+
+    Megatron-Core fills its buckets in reverse parameter order, the output layer first and
+    the embedding last, a new bucket once the current one reaches ``bucket`` parameters
+    (core_v0.19.0 ``_ParamAndGradBuffer``). Over ``span`` (the rank; interleaved, its first
+    chunk, reduced last and gathered first), with ``H`` the parameters before the embedding
+    (the output layer and the layers, ``L`` of them in layers), the buckets are
+    ``n = ceil(H / bucket)``: the last holds ``rho = min(H - bucket (n - 1), L)`` layer
+    parameters and the embedding, the one beside it ``min(bucket, L - rho)`` layer parameters
+    (each of the layers' dense / expert mix, timed on its own groups). The last is reduced
+    after the backward (gathered before the forward) whatever the window; the one beside it
+    waits only for the last one's layers, ``rho / rank_layers`` of the rank's backward
+    ``bwd`` (forward ``fwd``)::
+
+        exposed = t(last) + max(t(beside) - rho / rank_layers x window, 0)
+
+    Also returned, for the caller's fluid bound (the whole span's traffic against the
+    backward after the first bucket is ready): the share of the span's layers the first
+    bucket waits for (the output layer opens it, so only what it lacks of a bucket).
+    Returns ``(grad, gather, first share)`` (simulator D2: Megatron-Core's default
+    ``max(4e7, 1e6 dp)`` holds nearly half the rank at ``dp = 9216``)."""
+    t = temperature
+    dense, experts = local_params(model, plan, d, span)
+    emb, _ = local_params(model, plan, d, dataclasses.replace(span, dense=0.0, moe=0.0,
+                                                               head=0.0))
+    ends, _ = local_params(model, plan, d, dataclasses.replace(span, dense=0.0, moe=0.0))
+    l_dense = jnp.maximum(dense - ends, 0.0)
+    layers = jnp.maximum(l_dense + experts, 1.0)
+    before = (ends - emb) + layers
+    size = jnp.maximum(bucket, 1.0)
+    n = jnp.maximum(smooth.ceil(before / size, t), 1.0)
+    rho = jnp.clip(before - size * (n - 1.0), 0.0, layers)
+    beside = jnp.minimum(size, layers - rho)
+    f_dense, f_exp = l_dense / layers, experts / layers
+    last = _dp_comms(system, plan, pl, emb + rho * f_dense, rho * f_exp, d.is_moe)
+    near = _dp_comms(system, plan, pl, beside * f_dense, beside * f_exp, d.is_moe)
+    w = rho / jnp.maximum(rank_layers, 1.0)
+    grad = last[0].time + smooth.relu(near[0].time - w * bwd, near[0].time + 1e-9, t)
+    gather = last[1].time + smooth.relu(near[1].time - w * fwd, near[1].time + 1e-9, t)
+    first = jnp.clip(jnp.maximum(size - (ends - emb), 0.0) / layers, 0.0, 1.0)
+    return grad, gather, first
+
 
 def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts,
               moe=1.0):
@@ -548,8 +600,10 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     t_no_z3 = ranks[0]["total"] - ranks[0]["z3"]
     for r in ranks[1:]:
         t_no_z3 = smooth.smax(t_no_z3, r["total"] - r["z3"], t)
-    # (written as a gap, exactly 0 without ZeRO-3 exposure, so no rounding enters the bubble)
-    z3_gap = smooth.relu(slow["total"] - t_no_z3, slow["total"] + 1e-9, t)
+    # (written as a gap, exactly 0 without ZeRO-3 exposure, so no rounding enters the bubble;
+    # smoothed on the scale of that exposure, so the relaxed gap also vanishes without it
+    # rather than leave softplus's t ln2 per micro-batch, m of them, off the bubble)
+    z3_gap = smooth.relu(slow["total"] - t_no_z3, slow["z3"] + 1e-9, t)
     bubble = smooth.relu(bubble - n_mb * z3_gap, bubble + 1e-9, t)
 
     # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
@@ -571,8 +625,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # in its first layer (with the embedding on rank 0): the gradients the backward produces
     # last, reduced after it ends, and the parameters the forward needs first
     first_share, first_layer = [], []
-    for i, h in enumerate(held):
-        chunk = lay.first_chunk if i == 0 else lay.middle_chunk
+    for h, chunk in zip(held, lay.first_chunks()):
         total = jnp.maximum(h[0] + h[1], 1.0)
         c_dense, c_exp = local_params(model, plan, d, chunk)
         first_share.append(jnp.clip((c_dense + c_exp) / total, 0.0, 1.0))
@@ -587,28 +640,35 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # backward chunks before rank 0's (the drain runs from the last rank to the first); the
     # gathers follow the optimizer, which waits for every rank's reduction (simulator D1)
     b_chunk = fill["wall_bwd"] / plan.vpp
-    lead = (0.0, jnp.minimum(1.0, plan.pp - 1.0) * b_chunk, (plan.pp - 1.0) * b_chunk)
-    lead = [x * (1.0 - plan.schedule) for x in lead]  # DualPipe: both ends on rank 0
     ovl = plan.overlap_dp
     dp_step, gather_step = 0.0, 0.0
-    for i, ((grad_r, param_r, _, _), r, c0, held_r, l0) in enumerate(
-            zip(dp_comms, ranks, first_share, held, first_layer)):
-        w_grad = w_total - r["wall_fwd"]
+    for (grad_r, param_r, _, _), r, c0, load, chunk, lead, first in zip(
+            dp_comms, ranks, first_share, lay.ranks(), lay.first_chunks(),
+            pipeline.drain_lead(plan), pipeline.gathers_on_first_use(inter)):
+        # (the windows of the rank's layers: its micro-batch without the output layer)
+        l_dense, l_exp = local_params(model, plan, d, dataclasses.replace(
+            load, embedding=0.0, head=0.0))
+        l_bwd = jnp.maximum(r["wall_bwd"] - load.head * head.bwd, 0.0)
+        l_fwd = jnp.maximum(r["wall_fwd"] - load.head * head.fwd, 0.0)
+        g_last, p_last, first_wait = _last_buckets(
+            model, system, plan, d, pl, pipeline.pick(inter > 0.5, chunk, load),
+            l_dense + l_exp, bucket_params, l_bwd, l_fwd, t)
+        # the gradients reduce from the first bucket's readiness on: after the output
+        # layer's backward and what the first bucket lacks of it in layers
+        w_grad = w_total - r["wall_fwd"] - (r["wall_bwd"] - l_bwd) - first_wait * l_bwd
         both = grad_r.time + param_r.time
         hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
                                   smooth.relu(both - w_total, w_total + 1e-9, t), t)
         hidden_inter = smooth.smax(c0 * both,
                                    smooth.relu(both - w_pipe, w_pipe + 1e-9, t), t)
         hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
-        # the last gradient bucket (at least the first layer, with the embedding on rank 0:
-        # Megatron-Core never splits a parameter across buckets) is reduced after the last
-        # backward, whatever the window; without interleaving the first rank gathers its
-        # first bucket on first use, before its first forward (simulator D2)
-        bucket = jnp.clip(bucket_params / jnp.maximum(held_r[0] + held_r[1], 1.0), 0.0, 1.0)
-        first = 1.0 - inter if i == 0 else 0.0
-        hidden = smooth.smax(hidden, smooth.smax(bucket, l0, t)
-                             * (grad_r.time + first * param_r.time), t)
-        tail = smooth.relu(grad_r.time - lead[i], grad_r.time + 1e-9, t)
+        # the last gradient buckets are reduced after the last backward whatever the window:
+        # the remainder with the embedding, and the full bucket beside it beyond the
+        # remainder's layers (_last_buckets, over the rank or, interleaved, its first chunk);
+        # without interleaving the first rank gathers the same two on first use, before its
+        # first forward (simulator D2)
+        hidden = smooth.smax(hidden, g_last, t) + first * p_last
+        tail = smooth.relu(grad_r.time - lead * b_chunk, grad_r.time + 1e-9, t)
         dp_step = smooth.smax(dp_step, tail + ovl * (hidden - tail), t)
         gather_step = smooth.smax(gather_step, param_r.time, t)
     dp_step = dp_step + (1.0 - ovl) * gather_step

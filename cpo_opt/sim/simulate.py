@@ -36,8 +36,11 @@ Queues per rank: ``comp`` (the compute stream), ``tp``, ``cp``, ``ep`` (communic
   and only its consumer waits for it.
 * DP (ZeRO 0-2, Megatron-Core DDP + distributed optimizer): gradients are reduced in buckets
   of the plan's ``ddp_bucket`` parameters (``0``: Megatron-Core core_v0.19.0's default
-  ``max(4e7, 1e6 dp)``, ``dp`` without CP). With ``overlap_dp``: bucketed with per-bucket
-  launch during the last micro-batch's backward only on pipeline rank 0's first chunk
+  ``max(4e7, 1e6 dp)``, ``dp`` without CP), filled layer by layer in backward order, the
+  output layer opening the first bucket and the embedding closing the last (core_v0.19.0
+  ``_ParamAndGradBuffer`` walks the parameters in reverse). With ``overlap_dp``: bucketed
+  with per-bucket launch during the last micro-batch's backward only on pipeline rank 0's
+  first chunk
   (``pp_rank > 0`` and later chunks are one bucket); non-interleaved ranks ``> 0`` reduce
   after their last backward, interleaved chunks ``pp_rank`` backward steps after their last
   micro-batch (``align_grad_reduce``), DualPipe ranks after their last chunk. Parameters are
@@ -786,7 +789,10 @@ class _Sim:
             return [list(range(n))]
         size = (self.options.bucket_params or f(self.plan.ddp_bucket)
                 or max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp))
-        groups, cur, acc = [], [], 0.0
+        # the output layer, registered last, opens the first bucket; the embedding, first,
+        # closes the last (core_v0.19.0 _ParamAndGradBuffer walks the parameters in reverse);
+        # a tied matrix on a stage with both ends is the embedding's
+        groups, cur, acc = [], [], self.head_params(stage)
         for i in reversed(range(n)):
             cur.append(i)
             acc += per_layer[i][0] + per_layer[i][1]
@@ -797,12 +803,23 @@ class _Sim:
             groups.append(cur)
         return groups
 
-    def bytes_of(self, stage, layers, with_mats):
+    def head_params(self, stage):
+        """Parameters of ``stage``'s output layer when it is a matrix of its own (in the first
+        gradient bucket), else 0 (a tied one is the embedding's, in the last)."""
+        st = self.layout[stage]
+        own = st.head and not (self.tied and st.embedding)
+        return self.c.params_embedding if own else 0.0
+
+    def bytes_of(self, stage, layers, with_emb, with_head=None):
+        """Parameters of ``layers`` of ``stage``, with its embedding matrix (a tied output
+        layer with it) when ``with_emb`` and its own output layer when ``with_head``
+        (default: as ``with_emb``)."""
         per_layer, mats = self.stage_params(stage)
         dense = sum(per_layer[i][0] for i in layers)
         experts = sum(per_layer[i][1] for i in layers)
-        if with_mats:
-            dense += mats * self.c.params_embedding
+        head = self.head_params(stage)
+        with_head = with_emb if with_head is None else with_head
+        dense += (mats * self.c.params_embedding - head) * with_emb + head * with_head
         return dense, experts
 
     def grad_time(self, dense, experts):
@@ -852,7 +869,7 @@ class _Sim:
                 else:
                     prev = None
                     for gi, g in enumerate(reversed(groups)):  # forward order
-                        dense, experts = self.bytes_of(st, g, gi == 0)
+                        dense, experts = self.bytes_of(st, g, gi == 0, gi == len(groups) - 1)
                         t = self.on(r, "dp", self.gather_time(dense, experts), [], FIXED,
                                     ("DP parameter all-gather", r, "bucket", gi))
                         if prev is not None:
@@ -892,7 +909,7 @@ class _Sim:
                 ends = self.b_layer_ends.get(last_mb, {})
                 trigger, key = self.grad_trigger(r, j, st)
                 for gi, g in enumerate(groups):
-                    dense, experts = self.bytes_of(st, g, gi == len(groups) - 1)
+                    dense, experts = self.bytes_of(st, g, gi == len(groups) - 1, gi == 0)
                     if trigger is None:  # per-bucket hooks during the last backward
                         dep = ends.get(min(g)) if g else self.b_end[last_mb]
                     else:
