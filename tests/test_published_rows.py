@@ -104,3 +104,35 @@ def test_published_megatron_plans_fit_by_the_models_account():
     assert "mb2604-gptoss120b-b200-bf16" in {c.id for c in helped}
     for c in helped:
         assert all(c.plan.options[k]["from"] == "stack" for k in fit), c.id
+
+
+def _case(cid, t, ep=8, system="gb200-nvl72"):
+    return {"id": cid, "model": "qwen3-30b-a3b", "system": system,
+            "overrides": {"cluster": {"gpus": 8}},
+            "plan": {"tp": 1, "ep": ep, "global_batch": 512, "dtype": "fp8"},
+            "measured": {"step_time_s": t}}
+
+
+def test_release_twins_group_only_the_same_plan_on_the_same_system_across_releases(experiment):
+    mod = experiment("release_twins")
+    cases = [_case("mb2604-a", 10.0), _case("mb2606-a", 6.4), _case("mb2606-b", 6.4, ep=4),
+             _case("mb2604-c", 10.0, system="hgx-b200"), _case("mb2604-d", 9.0, ep=2),
+             _case("mb2604-e", 9.0, ep=2)]  # same plan twice in one release: not a twin
+    groups = mod.twin_groups(cases)
+    assert [sorted(c["id"] for c in g) for g in groups] == [["mb2604-a", "mb2606-a"]]
+
+
+def test_one_prediction_cannot_hold_two_measurements_further_apart_than_the_bar(experiment):
+    mod = experiment("release_twins")
+    # within 15% both ways: t_max / t_min <= 1.15 / 0.85
+    assert mod.least_misses([10.0, 13.5]) == 0
+    assert mod.least_misses([10.0, 13.6]) == 1
+    assert mod.least_misses([10.0, 10.0, 16.0]) == 1
+    assert mod.least_misses([5.0, 10.0, 20.0]) == 2
+
+
+def test_the_release_twins_script_runs_on_the_shipped_rows(experiment, capsys):
+    experiment("release_twins").main()
+    out = capsys.readouterr().out
+    assert "groups of the same model, system and plan" in out
+    assert "| qwen3-30b-a3b | GB300 (8) |" in out
