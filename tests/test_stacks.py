@@ -243,6 +243,32 @@ def test_the_dispatcher_changes_the_all_to_all_bytes_only(dsv3):
           "breakdown.tp_comm", "breakdown.cp_comm")
 
 
+def test_fp8_dispatch_halves_only_the_forward_dispatch_of_fp8_moe_plans(dsv3):
+    """DeepSeek-V3 quantises before the dispatch (sec. 3.3.3); Megatron-Core's dispatchers
+    send the bf16 hidden states (core_v0.19.0 moe/fused_a2a.py). Only the EP exchange moves,
+    by less than a quarter of its bytes (one of its four legs halved); bf16 plans and dense
+    models do not move at all."""
+    m, s = dsv3
+    a, b = _pair(m, s, PLAN, fp8_dispatch=1.0)
+    assert float(b.breakdown.ep_comm) < float(a.breakdown.ep_comm)
+    moved = float(a.traffic.scale_up_bytes + a.traffic.scale_out_bytes
+                  - b.traffic.scale_up_bytes - b.traffic.scale_out_bytes)
+    assert 0.0 < moved
+    _same(a, b, "compute_detail.gemm", "compute_detail.host", "memory.total",
+          "breakdown.tp_comm", "breakdown.dp_comm", "breakdown.pp_comm")
+    for plan, model in ((PLAN.replace("dtype=fp8", "dtype=bf16"), m),
+                        ("tp=8,pp=8,micro_batch=1,global_batch=1152,dtype=fp8",
+                         load_model("llama3-405b"))):
+        c, d = _pair(model, s, plan, fp8_dispatch=1.0)
+        _same(c, d, "step_time_s", "breakdown.ep_comm", "traffic.scale_up_bytes",
+              "traffic.scale_out_bytes")
+    tuned = load_plan(PLAN, m, s)
+    assert tuned.options["fp8_dispatch"]["value"] is False
+    assert "fused_a2a.py" in load_stack(DEFAULT_STACK).sources["fp8_dispatch"]
+    ds = load_plan(PLAN, m, s, stack="deepseek-v3-published")
+    assert ds.options["fp8_dispatch"]["value"] is True and float(ds.plan.fp8_dispatch) == 1.0
+
+
 def test_ep_overlap_hides_the_all_to_all_and_moves_no_byte(dsv3):
     m, s = dsv3
     a, b = _pair(m, s, PLAN, overlap_ep=1.0)

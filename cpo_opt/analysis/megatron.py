@@ -378,7 +378,12 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         else:
             unmapped.append(_unmapped("bf16_moments", True, "Megatron's precision-aware "
                                       "optimizer needs the distributed optimizer (zero >= 1)"))
-    handled |= {"bf16_main_grads", "fp8_param_gather"}
+    handled |= {"bf16_main_grads", "fp8_param_gather", "fp8_dispatch"}
+    if p.get("fp8_dispatch") and p.get("dtype") == "fp8" and moe:
+        unmapped.append(_unmapped("fp8_dispatch", True, "Megatron-Core has no fp8 dispatch: "
+                                  "HybridEP's is fixed off and DeepEP's FusedDispatch sends "
+                                  f"the bf16 hidden states ({PINNED_RELEASE} "
+                                  "moe/fused_a2a.py)"))
     if p.get("bf16_main_grads"):  # ARGS:3504, non-fp32 needs the precision-aware optimizer
         if dist_opt:
             if not precision_aware:

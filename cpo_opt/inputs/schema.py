@@ -306,6 +306,10 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("fp8_param_gather", "fp8_param_gather", "bool",
         "fp8 plans: the model's weights kept only in fp8 (no bf16 copy) and all-gathered in "
         "fp8 (Megatron-Core --fp8-param-gather)", default=False),
+    Key("fp8_dispatch", "fp8_dispatch", "bool",
+        "fp8 plans: the forward EP dispatch sends fp8 tokens (DeepSeek-V3's DeepEP dispatch); "
+        "off, the bf16 hidden states (every Megatron-Core dispatcher at core_v0.19.0)",
+        default=False),
     _nonneg("ddp_bucket", "ddp_bucket",
             "DDP gradient bucket in parameters (Megatron-Core --ddp-bucket-size); 0 = "
             "Megatron-Core's default, max(4e7, 1e6 dp)", default=0.0),

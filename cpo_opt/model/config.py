@@ -186,7 +186,10 @@ accumulated, kept and reduced in bf16 (Megatron-Core ``--use-precision-aware-opt
 fp8 plans keep the model's weights only in fp8 and all-gather them in fp8 (Megatron-Core
 ``--fp8-param-gather``, Megatron-Bridge's MXFP8 preset) (:mod:`cpo_opt.model.memory`);
 ``ddp_bucket`` the DDP gradient bucket in parameters (Megatron-Core ``--ddp-bucket-size``),
-``0`` for Megatron-Core's own default ``max(4e7, 1e6 dp)`` (:mod:`cpo_opt.model.step`). The fields after
+``0`` for Megatron-Core's own default ``max(4e7, 1e6 dp)`` (:mod:`cpo_opt.model.step`);
+``fp8_dispatch`` fp8 plans send the forward EP dispatch in fp8 (DeepSeek-V3 sec. 3.3.3 with
+DeepEP's fp8 dispatch; Megatron-Core's dispatchers send the bf16 hidden states,
+:func:`cpo_opt.model.layer_costs.ep_moe_layer`). The fields after
 ``flash_attention`` have defaults so older constructors keep working; batched callers pass
 arrays for them.
     """
@@ -225,6 +228,7 @@ arrays for them.
     bf16_main_grads: Array = 0.0
     fp8_param_gather: Array = 0.0
     ddp_bucket: Array = 0.0
+    fp8_dispatch: Array = 0.0
 
 
 def replace(obj, **changes):

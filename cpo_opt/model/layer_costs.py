@@ -523,25 +523,31 @@ def cp_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement,
 def ep_moe_layer(model: Model, system: System, plan: Plan, d: Dims, pl: Placement, t: float):
     """EP all-to-alls of one MoE layer: ``(forward, backward)`` dispatch + combine.
 
-    Precision of each leg: the forward dispatch moves fp8 tokens in fp8 plans (DeepEP and
-    Megatron-Core's fp8 dispatch quantise before sending; scales are ~1/128 of the bytes,
-    not counted), the forward combine bf16; the backward runs the reverse legs on bf16
-    gradients (dispatch-backward is a combine, combine-backward a dispatch of gradients).
+    Precision of each leg: the forward dispatch moves fp8 tokens in fp8 plans with
+    ``fp8_dispatch`` (DeepSeek-V3 sec. 3.3.3: the activations are quantised before the
+    dispatch, DeepEP's fp8 path; scales are ~1/128 of the bytes, not counted) and the bf16
+    hidden states otherwise: every Megatron-Core dispatcher sends them as they are in fp8
+    plans too (core_v0.19.0 ``moe/fused_a2a.py``: HybridEP's ``fp8_dispatch`` is fixed off,
+    "HybridEP dispatcher does not support fp8 dispatch now"; DeepEP's ``FusedDispatch``
+    passes the bf16 input to ``buffer.dispatch``; the all-to-all dispatcher permutes bf16
+    tokens), each expert slice quantised after it arrives. The forward combine is bf16;
+    the backward runs the reverse legs on bf16 gradients (dispatch-backward is a combine,
+    combine-backward a dispatch of gradients).
     ``plan.dispatcher`` selects Megatron's all-to-all (every routed copy sent,
     :func:`fabric.all_to_all_on`) or the hierarchical de-duplicating dispatch
     (:func:`fabric.hierarchical_dispatch`)."""
     copies = model.top_k * capacity(model)
     tokens = d.tokens_moe * model.hidden * imbalance(model, plan, d)  # most loaded receiver
+    sent = jnp.where((plan.fp8 > 0) & (plan.fp8_dispatch > 0), 1.0, BF16)  # bytes/element
 
     def flat():
-        dispatch = fabric.all_to_all_on(tokens * copies * compute.input_bytes(plan), pl.ep,
-                                        system, t)
+        dispatch = fabric.all_to_all_on(tokens * copies * sent, pl.ep, system, t)
         combine = fabric.all_to_all_on(tokens * copies * BF16, pl.ep, system, t)
         return dispatch, combine
 
     def hier():
         args = (copies, pl.ep, system, model.max_domains_per_token, t)
-        dispatch = fabric.hierarchical_dispatch(tokens * compute.input_bytes(plan), *args)
+        dispatch = fabric.hierarchical_dispatch(tokens * sent, *args)
         combine = fabric.hierarchical_dispatch(tokens * BF16, *args)
         return dispatch, combine
 

@@ -42,7 +42,7 @@ weight gradient: "fp8 activation caching"), 2 in bf16. Per token:
   ``recompute_norm_act``: ``moe_act``/activation recompute).
 * MoE FFN: norm input ``2h``, router input ``2h`` (SP-split), and per routed token copy
   (``k`` copies per token, times the capacity factor) the dispatched expert input ``w h``
-  (dispatch in fp8 in fp8 plans), FC1 output ``2 (n-1) f_e / etp`` and FC2 input
+  (kept in fp8 in fp8 plans: the grouped GEMM's quantised input, whatever precision the dispatch sent), FC1 output ``2 (n-1) f_e / etp`` and FC2 input
   ``w f_e / etp`` (dropped with activation recompute). Router probabilities are applied
   inside the expert activation (Megatron-Core ``TEGroupedMLP`` with
   ``weighted_bias_swiglu_impl``), so no expert-output copy is kept for the combine.
