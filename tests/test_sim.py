@@ -529,6 +529,14 @@ DISAGREEMENTS = [  # docs/simulator.md, "Disagreements": the closed form should 
                   "gpt3-175b", "hgx-b200", None,
                   dict(tp=8, pp=8, cp=4, vpp=8, micro_batch=2, global_batch=128, zero=3,
                        recompute="none", overlap_tp=True)),
+    _fixed("zero3-dualpipe", "D16 (fixed in round 12): under DualPipe a rank holds two "
+                  "stages and a micro-batch passes one; the closed form gathered and reduced "
+                  "both stages' ZeRO-3 parameters per micro-batch (+69.9% on this plan of the "
+                  "random table, the largest class of its worst; -0.06% after)",
+                  "megatron-1t", "dgx-a100-selene", None,
+                  dict(tp=8, pp=2, micro_batch=2, global_batch=1536, recompute="full",
+                       zero=3, overlap_tp=True, overlap_dp=False, schedule="dualpipe",
+                       cuda_graphs=True)),
     _fixed("dualpipe", "D11 (fixed in round 10): DualPipe.step's own order idles "
                   "n (F + D - W) + max(n (D - F) - F, 0), n = pp/2 - 1, D = B - W, less than "
                   "the README's (PP/2 - 1)(F&B + B - 3W) (+7.9% before, +1.38% after)",

@@ -445,6 +445,12 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # DP / ZeRO traffic of each rank's own parameters (and of the average rank's)
     held = [local_params(model, plan, d, load) for load in lay.ranks()]
     dp_comms = [_dp_comms(system, plan, pl, *h, moe=d.is_moe) for h in held]
+    # ZeRO-3 gathers and reduces, per micro-batch, the parameters the micro-batch passes:
+    # per_mb of the rank's (under DualPipe one of its two stages, the simulator's chunk);
+    # the first layer's gather before the step is a share of the whole rank's (D8)
+    z3_rank0 = dp_comms[0][2]
+    dp_comms = [(g, p, x.per_mb * z_f, x.per_mb * z_b)
+                for (g, p, z_f, z_b), x in zip(dp_comms, lay.ranks())]
     avg_load = pipeline.average(model, plan, s)
 
     # --- host issue (module docstring, "Host"): a layer pass runs at the slower of its GPU
@@ -674,7 +680,7 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     dp_step = dp_step + (1.0 - ovl) * gather_step
     # ZeRO-3: nothing hides the first layer's gather (the embedding's with it: ZeRO-3 gathers
     # layer by layer, one ahead) on the first rank before the step's first forward (D8)
-    dp_step = dp_step + plan.overlap_dp * first_layer[0] * dp_comms[0][2].time
+    dp_step = dp_step + plan.overlap_dp * first_layer[0] * z3_rank0.time
 
     # --- optimizer and other
     # the rank's optimizer shard (the largest over ranks: every rank updates at once)
