@@ -216,13 +216,19 @@ sent), so the byte counts below follow by hand (the preset plan runs DualPipe an
 ELEMS = 4096 * 8 * 7168  # tokens of one micro-batch (b s, tp = cp = 1) x top_k x hidden
 
 
+def _dispatch_width(p):
+    """Bytes per element the forward dispatch sends: 1 in fp8 plans with ``fp8_dispatch``
+    (DeepSeek-V3's), else 2 (Megatron-Core sends the bf16 hidden states: the plain stack)."""
+    return 1.0 if p.values["dtype"] == "fp8" and float(p.plan.fp8_dispatch) > 0 else 2.0
+
+
 def _ep_bytes(s, p):
     """(up, out) bytes of one MoE layer's EP all-to-alls, forward + backward, by the fabric
-    functions: dispatch (fp8 or bf16) and combine (bf16) forward, 2 x combine backward."""
+    functions: dispatch (:func:`_dispatch_width`) and combine (bf16) forward, 2 x combine
+    backward."""
     at = fabric.fill(s.system, p.plan)
     grp = fabric.place([float(p.values["ep"])], [float(p.values["etp"])], s.system, at=at)[0]
-    dispatch = fabric.all_to_all_on(ELEMS * (1.0 if p.values["dtype"] == "fp8" else 2.0),
-                                    grp, s.system)
+    dispatch = fabric.all_to_all_on(ELEMS * _dispatch_width(p), grp, s.system)
     combine = fabric.all_to_all_on(ELEMS * 2.0, grp, s.system)
     total = dispatch + 3.0 * combine
     return _f(total.up_bytes), _f(total.out_bytes)
@@ -296,7 +302,8 @@ def test_deepseek_ep64_contiguous_on_72_straddles(deepseek, ep64_by_domain):
 def test_deepseek_ep64_on_domain8_crosses_scale_out(deepseek, ep64_by_domain):
     s, p, r = ep64_by_domain[8]
     up, out = _ep_bytes(s, p)
-    per_layer = (1 + 2 + 2 * 2) * ELEMS          # fp8 dispatch, bf16 combine, bwd 2 x combine
+    assert _dispatch_width(p) == 2.0              # the plain stack: bf16 dispatch in fp8 plans
+    per_layer = (2 + 2 + 2 * 2) * ELEMS          # bf16 dispatch and combine, bwd 2 x combine
     assert out == pytest.approx(per_layer * 56 / 64, rel=1e-14)
     assert up == pytest.approx(per_layer * 7 / 64, rel=1e-14)
     n_mb, moe_layers_rank = 120, 2 * 2            # vpp 2 x ceil(61 / 32) layers, all MoE
