@@ -87,14 +87,18 @@ SLOW_OTHERS = [pytest.param(n, marks=pytest.mark.slow)
 
 @pytest.mark.parametrize("name", SLOW_OTHERS)
 def test_explicit_structure_changes_no_number_stacked_relaxed_and_in_gradients(presets, name):
+    """The stacked relaxation and its gradient, op by op. Compiled, the same check cost
+    150-240 s of XLA compilation per case on the 2-core CI machine (two gradient programs,
+    DYNAMIC's with every block; docs/testing.md, round 13): eagerly 2-12 s. That compiled
+    programs keep the structure's numbers is the jit and vmapped-rows tests' check."""
     model, system, plan, st = _case(presets, name)
 
     def f(structure, system):
         return step_time(model, system, plan, 0.05, stacked=True,
                          structure=structure).step_time_s
 
-    v0, g0 = jax.jit(jax.value_and_grad(functools.partial(f, DYNAMIC)))(system)
-    v1, g1 = jax.jit(jax.value_and_grad(functools.partial(f, st)))(system)
+    v0, g0 = jax.value_and_grad(functools.partial(f, DYNAMIC))(system)
+    v1, g1 = jax.value_and_grad(functools.partial(f, st))(system)
     np.testing.assert_allclose(np.asarray(v0), np.asarray(v1), rtol=RTOL)
     # compared as elasticities d step / d ln x, to a few ulps of the step: a block that the
     # blended program builds with weight 0 (the MoE host wait of a dense model) leaves a
