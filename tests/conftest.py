@@ -37,12 +37,20 @@ def _release_compiled_programs():
     past 10 GB on the 24 GB CI machine, beside subprocesses of 7 GB (``reproduce --quick``).
     A later module that needs a program again loads it from the persistent cache."""
     yield
+    release_memory()
+
+
+def release_memory() -> None:
+    """Drop JAX's in-memory executables and hand the freed heap back to the system (glibc
+    keeps it mapped otherwise: the process stayed at 11 GB after the search module's 13 GB
+    peak). Also called before each documentation block's process starts
+    (tests/test_doc_blocks.py): the README's Python block peaked at 12.6 GB beside its
+    worker's 9.4 GB, 22.9 GB of the 24 GB machine (round 13)."""
     import ctypes
     import gc
     jax.clear_caches()
     gc.collect()
-    try:  # hand the freed heap back to the system (glibc keeps it mapped otherwise: the
-        # process stayed at 11 GB after the search module's 13 GB peak)
+    try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass

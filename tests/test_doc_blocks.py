@@ -48,7 +48,7 @@ scripts of the hardening report and the testing page's pytest lines, the regener
 shipped fit (and the calibrate line it runs), the quick study as a command and as a library
 call (the Quickstart's first line, which the acceptance checks run; 500-612 s of CI's 5,400 s
 each time the suite ran it), the README's heavy command examples (the Python block after them
-runs the same calls; 700-1,000 s of CI's time as commands, round 13): each says which test
+runs the same calls, round 13): each says which test
 covers what it does. Every ``cpo-opt`` line of a skipped block is still parsed
 (:func:`test_skipped_command_lines_parse`)."""
 
@@ -117,6 +117,8 @@ def workspace(page: str, tmp_root: pathlib.Path) -> pathlib.Path:
 
 
 def run_block(b: dict, ws: pathlib.Path) -> subprocess.CompletedProcess:
+    from conftest import release_memory
+    release_memory()  # the block's process gets the memory this worker no longer needs
     env = dict(os.environ, PYTHONPATH=str(ws),
                PATH=os.pathsep.join([str(ws / "bin"), str(pathlib.Path(sys.executable).parent),
                                      os.environ.get("PATH", "")]))
