@@ -1,7 +1,5 @@
 """``python -m cpo_opt`` runs the command line."""
 
-import sys
+from cpo_opt.cli import console
 
-from cpo_opt.cli import main
-
-sys.exit(main())
+console()
