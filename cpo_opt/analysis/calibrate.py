@@ -76,6 +76,7 @@ import optax
 from cpo_opt.analysis.coordinates import Z90, from_theta, to_theta
 from cpo_opt.analysis.evaluate import step_time_jit
 from cpo_opt.model.structure import structure_of_cases
+from cpo_opt.search.brief_jit import brief_jit
 from cpo_opt.inputs.constants_file import RANGES, ConstantsTable, as_table, for_gpu
 from cpo_opt.inputs.loaders import ArgumentError, Case, InputError, load_cases
 from cpo_opt.model.constants import GENERATIONS, INFO, constants_for, generation_of
@@ -267,11 +268,11 @@ class Functions:
 
             return jax.vmap(one)(weights)
 
-        self.predict_and_jacobian = jax.jit(pj)
-        self.loss_and_grad = jax.jit(jax.value_and_grad(loss))
+        self.predict_and_jacobian = brief_jit(pj)
+        self.loss_and_grad = brief_jit(jax.value_and_grad(loss))
         self.hessian = functools.partial(hessian_of_loss, self)
         self.predict = lambda theta: self.predict_and_jacobian(theta)[0]
-        self.fit_many = jax.jit(fit_many, static_argnames="steps")
+        self.fit_many = brief_jit(fit_many, static_argnames="steps")
 
     def fit(self, weights, mask, y, theta0, prior_weight, learning_rate, steps):
         """Fit once per row of ``weights`` (one vmapped, scanned Adam descent); ``mask[g, j]``

@@ -55,6 +55,7 @@ from cpo_opt.inputs import schema
 from cpo_opt.analysis.evaluate import SECONDS_PER_DAY, structure_of_plan
 from cpo_opt.inputs.loaders import ArgumentError, ModelSpec, PlanSpec, SystemSpec
 from cpo_opt.model.step import step_time
+from cpo_opt.search.brief_jit import brief_jit
 
 METHOD = "autodiff (jax.grad of the exact model)"
 
@@ -92,7 +93,7 @@ def field_values(system: SystemSpec) -> dict[str, float]:
     return out
 
 
-@functools.partial(jax.jit, static_argnames="structure")
+@brief_jit(static_argnames="structure")
 def _value_and_grads(x, model, system, plan, tokens, structure=None):
     """``(step, days, d step/dx, d days/dx)``: one forward pass, two scalar reverse passes.
 

@@ -41,6 +41,7 @@ import optax
 
 from cpo_opt.model.structure import Structure
 from cpo_opt.search import lattice
+from cpo_opt.search.brief_jit import brief_jit
 from cpo_opt.search.batching import SMALL_BATCH
 from cpo_opt.search import relaxed
 from cpo_opt.search import score as S
@@ -73,7 +74,7 @@ def adam_scan(objective, z0, recompute, zero, lo, hi, temps, lr):
     return jax.vmap(run)(z0, recompute, zero)
 
 
-@functools.partial(jax.jit, static_argnames=("free", "structure", "fixed"))
+@brief_jit(static_argnames=("free", "structure", "fixed"))
 def _descend(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch, fp8, flash,
              power_budget_w, free: tuple[str, ...], structure: Structure, fixed=()):
     """Adam on the relaxed objective for every start at once (:func:`adam_scan`).

@@ -39,6 +39,7 @@ from cpo_opt.model.structure import Structure
 from cpo_opt.search import lattice, relaxed
 from cpo_opt.search import score as S
 from cpo_opt.search.batching import SMALL_BATCH
+from cpo_opt.search.brief_jit import brief_jit
 from cpo_opt.search.space import SearchSpace
 
 OBJECTIVES = ("point", "mean", "p90", "worst")
@@ -117,7 +118,7 @@ def make_robust_scorer(space: SearchSpace, constants, factor, objective: str):
     return scorer
 
 
-@functools.partial(jax.jit, static_argnames=("free", "structure", "fixed", "objective"))
+@brief_jit(static_argnames=("free", "structure", "fixed", "objective"))
 def _descend_sampled(z0, recompute, zero, lo, hi, temps, lr, model, system, global_batch,
                      fp8, flash, power_budget_w, constants, log_factor, *,
                      free: tuple[str, ...], structure: Structure, fixed=(),
