@@ -15,9 +15,10 @@ programs").
 The arithmetic is the same, the kernels differ, so results agree to rounding, not always
 to the bit. That Mixtral descent ended where XLA's defaults end it (its final values agree
 in all nine digits compared), but a short multi-start descent can turn a last-bit
-difference into another local optimum: in the tiny study's paper figure each setting missed
-the better plan of a different Passage bar. The exact re-scoring and, where a study runs
-it, the exhaustive search decide a reported optimum.
+difference into another local optimum: in the tiny study's paper figure the two settings
+ended their descents near different plans of the Passage bars (before the polish was fixed
+to reach the better one from either, docs/speed.md). The exact re-scoring and polish and,
+where a study runs it, the exhaustive search decide a reported optimum.
 
 The exact scorers keep XLA's defaults: the same option made ``cpo-opt bench``'s program
 about 2x slower per call (3.9 against 1.9 ms for 16k Megatron-1T plans), and an exhaustive

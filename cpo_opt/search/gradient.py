@@ -158,11 +158,24 @@ def _option_combos(space: SearchSpace) -> list[tuple[int, ...]]:
 
 def _columns(space: SearchSpace, rows: np.ndarray, unique: bool = True
              ) -> dict[str, np.ndarray]:
-    """Rows ``(degrees..., recompute, zero, hw...)`` -> valid lattice columns (deduplicated
-    when ``unique``; rows known to be distinct skip the sort)."""
+    """Rows ``(degrees..., recompute, zero, options..., hw...)`` -> valid lattice columns
+    (deduplicated when ``unique``; rows known to be distinct skip the sort). An option code
+    that does not apply to its row's degrees is set to its default
+    (:func:`cpo_opt.search.lattice.without_inapplicable_options`), so a neighbour the polish
+    builds by changing degrees is that plan with the option off, not dropped."""
     names = _names(space)
     if rows.size == 0:
         rows = np.zeros((0, len(names) + len(space.free)))
+    if space.options and len(rows):  # options that do not apply: off, not the row dropped
+        cols = {k: rows[:, i].astype(np.int64) for i, k in enumerate(names)}
+        cols["global_batch"] = np.full(len(rows), space.global_batch, dtype=np.int64)
+        cols = lattice.without_inapplicable_options(cols, space.model.values,
+                                                    space.system.values, space.fp8)
+        rows = rows.copy()
+        for i, k in enumerate(names):
+            if k in space.options:
+                rows[:, i] = cols[k]
+        unique = True  # two rows may now be the same plan
     if unique:
         rows = np.unique(rows, axis=0)
     cols = {k: rows[:, i].astype(np.int64) for i, k in enumerate(names)}
