@@ -7,18 +7,19 @@ milliseconds once compiled, but compiling them is the slowest thing a first ``op
 reverse-mode graphs into very large fused kernels. Compiled without those emitters
 (``xla_cpu_use_fusion_emitters = false``, XLA's compile option, jaxlib 0.10.2) the same
 programs compile in about half the time and memory. Measured on the 2-core CPU VM, cold:
-the descent of Mixtral-8x22B on ``dgx-h100`` (8 starts x 40 steps, float64) 140-149 s and
-9.1-9.2 GB peak RSS with XLA's defaults, 75-77 s and 4.6 GB without the emitters; the tiny
+the descent of Mixtral-8x22B on ``dgx-h100`` (8 starts x 40 steps, float64) 133-149 s and
+8.8-9.2 GB peak RSS with XLA's defaults, 62-77 s and 4.6 GB without the emitters; the tiny
 study 368 s and 11.3 GB, 276 s and 6.1 GB (docs/speed.md, "Compiling the gradient
 programs").
 
 The arithmetic is the same, the kernels differ, so results agree to rounding, not always
-to the bit. That Mixtral descent ended where XLA's defaults end it (its final values agree
-in all nine digits compared), but a short multi-start descent can turn a last-bit
-difference into another local optimum: in the tiny study's paper figure the two settings
-ended their descents near different plans of the Passage bars (before the polish was fixed
-to reach the better one from either, docs/speed.md). The exact re-scoring and polish and,
-where a study runs it, the exhaustive search decide a reported optimum.
+to the bit. That Mixtral descent's final objectives (8 starts) agree with XLA's defaults'
+to 3e-5 relative for seed 0 and 7e-11 for seed 1 (``experiments/compile_gradient.py``),
+and a short multi-start descent can turn a last-bit difference into another local optimum:
+in the tiny study's paper figure the two settings ended their descents near different
+plans of the Passage bars (before the polish was fixed to reach the better one from either,
+docs/speed.md). The exact re-scoring and polish and, where a study runs it, the exhaustive
+search decide a reported optimum.
 
 The exact scorers keep XLA's defaults: the same option made ``cpo-opt bench``'s program
 about 2x slower per call (3.9 against 1.9 ms for 16k Megatron-1T plans), and an exhaustive
