@@ -43,7 +43,6 @@ in float32 and ``dtype`` in the result says so.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 

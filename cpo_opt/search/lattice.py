@@ -203,24 +203,22 @@ def without_inapplicable_options(cols: dict, model_values: dict, system_values: 
     those degrees was three changes away, so the polish never reached it (the tiny study's
     paper figure: plans 5.5-8% slower kept, docs/speed.md). Placement is settled first
     (it sets ``dp``), then the schedule (EP overlap's rule reads it), then the rest."""
-    present = [k for k in ("placement", "schedule") + OPTION_COLUMNS if k in cols]
+    order = dict.fromkeys(("placement", "schedule") + OPTION_COLUMNS)
+    present = [k for k in order if k in cols]
     if not present:
         return cols
     out = dict(cols)
     plain = {k: v for k, v in cols.items() if k not in OPTION_COLUMNS}
     grid = np.maximum(cols["tp"] * cols["cp"] * cols["pp"], 1)
-    done = set()
+    work = working_gpus(cols, system_values)
     for k in present:
-        if k in done:
-            continue
-        done.add(k)
         sub = dict(plain, **{k: out[k]})
         if k == "overlap_ep" and "schedule" in out:
             sub["schedule"] = out["schedule"]
-        placed = dict(plain, placement=out["placement"]) if "placement" in out else plain
-        work = working_gpus(placed, system_values)
         applies = option_mask(sub, model_values, system_values, work // grid, work, fp8)
-        out[k] = np.where(applies, out[k], 0).astype(np.asarray(out[k]).dtype)
+        out[k] = np.where(applies, out[k], 0)
+        if k == "placement":  # the working GPUs of the settled placement
+            work = working_gpus(out, system_values)
     return out
 
 
