@@ -36,8 +36,8 @@ from cpo_opt.runtime import setup
 
 ROOT = pathlib.Path(cpo_opt.__file__).parent
 DATA = ROOT / "data"
-SETS = ("moe-published.toml", "dense-published.toml", "moe-heldout.toml", "modern.toml",
-        "moe-fit.toml", "megatron-a100.toml")
+SETS = ("moe-published.toml", "moe-published-recipes.toml", "dense-published.toml",
+        "moe-heldout.toml", "modern.toml", "moe-fit.toml", "megatron-a100.toml")
 GPU_TOKENS = ("gb300", "gb200", "b300", "b200", "h100", "h800", "a100")
 
 
