@@ -13,9 +13,11 @@ layer with the loss on stage ``P - 1``. Three ranks bound the step and the memor
 
 Layouts (``plan.pipeline_layout`` / ``plan.layout_balanced``):
 
-* ``even``: every virtual stage holds ``c = ceil(L / P)`` layers (Megatron's default split;
+* ``even``: a virtual stage holds ``c = ceil(L / P)`` layers (Megatron's default split;
   when ``L`` does not divide, the largest stage is counted on the first and the last stage
-  too, the worst case), the output layer on top of the last stage's.
+  too, the worst case, and a rank holding ``j`` middle stages holds ``ceil(j M / (P - 2))``
+  of the ``M`` middle layers, as in the balanced layout), the output layer on top of the
+  last stage's.
 * ``balanced``: the output layer and loss count as ``k_h = max(1, round(t_head / t_layer))``
   layers (their kernel time over one layer's) and the embedding as ``k_e = 1`` layer
   (:data:`EMBEDDING_LAYERS`), so the stages hold ``c = ceil((L + k_h + k_e) / P)``
@@ -220,12 +222,16 @@ def layout(model: Model, plan: Plan, microbatches, t_head, t_layer, structure: S
     k = vpp - 1.0
 
     def middles(count):
-        """(dense, moe) of ``count`` middle stages of one rank: ``count`` times the largest
-        middle stage in the even layout; in an uneven one the ``rest`` layers spread as evenly
-        over the ranks as over the stages, ``ceil(count rest / (P - 2))`` (a rank need not hold
-        the largest middle stage ``count`` times over)."""
+        """(dense, moe) of ``count`` middle stages of one rank: the ``rest`` layers spread as
+        evenly over the ranks as over the stages, ``ceil(count rest / (P - 2))``, in every
+        layout: a rank need not hold the largest middle stage ``count`` times over (Megatron's
+        split with the extras on the earlier stages, as the simulator lays it out and the
+        Megatron export writes it, puts the larger stages on different ranks). Where
+        ``P`` divides the layers this is ``count`` times the stage (round 14; until then the
+        even layout counted every middle stage of a rank at the largest, up to 1.6x the
+        simulator's step on 56 layers over 48 stages, docs/simulator.md D17)."""
         spread = smooth.ceil(count * rest / jnp.maximum(n_mid, 1.0), t)
-        n = jnp.where(n_mid > 0.5, uneven * spread + (1.0 - uneven) * count * c, 0.0)
+        n = jnp.where(n_mid > 0.5, spread, 0.0)
         return kinds(n)
     pp, m = plan.pp, microbatches
     single = jnp.where(plan.pp > 1.5, 0.0, 1.0)        # pp = 1: one rank holds both ends
