@@ -79,3 +79,25 @@ def test_the_polish_reaches_one_stage_from_a_balanced_interleaved_plan():
         & (near["tp"] == 1) & (near["cp"] == 2) & (near["ep"] == 128)
     assert same.any()
     assert (near["pipeline_layout"][near["pp"] * near["vpp"] < 2] == 0).all()
+
+
+def test_neighbourhood_exchanges_tp_and_cp_and_collapses_the_pipeline_in_one_move_each():
+    """Round 14: the study's config3/copper descent ends at (tp 1, cp 4, pp 2, vpp 8), a
+    plan whose one- and two-degree moves held nothing faster; the optimum (tp 4, cp 1, pp 1,
+    vpp 1) is four degrees away. Exchanging tp and cp keeps the model-parallel group (and
+    dp), and a pipeline collapsed to pp 1 has no vpp to keep: each is one move, so the
+    optimum is in the plan's neighbourhood (the gradient search now agrees with the
+    exhaustive one there, docs/study-results.md)."""
+    space = make_space(load_model("config3"), load_system("study-copper"), 4608, "fp8")
+    names = gradient._names(space)
+    base = {"tp": 1, "pp": 2, "cp": 4, "ep": 32, "etp": 1, "vpp": 8, "micro_batch": 1,
+            "recompute": 0, "zero": 2, "placement": 0, "dispatcher": 1, "pipeline_layout": 0}
+    row = [base.get(k, 0) for k in names]
+    cols = gradient._columns(space, np.asarray([row], dtype=float))
+    assert len(cols["tp"]) == 1, "the base plan is valid"
+    near = gradient._neighbours(space, cols, 0)
+    target = (near["tp"] == 4) & (near["cp"] == 1) & (near["pp"] == 1) & (near["vpp"] == 1) \
+        & (near["ep"] == 32) & (near["micro_batch"] == 1)
+    assert target.any()
+    # no row keeps vpp > 1 without a pipeline
+    assert (near["vpp"][near["pp"] == 1] == 1).all()

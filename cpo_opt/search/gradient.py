@@ -13,8 +13,10 @@
 3. **Exact re-scoring.** All rounded neighbours are scored by the exact model in one vmapped
    batch; then a beam polish re-scores, for each of the ``beam`` best distinct plans, every
    plan that differs from it in one or two degrees (each changed degree over its whole axis: a
-   two-dimensional line search, ~20k rows per plan, every recompute/ZeRO pair), round after
-   round, until the beam holds only plans whose neighbourhoods were already scored. The wide
+   two-dimensional line search, ~20k rows per plan, every recompute/ZeRO pair; an exchange of
+   ``tp`` and ``cp`` and the pipeline's collapse, ``pp`` to 1 with ``vpp`` following, count as
+   one move each), round after round, until the beam holds only plans whose neighbourhoods
+   were already scored. The wide
    neighbourhood matters: the relaxed landscape has pipeline staircases, and on the study's
    Config2/Passage the descent ends at (pp 9, vpp 8, cp 2) while the optimum is (tp 2, pp 1);
    one-step moves stopped 11% short there, line searches reach it. With free hardware
@@ -243,12 +245,28 @@ def _neighbours(space: SearchSpace, cols: dict, i: int, full: bool = True
         alt = np.repeat(base[None, :], len(vals), 0)
         alt[:, d] = vals
         parts.append(alt)
+    # tensor and context parallelism split the same model-parallel group: exchanging them
+    # (tp, cp) -> (cp, tp) keeps dp and the micro-batches, so it is one move (with any one
+    # other: the study's config3/copper descent ends at (tp 1, cp 4, pp 2, vpp 8), the
+    # optimum is (tp 4, cp 1, pp 1, vpp 1): the exchange plus the pipeline's collapse)
+    it, ic = relaxed.DEGREES.index("tp"), relaxed.DEGREES.index("cp")
+    if base[it] != base[ic]:
+        singles = np.concatenate(parts)
+        swapped = singles.copy()
+        swapped[:, it], swapped[:, ic] = singles[:, ic], singles[:, it]
+        parts.append(swapped)
     for d1, d2 in itertools.combinations(moves, 2):
         v1, v2 = np.meshgrid(np.asarray(moves[d1], float), np.asarray(moves[d2], float))
         alt = np.repeat(base[None, :], v1.size, 0)
         alt[:, d1], alt[:, d2] = v1.ravel(), v2.ravel()
         parts.append(alt)
     alts = np.concatenate(parts)
+    # a move to pp = 1 leaves no pipeline to interleave: vpp follows to 1 (Megatron refuses
+    # vpp > 1 without a pipeline, plan_rules), so collapsing the pipeline is one move, not
+    # two, as an option that stops applying is switched off
+    ip, iv = relaxed.DEGREES.index("pp"), relaxed.DEGREES.index("vpp")
+    alts[alts[:, ip] == 1, iv] = 1
+    alts = np.unique(alts, axis=0)
     combos = np.asarray(COMBOS, dtype=float)
     deg, opt = alts[:, :n_deg], alts[:, n_deg:]
     reps = len(combos)
