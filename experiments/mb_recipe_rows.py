@@ -18,7 +18,7 @@ the options of the recipe that ran them, where one is found:
 * the recipe: the ``WorkloadBaseConfig`` of ``scripts/performance/configs/<family>/
   *workload_base_configs.py`` at that tag for the row's model, GPU and precision (FP8 rows:
   ``FP8_MX`` where the table says MXFP8, ``FP8_CS`` where it says current scaling), kept only
-  if its TP, PP, EP, VP, MBS, GBS and GPU count equal the table's; a row with none keeps the
+  if its TP, PP, CP, EP, VP, MBS, GBS and GPU count equal the table's; a row with none keeps the
   table's plan and the default stack (its source says so);
 * 26.08 rows: their recipes (Megatron-Bridge v0.6.0 ``src/megatron/bridge/perf_recipes/``) are
   code, not data, and are the default stack's own source: they keep the default stack;
@@ -74,11 +74,12 @@ FAMILIES = {"dsv3": "DEEPSEEK_V3", "gptoss120b": "GPT_OSS_120B", "qwen3-30b": "Q
 """Case-id model token -> the recipes' config-name prefix."""
 
 DEGREES = ("tensor_model_parallel_size", "pipeline_model_parallel_size",
-           "expert_model_parallel_size", "virtual_pipeline_model_parallel_size",
-           "micro_batch_size", "global_batch_size", "num_gpus")
+           "context_parallel_size", "expert_model_parallel_size",
+           "virtual_pipeline_model_parallel_size", "micro_batch_size", "global_batch_size",
+           "num_gpus")
 MAPPED = {"moe_a2a_overlap", "moe_flex_dispatcher_backend", "cuda_graph_impl",
           "cuda_graph_scope", "recompute_modules", "pp_layout"}
-IGNORED = set(DEGREES) | {"context_parallel_size", "expert_tensor_parallel_size",
+IGNORED = set(DEGREES) | {"expert_tensor_parallel_size",
                           "peft", "nccl_ub"}
 
 
@@ -176,8 +177,8 @@ def match(case: dict, tables: dict[str, dict[str, dict]]) -> tuple[str, str, dic
         precisions = ("FP8_CS",)
     else:
         precisions = ("FP8_CS", "FP8_MX")
-    want = (plan.get("tp", 1), plan.get("pp", 1), plan.get("ep", 1), plan.get("vpp", 1),
-            plan.get("micro_batch", 1), plan["global_batch"], gpus)
+    want = (plan.get("tp", 1), plan.get("pp", 1), plan.get("cp", 1), plan.get("ep", 1),
+            plan.get("vpp", 1), plan.get("micro_batch", 1), plan["global_batch"], gpus)
     found = []
     for tag in TAGS[section]:
         for name, cfg in tables[tag].items():

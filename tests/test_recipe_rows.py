@@ -71,7 +71,8 @@ def _case(cid, plan, gpus=8, section="26.04.01", prec="MXFP8"):
 
 def _cfg(**kw):
     base = {"tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1,
-            "expert_model_parallel_size": 8, "virtual_pipeline_model_parallel_size": None,
+            "context_parallel_size": 1, "expert_model_parallel_size": 8,
+            "virtual_pipeline_model_parallel_size": None,
             "micro_batch_size": 4, "global_batch_size": 512, "num_gpus": 8,
             "moe_a2a_overlap": False, "file": "f.py"}
     return {**base, **kw}
