@@ -98,6 +98,7 @@ def resolve_plan(plan: dict, model: dict, system: dict, where: str,
                 notes[key] = f"stack value {plan[key]!r} not applied: {why}"
                 plan[key] = from_stack[key]
     _check_schedule(plan, dp, where)
+    _check_interleaving(plan, dp, where)
     _check_layout(plan, m, where)
     if plan.get("low_precision_storage") and plan["dtype"] != "fp8":
         raise error(where, "plan.low_precision_storage", "needs dtype = 'fp8' (fp8 and "
@@ -239,6 +240,25 @@ def _check_schedule(plan: dict, dp: int, where: str) -> None:
         raise error(where, "plan.global_batch", f"schedule 'dualpipe' needs an even number of "
                     f"micro-batches >= 2 pp = {2 * pp}; global_batch / (micro_batch*dp) = {m}",
                     plan["global_batch"])
+
+
+def _check_interleaving(plan: dict, dp: int, where: str) -> None:
+    """Interleaving needs at least ``pp`` micro-batches per step. Megatron-Core's
+    ``forward_backward_pipelining_with_interleaving`` (NVIDIA/Megatron-LM
+    megatron/core/pipeline_parallel/schedules.py, read at 00611e6) raises ``ValueError``
+    unless ``microbatch_group_size_per_vp_stage`` (default ``pp``) lies in ``[pp, m]``, so no
+    group size runs ``m < pp`` (releases before that option asserted ``m % pp == 0``). (``m >= pp`` not a multiple of ``pp`` runs with the group size set
+    to ``m``, ``--microbatch-group-size-per-virtual-pipeline-stage``; the model and the
+    simulator take that group then.) DualPipe holds its two stages per rank by itself
+    (``vpp = 1``, :func:`_check_schedule`)."""
+    pp, vpp = plan["pp"], plan["vpp"]
+    if vpp < 2:
+        return
+    m = plan["global_batch"] // (plan["micro_batch"] * dp)
+    if m < pp:
+        raise error(where, "plan.vpp", f"interleaving (vpp = {vpp}) needs at least pp = {pp} "
+                    f"micro-batches per step, as Megatron-Core's interleaved schedule "
+                    f"requires; global_batch / (micro_batch*dp) = {m}", vpp)
 
 
 def _global_batch(plan: dict, seq_len: int, dp: int, gpus: int, where: str) -> int:

@@ -159,6 +159,7 @@ def valid_mask(cols: dict[str, np.ndarray], model_values: dict, system_values: d
     ok &= ((m["seq_len"] // cp) % tp == 0) | (tp == 1)
     ok &= ((vpp == 1) | (pp > 1)) & (pp * vpp <= m["layers"])
     ok &= gb % np.maximum(mb * dp, 1) == 0
+    ok &= (vpp == 1) | (gb // np.maximum(mb * dp, 1) >= pp)  # interleaving: m >= pp
     ok &= option_mask(cols, model_values, system_values, dp, work, fp8)
     return ok
 
