@@ -306,13 +306,14 @@ def test_deepseek_ep64_on_domain8_crosses_scale_out(deepseek, ep64_by_domain):
     per_layer = (2 + 2 + 2 * 2) * ELEMS          # bf16 dispatch and combine, bwd 2 x combine
     assert out == pytest.approx(per_layer * 56 / 64, rel=1e-14)
     assert up == pytest.approx(per_layer * 7 / 64, rel=1e-14)
-    n_mb, moe_layers_rank = 120, 2 * 2            # vpp 2 x ceil(61 / 32) layers, all MoE
+    # the traffic is the average GPU's (docs/model.md): 58 MoE layers over 16 ranks
+    n_mb, moe_layers_rank = 120, 58 / 16
     assert _f(r.microbatches) == n_mb
     p2p = n_mb * 2 * 2 * (2 * 4096 * 7168)        # 2 vpp transfers per direction, bf16 b s h
     ep_out = n_mb * moe_layers_rank * out
     total_out = _f(r.traffic.scale_out_bytes)
     assert total_out >= p2p + ep_out
-    assert ep_out > 0.9 * total_out              # EP dominates the scale-out traffic
+    assert ep_out > 0.85 * total_out             # EP dominates the scale-out traffic
 
 
 def test_deepseek_larger_domain_moves_ep_bytes_in(deepseek, ep64_by_domain):

@@ -24,8 +24,9 @@ bottleneck: ``m t + (pp - 1) t / vpp`` (Narayanan et al. 2021 sec. 2.2, the bubb
 stages is: ``(m + pp vpp - 1) t / vpp = (m - 1) t / vpp + pp t``. Both are
 ``max(m t + (pp-1) t/vpp, (m-1) t/vpp + pp t)``, the formula above; with ``vpp = 1`` both are
 ``(m + pp - 1) t``; with ``m = 1`` interleaving gains nothing (one micro-batch must cross
-every stage: ``pp t``). (Megatron-Core's interleaved schedule asks for ``m >= pp``; a plan
-below that runs, at best, as computed here.)
+every stage: ``pp t``). (Megatron-Core's interleaved schedule refuses ``m < pp``, and so do
+the plan rules, :func:`cpo_opt.inputs.plan_rules.resolve_plan`; the formula keeps the
+relaxed search's continuous degrees, which pass through such points, a schedule.)
 
 DualPipe (``schedule = "dualpipe"``, DeepSeek-V3 report sec. 3.2.1; deepseek-ai/DualPipe):
 rank ``r`` holds stages ``r`` and ``pp - 1 - r`` and half the micro-batches enter from each
@@ -60,7 +61,10 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   after the backward, and the full bucket beside it beyond the remainder's layers; without
   interleaving the first rank gathers the same two before its first forward
   (``_last_buckets``, simulator D2). ZeRO-3 gathers and reduces every micro-batch,
-  overlapped with that micro-batch's forward/backward.
+  overlapped with that micro-batch's forward/backward; gathering one layer ahead, a rank
+  that waits in the fill or drain holds only its first layer, so the bubble's chunks carry
+  their ZeRO-3 exposure, less ``m`` times the pacing rank's excess exposure over them (its
+  link backlog; simulator D8, round 15).
 * TP communication is exposed unless ``overlap_tp`` (then only its excess over the layer's
   GEMMs, the attention GEMMs in MoE layers, is exposed; backward behind backward GEMMs).
   The overlap (Transformer Engine's userbuffers, ``--tp-comm-overlap``) moves data by
@@ -303,12 +307,6 @@ def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, expe
     grad = (1.0 - z3) * (rs + z0 * rs)  # zero 0: all-reduce = 2 x reduce-scatter
     param = (1.0 - z3) * (1.0 - z0) * ag
     return grad, param, z3 * ag, z3 * (ag + rs)
-
-
-def _select(cond, a: Comm, b: Comm) -> Comm:
-    """``a`` where ``cond`` else ``b``, field by field."""
-    return Comm(*(jnp.where(cond, getattr(a, f), getattr(b, f))
-                  for f in ("time", "up_bytes", "out_bytes")))
 
 
 def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0,
@@ -569,13 +567,11 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
              for x, c in zip(lay.ranks(), dp_comms)]
     ranks = shared(ranks)
     slow, pacing, pace_load = ranks[0], jnp.asarray(0.0), lay.first
-    pace_comms = dp_comms[0]
     for i, (r, x) in enumerate(zip(ranks[1:], lay.ranks()[1:]), start=1):
         # a later rank paces only when clearly slower: ranks that tie (all bound by the same
         # ZeRO-3 traffic, say) keep the first, whatever rounding XLA's fusions give each copy
         # of this comparison (the selected fields must all come from one rank)
         take = r["total"] > slow["total"] * (1.0 + TIE)
-        pace_comms = tuple(_select(take, a, b) for a, b in zip(dp_comms[i], pace_comms))
         slow = {k: (layer_costs.Kernels(*(jnp.where(take, getattr(v, f), getattr(slow[k], f))
                                           for f in layer_costs.KERNEL_FIELDS))
                     if k == "kernels" else jnp.where(take, v, slow[k])) for k, v in r.items()}
@@ -584,33 +580,48 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     kernels, k_fwd, k_bwd = slow["kernels"], slow["fwd"], slow["bwd"]
     # --- pipeline (module docstring): steady state paced by the slowest rank, fill/drain by
     # the average rank; with fewer micro-batches than stages interleaving stops helping. The
-    # fill and drain hold no ZeRO-3 exposure: a rank's per-layer gathers and reductions run on
-    # its own link also while its compute waits, and they are counted in each of its m
-    # micro-batches already (simulator D8)
-    fill = rank(avg_load.dense, avg_load.moe, avg_load.head, NO_COMM, NO_COMM)
+    # 1F1B and interleaved: the fill and drain pass (pp - 1) / vpp chunks of the average rank,
+    # each with its own ZeRO-3 exposure: a rank gathers one layer ahead of its compute, so
+    # while it waits for its first activation (or its first gradient) it holds only the first
+    # layer, and the fill's chain runs at the chunk's link-bound pace (simulator D8, round 15;
+    # round 10 had let a link-bound rank hide the bubble behind its ZeRO-3 traffic)
+    z_avg = _dp_comms(system, plan, pl, *local_params(model, plan, d, avg_load), moe=d.is_moe)
+    fill_z = rank(avg_load.dense, avg_load.moe, avg_load.head, z_avg[2], z_avg[3])
     bubble_1f1b = ((plan.pp - 1.0) / plan.vpp
-                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * fill["total"]
+                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * fill_z["total"]
+    # ... but a pacing rank with more ZeRO-3 exposure than the chain's ranks keeps its link
+    # busy through the fill and drain with its excess (its backlog of gathers and
+    # reductions): the pipeline ends at max(m T_slow, m max(t_max, T_fill) + bubble), t_max
+    # the largest micro-batch time of a rank without its exposed ZeRO-3 part, T_fill the
+    # chain's (average) rank's with it: the steady state of the chain runs at the slower of
+    # the compute-bound ranks and the average link-bound one, so the bubble shows only
+    # beyond m times the pacing rank's excess over that (D8). Each term is monotone in the
+    # hardware (T_fill's exposure alone is not: faster compute exposes more of it).
+    t_no_z3 = ranks[0]["total"] - ranks[0]["z3"]
+    for r in ranks[1:]:
+        t_no_z3 = smooth.smax(t_no_z3, r["total"] - r["z3"], t)
+    chain = smooth.smax(t_no_z3, fill_z["total"], t)
+    z3_excess = smooth.relu(slow["total"] - chain, slow["z3"] + 1e-9, t)
+    bubble_1f1b = smooth.relu(bubble_1f1b - n_mb * z3_excess, bubble_1f1b + 1e-9, t)
     # DualPipe (module docstring): n (F + D - W) + max(n (D - F) - F, 0), n = pp/2 - 1,
     # W = half the backward GEMMs, D = the rest of the backward, F = the forward (simulator D11)
+    fill = rank(avg_load.dense, avg_load.moe, avg_load.head, NO_COMM, NO_COMM)
     n_half = jnp.maximum(plan.pp / 2.0 - 1.0, 0.0)
     w_g = 0.5 * fill["kernels"].gemm_bwd
     f_c, d_c = fill["total"] - fill["wall_bwd"], fill["wall_bwd"] - w_g
     bubble_dual = (n_half * (f_c + d_c - w_g)
                    + smooth.relu(n_half * (d_c - f_c) - f_c, fill["total"] + 1e-9, t))
-    bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
-    # a rank bound by its ZeRO-3 traffic keeps its link busy through the fill and drain
-    # (the gathers and reductions of its other chunks run while its compute waits): the
-    # pipeline ends at max(max_r m (t_r + z_r), max_r m t_r + bubble), t_r a rank's
-    # micro-batch without its exposed ZeRO-3 part z_r (each term monotone), so only the
-    # bubble beyond the slowest rank's ZeRO-3 time shows (simulator D8)
-    t_no_z3 = ranks[0]["total"] - ranks[0]["z3"]
-    for r in ranks[1:]:
-        t_no_z3 = smooth.smax(t_no_z3, r["total"] - r["z3"], t)
+    # under DualPipe a rank bound by its ZeRO-3 traffic keeps its link busy through the fill
+    # and drain (its two stages' gathers run while its compute waits): the pipeline ends at
+    # max(max_r m (t_r + z_r), max_r m t_r + bubble), t_r a rank's micro-batch without its
+    # exposed ZeRO-3 part z_r, so only the bubble beyond the slowest rank's ZeRO-3 time
+    # shows (simulator D8, D16)
     # (written as a gap, exactly 0 without ZeRO-3 exposure, so no rounding enters the bubble;
     # smoothed on the scale of that exposure, so the relaxed gap also vanishes without it
     # rather than leave softplus's t ln2 per micro-batch, m of them, off the bubble)
     z3_gap = smooth.relu(slow["total"] - t_no_z3, slow["z3"] + 1e-9, t)
-    bubble = smooth.relu(bubble - n_mb * z3_gap, bubble + 1e-9, t)
+    bubble_dual = smooth.relu(bubble_dual - n_mb * z3_gap, bubble_dual + 1e-9, t)
+    bubble = bubble_1f1b + plan.schedule * (bubble_dual - bubble_1f1b)
 
     # gradient reduction and parameter gather of every rank (module docstring, "DP"). Without
     # interleaving they hide behind that rank's actual time for one micro-batch, which is the
@@ -720,10 +731,22 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         host=n_mb * slow["host"],
     )
     passes = 2.0 + full  # forward, backward, and a recomputed forward
-    comm_mb = (passes * (n_dense * tp_d + n_moe * tp_m)
-               + layers_rank * (3.0 + full) * cp_f
-               + n_moe * ((1.0 + full) * ep_f + ep_b) + p2p + pace_comms[2] + pace_comms[3])
-    comm = n_mb * comm_mb + pace_comms[0] + pace_comms[1]
+
+    def rank_comm(x, c):
+        """Bytes (and link time) one GPU of a rank with load ``x`` and DP/ZeRO traffic ``c``
+        moves per step."""
+        nd, nm = x.dense * x.per_mb, x.moe * x.per_mb
+        per_mb = (passes * (nd * tp_d + nm * tp_m) + (nd + nm) * (3.0 + full) * cp_f
+                  + nm * ((1.0 + full) * ep_f + ep_b) + p2p + c[2] + c[3])
+        return n_mb * per_mb + c[0] + c[1]
+
+    # traffic of the average GPU (first, pp - 2 middle and last ranks), so that GPUs x traffic
+    # is the cluster's: the pacing rank's own bytes jumped when another rank came to pace
+    # (a doubled domain "added" scale-out bytes: test_model_invariants)
+    w_mid = jnp.maximum(plan.pp - 2.0, 0.0)
+    w_last = jnp.minimum(jnp.maximum(plan.pp - 1.0, 0.0), 1.0)
+    comms = [rank_comm(x, c) for x, c in zip(lay.ranks(), dp_comms)]
+    comm = (comms[0] + comms[1] * w_mid + comms[2] * w_last) * (1.0 / (1.0 + w_mid + w_last))
     mem = memory(model, system, plan, d, lay)
 
     tokens = plan.global_batch * model.seq_len
