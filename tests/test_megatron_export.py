@@ -126,6 +126,8 @@ def megatron_parser() -> argparse.ArgumentParser:
     a("--num-layers-per-virtual-pipeline-stage", type=int, default=None)  # A:2961 (never emitted;
     #                                                                    kept for the one-of rule)
     a("--num-virtual-stages-per-pipeline-rank", type=int, default=None)   # A:2963
+    a("--microbatch-group-size-per-virtual-pipeline-stage", type=int, default=None,
+      dest="microbatch_group_size_per_vp_stage")  # ModelParallelConfig; default pp
     a("--no-overlap-p2p-communication", action="store_false", dest="overlap_p2p_comm")  # A:2965
     a("--overlap-grad-reduce", action="store_true", default=False)     # A:2968
     a("--overlap-param-gather", action="store_true", default=False)    # A:2989
@@ -301,6 +303,13 @@ def megatron_rules(ns: argparse.Namespace, world: int, *, experts: int | None, m
     if vpp is not None:
         need(pp > (1 if ns.overlap_p2p_comm else 2), "validate_args: interleaving needs pp > 1"
              " (pp > 2 without P2P overlap)")
+        # schedules.py forward_backward_pipelining_with_interleaving (read at 00611e6): the
+        # group lies in [pp, m], and a last group, if any, holds at least pp micro-batches
+        m = ns.global_batch_size // (ns.micro_batch_size * dp)
+        group = ns.microbatch_group_size_per_vp_stage or pp
+        need(pp <= group <= m, "schedules.py: micro-batch group in [pp, m]")
+        need(m % group == 0 or m % group >= pp, "schedules.py: the last micro-batch group "
+             "holds 0 or at least pp micro-batches")
 
     # data parallel, FSDP, optimizer
     dist_opt = ns.use_distributed_optimizer or ns.use_megatron_fsdp   # FSDP forces it
@@ -525,6 +534,25 @@ def test_overlaps_map_to_megatron_flags_where_its_rules_allow():
     _, ns, _ = _roundtrip(plan, m, s.gpu_name)
     assert ns.tp_comm_overlap and ns.sequence_parallel
     assert ns.cuda_graph_impl == "transformer_engine" and ns.cuda_graph_modules == []
+
+
+def test_interleaved_plan_whose_micro_batches_pp_does_not_divide():
+    """m = 12 on pp 8: Megatron's default group of pp leaves a last group of 4, which its
+    interleaved schedule refuses; the export sets one group of all 12 (the group the model
+    and the simulator take), and m a multiple of pp needs no flag."""
+    base = {"tp": 1, "pp": 8, "cp": 1, "vpp": 2, "micro_batch": 1, "dp": 1, "zero": 1,
+            "dtype": "bf16"}
+    flag = "--microbatch-group-size-per-virtual-pipeline-stage"
+    out = megatron_args({**base, "global_batch": 12}, layers=96, seq_len=2048)
+    i = out.args.index(flag)
+    assert out.args[i + 1] == "12"
+    assert megatron_rules(megatron_parser().parse_args(out.args), 8, experts=None,
+                          mla=False)[0] == []
+    assert flag not in megatron_args({**base, "global_batch": 16}, layers=96,
+                                     seq_len=2048).args
+    bad, _ = megatron_rules(megatron_parser().parse_args(out.args[:i] + out.args[i + 2:]), 8,
+                            experts=None, mla=False)
+    assert any("last micro-batch group" in b for b in bad)
 
 
 def test_interleaved_plan_without_p2p_overlap():

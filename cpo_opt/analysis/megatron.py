@@ -222,6 +222,14 @@ def _unmapped(key: str, value: Any, why: str) -> str:
     return f"{key} = {v}: {why}"
 
 
+def _microbatches(p: Mapping[str, Any]) -> int | None:
+    """Micro-batches per step, ``global_batch / (micro_batch * dp)``, when the plan holds
+    them (the ``plan`` of ``evaluate --json`` does)."""
+    if p.get("global_batch") is None or p.get("dp") is None:
+        return None
+    return int(p["global_batch"]) // (int(p.get("micro_batch", 1)) * int(p["dp"]))
+
+
 def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
                   generation: str | None = None, moe: bool = False, mla: bool = False,
                   dense_layers: int | None = None,
@@ -294,6 +302,12 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         args.extend(split)
         if vpp > 1:
             flag("--num-virtual-stages-per-pipeline-rank", vpp)
+    # interleaved with m not a multiple of pp: Megatron-Core's default group of pp leaves a
+    # last group of 1..pp-1 micro-batches, which schedules.py refuses; one group of all m
+    # runs (the group the model and the simulator take, cpo_opt.model.pipeline.group)
+    m = _microbatches(p)
+    if vpp > 1 and m is not None and m >= pp and m % pp:
+        flag("--microbatch-group-size-per-virtual-pipeline-stage", m)
 
     # --- schedule and PP overlap --------------------------------------------------------
     schedule = p.get("schedule", "1f1b")

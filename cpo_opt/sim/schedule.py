@@ -189,7 +189,7 @@ def megatron(pp: int, vpp: int, m: int, r: int, merged: bool) -> list[Item]:
 def group_size(pp: int, m: int) -> int:
     """Micro-batches per interleaving group: Megatron's default ``pp`` when it divides
     ``m``, else ``m`` (one group; Megatron runs that with
-    ``--microbatch-group-size-per-virtual-stage m``, and refuses ``m < pp``)."""
+    ``--microbatch-group-size-per-virtual-pipeline-stage m``, and refuses ``m < pp``)."""
     return pp if m % pp == 0 else m
 
 
@@ -201,7 +201,7 @@ def megatron_runnable(pp: int, vpp: int, m: int, merged: bool) -> list[str]:
                    f"one micro-batch group of {m}")
     elif vpp > 1 and m % pp:
         why.append(f"m = {m} is not a multiple of pp = {pp}: simulated with one "
-                   f"micro-batch group of {m} (--microbatch-group-size-per-virtual-stage "
+                   f"micro-batch group of {m} (--microbatch-group-size-per-virtual-pipeline-stage "
                    f"{m}; Megatron's default group of pp refuses it)")
     if merged and pp > 1 and vpp == 1:
         why.append("the A2A overlap needs interleaving when pp > 1")
