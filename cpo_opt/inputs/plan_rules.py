@@ -43,7 +43,7 @@ def applies(key: str, plan: dict, model: dict, dp: int) -> str | None:
     moe = model.get("model.moe")
     value = plan.get(key)
     if key == "schedule" and value == "dualpipe":
-        m = plan["global_batch"] // (plan["micro_batch"] * dp)
+        m = _microbatches(plan, dp)
         if plan["pp"] < 2 or plan["pp"] % 2 or plan["vpp"] != 1 or m < 2 * plan["pp"] or m % 2:
             return ("DualPipe needs an even pp >= 2, vpp 1 and an even number of "
                     "micro-batches >= 2 pp")
@@ -235,7 +235,7 @@ def _check_schedule(plan: dict, dp: int, where: str) -> None:
     if vpp != 1:
         raise error(where, "plan.vpp", "schedule 'dualpipe' holds two stages per rank by "
                     "itself: vpp must be 1", vpp)
-    m = plan["global_batch"] // (plan["micro_batch"] * dp)
+    m = _microbatches(plan, dp)
     if m < 2 * pp or m % 2:
         raise error(where, "plan.global_batch", f"schedule 'dualpipe' needs an even number of "
                     f"micro-batches >= 2 pp = {2 * pp}; global_batch / (micro_batch*dp) = {m}",
@@ -247,18 +247,24 @@ def _check_interleaving(plan: dict, dp: int, where: str) -> None:
     ``forward_backward_pipelining_with_interleaving`` (NVIDIA/Megatron-LM
     megatron/core/pipeline_parallel/schedules.py, read at 00611e6) raises ``ValueError``
     unless ``microbatch_group_size_per_vp_stage`` (default ``pp``) lies in ``[pp, m]``, so no
-    group size runs ``m < pp`` (releases before that option asserted ``m % pp == 0``). (``m >= pp`` not a multiple of ``pp`` runs with the group size set
-    to ``m``, ``--microbatch-group-size-per-virtual-pipeline-stage``; the model and the
-    simulator take that group then.) DualPipe holds its two stages per rank by itself
+    group size runs ``m < pp`` (releases before that option asserted ``m % pp == 0``).
+    (``m >= pp`` not a multiple of ``pp`` runs with the group size set to ``m``,
+    ``--microbatch-group-size-per-virtual-pipeline-stage``; the model and the simulator take
+    that group then.) DualPipe holds its two stages per rank by itself
     (``vpp = 1``, :func:`_check_schedule`)."""
     pp, vpp = plan["pp"], plan["vpp"]
     if vpp < 2:
         return
-    m = plan["global_batch"] // (plan["micro_batch"] * dp)
+    m = _microbatches(plan, dp)
     if m < pp:
         raise error(where, "plan.vpp", f"interleaving (vpp = {vpp}) needs at least pp = {pp} "
                     f"micro-batches per step, as Megatron-Core's interleaved schedule "
                     f"requires; global_batch / (micro_batch*dp) = {m}", vpp)
+
+
+def _microbatches(plan: dict, dp: int) -> int:
+    """Micro-batches per step, ``global_batch / (micro_batch * dp)``."""
+    return plan["global_batch"] // (plan["micro_batch"] * dp)
 
 
 def _global_batch(plan: dict, seq_len: int, dp: int, gpus: int, where: str) -> int:

@@ -137,8 +137,8 @@ def group(plan: Plan, microbatches, temperature: float = 0.0):
     ``microbatch_group_size_per_vp_stage``, default ``pp``; ``schedules.py`` refuses a group
     outside ``[pp, m]`` and a last group of ``1..pp-1`` micro-batches): ``min(pp, m)`` when
     ``pp`` divides ``m`` (the default), else ``m``, one group of every micro-batch
-    (``--microbatch-group-size-per-virtual-pipeline-stage m``, always runnable; the simulator runs the
-    same). The relaxed model keeps ``min(pp, m)`` (divisibility has no derivative)."""
+    (``--microbatch-group-size-per-virtual-pipeline-stage m``, always runnable; the simulator
+    runs the same). The relaxed model keeps ``min(pp, m)`` (divisibility has no derivative)."""
     m, pp = microbatches, plan.pp
     base = smooth.smin(pp, m, temperature)
     if not smooth.is_exact(temperature):

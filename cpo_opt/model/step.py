@@ -588,7 +588,8 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     z_avg = _dp_comms(system, plan, pl, *local_params(model, plan, d, avg_load), moe=d.is_moe)
     fill_z = rank(avg_load.dense, avg_load.moe, avg_load.head, z_avg[2], z_avg[3])
     bubble_1f1b = ((plan.pp - 1.0) / plan.vpp
-                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)) * fill_z["total"]
+                   + (1.0 - 1.0 / plan.vpp) * smooth.relu(plan.pp - n_mb, 1.0, t)
+                   ) * fill_z["total"]
     # ... but a pacing rank with more ZeRO-3 exposure than the chain's ranks keeps its link
     # busy through the fill and drain with its excess (its backlog of gathers and
     # reductions): the pipeline ends at max(m T_slow, m max(t_max, T_fill) + bubble), t_max
