@@ -95,6 +95,7 @@ def megatron_parser() -> argparse.ArgumentParser:
     a("--fp8-format", dest="fp8", choices=("e4m3", "hybrid"), default=None)    # TC:566 (meta name)
     a("--fp8-recipe", choices=("tensorwise", "delayed", "mxfp8", "blockwise", "custom"),
       default="delayed")                                               # TC:573
+    a("--fp8-output-proj", action="store_true")                        # TC:614
     a("--moe-router-force-load-balancing", action="store_true")        # TC:812
     a("--moe-grouped-gemm", action="store_true")                       # TC:829
     a("--moe-token-dispatcher-type", choices=("allgather", "alltoall", "flex"),
@@ -352,6 +353,10 @@ def megatron_rules(ns: argparse.Namespace, world: int, *, experts: int | None, m
             need(ns.fp8_recipe != "delayed", "TC: moe_act/layernorm recompute not with"
                  " delayed fp8 scaling")
 
+    if ns.fp8_output_proj:  # TC:1442-1447
+        need(ns.fp8 is not None, "TC: fp8_output_proj must be used together with fp8 mode")
+        need(ns.fp8_recipe == "mxfp8", "TC: fp8_output_proj requires fp8_recipe='mxfp8'")
+
     # fine-grained activation offloading (TC)
     if ns.fine_grained_activation_offloading:
         need(bool(ns.offload_modules) and set(ns.offload_modules) <= OFFLOAD_MODULES,
@@ -519,6 +524,36 @@ def test_blackwell_gets_mxfp8_and_hybridep():
     assert ns.moe_router_force_load_balancing and ns.optimizer_cpu_offload
     assert ns.cuda_graph_impl == "transformer_engine"
     assert ns.cuda_graph_modules == ["attn", "moe_router", "moe_preprocess"]
+
+
+def test_fp8_recipe_and_output_layer_flags():
+    """The plan's fp8 recipe is exported as named (``auto``: blockwise on Hopper, mxfp8 on
+    Blackwell); ``fp8_output_layer`` becomes ``--fp8-output-proj`` only with MXFP8, as
+    Megatron-Core's TransformerConfig requires, and is named unmapped otherwise."""
+    base = {"tp": 1, "pp": 1, "cp": 1, "dp": 8, "ep": 8, "micro_batch": 1, "global_batch": 64,
+            "dtype": "fp8"}
+
+    def export(gpu, **keys):
+        out = megatron_args({**base, **keys}, layers=8, seq_len=4096, generation=gpu, moe=True)
+        ns = parse(out.args)
+        bad, _ = megatron_rules(ns, 8, experts=64, mla=False)
+        assert not bad, (bad, out.args)
+        return ns, out.unmapped
+
+    for gpu, recipe, want in (("H100", "tensorwise", "tensorwise"), ("H100", "auto", "blockwise"),
+                              ("B200", "auto", "mxfp8"), ("H100", "delayed", "delayed")):
+        assert export(gpu, fp8_recipe=recipe)[0].fp8_recipe == want, (gpu, recipe)
+    ns, unmapped = export("H100", fp8_recipe="mxfp8")
+    assert ns.fp8_recipe == "blockwise" and any(u.startswith("fp8_recipe = mxfp8")
+                                                 for u in unmapped)
+    for gpu, recipe, mapped in (("B200", "auto", True), ("H100", "auto", False),
+                                ("B200", "tensorwise", False)):
+        ns, unmapped = export(gpu, fp8_recipe=recipe, fp8_output_layer=True)
+        assert ns.fp8_output_proj is mapped, (gpu, recipe)
+        assert mapped or any(u.startswith("fp8_output_layer") for u in unmapped)
+    ns = parse(megatron_args({**base, "fp8_recipe": "tensorwise"}, layers=8, seq_len=4096,
+                             generation="H100", moe=True).args + ["--fp8-output-proj"])
+    assert megatron_rules(ns, 8, experts=64, mla=False)[0]   # the replica refuses it
 
 
 def test_overlaps_map_to_megatron_flags_where_its_rules_allow():

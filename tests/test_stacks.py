@@ -269,6 +269,102 @@ def test_fp8_dispatch_halves_only_the_forward_dispatch_of_fp8_moe_plans(dsv3):
     assert ds.options["fp8_dispatch"]["value"] is True and float(ds.plan.fp8_dispatch) == 1.0
 
 
+def test_fp8_output_layer_moves_only_the_output_layers_gemms(dsv3):
+    """Megatron-Core runs the output layer as its own ``ColumnParallelLinear`` (bf16 under
+    fp8) unless ``--fp8-output-proj`` (core_v0.19.0 gpt_model.py, MXFP8 only). Turning it on
+    shortens only GEMM time, by less than the head's whole bf16 time (its FLOPs at the
+    bf16 rate: ``3 x 2 T h V / tp`` per micro-batch on the last stage), in MoE and dense
+    fp8 plans alike; bf16 plans do not move; the shipped stacks keep it off."""
+    m, s = dsv3
+    llama = load_model("llama3-405b")
+    for model, plan in ((m, PLAN), (llama, "tp=8,pp=8,micro_batch=1,global_batch=1152,dtype=fp8")):
+        a, b = _pair(model, s, plan, fp8_output_layer=1.0)
+        saved = float(a.compute_detail.gemm - b.compute_detail.gemm)
+        assert saved > 0.0
+        _same(a, b, "memory.total", "breakdown.ep_comm", "breakdown.tp_comm",
+              "breakdown.dp_comm", "breakdown.pp_comm", "traffic.scale_up_bytes",
+              "traffic.scale_out_bytes")
+        # bounds from the head's FLOPs alone (the last stage's micro-batches): at least half
+        # the ideal saving of fp8's doubled peak, at most its time at 30% of the bf16 peak
+        p = load_plan(plan, model, s).plan
+        mv, sv = model.values["model"], s.values["gpu"]
+        dp = s.values["cluster"]["gpus"] / float(p.tp * p.pp * p.cp)
+        micro = float(p.global_batch) / (float(p.micro_batch) * dp)
+        flops = micro * 3 * 2 * float(p.micro_batch) * mv["seq_len"] / float(p.cp) \
+            * mv["hidden"] * mv["vocab"] / float(p.tp)
+        bf16, fp8 = sv["matmul_tflops_bf16"] * 1e12, sv["matmul_tflops_fp8"] * 1e12
+        assert 0.5 * (flops / bf16 - flops / fp8) < saved < flops / (0.3 * bf16), model
+        c, d = _pair(model, s, plan.replace("dtype=fp8", "dtype=bf16"), fp8_output_layer=1.0)
+        _same(c, d, "step_time_s", "compute_detail.gemm")
+    for name in ("megatron-defaults", DEFAULT_STACK, "deepseek-v3-published"):
+        assert load_stack(name).options["fp8_output_layer"] is False
+
+
+QWEN_H100 = "tp=2,pp=8,vpp=4,ep=32,micro_batch=1,global_batch=2048,dtype=fp8"
+
+
+def test_current_scaling_runs_three_kernels_per_quantisation():
+    """Per-tensor current scaling (``fp8_recipe = "tensorwise"``): Transformer Engine's
+    ``Float8CurrentScalingQuantizer::quantize_impl`` runs amax, scale and cast for each
+    tensor, where delayed, blockwise and MXFP8 scaling run the cast alone. Counted on
+    Megatron-Core's MoE layer (GQA attention: the QKV and output projections; the experts:
+    one quantiser per local expert for FC1 and for FC2, 128 / 32 = 4 local experts), the
+    forward issues 2 x (2 + 2 x 4) = 20 more kernels; only compute moves, and only in fp8."""
+    from cpo_opt.model import layer_costs
+    m, s = load_model("qwen3-235b-a22b"), load_system("dgx-h100", overrides={"cluster.gpus": "256"})
+    auto = load_plan(QWEN_H100, m, s).plan
+    cur = load_plan(QWEN_H100 + ",fp8_recipe=tensorwise", m, s).plan
+    (_, _), (moe_a, _) = layer_costs.host_kernels(m.model, auto)
+    (_, _), (moe_c, _) = layer_costs.host_kernels(m.model, cur)
+    assert float(moe_c) - float(moe_a) == pytest.approx(2 * (2 + 2 * 4))
+    # without overlaps (the plain stack), so that no exposed communication hides behind
+    # the longer compute
+    a, b = (step_time_jit(m.model, s.system, load_plan(QWEN_H100 + x, m, s,
+                                                       stack="megatron-defaults").plan)
+            for x in (",fp8_recipe=auto", ",fp8_recipe=tensorwise"))
+    assert float(b.compute_detail.gemm) > float(a.compute_detail.gemm)
+    _same(a, b, "memory.total", "breakdown.ep_comm", "breakdown.tp_comm", "breakdown.dp_comm",
+          "breakdown.pp_comm", "traffic.scale_up_bytes", "traffic.scale_out_bytes")
+    for other in ("delayed", "blockwise", "mxfp8"):
+        o = step_time_jit(m.model, s.system, load_plan(QWEN_H100 + f",fp8_recipe={other}",
+                                                       m, s, stack="megatron-defaults").plan)
+        _same(a, o, "step_time_s")
+    bf = QWEN_H100.replace("dtype=fp8", "dtype=bf16")
+    c, d = (step_time_jit(m.model, s.system, load_plan(bf + x, m, s).plan)
+            for x in ("", ",fp8_recipe=tensorwise"))
+    _same(c, d, "step_time_s")
+    assert load_stack(DEFAULT_STACK).options["fp8_recipe"] == "auto"
+    assert load_stack("deepseek-v3-published").options["fp8_recipe"] == "blockwise"
+
+
+@pytest.mark.parametrize("plan,stack,key", [
+    (QWEN_H100 + ",fp8_recipe=current", DEFAULT_STACK, "plan.fp8_recipe"),
+    # core_v0.19.0 TransformerConfig: "Delayed scaling does not support moe_act and
+    # layernorm recompute for fp8"
+    (QWEN_H100 + ",fp8_recipe=delayed,recompute_norm_act=true", DEFAULT_STACK,
+     "plan.recompute_norm_act"),
+])
+def test_fp8_recipe_bad_input_exits_2_with_one_line(capsys, plan, stack, key):
+    code = main(["evaluate", "--model", "qwen3-235b-a22b", "--system", "dgx-h100",
+                 "--set", "cluster.gpus=256", "--plan", plan, "--stack", stack])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and key in err[0]
+    assert main(["evaluate", "--model", "qwen3-235b-a22b", "--system", "dgx-h100",
+                 "--set", "cluster.gpus=256", "--plan",
+                 QWEN_H100 + ",fp8_recipe=tensorwise,recompute_norm_act=true"]) == 0
+
+
+def test_the_router_gemm_runs_in_bf16_in_fp8_plans(dsv3):
+    """Megatron-Core's router is a PyTorch linear (``TopKRouter``), outside Transformer
+    Engine's fp8: the simulator's router task is the same in an fp8 plan as in bf16."""
+    from cpo_opt.sim.costs import costs
+    m, s = dsv3
+    fp8 = load_plan(PLAN, m, s).plan
+    bf16 = load_plan(PLAN.replace("dtype=fp8", "dtype=bf16"), m, s).plan
+    a, b = costs(m.model, s.system, fp8)[0].router, costs(m.model, s.system, bf16)[0].router
+    assert a == b and a.fwd > 0.0
+
+
 def test_ep_overlap_hides_the_all_to_all_and_moves_no_byte(dsv3):
     m, s = dsv3
     a, b = _pair(m, s, PLAN, overlap_ep=1.0)

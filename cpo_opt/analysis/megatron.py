@@ -378,11 +378,20 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
             flag("--ddp-bucket-size", str(int(p["ddp_bucket"])))
 
     # --- precision, optimizer states, offloading ------------------------------------------
-    handled |= {"dtype", "bf16_moments", "offload_optimizer", "low_precision_storage"}
+    handled |= {"dtype", "bf16_moments", "offload_optimizer", "low_precision_storage",
+                "fp8_recipe"}
     flag("--bf16")
+    recipe = None
     if p.get("dtype") == "fp8":
-        flag("--fp8-format", "e4m3", "--fp8-recipe",
-             "mxfp8" if gen in MXFP8_GENERATIONS else "blockwise")
+        recipe = p.get("fp8_recipe", "auto")
+        if recipe == "auto":
+            recipe = "mxfp8" if gen in MXFP8_GENERATIONS else "blockwise"
+        elif recipe == "mxfp8" and gen not in MXFP8_GENERATIONS:
+            unmapped.append(_unmapped("fp8_recipe", recipe, "MXFP8 is Blackwell's block "
+                                      "scaling (transformer_config.py: 'mxfp8' for Blackwell "
+                                      "architecture only); exported as blockwise"))
+            recipe = "blockwise"
+        flag("--fp8-format", "e4m3", "--fp8-recipe", recipe)
     precision_aware = False
     if p.get("bf16_moments"):
         if dist_opt:
@@ -392,7 +401,14 @@ def megatron_args(plan: Mapping[str, Any], *, layers: int, seq_len: int,
         else:
             unmapped.append(_unmapped("bf16_moments", True, "Megatron's precision-aware "
                                       "optimizer needs the distributed optimizer (zero >= 1)"))
-    handled |= {"bf16_main_grads", "fp8_param_gather", "fp8_dispatch"}
+    handled |= {"bf16_main_grads", "fp8_param_gather", "fp8_dispatch", "fp8_output_layer"}
+    if p.get("fp8_output_layer") and p.get("dtype") == "fp8":
+        if recipe == "mxfp8":  # transformer_config.py: fp8_output_proj needs mxfp8
+            flag("--fp8-output-proj")
+        else:
+            unmapped.append(_unmapped("fp8_output_layer", True, "--fp8-output-proj needs "
+                                      f"--fp8-recipe mxfp8 ({PINNED_RELEASE} "
+                                      f"transformer_config.py); this plan's is {recipe}"))
     if p.get("fp8_dispatch") and p.get("dtype") == "fp8" and moe:
         unmapped.append(_unmapped("fp8_dispatch", True, "Megatron-Core has no fp8 dispatch: "
                                   "HybridEP's is fixed off and DeepEP's FusedDispatch sends "

@@ -103,6 +103,13 @@ def resolve_plan(plan: dict, model: dict, system: dict, where: str,
     if plan.get("low_precision_storage") and plan["dtype"] != "fp8":
         raise error(where, "plan.low_precision_storage", "needs dtype = 'fp8' (fp8 and "
                     "12-bit activation caches of fp8 training)", True)
+    if (plan["dtype"] == "fp8" and plan.get("fp8_recipe") == "delayed"
+            and plan.get("recompute_norm_act") is True):
+        # core_v0.19.0 transformer_config.py __post_init__: "Delayed scaling does not support
+        # moe_act and layernorm recompute for fp8."
+        raise error(where, "plan.recompute_norm_act", "Megatron-Core refuses the layernorm / "
+                    "moe_act recompute modules with delayed fp8 scaling (fp8_recipe = "
+                    "'delayed'); use another fp8_recipe or no recompute_norm_act", "true")
     if plan["dtype"] == "fp8" and "matmul_tflops_fp8" not in system["gpu"]:
         raise error(where, "plan.dtype", "'fp8' needs gpu.matmul_tflops_fp8 in the system",
                     "fp8")

@@ -14,7 +14,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, LAYOUT_CODES,
+from cpo_opt.model.config import (DISPATCHER_CODES, DTYPE_CODES, FP8_RECIPE_CODES, LAYOUT_CODES,
                                   PLACEMENT_CODES, RECOMPUTE_CODES, SCHEDULE_CODES)
 
 GB = 1e9
@@ -309,6 +309,15 @@ PLAN_KEYS: tuple[Key, ...] = (
     Key("fp8_dispatch", "fp8_dispatch", "bool",
         "fp8 plans: the forward EP dispatch sends fp8 tokens (DeepSeek-V3's DeepEP dispatch); "
         "off, the bf16 hidden states (every Megatron-Core dispatcher at core_v0.19.0)",
+        default=False),
+    Key("fp8_recipe", "fp8_recipe", "enum",
+        "fp8 plans: the scaling recipe (Megatron-Core --fp8-recipe): tensorwise (per-tensor "
+        "current scaling: amax, scale and cast, three kernels per quantisation), delayed, "
+        "blockwise, mxfp8 (one kernel each), or auto (blockwise on Hopper, mxfp8 on Blackwell)",
+        default="auto", choices=FP8_RECIPE_CODES),
+    Key("fp8_output_layer", "fp8_output_layer", "bool",
+        "fp8 plans: the output layer (LM head) runs in fp8 (Megatron-Core --fp8-output-proj, "
+        "MXFP8 only); off, in bf16 (Megatron-Core's default: its own ColumnParallelLinear)",
         default=False),
     _nonneg("ddp_bucket", "ddp_bucket",
             "DDP gradient bucket in parameters (Megatron-Core --ddp-bucket-size); 0 = "

@@ -52,7 +52,7 @@ OPTIONS = ("dispatcher", "overlap_tp", "overlap_ep", "overlap_dp", "overlap_p2p"
            "schedule", "recompute", "recompute_norm_act", "recompute_mla_up",
            "low_precision_storage", "bf16_moments", "offload_optimizer", "offload_expert_act",
            "attention", "placement", "pipeline_layout", "bf16_main_grads", "fp8_param_gather",
-           "ddp_bucket", "fp8_dispatch")
+           "ddp_bucket", "fp8_dispatch", "fp8_output_layer", "fp8_recipe")
 """The plan keys a stack may set (software choices, not parallel degrees or batch)."""
 
 FIT_OPTIONS = ("recompute_norm_act", "recompute_mla_up")

@@ -133,16 +133,42 @@ FP8_CAST_BYTES_PER_ELEMENT = 4.0
 each linear layer's input (forward) and output gradient (backward); per-tensor delayed,
 blockwise and MXFP8 scaling alike (the scale/amax traffic is ~1% of it)."""
 
+CURRENT_SCALING_EXTRA_KERNELS = 2.0
+"""Kernels per quantisation that per-tensor current scaling (``fp8_recipe = "tensorwise"``)
+adds to the cast: Transformer Engine's ``Float8CurrentScalingQuantizer::quantize_impl``
+(NVIDIA/TransformerEngine ``transformer_engine/pytorch/csrc/quantizer.cpp``) runs
+``nvte_compute_amax`` over the input, ``nvte_compute_scale_from_amax``, then the cast
+(``nvte_quantize_v2``): three kernels where delayed, blockwise and MXFP8 scaling run one (the
+scale comes from the history, or per block inside the cast)."""
+
+CURRENT_SCALING_EXTRA_BYTES = 2.0
+"""HBM bytes per element the amax kernel of per-tensor current scaling reads before the cast
+(the bf16 input once more): 6 bytes per element in all instead of 4."""
+
+
+def current_scaling(plan: Plan):
+    """1.0 where the plan's fp8 recipe is per-tensor current scaling (``tensorwise``)."""
+    return jnp.where(jnp.abs(plan.fp8_recipe - 1.0) < 0.5, 1.0, 0.0)
+
+
+def fp8_cast_kernels(plan: Plan):
+    """Kernels of one fp8 quantisation: 1, or 3 under per-tensor current scaling."""
+    return 1.0 + CURRENT_SCALING_EXTRA_KERNELS * current_scaling(plan)
+
 
 def fp8_cast_time(m, n, k, system: System, plan: Plan, launches=1.0):
     """``(forward, backward)`` seconds of the fp8 quantisation kernels around one linear
     layer of ``m`` tokens (``k`` in, ``n`` out) in fp8 plans, 0 in bf16: the input
     ``m x k`` before the forward GEMM, the output gradient ``m x n`` before the two backward
-    GEMMs. Weights are quantised once per step, not per micro-batch (not counted)."""
+    GEMMs, :data:`FP8_CAST_BYTES_PER_ELEMENT` per element (plus the amax read of per-tensor
+    current scaling), ``launches`` times :func:`fp8_cast_kernels` kernel overheads. Weights
+    are quantised once per step, not per micro-batch (not counted)."""
     fp8 = jnp.where(plan.fp8 > 0, 1.0, 0.0)
-    ovh = launches * system.constants.kernel_overhead_s
-    fwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * k, system)
-    bwd = memory_time(FP8_CAST_BYTES_PER_ELEMENT * m * n, system)
+    cur = current_scaling(plan)
+    ovh = launches * fp8_cast_kernels(plan) * system.constants.kernel_overhead_s
+    per = FP8_CAST_BYTES_PER_ELEMENT + CURRENT_SCALING_EXTRA_BYTES * cur
+    fwd = memory_time(per * m * k, system)
+    bwd = memory_time(per * m * n, system)
     return fp8 * (fwd + ovh), fp8 * (bwd + ovh)
 
 

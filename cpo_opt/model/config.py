@@ -37,6 +37,13 @@ DISPATCHER_CODES = {"alltoall": 0, "deepep": 1}
 """Numeric codes of the ``dispatcher`` plan field (``deepep``: DeepEP / HybridEP-style
 hierarchical dispatch with de-duplication across domains)."""
 
+FP8_RECIPE_CODES = {"auto": 0, "tensorwise": 1, "delayed": 2, "blockwise": 3, "mxfp8": 4}
+"""Numeric codes of the ``fp8_recipe`` plan field: Megatron-Core's ``--fp8-recipe`` names
+(core_v0.19.0 ``enums.Fp8Recipe``), ``auto`` for the GPU generation's usual recipe (blockwise
+on Hopper, MXFP8 on Blackwell: :mod:`cpo_opt.analysis.megatron`). The model tells only
+``tensorwise`` (per-tensor current scaling, three kernels per quantisation) from the
+one-kernel recipes (:func:`cpo_opt.model.compute.fp8_cast_time`)."""
+
 SCHEDULE_CODES = {"1f1b": 0, "dualpipe": 1}
 """Numeric codes of the ``schedule`` plan field: Megatron's 1F1B (interleaved when
 ``vpp > 1``) or DeepSeek's DualPipe (bidirectional, two stages per rank)."""
@@ -189,7 +196,12 @@ fp8 plans keep the model's weights only in fp8 and all-gather them in fp8 (Megat
 ``0`` for Megatron-Core's own default ``max(4e7, 1e6 dp)`` (:mod:`cpo_opt.model.step`);
 ``fp8_dispatch`` fp8 plans send the forward EP dispatch in fp8 (DeepSeek-V3 sec. 3.3.3 with
 DeepEP's fp8 dispatch; Megatron-Core's dispatchers send the bf16 hidden states,
-:func:`cpo_opt.model.layer_costs.ep_moe_layer`). The fields after
+:func:`cpo_opt.model.layer_costs.ep_moe_layer`); ``fp8_output_layer`` fp8 plans run the output
+layer (LM head) in fp8 (Megatron-Core ``--fp8-output-proj``, MXFP8 only); off, it runs in bf16,
+as Megatron-Core's own ``ColumnParallelLinear`` does under fp8 (:mod:`cpo_opt.model.layer_costs`);
+``fp8_recipe`` the fp8 scaling recipe (:data:`FP8_RECIPE_CODES`; per-tensor current scaling
+costs two more kernels and one more read per quantisation, :func:`cpo_opt.model.compute.fp8_cast_time`).
+The fields after
 ``flash_attention`` have defaults so older constructors keep working; batched callers pass
 arrays for them.
     """
@@ -229,6 +241,8 @@ arrays for them.
     fp8_param_gather: Array = 0.0
     ddp_bucket: Array = 0.0
     fp8_dispatch: Array = 0.0
+    fp8_output_layer: Array = 0.0
+    fp8_recipe: Array = 0.0
 
 
 def replace(obj, **changes):

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 from cpo_opt.model import compute
 from cpo_opt.model import fabric
 from cpo_opt.model import transformer
-from cpo_opt.model.config import Model, Plan, System
+from cpo_opt.model.config import Model, Plan, System, replace
 from cpo_opt.model.dims import Dims
 from cpo_opt.model.fabric import Comm
 from cpo_opt.model.structure import Structure, resolve
@@ -122,18 +122,22 @@ class _GemmTable:
         self.rows: list[tuple] = []
         self.owner: list[str] = []
 
-    def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False) -> None:
+    def add(self, block: str, m, n, k, count=1.0, when=1.0, grouped=False,
+            in_fp8=1.0) -> None:
         """Add ``count`` GEMMs ``(m x k) @ (k x n)`` run as one kernel (a batched GEMM) or,
         with ``grouped``, as Transformer Engine's grouped GEMM: one cuBLAS GEMM per group on
         :data:`GROUPED_GEMM_STREAMS` streams (``count / 4`` launch overheads in sequence).
         Either way their tiles share the SMs (``groups`` of :func:`compute.gemm_time`).
         ``when`` (0/1) switches the row off, and a row switched off by a Python 0 (the
-        structure) is not built at all."""
+        structure) is not built at all. ``in_fp8`` (0/1): whether the row runs in the plan's
+        fp8 when the plan is fp8 (Transformer Engine's linear layers) or stays in bf16 (the
+        layers Megatron-Core runs in plain PyTorch: the router, the output layer)."""
         if decided(when) and float(when) == 0.0:
             return
         launches = (jnp.maximum(count / GROUPED_GEMM_STREAMS, 1.0) if grouped else 1.0)
         casts = count if grouped else 1.0  # fp8: one quantisation per expert slice
-        self.rows.append((m, n, k, count * when, launches * when, casts * when))
+        self.rows.append((m, n, k, count * when, launches * when, casts * when,
+                          in_fp8))
         self.owner.append(block)
 
     def evaluate(self, system: System, plan: Plan, stacked: bool, structure: Structure,
@@ -151,18 +155,20 @@ class _GemmTable:
         cast = compute.fp8_cast_time if structure.fp8 is not False else (
             lambda m, *a, **k: (jnp.zeros_like(m),) * 2)
 
-        def timed(m, n, k, count, launches, casts):
+        def timed(m, n, k, count, launches, casts, in_fp8):
             on = jnp.where(count > 0, 1.0, 0.0)
-            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, plan, launches=0.0,
+            row = replace(plan, fp8=plan.fp8 * in_fp8)  # bf16 rows of an fp8 plan
+            fwd, bwd = compute.gemm_fwd_bwd_time(m, n, k, system, row, launches=0.0,
                                                  groups=jnp.maximum(count, 1.0),
                                                  temperature=temperature)
-            c_f, c_b = cast(m * count, n, k, system, plan, launches=0.0)
-            return (on * fwd + c_f + (launches + fp8 * casts) * ovh,
-                    on * bwd + c_b + (2.0 * launches + fp8 * casts) * ovh)
+            c_f, c_b = cast(m * count, n, k, system, row, launches=0.0)
+            q = fp8 * in_fp8 * casts * compute.fp8_cast_kernels(plan)
+            return (on * fwd + c_f + (launches + q) * ovh,
+                    on * bwd + c_b + (2.0 * launches + q) * ovh)
 
         if stacked:
             cols = [jnp.stack(jnp.broadcast_arrays(*[r[i] for r in self.rows]))
-                    for i in range(6)]
+                    for i in range(7)]
             fwd, bwd = timed(*cols)
             times = [(fwd[i], bwd[i]) for i in range(len(self.rows))]
         else:
@@ -223,14 +229,17 @@ def blocks(model: Model, system: System, plan: Plan, d: Dims, stacked: bool = Fa
     local = model.experts / plan.ep
     shared = model.shared_experts * model.expert_ffn_hidden
     has_shared = moe * weight(s.shared_experts, model.shared_experts > 0)
-    g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe)
+    # the router and the output layer are Megatron-Core's own PyTorch layers (``TopKRouter``'s
+    # gating linear, ``tensor_parallel.ColumnParallelLinear``): bf16 in fp8 plans, the output
+    # layer in fp8 only with ``fp8_output_layer`` (Megatron-Core --fp8-output-proj, MXFP8)
+    g.add("moe_ffn", d.tokens_moe, model.experts, h, when=moe, in_fp8=0.0)
     g.add("moe_ffn", m_e, n_up * model.expert_ffn_hidden / plan.etp, h, local, when=moe,
           grouped=True)
     g.add("moe_ffn", m_e, h, model.expert_ffn_hidden / plan.etp, local, when=moe,
           grouped=True)
     g.add("shared", t, n_up * shared / tp, h, when=has_shared)
     g.add("shared", t, h, shared / tp, when=has_shared)
-    g.add("output", t, model.vocab / tp, h)
+    g.add("output", t, model.vocab / tp, h, in_fp8=plan.fp8_output_layer)
     k = g.evaluate(system, plan, stacked, s, temperature)
     for block in ("attention", "mla_up", "core", "dense_ffn", "moe_ffn", "shared", "output"):
         k.setdefault(block, Kernels())
@@ -314,9 +323,9 @@ DISPATCH_KERNELS = 6.0
 sort by local expert, unsort, all-to-all combine, unpermute."""
 
 FP8_CAST_KERNELS_PER_GEMM = 1.0
-"""Quantisation (cast + amax/scale) kernels per GEMM input activation in fp8 plans
-(Transformer Engine quantises each linear layer's input: per-tensor delayed scaling,
-blockwise or MXFP8 alike); weights are quantised once per step (not counted per layer)."""
+"""Quantisations per GEMM input activation in fp8 plans (Transformer Engine quantises each
+linear layer's input), each :func:`compute.fp8_cast_kernels` kernels (one; three under
+per-tensor current scaling); weights are quantised once per step (not counted per layer)."""
 
 
 def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
@@ -341,7 +350,7 @@ def host_kernels(model: Model, plan: Plan, structure: Structure | None = None):
     mla = weight(s.mla, model.mla > 0)
     q_lora = weight(s.q_lora, model.q_lora_rank > 0)
     attn_gemms = (1.0 - mla) * 2.0 + mla * (4.0 + q_lora)
-    cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM
+    cast = plan.fp8 * FP8_CAST_KERNELS_PER_GEMM * compute.fp8_cast_kernels(plan)
     attn = n_attn + 1.0 + attn_gemms * (1.0 + cast)  # + the attention core
     ffn = n_dense + 2.0 * (1.0 + cast)  # + 2 GEMMs
     has_shared = weight(s.shared_experts, model.shared_experts > 0)
@@ -377,14 +386,15 @@ def host_issue_parts(model: Model, system: System, plan: Plan,
 def router_kernels(model: Model, system: System, plan: Plan, d: Dims,
                    temperature: float = 0.0) -> Kernels:
     """GPU seconds of an MoE layer's router and preprocessing (the part before the
-    tokens-per-expert sync): the router GEMM ``Ts x h -> E`` with its fp8 cast, and the
-    :data:`ROUTER_KERNELS` small kernels' fixed cost. Part of :func:`blocks`' MoE FFN."""
-    f, b = compute.gemm_fwd_bwd_time(d.tokens_moe, model.experts, model.hidden, system, plan,
-                                     launches=1.0, temperature=temperature)
-    cf, cb = compute.fp8_cast_time(d.tokens_moe, model.experts, model.hidden, system, plan,
-                                   launches=1.0)
+    tokens-per-expert sync): the router GEMM ``Ts x h -> E``, in bf16 in fp8 plans too
+    (Megatron-Core's ``TopKRouter`` is a PyTorch linear, outside Transformer Engine's fp8: no
+    cast), and the :data:`ROUTER_KERNELS` small kernels' fixed cost. Part of
+    :func:`blocks`' MoE FFN."""
+    f, b = compute.gemm_fwd_bwd_time(d.tokens_moe, model.experts, model.hidden, system,
+                                     replace(plan, fp8=0.0), launches=1.0,
+                                     temperature=temperature)
     small = ROUTER_KERNELS * system.constants.small_kernel_s
-    return Kernels(gemm_fwd=f + cf, gemm_bwd=b + cb, elem_fwd=small)
+    return Kernels(gemm_fwd=f, gemm_bwd=b, elem_fwd=small)
 
 
 def small_kernels(model: Model, structure: Structure | None = None, plan: Plan | None = None):

@@ -410,7 +410,8 @@ def to_plan(columns: dict, fp8: int, flash: int, dtype=None, overlap_tp: int = 0
                 dispatcher=0.0, perfect_balance=0.0, offload_expert_act=0.0, schedule=0.0,
                 low_precision_storage=0.0, bf16_moments=0.0, layout_balanced=0.0,
                 first_stage_layers=-1.0, last_stage_layers=-1.0, overlap_p2p=None,
-                bf16_main_grads=0.0, fp8_param_gather=0.0, ddp_bucket=0.0, fp8_dispatch=0.0)
+                bf16_main_grads=0.0, fp8_param_gather=0.0, ddp_bucket=0.0, fp8_dispatch=0.0,
+                fp8_output_layer=0.0, fp8_recipe=0.0)
     fields = {k: ones * v for k, v in base.items() if v is not None}
     fields.update(opt)
     if "overlap_p2p" not in opt:

@@ -62,7 +62,8 @@ def bounds(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
 RELAXED_FIXED = ("overlap_tp", "overlap_ep", "overlap_dp", "cuda_graphs", "dispatcher",
                  "recompute_norm_act", "recompute_mla_up", "bf16_moments",
                  "offload_optimizer", "offload_expert_act", "layout_balanced",
-                 "bf16_main_grads", "fp8_param_gather", "ddp_bucket", "fp8_dispatch")
+                 "bf16_main_grads", "fp8_param_gather", "ddp_bucket", "fp8_dispatch",
+                 "fp8_output_layer", "fp8_recipe")
 """Software options the relaxed model takes from the stack (``fixed``); placement stays
 contiguous, the schedule 1F1B and low-precision storage off (their rules are discrete: the
 rounding and the exact polish try them)."""

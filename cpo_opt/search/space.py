@@ -138,7 +138,8 @@ def search_options(stack: StackSpec | None, fp8: int = 0):
             fixed[attr] = _codes(stack, key)
     for key in ("overlap_tp", "overlap_dp", "overlap_p2p", "recompute_norm_act",
                 "recompute_mla_up", "bf16_moments", "offload_optimizer", "offload_expert_act",
-                "bf16_main_grads", "fp8_param_gather", "ddp_bucket", "fp8_dispatch"):
+                "bf16_main_grads", "fp8_param_gather", "ddp_bucket", "fp8_dispatch",
+                "fp8_output_layer", "fp8_recipe"):
         if key in stack.options:  # a "fit" module is held off (stacks.FIT_OPTIONS)
             fixed[key] = 0.0 if stack.options[key] == FIT else _codes(stack, key)
     return enum, tuple(sorted(fixed.items())), tuple(chosen)
