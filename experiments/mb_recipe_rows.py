@@ -40,6 +40,8 @@ the options of the recipe that ran them, where one is found:
   ``pp_layout``                             ``first_stage_layers`` / ``last_stage_layers``:
                                             the decoder layers of the first and last virtual
                                             stage of Megatron's layout string
+  the recipe's name: ``_FP8_CS_``            ``fp8_recipe = "tensorwise"`` (per-tensor current
+                                            scaling, round 16), unless the row states it
   ========================================  =================================================
 
   Recipe fields with no plan key (``mlp`` recompute, CuTe-DSL fused grouped MLP, fp8
@@ -121,8 +123,9 @@ def layout_stages(layout: str) -> list[str]:
     return [st for st in s.split("|")]
 
 
-def plan_options(cfg: dict) -> tuple[dict, list[str]]:
-    """A recipe's fields -> (plan keys, notes on what the plan cannot say)."""
+def plan_options(cfg: dict, name: str = "") -> tuple[dict, list[str]]:
+    """A recipe's fields (and its name, which says the fp8 recipe) -> (plan keys, notes on
+    what the plan cannot say)."""
     opts, notes = {}, []
     opts["overlap_ep"] = bool(cfg.get("moe_a2a_overlap"))
     backend = cfg.get("moe_flex_dispatcher_backend")
@@ -142,6 +145,8 @@ def plan_options(cfg: dict) -> tuple[dict, list[str]]:
         stages = layout_stages(layout)
         opts["first_stage_layers"] = stages[0].count("t")
         opts["last_stage_layers"] = stages[-1].count("t")
+    if "_FP8_CS_" in name + "_":
+        opts["fp8_recipe"] = "tensorwise"
     for key, value in cfg.items():
         if key in MAPPED or key in IGNORED or key == "file" or value in (None, False, [], 0):
             continue
@@ -223,7 +228,8 @@ def main() -> None:
                 counts["none"] += 1
             else:
                 tag, name, cfg = found
-                opts, notes = plan_options(cfg)
+                opts, notes = plan_options(cfg, name)
+                opts = {k: v for k, v in opts.items() if k not in case["plan"]}
                 plan_line = re.search(r"(?m)^plan = \{ (.*) \}$", block)
                 extra = ", ".join(f"{k} = {toml_inline(v)}" for k, v in opts.items())
                 block = (block[:plan_line.start()] + f"plan = {{ {plan_line.group(1)}, {extra} }}"
