@@ -311,7 +311,8 @@ def test_current_scaling_runs_three_kernels_per_quantisation():
     one quantiser per local expert for FC1 and for FC2, 128 / 32 = 4 local experts), the
     forward issues 2 x (2 + 2 x 4) = 20 more kernels; only compute moves, and only in fp8."""
     from cpo_opt.model import layer_costs
-    m, s = load_model("qwen3-235b-a22b"), load_system("dgx-h100", overrides={"cluster.gpus": "256"})
+    m = load_model("qwen3-235b-a22b")
+    s = load_system("dgx-h100", overrides={"cluster.gpus": "256"})
     auto = load_plan(QWEN_H100, m, s).plan
     cur = load_plan(QWEN_H100 + ",fp8_recipe=tensorwise", m, s).plan
     (_, _), (moe_a, _) = layer_costs.host_kernels(m.model, auto)

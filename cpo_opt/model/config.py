@@ -200,8 +200,8 @@ DeepEP's fp8 dispatch; Megatron-Core's dispatchers send the bf16 hidden states,
 layer (LM head) in fp8 (Megatron-Core ``--fp8-output-proj``, MXFP8 only); off, it runs in bf16,
 as Megatron-Core's own ``ColumnParallelLinear`` does under fp8 (:mod:`cpo_opt.model.layer_costs`);
 ``fp8_recipe`` the fp8 scaling recipe (:data:`FP8_RECIPE_CODES`; per-tensor current scaling
-costs two more kernels and one more read per quantisation, :func:`cpo_opt.model.compute.fp8_cast_time`).
-The fields after
+costs two more kernels and one more read per quantisation,
+:func:`cpo_opt.model.compute.fp8_cast_time`). The fields after
 ``flash_attention`` have defaults so older constructors keep working; batched callers pass
 arrays for them.
     """

@@ -60,7 +60,10 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   last of Megatron-Core's greedy buckets (the remainder, with the embedding) is reduced
   after the backward, and the full bucket beside it beyond the remainder's layers; without
   interleaving the first rank gathers the same two before its first forward
-  (``_last_buckets``, simulator D2). ZeRO-3 gathers and reduces every micro-batch,
+  (``_last_buckets``, simulator D2). What a rank reduces after its own last backward ends
+  ``lead_r`` backward chunks before rank 0's pipeline does (the drain runs from the last
+  rank to the first: ``0``, ``1`` and ``pp - 1`` chunks for the first, a middle and the last
+  rank, 0 under DualPipe), with or without overlap (simulator D1). ZeRO-3 gathers and reduces every micro-batch,
   overlapped with that micro-batch's forward/backward; gathering one layer ahead, a rank
   that waits in the fill or drain holds only its first layer, so the bubble's chunks carry
   their ZeRO-3 exposure, less ``m`` times the pacing rank's excess exposure over them (its
