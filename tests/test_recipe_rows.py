@@ -12,7 +12,7 @@ import pytest
 
 DATA = pathlib.Path(__file__).parent.parent / "cpo_opt" / "data"
 RECIPE_KEYS = {"overlap_ep", "dispatcher", "cuda_graphs", "recompute_norm_act",
-               "recompute_mla_up", "first_stage_layers", "last_stage_layers"}
+               "recompute_mla_up", "first_stage_layers", "last_stage_layers", "fp8_recipe"}
 
 
 @pytest.fixture
@@ -60,6 +60,11 @@ def test_recipe_fields_map_to_plan_options(mod):
                                     "cuda_graph_scope": None, "recompute_modules": ["mlp"]})
     assert opts["dispatcher"] == "alltoall" and opts["cuda_graphs"] is False
     assert opts["recompute_norm_act"] is False and notes == ["recompute module mlp"]
+    # the recipe's name says its fp8 recipe: *_FP8_CS_* is per-tensor current scaling
+    # (Megatron-Bridge's fp8_cs precision), *_FP8_MX_* MXFP8 (the default stack's own)
+    cs, _ = mod.plan_options(dsv3, "QWEN3_235B_A22B_PRETRAIN_CONFIG_H100_FP8_CS_V2")
+    mx, _ = mod.plan_options(dsv3, "DEEPSEEK_V3_PRETRAIN_CONFIG_GB300_FP8_MX_V2")
+    assert cs["fp8_recipe"] == "tensorwise" and "fp8_recipe" not in mx
 
 
 def _case(cid, plan, gpus=8, section="26.04.01", prec="MXFP8"):
