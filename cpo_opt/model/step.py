@@ -60,10 +60,7 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   last of Megatron-Core's greedy buckets (the remainder, with the embedding) is reduced
   after the backward, and the full bucket beside it beyond the remainder's layers; without
   interleaving the first rank gathers the same two before its first forward
-  (``_last_buckets``, simulator D2). What a rank reduces after its own last backward ends
-  ``lead_r`` backward chunks before rank 0's pipeline does (the drain runs from the last
-  rank to the first: ``0``, ``1`` and ``pp - 1`` chunks for the first, a middle and the last
-  rank, 0 under DualPipe), with or without overlap (simulator D1). ZeRO-3 gathers and reduces every micro-batch,
+  (``_last_buckets``, simulator D2). ZeRO-3 gathers and reduces every micro-batch,
   overlapped with that micro-batch's forward/backward; gathering one layer ahead, a rank
   that waits in the fill or drain holds only its first layer, so the bubble's chunks carry
   their ZeRO-3 exposure, less ``m`` times the pacing rank's excess exposure over them (its
@@ -680,22 +677,16 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         both = grad_r.time + param_r.time
         hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
                                   smooth.relu(both - w_total, w_total + 1e-9, t), t)
-        windows = hidden_1f1b + inter * (smooth.relu(both - w_pipe, w_pipe + 1e-9, t)
-                                         - hidden_1f1b)
-        # what is reduced after the rank's own last backward whatever the window: the last
-        # gradient buckets (the remainder with the embedding, and the full bucket beside it
-        # beyond the remainder's layers: _last_buckets, over the rank or, interleaved, its
-        # first chunk) and, interleaved, the first chunk's share c0 (simulator D3); without
-        # interleaving the first rank gathers the same two buckets on first use, before its
-        # first forward (simulator D2). Rank r's own pipeline ends `lead` backward chunks
-        # before rank 0's (the drain runs from the last rank to the first), and this part
-        # with it; a later rank's first-chunk gather runs in its fill wait (simulator D1).
-        # The window terms end with the rank's pipeline, the same step time for every rank.
-        lead_s = lead * b_chunk
-        after = smooth.smax(inter * c0 * both, g_last, t)
-        hidden = (smooth.smax(smooth.relu(after - lead_s, after + 1e-9, t), windows, t)
-                  + first * p_last)
-        tail = smooth.relu(grad_r.time - lead_s, grad_r.time + 1e-9, t)
+        hidden_inter = smooth.smax(c0 * both,
+                                   smooth.relu(both - w_pipe, w_pipe + 1e-9, t), t)
+        hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
+        # the last gradient buckets are reduced after the last backward whatever the window:
+        # the remainder with the embedding, and the full bucket beside it beyond the
+        # remainder's layers (_last_buckets, over the rank or, interleaved, its first chunk);
+        # without interleaving the first rank gathers the same two on first use, before its
+        # first forward (simulator D2)
+        hidden = smooth.smax(hidden, g_last, t) + first * p_last
+        tail = smooth.relu(grad_r.time - lead * b_chunk, grad_r.time + 1e-9, t)
         dp_step = smooth.smax(dp_step, tail + ovl * (hidden - tail), t)
         gather_step = smooth.smax(gather_step, param_r.time, t)
     dp_step = dp_step + (1.0 - ovl) * gather_step
