@@ -7,7 +7,7 @@ and per micro-batch, seconds, evaluated once per plan:
 
 * kernels of the attention block, a dense FFN, an MoE FFN and the output layer:
   :func:`cpo_opt.model.layer_costs.blocks`. The MoE FFN is split into the router (its bf16 GEMM
-  by :func:`cpo_opt.model.compute.gemm_fwd_bwd_time`, its ``ROUTER_KERNELS`` small
+  by :func:`cpo_opt.model.layer_costs.router_kernels`, its ``ROUTER_KERNELS`` small
   kernels), the shared experts (the MoE FFN of the model with and without them) and the
   routed experts (the rest), so that the parts that run before the dispatch, between
   dispatch and combine, and after are separate tasks. The totals are the model's.
@@ -167,11 +167,10 @@ def costs(model: Model, system: System, plan: Plan):
     else:
         shared = Block()
     ovh = f(system.constants.kernel_overhead_s)
-    if s.moe:  # the router's gating GEMM runs in bf16 in fp8 plans too (no cast)
-        rf, rb = compute.gemm_fwd_bwd_time(d.tokens_moe, model.experts, model.hidden, system,
-                                           replace(plan, fp8=0.0), launches=1.0)
+    if s.moe:  # the router's gating GEMM (bf16 in fp8 plans too) as the model times it
+        r = layer_costs.router_kernels(model, system, plan, d)
         small = layer_costs.ROUTER_KERNELS * ovh
-        router = Block(f(rf), small, f(rb), 2.0 * small)
+        router = Block(f(r.gemm_fwd), small, f(r.gemm_bwd), 2.0 * small)
     else:
         router = Block()
     experts = _minus(_minus(moe_b, shared), router)
