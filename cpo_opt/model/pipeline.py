@@ -132,6 +132,16 @@ def gathers_on_first_use(interleaved) -> tuple:
     return 1.0 - interleaved, 0.0, 0.0
 
 
+def bucketed_ranks() -> tuple:
+    """Which of :meth:`Layout.ranks` split their gradients into DDP buckets: the first only
+    (its first chunk, interleaved). Megatron-Core core_v0.19.0 ``DistributedDataParallel``
+    sets ``bucket_size = None`` (one bucket) when ``pp_rank > 0`` or for the later chunks
+    (``disable_bucketing``), "since data-parallel communication on these stages is not on
+    the critical path"; each bucket is a collective paying its latency
+    (:mod:`cpo_opt.model.step`, DP; simulator D20)."""
+    return 1.0, 0.0, 0.0
+
+
 def group(plan: Plan, microbatches, temperature: float = 0.0):
     """Micro-batches per group of an interleaved schedule (Megatron-Core core_v0.19.0
     ``microbatch_group_size_per_vp_stage``, default ``pp``; ``schedules.py`` refuses a group

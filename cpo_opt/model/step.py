@@ -60,7 +60,12 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   last of Megatron-Core's greedy buckets (the remainder, with the embedding) is reduced
   after the backward, and the full bucket beside it beyond the remainder's layers; without
   interleaving the first rank gathers the same two before its first forward
-  (``_last_buckets``, simulator D2). ZeRO-3 gathers and reduces every micro-batch,
+  (``_last_buckets``, simulator D2). That first rank's gathers hide only in its first
+  forward (the next bucket dispatched as one is first used) and its reductions only in its
+  last backward: ``max(t(first buckets), G - (1 - b) fwd) + max(t(last buckets),
+  R - window)``, ``b`` the layers of the first gradient bucket (simulator D19). Megatron-Core
+  buckets only pipeline rank 0's first chunk; there each of its ``n`` buckets is a collective
+  paying its latency, ``n - 1`` latencies beyond the whole span's traffic (D20). ZeRO-3 gathers and reduces every micro-batch,
   overlapped with that micro-batch's forward/backward; gathering one layer ahead, a rank
   that waits in the fill or drain holds only its first layer, so the bubble's chunks carry
   their ZeRO-3 exposure, less ``m`` times the pacing rank's excess exposure over them (its
@@ -263,7 +268,8 @@ def _last_buckets(model: Model, system: System, plan: Plan, d, pl, span, rank_la
     Also returned, for the caller's fluid bound (the whole span's traffic against the
     backward after the first bucket is ready): the share of the span's layers the first
     bucket waits for (the output layer opens it, so only what it lacks of a bucket).
-    Returns ``(grad, gather, first share)`` (simulator D2: Megatron-Core's default
+    Returns ``(grad, gather, first share, (grad, gather) latencies of the buckets beyond
+    one)`` (simulator D2: Megatron-Core's default
     ``max(4e7, 1e6 dp)`` holds nearly half the rank at ``dp = 9216``)."""
     t = temperature
     dense, experts = local_params(model, plan, d, span)
@@ -284,7 +290,12 @@ def _last_buckets(model: Model, system: System, plan: Plan, d, pl, span, rank_la
     grad = last[0].time + smooth.relu(near[0].time - w * bwd, near[0].time + 1e-9, t)
     gather = last[1].time + smooth.relu(near[1].time - w * fwd, near[1].time + 1e-9, t)
     first = jnp.clip(jnp.maximum(size - (ends - emb), 0.0) / layers, 0.0, 1.0)
-    return grad, gather, first
+    # every bucket is a collective of its own (one per group it spans), each paying the
+    # collective's latency (simulator D20): the span's n buckets cost n - 1 latencies more
+    # than its traffic as one collective (what grad / gather of the whole rank count)
+    lat = _dp_comms(system, plan, pl, 0.0 * emb, 0.0 * emb, d.is_moe)
+    more = (n - 1.0) * lat[0].time, (n - 1.0) * lat[1].time
+    return grad, gather, first, more
 
 
 def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts,
@@ -660,24 +671,28 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     b_chunk = fill["wall_bwd"] / plan.vpp
     ovl = plan.overlap_dp
     dp_step, gather_step = 0.0, 0.0
-    for (grad_r, param_r, _, _), r, c0, load, chunk, lead, first in zip(
+    for (grad_r, param_r, _, _), r, c0, load, chunk, lead, first, bucketed in zip(
             dp_comms, ranks, first_share, lay.ranks(), lay.first_chunks(),
-            pipeline.drain_lead(plan), pipeline.gathers_on_first_use(inter)):
+            pipeline.drain_lead(plan), pipeline.gathers_on_first_use(inter),
+            pipeline.bucketed_ranks()):
         # (the windows of the rank's layers: its micro-batch without the output layer)
         l_dense, l_exp = local_params(model, plan, d, dataclasses.replace(
             load, embedding=0.0, head=0.0))
         l_bwd = jnp.maximum(r["wall_bwd"] - load.head * head.bwd, 0.0)
         l_fwd = jnp.maximum(r["wall_fwd"] - load.head * head.fwd, 0.0)
-        g_last, p_last, first_wait = _last_buckets(
+        g_last, p_last, first_wait, more = _last_buckets(
             model, system, plan, d, pl, pipeline.pick(inter > 0.5, chunk, load),
             l_dense + l_exp, bucket_params, l_bwd, l_fwd, t)
         # the gradients reduce from the first bucket's readiness on: after the output
         # layer's backward and what the first bucket lacks of it in layers
         w_grad = w_total - r["wall_fwd"] - (r["wall_bwd"] - l_bwd) - first_wait * l_bwd
-        both = grad_r.time + param_r.time
-        hidden_1f1b = smooth.smax(smooth.relu(grad_r.time - w_grad, w_grad + 1e-9, t),
+        # with overlap the bucketed span's collectives pay one latency each (D20)
+        lat_g, lat_p = bucketed * more[0], bucketed * more[1]
+        g_time, p_time = grad_r.time + lat_g, param_r.time + lat_p
+        both = g_time + p_time
+        hidden_1f1b = smooth.smax(smooth.relu(g_time - w_grad, w_grad + 1e-9, t),
                                   smooth.relu(both - w_total, w_total + 1e-9, t), t)
-        hidden_inter = smooth.smax(c0 * both,
+        hidden_inter = smooth.smax(c0 * (grad_r.time + param_r.time) + lat_g + lat_p,
                                    smooth.relu(both - w_pipe, w_pipe + 1e-9, t), t)
         hidden = hidden_1f1b + inter * (hidden_inter - hidden_1f1b)
         # the last gradient buckets are reduced after the last backward whatever the window:
@@ -686,6 +701,18 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
         # without interleaving the first rank gathers the same two on first use, before its
         # first forward (simulator D2)
         hidden = smooth.smax(hidden, g_last, t) + first * p_last
+        # the first rank of a 1F1B pipeline gathers bucket by bucket on first use, the next
+        # bucket dispatched when a bucket's wait ends (core_v0.19.0 DDP forward pre-hook,
+        # finish_param_sync / next_param_gather_bucket_group): its gathers hide only in its
+        # first forward, before the layers of the last bucket in forward order (the first
+        # gradient bucket, first_wait of them), and its reductions only in its last
+        # backward, two windows one after the other (simulator D19):
+        # gather = max(t(first buckets), G - (1 - first_wait) fwd), reduce as above
+        w_gather = (1.0 - first_wait) * l_fwd
+        g_side = smooth.smax(smooth.relu(g_time - w_grad, w_grad + 1e-9, t), g_last, t)
+        p_side = smooth.smax(p_last, smooth.relu(p_time - w_gather, w_gather + 1e-9, t), t)
+        hidden = hidden + first * (1.0 - plan.schedule) * smooth.relu(
+            g_side + p_side - hidden, hidden + 1e-9, t)
         tail = smooth.relu(grad_r.time - lead * b_chunk, grad_r.time + 1e-9, t)
         dp_step = smooth.smax(dp_step, tail + ovl * (hidden - tail), t)
         gather_step = smooth.smax(gather_step, param_r.time, t)

@@ -698,8 +698,7 @@ class _Sim:
                     ends = {}
                     if self.ovl_ep and self.zero >= 3:  # ZeRO-3: whole chunks, prefetched
                         for key, mark in ((( fmb, fst), fs), ((bmb, bst), bs)):
-                            dense, experts = self.bytes_of(key[1], range(len(
-                                self.stage_layers(key[1]))), True)
+                            dense, experts = self.bytes_of(key[1], self.whole(key[1]), True)
                             ag = self.on(r, "dp", self.gather_time(dense, experts), [], FIXED,
                                          ("ZeRO-3 all-gather", r, key))
                             self.g.deps[mark].append(ag)
@@ -714,8 +713,7 @@ class _Sim:
                     f_end[(fmb, fst)] = ff[0]
                     b_end[(bmb, bst)] = bf[0]
                     if self.ovl_ep and self.zero >= 3:
-                        dense, experts = self.bytes_of(bst, range(len(self.stage_layers(bst))),
-                                                       True)
+                        dense, experts = self.bytes_of(bst, self.whole(bst), True)
                         self.on(r, "dp", self.grad_time(dense, experts), bf, FIXED,
                                 ("ZeRO-3 reduce-scatter", r, (bmb, bst)))
                     b_layer_ends[(bmb, bst)] = ends
@@ -778,27 +776,41 @@ class _Sim:
         return dense + mats * self.c.params_embedding, experts
 
     def buckets(self, r, j, stage):
-        """Layer groups of one chunk's gradient buckets, in backward order (last layers
-        first): Megatron-Core DDP buckets of the plan's ``ddp_bucket`` parameters (``0``:
-        Megatron-Core's default ``max(4e7, 1e6 dp)``) on pipeline
-        rank 0's first chunk (DualPipe: rank 0's), one bucket elsewhere (module docstring)."""
+        """One chunk's gradient buckets, in backward order (last layers first), each a list
+        of ``(layer, share of its parameters)``: Megatron-Core DDP buckets of the plan's
+        ``ddp_bucket`` parameters (``0``: Megatron-Core's default ``max(4e7, 1e6 dp)``) on
+        pipeline rank 0's first chunk (DualPipe: rank 0's), one bucket elsewhere (module
+        docstring). A bucket closes once it holds the size, so a layer larger than what is
+        left of it is split at that point, parameter by parameter as Megatron-Core's
+        ``_ParamAndGradBuffer`` does (here at the exact size: a layer's tensors are much
+        smaller than a bucket; D20); a bucket filled by the output layer alone closes with
+        a zero share of the last layer, ready when that layer's backward ends."""
         per_layer, mats = self.stage_params(stage)
         n = len(per_layer)
         bucketed = self.ovl_dp and (self.options.bucket_all_ranks or (r == 0 and j == 0))
         if not bucketed or n == 0:
-            return [list(range(n))]
+            return [[(i, 1.0) for i in range(n)]]
         size = (self.options.bucket_params or f(self.plan.ddp_bucket)
                 or max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp))
+        full = size * (1.0 - 1e-9)
         # the output layer, registered last, opens the first bucket; the embedding, first,
         # closes the last (core_v0.19.0 _ParamAndGradBuffer walks the parameters in reverse);
         # a tied matrix on a stage with both ends is the embedding's
         groups, cur, acc = [], [], self.head_params(stage)
         for i in reversed(range(n)):
-            cur.append(i)
-            acc += per_layer[i][0] + per_layer[i][1]
-            if acc >= size:
-                groups.append(cur)
-                cur, acc = [], 0.0
+            p = per_layer[i][0] + per_layer[i][1]
+            left = 1.0
+            while True:
+                room = max(size - acc, 0.0)
+                take = left if p * left <= room or p <= 0.0 else room / p
+                cur.append((i, take))
+                acc += p * take
+                left -= take
+                if acc >= full:
+                    groups.append(cur)
+                    cur, acc = [], 0.0
+                if left <= 1e-12:
+                    break
         if cur:
             groups.append(cur)
         return groups
@@ -810,13 +822,17 @@ class _Sim:
         own = st.head and not (self.tied and st.embedding)
         return self.c.params_embedding if own else 0.0
 
+    def whole(self, stage):
+        """Every layer of ``stage``, whole, as :meth:`bytes_of` takes them."""
+        return [(i, 1.0) for i in range(len(self.stage_layers(stage)))]
+
     def bytes_of(self, stage, layers, with_emb, with_head=None):
-        """Parameters of ``layers`` of ``stage``, with its embedding matrix (a tied output
+        """Parameters of ``layers`` (``(layer, share)`` pairs) of ``stage``, with its embedding matrix (a tied output
         layer with it) when ``with_emb`` and its own output layer when ``with_head``
         (default: as ``with_emb``)."""
         per_layer, mats = self.stage_params(stage)
-        dense = sum(per_layer[i][0] for i in layers)
-        experts = sum(per_layer[i][1] for i in layers)
+        dense = sum(per_layer[i][0] * share for i, share in layers)
+        experts = sum(per_layer[i][1] * share for i, share in layers)
         head = self.head_params(stage)
         with_head = with_emb if with_head is None else with_head
         dense += (mats * self.c.params_embedding - head) * with_emb + head * with_head
@@ -856,7 +872,7 @@ class _Sim:
                 layer_gate = {}
                 interleaved = self.vpp > 1 or self.dual
                 if interleaved:
-                    layers = [i for g in groups for i in g]
+                    layers = [x for g in groups for x in g]
                     dense, experts = self.bytes_of(st, layers, True)
                     t = self.on(r, "dp", self.gather_time(dense, experts), [], FIXED,
                                 ("DP parameter all-gather", r, "chunk", j))
@@ -864,19 +880,24 @@ class _Sim:
                         group = min(self.pp, self.m)
                         k = max((j - 1) * group - r, 0)
                         self.ag_pending.append((t, r, ("vid", k)))
-                    for i in layers:
+                    for i, _ in layers:
                         layer_gate[i] = [t]
                 else:
+                    # the next bucket is dispatched when a bucket's wait ends (core_v0.19.0
+                    # finish_param_sync), at the first use of its first layer; a layer split
+                    # over buckets waits for all of them (D20), so a bucket that holds only
+                    # part of the layer the next one shares is dispatched on the link's order
                     prev = None
                     for gi, g in enumerate(reversed(groups)):  # forward order
                         dense, experts = self.bytes_of(st, g, gi == 0, gi == len(groups) - 1)
                         t = self.on(r, "dp", self.gather_time(dense, experts), [], FIXED,
                                     ("DP parameter all-gather", r, "bucket", gi))
-                        if prev is not None:
+                        mine = {i for i, _ in g}
+                        if prev is not None and min(prev) not in mine:
                             self.ag_pending.append((t, r, ("layer", key, min(prev))))
-                        for i in g:
-                            layer_gate[i] = [t]
-                        prev = g
+                        for i in mine:
+                            layer_gate.setdefault(i, []).append(t)
+                        prev = mine
                 gates[r][key] = layer_gate
         return gates
 
@@ -911,7 +932,7 @@ class _Sim:
                 for gi, g in enumerate(groups):
                     dense, experts = self.bytes_of(st, g, gi == len(groups) - 1, gi == 0)
                     if trigger is None:  # per-bucket hooks during the last backward
-                        dep = ends.get(min(g)) if g else self.b_end[last_mb]
+                        dep = ends.get(min(i for i, _ in g)) if g else self.b_end[last_mb]
                     else:
                         dep = trigger
                     launches.append(((key, gi), dep, self.grad_time(dense, experts),
