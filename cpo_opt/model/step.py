@@ -65,8 +65,9 @@ Overlap assumptions (Megatron defaults, each switchable in the plan):
   last backward: ``max(t(first buckets), G - (1 - b) fwd) + max(t(last buckets),
   R - window)``, ``b`` the layers of the first gradient bucket (simulator D19). Megatron-Core
   buckets only pipeline rank 0's first chunk; there each of its ``n`` buckets is a collective
-  paying its latency, ``n - 1`` latencies beyond the whole span's traffic (D20). ZeRO-3 gathers and reduces every micro-batch,
-  overlapped with that micro-batch's forward/backward; gathering one layer ahead, a rank
+  paying its latency, ``n - 1`` latencies beyond the whole span's traffic (D20). ZeRO-3
+  gathers and reduces every micro-batch, overlapped with that micro-batch's
+  forward/backward; gathering one layer ahead, a rank
   that waits in the fill or drain holds only its first layer, so the bubble's chunks carry
   their ZeRO-3 exposure, less ``m`` times the pacing rank's excess exposure over them (its
   link backlog; simulator D8, round 15).

@@ -13,9 +13,9 @@ Queues per rank: ``comp`` (the compute stream), ``tp``, ``cp``, ``ep`` (communic
 * Layer, forward: attention block (TP all-gather / reduce-scatter around its GEMMs, the CP
   ring exchange step by step beside the attention core) -> dense FFN, or -> router, EP
   dispatch (all-to-all, then the expert-TP all-gather), experts (shared experts with their
-  TP pair), EP combine (expert-TP reduce-scatter, then all-to-all). Backward in reverse: combine-backward, experts, dispatch-backward,
-  router + attention. ``recompute = full`` re-runs the layer's forward, with its
-  communication, before its backward.
+  TP pair), EP combine (expert-TP reduce-scatter, then all-to-all). Backward in reverse:
+  combine-backward, experts, dispatch-backward, router + attention. ``recompute = full``
+  re-runs the layer's forward, with its communication, before its backward.
 * TP: with ``overlap_tp`` (and the TP group inside one domain: userbuffers need the
   scale-up fabric) each block's two collectives run on the ``tp`` queue beside the block's
   GEMMs (Transformer Engine's comm-GEMM overlap), holding SMs like an overlapped
@@ -827,9 +827,9 @@ class _Sim:
         return [(i, 1.0) for i in range(len(self.stage_layers(stage)))]
 
     def bytes_of(self, stage, layers, with_emb, with_head=None):
-        """Parameters of ``layers`` (``(layer, share)`` pairs) of ``stage``, with its embedding matrix (a tied output
-        layer with it) when ``with_emb`` and its own output layer when ``with_head``
-        (default: as ``with_emb``)."""
+        """Parameters of ``layers`` (``(layer, share)`` pairs) of ``stage``, with its
+        embedding matrix (a tied output layer with it) when ``with_emb`` and its own output
+        layer when ``with_head`` (default: as ``with_emb``)."""
         per_layer, mats = self.stage_params(stage)
         dense = sum(per_layer[i][0] * share for i, share in layers)
         experts = sum(per_layer[i][1] * share for i, share in layers)
