@@ -269,8 +269,7 @@ def _last_buckets(model: Model, system: System, plan: Plan, d, pl, span, rank_la
     Also returned, for the caller's fluid bound (the whole span's traffic against the
     backward after the first bucket is ready): the share of the span's layers the first
     bucket waits for (the output layer opens it, so only what it lacks of a bucket).
-    Returns ``(grad, gather, first share, (grad, gather) latencies of the buckets beyond
-    one)`` (simulator D2: Megatron-Core's default
+    Returns ``(grad, gather, first share, buckets n)`` (simulator D2: Megatron-Core's default
     ``max(4e7, 1e6 dp)`` holds nearly half the rank at ``dp = 9216``)."""
     t = temperature
     dense, experts = local_params(model, plan, d, span)
@@ -291,12 +290,7 @@ def _last_buckets(model: Model, system: System, plan: Plan, d, pl, span, rank_la
     grad = last[0].time + smooth.relu(near[0].time - w * bwd, near[0].time + 1e-9, t)
     gather = last[1].time + smooth.relu(near[1].time - w * fwd, near[1].time + 1e-9, t)
     first = jnp.clip(jnp.maximum(size - (ends - emb), 0.0) / layers, 0.0, 1.0)
-    # every bucket is a collective of its own (one per group it spans), each paying the
-    # collective's latency (simulator D20): the span's n buckets cost n - 1 latencies more
-    # than its traffic as one collective (what grad / gather of the whole rank count)
-    lat = _dp_comms(system, plan, pl, 0.0 * emb, 0.0 * emb, d.is_moe)
-    more = (n - 1.0) * lat[0].time, (n - 1.0) * lat[1].time
-    return grad, gather, first, more
+    return grad, gather, first, n
 
 
 def _dp_comms(system: System, plan: Plan, pl: layer_costs.Placement, dense, experts,
@@ -671,6 +665,10 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
     # gathers follow the optimizer, which waits for every rank's reduction (simulator D1)
     b_chunk = fill["wall_bwd"] / plan.vpp
     ovl = plan.overlap_dp
+    # every DDP bucket is a collective of its own, paying the collective's latency (simulator
+    # D20): a bucketed span's n buckets cost n - 1 latencies more than its traffic as one
+    # collective (what grad_r / param_r count); the latency of each is that of no bytes
+    lat_one = _dp_comms(system, plan, pl, 0.0, 0.0, d.is_moe)
     dp_step, gather_step = 0.0, 0.0
     for (grad_r, param_r, _, _), r, c0, load, chunk, lead, first, bucketed in zip(
             dp_comms, ranks, first_share, lay.ranks(), lay.first_chunks(),
@@ -681,14 +679,16 @@ def step_time(model: Model, system: System, plan: Plan, temperature: float = 0.0
             load, embedding=0.0, head=0.0))
         l_bwd = jnp.maximum(r["wall_bwd"] - load.head * head.bwd, 0.0)
         l_fwd = jnp.maximum(r["wall_fwd"] - load.head * head.fwd, 0.0)
-        g_last, p_last, first_wait, more = _last_buckets(
+        g_last, p_last, first_wait, n_buckets = _last_buckets(
             model, system, plan, d, pl, pipeline.pick(inter > 0.5, chunk, load),
             l_dense + l_exp, bucket_params, l_bwd, l_fwd, t)
         # the gradients reduce from the first bucket's readiness on: after the output
         # layer's backward and what the first bucket lacks of it in layers
         w_grad = w_total - r["wall_fwd"] - (r["wall_bwd"] - l_bwd) - first_wait * l_bwd
         # with overlap the bucketed span's collectives pay one latency each (D20)
-        lat_g, lat_p = bucketed * more[0], bucketed * more[1]
+        extra = (n_buckets - 1.0) * bucketed  # (a Python 0 where unbucketed: nothing built)
+        lat_g, lat_p = ((extra * lat_one[0].time, extra * lat_one[1].time) if bucketed
+                        else (0.0, 0.0))
         g_time, p_time = grad_r.time + lat_g, param_r.time + lat_p
         both = g_time + p_time
         hidden_1f1b = smooth.smax(smooth.relu(g_time - w_grad, w_grad + 1e-9, t),

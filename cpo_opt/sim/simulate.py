@@ -789,7 +789,7 @@ class _Sim:
         n = len(per_layer)
         bucketed = self.ovl_dp and (self.options.bucket_all_ranks or (r == 0 and j == 0))
         if not bucketed or n == 0:
-            return [[(i, 1.0) for i in range(n)]]
+            return [self.whole(stage)]
         size = (self.options.bucket_params or f(self.plan.ddp_bucket)
                 or max(BUCKET_MIN_PARAMS, BUCKET_PARAMS_PER_DP_RANK * self.c.dp))
         full = size * (1.0 - 1e-9)
